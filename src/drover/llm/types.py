@@ -1,0 +1,155 @@
+"""The request and result types of every LLM call (teachers, judges, raters, policies).
+
+A request is either a chat (`messages`) or a raw text prompt (`prompt`, for
+base-model benchmarks and pre-formatted chat text). `sample_index` makes the k-th of
+several independent samples of the same request a different cache entry, so
+sampling is reproducible and resumable. `key` is the caller's label (a record id) and
+is *not* part of the cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Decoding parameters; `None` means "the client's configured default"."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] | None = None
+    n: int | None = None
+    seed: int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One completion request: `messages` (chat) xor `prompt` (raw text)."""
+
+    messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...)
+    prompt: str | None = None
+    decoding: Decoding = field(default_factory=Decoding)
+    sample_index: int = 0
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a Request needs exactly one of messages or prompt")
+
+    @classmethod
+    def chat(cls, messages: list[dict[str, str]] | list[tuple[str, str]], key: str | None = None,
+             sample_index: int = 0, **decoding: Any) -> "Request":
+        pairs = tuple((m["role"], m["content"]) if isinstance(m, dict) else (m[0], m[1]) for m in messages)
+        if "stop" in decoding and decoding["stop"] is not None:
+            decoding["stop"] = tuple(decoding["stop"])
+        return cls(messages=pairs, decoding=Decoding(**decoding), sample_index=sample_index, key=key)
+
+    @classmethod
+    def text(cls, prompt: str, key: str | None = None, sample_index: int = 0, **decoding: Any) -> "Request":
+        if "stop" in decoding and decoding["stop"] is not None:
+            decoding["stop"] = tuple(decoding["stop"])
+        return cls(prompt=prompt, decoding=Decoding(**decoding), sample_index=sample_index, key=key)
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in (self.messages or ())]
+
+
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: dict[str, float] | None = None  # top alternatives at this position
+
+
+@dataclass
+class Choice:
+    text: str
+    finish_reason: str | None = None  # "stop" | "length" | ...
+    logprobs: list[TokenLogprob] | None = None
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class Completion:
+    """The result of one Request: n choices, or an error recorded after retries."""
+
+    choices: list[Choice]
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+    cached: bool = False
+    latency: float = 0.0
+    error: str | None = None
+    key: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def text(self) -> str:
+        """The first choice's text ('' on error)."""
+        return self.choices[0].text if self.choices else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> "Completion":
+        choices = []
+        for c in obj.get("choices", []):
+            lps = c.get("logprobs")
+            choices.append(Choice(c["text"], c.get("finish_reason"),
+                                  None if lps is None else [TokenLogprob(**t) for t in lps]))
+        return cls(choices=choices, usage=Usage(**obj.get("usage", {})), model=obj.get("model", ""),
+                   cached=obj.get("cached", False), latency=obj.get("latency", 0.0),
+                   error=obj.get("error"), key=obj.get("key"))
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """Log-probability of `continuation` given `context` (raw text, already formatted)."""
+
+    context: str
+    continuation: str
+    key: str | None = None
+
+
+@dataclass
+class Score:
+    """Per-token and summed log-probs of a continuation; `greedy` if argmax at every token."""
+
+    token_logprobs: list[float]
+    tokens: list[str]
+    total: float
+    greedy: bool
+    error: str | None = None
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(1, len(self.token_logprobs))
+
+
+def request_fingerprint(backend: str, model: str, request: Request, decoding: Decoding) -> str:
+    """The cache key: hash of (backend, model, messages/prompt, resolved decoding, sample index)."""
+    payload = {
+        "backend": backend,
+        "model": model,
+        "messages": request.messages,
+        "prompt": request.prompt,
+        "decoding": asdict(decoding),
+        "sample_index": request.sample_index,
+    }
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=list)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()

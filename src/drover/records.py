@@ -1,0 +1,337 @@
+"""The two record types everything on disk is made of, and their JSONL I/O.
+
+`Conversation`: SFT data, prompts and model outputs (Tülu's message format).
+`Ranked`: a prompt with N responses ordered best first (GPT-4-LLM comparison data,
+Tuna rankings, DPO pairs with N=2). Pairs are derived from `Ranked`, never stored.
+
+Reading streams line by line and validates every record, reporting
+`file:line: field: problem`; writing is atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+from drover.atomic import atomic_open
+from drover.errors import InputError
+
+ROLES = ("system", "user", "assistant")
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass
+class Message:
+    role: str
+    content: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass
+class Conversation:
+    """A chat: system/user/assistant turns, with where it came from."""
+
+    id: str
+    messages: list[Message]
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "messages": [m.to_dict() for m in self.messages],
+            "source": self.source,
+            "meta": self.meta,
+        }
+
+    @property
+    def prompt_messages(self) -> list[Message]:
+        """The turns before the final assistant turn (the whole chat if none)."""
+        if self.messages and self.messages[-1].role == "assistant":
+            return self.messages[:-1]
+        return list(self.messages)
+
+    @property
+    def last_assistant(self) -> str | None:
+        for message in reversed(self.messages):
+            if message.role == "assistant":
+                return message.content
+        return None
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: tuple[str, int | None] = ("<dict>", None),
+                  require_assistant: bool = False) -> "Conversation":
+        path, line = where
+        _require_object(obj, path, line)
+        _no_unknown_keys(obj, {"id", "messages", "source", "meta"}, path, line)
+        rid = _require_id(obj, path, line)
+        messages = _parse_messages(obj.get("messages"), "messages", path, line)
+        if require_assistant and not any(m.role == "assistant" for m in messages):
+            raise InputError(path, line, "messages", f"record {rid!r} has no assistant turn")
+        return cls(rid, messages, _opt_str(obj, "source", path, line), _opt_meta(obj, path, line))
+
+
+@dataclass
+class Response:
+    content: str
+    score: float | None = None
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"content": self.content, "score": self.score, "source": self.source}
+
+
+@dataclass
+class Ranked:
+    """A prompt and N >= 1 responses ordered best first (scores non-increasing)."""
+
+    id: str
+    messages: list[Message]
+    responses: list[Response]
+    reference: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "messages": [m.to_dict() for m in self.messages],
+            "responses": [r.to_dict() for r in self.responses],
+            "reference": self.reference,
+            "meta": self.meta,
+        }
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """Index pairs (better, worse) for every pair with a strictly higher score.
+
+        Records without scores are taken as strictly ordered by position.
+        """
+        out = []
+        for i in range(len(self.responses)):
+            for j in range(i + 1, len(self.responses)):
+                si, sj = self.responses[i].score, self.responses[j].score
+                if si is None or sj is None or si > sj:
+                    out.append((i, j))
+        return out
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: tuple[str, int | None] = ("<dict>", None)) -> "Ranked":
+        path, line = where
+        _require_object(obj, path, line)
+        _no_unknown_keys(obj, {"id", "messages", "responses", "reference", "meta"}, path, line)
+        rid = _require_id(obj, path, line)
+        messages = _parse_messages(obj.get("messages"), "messages", path, line)
+        if messages[-1].role != "user":
+            raise InputError(path, line, f"messages[{len(messages) - 1}].role",
+                             "the prompt of a Ranked record must end with a user turn")
+        raw = obj.get("responses")
+        if not isinstance(raw, list) or not raw:
+            raise InputError(path, line, "responses", "expected a non-empty list of responses")
+        responses: list[Response] = []
+        for i, item in enumerate(raw):
+            name = f"responses[{i}]"
+            if not isinstance(item, dict):
+                raise InputError(path, line, name, f"expected an object, got {_typename(item)}")
+            _no_unknown_keys(item, {"content", "score", "source"}, path, line, prefix=name + ".")
+            content = item.get("content")
+            if not isinstance(content, str) or not content.strip():
+                raise InputError(path, line, f"{name}.content", "expected a non-empty string")
+            score = item.get("score")
+            if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+                raise InputError(path, line, f"{name}.score", f"expected a number, got {score!r}")
+            if score is not None and score != score:
+                raise InputError(path, line, f"{name}.score", "score is NaN")
+            src = item.get("source", "")
+            if not isinstance(src, str):
+                raise InputError(path, line, f"{name}.source", "expected a string")
+            responses.append(Response(content, None if score is None else float(score), src))
+        scored = [r.score for r in responses if r.score is not None]
+        if scored and len(scored) != len(responses):
+            raise InputError(path, line, "responses", "either every response has a score or none does")
+        for i in range(1, len(responses)):
+            prev, cur = responses[i - 1].score, responses[i].score
+            if prev is not None and cur is not None and cur > prev:
+                raise InputError(path, line, f"responses[{i}].score",
+                                 f"responses must be ordered best first ({cur} after {prev})")
+        reference = obj.get("reference")
+        if reference is not None and not isinstance(reference, str):
+            raise InputError(path, line, "reference", "expected a string or null")
+        return cls(rid, messages, responses, reference, _opt_meta(obj, path, line))
+
+
+Record = Union[Conversation, Ranked]
+R = TypeVar("R", Conversation, Ranked)
+
+
+def _typename(obj: Any) -> str:
+    return {dict: "object", list: "array", str: "string", type(None): "null",
+            bool: "boolean", int: "number", float: "number"}.get(type(obj), type(obj).__name__)
+
+
+def _require_object(obj: Any, path: str, line: int | None) -> None:
+    if not isinstance(obj, dict):
+        raise InputError(path, line, None, f"expected a JSON object, got {_typename(obj)}")
+
+
+def _no_unknown_keys(obj: dict, allowed: set[str], path: str, line: int | None, prefix: str = "") -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise InputError(path, line, prefix + unknown[0],
+                         f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+
+
+def _require_id(obj: dict, path: str, line: int | None) -> str:
+    rid = obj.get("id")
+    if isinstance(rid, int) and not isinstance(rid, bool):
+        return str(rid)
+    if not isinstance(rid, str) or not rid:
+        raise InputError(path, line, "id", "missing or empty (expected a string)")
+    return rid
+
+
+def _opt_str(obj: dict, key: str, path: str, line: int | None) -> str:
+    value = obj.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(path, line, key, f"expected a string, got {_typename(value)}")
+    return value
+
+
+def _opt_meta(obj: dict, path: str, line: int | None) -> dict[str, Any]:
+    meta = obj.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise InputError(path, line, "meta", f"expected an object, got {_typename(meta)}")
+    return meta
+
+
+def _parse_messages(raw: Any, name: str, path: str, line: int | None) -> list[Message]:
+    if not isinstance(raw, list) or not raw:
+        raise InputError(path, line, name, "expected a non-empty list of messages")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"{name}[{i}]"
+        if not isinstance(item, dict):
+            raise InputError(path, line, where, f"expected an object, got {_typename(item)}")
+        _no_unknown_keys(item, {"role", "content"}, path, line, prefix=where + ".")
+        role = item.get("role")
+        if role not in ROLES:
+            problem = "missing" if role is None else f"unknown role {role!r}"
+            raise InputError(path, line, f"{where}.role", f"{problem} (expected one of: {', '.join(ROLES)})")
+        content = item.get("content")
+        if not isinstance(content, str):
+            raise InputError(path, line, f"{where}.content", f"expected a string, got {_typename(content)}")
+        if not content.strip():
+            raise InputError(path, line, f"{where}.content", "empty content")
+        out.append(Message(role, content))
+    return out
+
+
+def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed JSON) for each non-blank line, streaming.
+
+    Raises InputError for unreadable files, binary garbage, bad JSON and empty files.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, None, None, "file not found")
+    if path.is_dir():
+        raise InputError(path, None, None, "is a directory, expected a JSONL file")
+    seen = False
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if b"\x00" in raw:
+                raise InputError(path, number, None, "binary data (NUL byte), expected UTF-8 JSON lines")
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(path, number, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InputError(path, number, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+            seen = True
+            yield number, obj
+    if not seen:
+        raise InputError(path, None, None, "empty file: no JSON records")
+
+
+def read_conversations(path: str | Path, require_assistant: bool = False) -> Iterator[Conversation]:
+    """Stream validated `Conversation` records from a JSONL file."""
+    for number, obj in iter_json_lines(path):
+        yield Conversation.from_dict(obj, (str(path), number), require_assistant=require_assistant)
+
+
+def read_ranked(path: str | Path) -> Iterator[Ranked]:
+    """Stream validated `Ranked` records from a JSONL file."""
+    for number, obj in iter_json_lines(path):
+        yield Ranked.from_dict(obj, (str(path), number))
+
+
+def read_records(path: str | Path) -> Iterator[Record]:
+    """Stream records of either type, telling them apart by the `responses` field."""
+    for number, obj in iter_json_lines(path):
+        if isinstance(obj, dict) and "responses" in obj:
+            yield Ranked.from_dict(obj, (str(path), number))
+        else:
+            yield Conversation.from_dict(obj, (str(path), number))
+
+
+def write_jsonl(path: str | Path, records: Iterable[Record | dict[str, Any]]) -> int:
+    """Atomically write records (or plain dicts) as JSONL; returns the count."""
+    count = 0
+    with atomic_open(path) as handle:
+        for record in records:
+            obj = record if isinstance(record, dict) else record.to_dict()
+            handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+class JsonlAppender:
+    """Append records one at a time, flushed per line, for resumable stages.
+
+    A resumed stage reads back the ids already present (`done_ids`) and skips them. A
+    torn last line (killed mid-write) is dropped on open.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done_ids: set[str] = set()
+        if self.path.exists():
+            self._recover()
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def _recover(self) -> None:
+        data = self.path.read_bytes()
+        keep = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
+        if len(keep) != len(data):
+            self.path.write_bytes(keep)
+        for raw in keep.splitlines():
+            if raw.strip():
+                try:
+                    self.done_ids.add(str(json.loads(raw)["id"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+
+    def write(self, record: Record | dict[str, Any]) -> None:
+        obj = record if isinstance(record, dict) else record.to_dict()
+        self._handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        self.done_ids.add(str(obj["id"]))
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
