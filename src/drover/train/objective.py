@@ -1,0 +1,73 @@
+"""The contract between the training engine and every objective.
+
+The engine turns a micro-batch of records into N scored *sequences* (one per
+response; a Conversation is one sequence, a Ranked record with K responses is K
+sequences, plus its `reference` when the objective wants it) and hands them to a pure
+objective function as a `SequenceBatch`. The objective returns a loss *sum* and the
+number of units it was summed over; the engine divides by the units of the whole
+accumulated (and, distributed, global) batch, so how a batch is split never changes
+the result.
+
+Objectives declare what they need (`ObjectiveSpec`) instead of the engine branching
+on their names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class SequenceBatch:
+    """N sequences of a micro-batch; all tensors share the leading dimension N.
+
+    token_logps:   (N, T) log p(target token) under the policy, 0 where not a target
+    token_mask:    (N, T) bool, True on trained target tokens
+    seq_logps:     (N,)   sum of token_logps over the mask
+    seq_lengths:   (N,)   number of target tokens
+    group:         (N,)   index of the record within the micro-batch (0..B-1)
+    rank:          (N,)   position in the record's ranking, 0 = best; -1 for `reference`
+    scores:        (N,)   the record's score for the response (NaN when unscored)
+    ref_seq_logps: (N,)   same sums under the frozen reference model (if needs_reference)
+    rewards:       (N,)   scalar-head outputs (if scalar_head)
+    """
+
+    token_logps: "torch.Tensor"
+    token_mask: "torch.Tensor"
+    seq_logps: "torch.Tensor"
+    seq_lengths: "torch.Tensor"
+    group: "torch.Tensor"
+    rank: "torch.Tensor"
+    scores: "torch.Tensor"
+    ref_seq_logps: "torch.Tensor | None" = None
+    rewards: "torch.Tensor | None" = None
+
+
+@dataclass
+class ObjectiveOutput:
+    """loss_sum / units is this micro-batch's loss; units are summed across the whole
+    accumulated batch before dividing (tokens for SFT, records or pairs for rankings)."""
+
+    loss_sum: "torch.Tensor"
+    units: "torch.Tensor | float"
+    metrics: dict[str, float] = field(default_factory=dict)  # sums over units, averaged by the engine
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """An objective and what it needs from the engine."""
+
+    name: str
+    fn: Callable[[SequenceBatch, Any], ObjectiveOutput]
+    data: Literal["conversation", "ranked"] = "conversation"
+    needs_reference: bool = False        # frozen reference log-probs, computed once and cached
+    needs_reference_text: bool = False   # the Ranked.reference response as an extra sequence (rank -1)
+    scalar_head: bool = False            # reward model: a scalar per sequence instead of LM log-probs
+    min_responses: int = 1               # records with fewer responses are reported before training
+    needs_scores: bool = False           # records whose scores are all tied are reported
+    paper: str = ""                      # citation shown in docs and `drover tune --help`
