@@ -10,6 +10,21 @@ the result.
 
 Objectives declare what they need (`ObjectiveSpec`) instead of the engine branching
 on their names.
+
+How the engine uses an objective (the whole protocol):
+
+1. `fn(batch, params) -> ObjectiveOutput` where `params` is an instance of
+   `spec.params` (a dataclass built from the config's `objective_params`, unknown keys
+   are config errors) or `{}` when the objective has no parameters.
+2. `units` must depend only on the batch's *structure* (token_mask, seq_lengths, group,
+   rank, scores), never on log-prob or reward values: before the backward passes of an
+   optimizer step the engine calls `fn` once per micro-batch on a structure-only copy
+   (log-probs, reference log-probs and rewards all zero, no grad) to learn the global
+   unit count, then back-propagates `loss_sum / global_units` per micro-batch.
+3. `metrics` values are sums over the micro-batch (like `loss_sum`); the engine sums
+   them over the accumulated, global batch and divides by the same global units.
+4. Sequences of one record are always in the same micro-batch, consecutive, in rank
+   order (rank 0 first), with the `reference` sequence (rank -1) last when requested.
 """
 
 from __future__ import annotations
@@ -71,3 +86,5 @@ class ObjectiveSpec:
     min_responses: int = 1               # records with fewer responses are reported before training
     needs_scores: bool = False           # records whose scores are all tied are reported
     paper: str = ""                      # citation shown in docs and `drover tune --help`
+    params: type | None = None           # dataclass of the objective's parameters (config `objective_params`)
+    options: Any = None                  # dataclass of the objective's options (fn gets an instance)

@@ -1,0 +1,22 @@
+"""Supervised fine-tuning: masked negative log-likelihood of the target (assistant) tokens.
+
+loss = - sum_{target tokens} log p(token) / number of target tokens in the whole
+(accumulated, global) batch — each token weighs the same however the batch is split,
+as in open-instruct's `sum` loss reduction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drover.train.objective import ObjectiveOutput, ObjectiveSpec, SequenceBatch
+
+
+def sft_loss(batch: SequenceBatch, params: Any = None) -> ObjectiveOutput:
+    nll = -(batch.token_logps * batch.token_mask).sum()
+    tokens = batch.token_mask.sum()
+    return ObjectiveOutput(loss_sum=nll, units=tokens, metrics={})
+
+
+SPEC = ObjectiveSpec(name="sft", fn=sft_loss, data="conversation",
+                     paper="masked NLL on assistant tokens (Wang et al. 2023, Tülu; arXiv:2306.04751)")
