@@ -1,0 +1,52 @@
+"""Run a recipe: its stages in order, as resumable stages.
+
+    drover run quickstart                       # a recipe shipped with drover
+    drover run recipes/gpt4-llm.yaml vars.teacher=openai:gpt-4 run_dir=runs/g4
+    drover run tulu --only sft,eval             # some stages only
+    drover run tulu --list                      # show the stages and which are done
+
+Finished stages (same resolved command line) are skipped, so re-running the same
+command after a crash or Ctrl-C continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="a recipe YAML path or the name of a shipped recipe")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides (e.g. run_dir=runs/x vars.model=PATH)")
+    parser.add_argument("--only", default="", help="comma-separated stage names to run")
+    parser.add_argument("--force", action="store_true", help="re-run stages even if marked done")
+    parser.add_argument("--list", action="store_true", help="list the stages and their status, run nothing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from drover.recipes import base_variables, load_recipe, run_recipe
+    from drover.runs import RunDir
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    variables = base_variables(recipe)
+    if args.list:
+        run_dir = RunDir(variables["run_dir"])
+        for stage in recipe.stages:
+            done = (run_dir.root / "stages" / f"{stage.name}.json").exists()
+            print(f"{'done ' if done else 'todo '} {stage.name:<18} drover {stage.command} "
+                  f"{' '.join(stage.args)}")
+        return 0
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    print(f"drover run {recipe.name}: {len(recipe.stages)} stages into {variables['run_dir']}")
+    if recipe.description:
+        print(recipe.description.strip())
+    start = time.monotonic()
+    rows = run_recipe(recipe, only=only, force=args.force)
+    total = time.monotonic() - start
+    print(f"\n{recipe.name}: finished in {total / 60:.1f} min")
+    for name, status, seconds in rows:
+        print(f"  {name:<18} {status:<8} {seconds:7.1f}s")
+    report = RunDir(variables["run_dir"]).root / "report.html"
+    if report.exists():
+        print(f"report: {report.resolve()}")
+    return 0

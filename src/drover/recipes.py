@@ -1,0 +1,204 @@
+"""Recipes: a YAML list of drover commands run in order as resumable stages.
+
+    name: quickstart
+    run_dir: runs/quickstart
+    vars: {model: "${run_dir}/models/base"}      # ${name} substitution, resolved in order
+    services:                                     # background servers, started on demand
+      teacher: {command: serve, args: ["${run_dir}/models/teacher", "--port", "${port}"]}
+    stages:
+      - {name: answers, command: generate, args: [answers, ...], uses: [teacher]}
+
+Each stage runs `python -m drover <command> <args>` in a subprocess (a crash or
+out-of-memory in one stage cannot corrupt the runner) and, on success, is marked done
+in `RUN/stages/<name>.json` with the hash of its resolved command line. A re-run skips
+stages marked done for the same command line; an interrupted stage runs again and
+resumes from its own partial outputs (every long command is resumable).
+`${services.NAME.url}` is the base URL of a started service (its `--port` is picked
+free at start).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from drover.config import from_dict, merge_overrides, read_yaml
+from drover.errors import ConfigError, DroverError
+from drover.runs import RunDir
+
+RECIPES_DIR = Path(__file__).parent / "resources" / "recipes"
+_VAR = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
+
+
+@dataclass
+class Service:
+    command: str
+    args: list[str] = field(default_factory=list)
+    ready_path: str = "/v1/models"
+    start_timeout: float = 180.0
+
+
+@dataclass
+class Stage:
+    name: str
+    command: str
+    args: list[str] = field(default_factory=list)
+    uses: list[str] = field(default_factory=list)
+    description: str = ""
+
+
+@dataclass
+class Recipe:
+    name: str
+    run_dir: str
+    stages: list[Stage]
+    description: str = ""
+    vars: dict[str, Any] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from drover.cli import COMMANDS
+
+        names = [s.name for s in self.stages]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ConfigError(f"recipe {self.name}: duplicate stage names {sorted(dupes)}")
+        for stage in self.stages:
+            if stage.command not in COMMANDS:
+                raise ConfigError(f"recipe {self.name}: stage {stage.name!r}: unknown command {stage.command!r}")
+            for use in stage.uses:
+                if use not in self.services:
+                    raise ConfigError(f"recipe {self.name}: stage {stage.name!r} uses unknown service {use!r}")
+
+
+def find_recipe(name_or_path: str) -> Path:
+    """A path to a YAML file, or the name of a recipe shipped with drover."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    if shipped.exists():
+        return shipped
+    known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    raise ConfigError(f"recipe {name_or_path!r} not found (not a file; shipped recipes: {', '.join(known)})")
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    path = find_recipe(name_or_path)
+    data = merge_overrides(read_yaml(path), overrides or [])
+    return from_dict(Recipe, data, where=str(path))
+
+
+def resolve(text: str, variables: dict[str, Any], where: str) -> str:
+    def sub(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in variables:
+            raise ConfigError(f"{where}: unknown variable ${{{key}}} (known: {', '.join(sorted(variables))})")
+        return str(variables[key])
+
+    for _ in range(10):  # variables may refer to variables
+        new = _VAR.sub(sub, text)
+        if new == text:
+            return new
+        text = new
+    return text
+
+
+def base_variables(recipe: Recipe) -> dict[str, Any]:
+    variables: dict[str, Any] = {"run_dir": recipe.run_dir, "python": sys.executable}
+    variables["run_dir"] = resolve(recipe.run_dir, variables, "run_dir")
+    for key, value in recipe.vars.items():
+        variables[key] = resolve(str(value), variables, f"vars.{key}")
+    return variables
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def start_service(name: str, service: Service, variables: dict[str, Any], log_dir: Path) -> Iterator[str]:
+    """Start a drover service (e.g. `serve`) on a free loopback port; yield its base URL."""
+    import httpx
+
+    port = _free_port()
+    local = {**variables, "port": port}
+    args = [resolve(a, local, f"services.{name}.args") for a in service.args]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"service-{name}.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "drover", service.command, *args],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + service.start_timeout
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise DroverError(f"service {name!r} exited with code {proc.returncode}; "
+                                  f"see {log_dir / f'service-{name}.log'}")
+            try:
+                if httpx.get(url.rsplit("/v1", 1)[0] + service.ready_path, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise DroverError(f"service {name!r} did not become ready in {service.start_timeout:.0f}s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = False,
+               echo=print) -> list[tuple[str, str, float]]:
+    """Run the stages in order; returns (stage, "done"|"skipped", seconds) rows."""
+    variables = base_variables(recipe)
+    run = RunDir(variables["run_dir"]).ensure()
+    stages = [s for s in recipe.stages if not only or s.name in only]
+    rows: list[tuple[str, str, float]] = []
+    with ExitStack() as stack:
+        started: dict[str, str] = {}
+        for index, stage in enumerate(stages, start=1):
+            local = {**variables, **{f"services.{k}.url": v for k, v in started.items()}}
+            # Resolve once without service URLs to decide whether the stage is done: the
+            # port of a service changes between runs and must not invalidate the marker.
+            key_vars = {**local, **{f"services.{k}.url": f"<{k}>" for k in recipe.services}}
+            key = {"command": stage.command,
+                   "args": [resolve(a, key_vars, f"stages.{stage.name}") for a in stage.args]}
+            if not force and run.stage_done(stage.name, key):
+                echo(f"[{index}/{len(stages)}] {stage.name}: already done, skipped")
+                rows.append((stage.name, "skipped", 0.0))
+                continue
+            for use in stage.uses:
+                if use not in started:
+                    echo(f"  starting service {use!r} ...")
+                    started[use] = stack.enter_context(
+                        start_service(use, recipe.services[use], variables, run.root / "logs"))
+                    local[f"services.{use}.url"] = started[use]
+            args = [resolve(a, local, f"stages.{stage.name}") for a in stage.args]
+            echo(f"[{index}/{len(stages)}] {stage.name}: drover {stage.command} {' '.join(args)}")
+            start = time.monotonic()
+            env = {**os.environ, "DROVER_STAGE": stage.name}
+            code = subprocess.call([sys.executable, "-m", "drover", stage.command, *args], env=env)
+            seconds = time.monotonic() - start
+            if code != 0:
+                raise DroverError(f"stage {stage.name!r} failed (exit {code}); fix the cause and re-run "
+                                  f"the same command: finished stages are skipped, this one resumes")
+            run.mark_done(stage.name, key, {"seconds": round(seconds, 2)})
+            run.log("stage", name=stage.name, seconds=seconds)
+            rows.append((stage.name, "done", seconds))
+    return rows
