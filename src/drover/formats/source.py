@@ -1,0 +1,130 @@
+"""Read any dataset file as a stream of located rows, whatever its layout.
+
+Public datasets come as a JSON array (Alpaca, Code Alpaca, AlpacaEval, LLMBar), JSONL
+(Dolly, OASST trees, HH-RLHF), a single JSON document (a Super-NI task file), and
+sometimes gzipped. The layout is detected from the content, not the file name, and every
+row carries the line it starts on so errors read `file:line`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from drover.errors import InputError
+from drover.formats.base import Row
+
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+def read_rows(path: str | Path) -> Iterator[Row]:
+    """Yield every item of a JSON array / JSONL / single-document file, gzip or not."""
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        raise InputError(name, None, None, "file not found")
+    if path.is_dir():
+        raise InputError(name, None, None, "is a directory, expected a JSON or JSONL file")
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(name, None, None, f"corrupt gzip data ({exc})") from None
+    text = _decode(name, data)
+    start = _WS.match(text).end()
+    if start == len(text):
+        raise InputError(name, None, None, "empty file: no JSON records")
+    first = text[start]
+    if first == "[":
+        yield from _array_rows(name, text, start)
+    elif first == "{":
+        yield from _object_rows(name, text, start)
+    else:
+        line = text.count("\n", 0, start) + 1
+        raise InputError(name, line, None, f"expected JSON or JSONL (a '[' or '{{'), found {first!r}")
+
+
+def _decode(name: str, data: bytes) -> str:
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise InputError(name, data.count(b"\n", 0, nul) + 1, None,
+                         "binary data (NUL byte), expected UTF-8 JSON or JSONL")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InputError(name, line, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+
+
+class _Lines:
+    """Offset -> line number, incrementally (offsets only grow)."""
+
+    def __init__(self, text: str):
+        self.text, self.pos, self.line = text, 0, 1
+
+    def at(self, offset: int) -> int:
+        self.line += self.text.count("\n", self.pos, offset)
+        self.pos = offset
+        return self.line
+
+
+def _bad_json(name: str, exc: json.JSONDecodeError, line_offset: int = 0) -> InputError:
+    return InputError(name, exc.lineno + line_offset, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+
+
+def _array_rows(name: str, text: str, start: int) -> Iterator[Row]:
+    decoder = json.JSONDecoder()
+    lines = _Lines(text)
+    pos = _WS.match(text, start + 1).end()
+    if text.startswith("]", pos):
+        raise InputError(name, lines.at(pos), None, "empty JSON array: no records")
+    index = 0
+    while True:
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise _bad_json(name, exc) from None
+        yield Row(name, lines.at(pos), index, obj)
+        index += 1
+        pos = _WS.match(text, end).end()
+        if text.startswith(",", pos):
+            pos = _WS.match(text, pos + 1).end()
+            continue
+        if text.startswith("]", pos):
+            break
+        problem = "unexpected end of file" if pos >= len(text) else f"expected ',' or ']', found {text[pos]!r}"
+        raise InputError(name, lines.at(pos), None, f"invalid JSON: {problem}")
+    rest = _WS.match(text, pos + 1).end()
+    if rest != len(text):
+        raise InputError(name, lines.at(rest), None, "invalid JSON: extra data after the closing ']'")
+
+
+def _object_rows(name: str, text: str, start: int) -> Iterator[Row]:
+    """JSONL if the first line is a complete JSON value, else one (pretty-printed) document."""
+    first_end = text.find("\n", start)
+    first_line = text[start:] if first_end < 0 else text[start:first_end]
+    try:
+        json.loads(first_line)
+        is_jsonl = True
+    except json.JSONDecodeError:
+        is_jsonl = False
+    if not is_jsonl:
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _bad_json(name, exc) from None
+        yield Row(name, text.count("\n", 0, start) + 1, None, obj)
+        return
+    for number, raw in enumerate(text.split("\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(name, number, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        yield Row(name, number, None, obj)
