@@ -87,4 +87,3 @@ class ObjectiveSpec:
     needs_scores: bool = False           # records whose scores are all tied are reported
     paper: str = ""                      # citation shown in docs and `drover tune --help`
     params: type | None = None           # dataclass of the objective's parameters (config `objective_params`)
-    options: Any = None                  # dataclass of the objective's options (fn gets an instance)
