@@ -31,11 +31,37 @@ TINY_CORPUS = (
 
 
 def _not_found(name_or_path: str, what: str, exc: Exception | None = None) -> ModelNotFoundError:
-    detail = f" ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})" if exc else ""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return ModelNotFoundError(f"{name_or_path}: the directory holds no loadable {what} "
+                                  f"({type(exc).__name__ if exc else 'missing files'}: {_first_line(exc)})")
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1 or path.suffix:
+        return ModelNotFoundError(f"{name_or_path}: no such {what} directory; give a directory written by "
+                                  "save_pretrained (`drover init-tiny DIR` builds a tiny test model)")
     return ModelNotFoundError(
-        f"cannot load {what} {name_or_path!r} from local files{detail}. Give a local directory, "
-        f"pre-download it with `huggingface-cli download {name_or_path}`, or pass allow_download=True "
-        f"(--allow-download) to let drover fetch it; `drover init-tiny DIR` builds a tiny test model")
+        f"cannot load {what} {name_or_path!r}: it is not a local directory and drover does not download "
+        f"implicitly. Pre-download it with `huggingface-cli download {name_or_path}` (then use the hub id or "
+        f"the local path), or pass allow_download=True (--allow-download) to let drover fetch it")
+
+
+def _require_local(name: str, what: str) -> None:
+    """Fail fast unless `name` is a local directory or a hub id already in the local cache."""
+    if Path(name).expanduser().is_dir():
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    files = ("config.json",) if what == "model" else ("tokenizer_config.json", "tokenizer.json")
+    for filename in files:
+        try:
+            if isinstance(try_to_load_from_cache(name, filename), str):
+                return
+        except Exception:  # not a valid repo id
+            break
+    raise _not_found(name, what)
+
+
+def _first_line(exc: Exception | None) -> str:
+    return str(exc).strip().splitlines()[0] if exc and str(exc).strip() else ""
 
 
 def load_tokenizer(name_or_path: str | Path, chat_template: str | None = None, *,
@@ -48,6 +74,8 @@ def load_tokenizer(name_or_path: str | Path, chat_template: str | None = None, *
     from transformers import AutoTokenizer
 
     name = str(name_or_path)
+    if not allow_download:
+        _require_local(name, "tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=not allow_download,
                                                   trust_remote_code=trust_remote_code)
@@ -80,8 +108,12 @@ def load_model(name_or_path: str | Path, dtype: str = "auto", device: str | None
         raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     name = str(name_or_path)
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
+    if not allow_download:
+        _require_local(name, "model")
     try:
+        # adapter_kwargs: transformers' PEFT-adapter probe ignores local_files_only otherwise.
         model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, local_files_only=not allow_download,
+                                                     adapter_kwargs={"local_files_only": not allow_download},
                                                      trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _not_found(name, "model", exc) from exc
