@@ -1,0 +1,1 @@
+"""Metrics, each following a named reference implementation exactly (see each module)."""
