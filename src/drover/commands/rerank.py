@@ -1,0 +1,71 @@
+"""Best-of-n with a reward model: sample n responses per prompt, score, rank, keep the best.
+
+    drover rerank --policy runs/sft/model --prompts prompts.jsonl --reward-model runs/rm/model -n 8 --run-dir runs/bon
+    drover rerank --input candidates.ranked.jsonl --reward-model runs/rm/model --run-dir runs/prm
+
+Writes RUN/data/ranked.jsonl (every prompt's responses as `Ranked`, best first, score =
+reward) and RUN/data/best.jsonl (the top response as a `Conversation`, ready for SFT).
+`--input` re-ranks an existing Ranked file instead of sampling (Tuna's proxy ranking
+model). Sampling is cached in RUN/llm-cache.sqlite and outputs are appended per prompt:
+re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reward-model", required=True, help="a reward model directory saved by `drover reward`")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prompts", help="Conversation or Ranked JSONL whose prompts are sampled (with --policy)")
+    source.add_argument("--input", help="a Ranked JSONL file to re-rank (no sampling)")
+    parser.add_argument("--policy", help="the sampling model: a local directory, hf:PATH or http://host:port/v1#MODEL")
+    parser.add_argument("-n", type=int, default=8, help="responses sampled per prompt (default 8)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=0, help="only the first N records (0 = all)")
+    parser.add_argument("--batch-size", type=int, default=8, help="reward-model scoring batch size")
+    parser.add_argument("--run-dir", default="runs/rerank")
+    parser.add_argument("--out", help="ranked output (default RUN/data/ranked.jsonl)")
+    parser.add_argument("--best", help="top-1 output (default RUN/data/best.jsonl)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import itertools
+    import time
+
+    from drover.errors import ConfigError
+    from drover.infer.best_of_n import SampleOptions, best_of_n, rerank_file
+    from drover.infer.reward_scorer import load_reward_scorer
+    from drover.records import read_ranked, read_records
+    from drover.runs import RunDir
+
+    if args.prompts and not args.policy:
+        raise ConfigError("rerank: --prompts needs --policy (the model to sample from)")
+    if args.n < 1:
+        raise ConfigError(f"rerank: -n must be >= 1, got {args.n}")
+    run_dir = RunDir(args.run_dir).ensure()
+    ranked_path = args.out or run_dir.data / "ranked.jsonl"
+    best_path = args.best or run_dir.data / "best.jsonl"
+    scorer = load_reward_scorer(args.reward_model, batch_size=args.batch_size)
+    start = time.monotonic()
+    limit = args.limit or None
+    if args.input:
+        summary = rerank_file(itertools.islice(read_ranked(args.input), limit), scorer, ranked_path, best_path)
+    else:
+        from drover.llm.client import LLM
+        from drover.llm.config import LLMConfig
+
+        options = SampleOptions(args.n, args.temperature, args.top_p, args.max_tokens, args.seed)
+        with LLM(LLMConfig.from_spec(args.policy), run_dir.llm_cache) as llm:
+            summary = best_of_n(llm, itertools.islice(read_records(args.prompts), limit), scorer, ranked_path,
+                                best_path, options, policy_name=args.policy)
+    run_dir.log("rerank", **vars(summary))
+    print(f"drover rerank: {summary.written} prompts ranked ({summary.skipped_done} already done, "
+          f"{summary.no_samples} without samples) in {time.monotonic() - start:.1f}s; "
+          f"mean reward best {summary.mean_best:.3f} vs all {summary.mean_all:.3f}")
+    print(f"  ranking: {ranked_path}\n  best:    {best_path}")
+    return 0
