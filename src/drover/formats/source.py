@@ -82,7 +82,7 @@ def _array_rows(name: str, text: str, start: int) -> Iterator[Row]:
     lines = _Lines(text)
     pos = _WS.match(text, start + 1).end()
     if text.startswith("]", pos):
-        raise InputError(name, lines.at(pos), None, "empty JSON array: no records")
+        raise InputError(name, lines.at(start), None, "empty JSON array: no records")
     index = 0
     while True:
         try:
