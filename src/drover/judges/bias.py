@@ -1,0 +1,106 @@
+"""How much of a win rate is length? (Tülu §5.4 and Appendix H; Tuna §3.4.)
+
+Across systems judged against the same baseline: Pearson r between the win rate and
+the average number of unique tokens per output, and between the win rate and the
+average output length. Per system, the "dummy evaluator" that simply prefers the
+longer (or the more-unique-token) answer: its win rate, and how often it agrees with
+the real judge. A judge whose win rates track the dummy's is rewarding length.
+
+Tokens: a simple regex word tokenizer by default (words and punctuation marks, case
+kept); pass a model tokenizer's `tokenize` to count model tokens instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from drover.metrics.winrate import win_rate
+
+Tokenize = Callable[[str], Sequence[str]]
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def word_tokens(text: str) -> list[str]:
+    """Words and single punctuation marks.
+
+    >>> word_tokens("It's 5 p.m.!")
+    ['It', "'", 's', '5', 'p', '.', 'm', '.', '!']
+    """
+    return _WORD.findall(text)
+
+
+def unique_tokens(text: str, tokenize: Tokenize = word_tokens) -> int:
+    return len(set(tokenize(text)))
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson's r (NaN with fewer than 2 points or a constant series).
+
+    >>> round(pearson([1, 2, 3], [2, 4, 7]), 4)
+    0.9934
+    """
+    n = len(x)
+    if n != len(y):
+        raise ValueError("pearson: x and y differ in length")
+    if n < 2:
+        return float("nan")
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx == 0 or syy == 0:
+        return float("nan")
+    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+
+
+def dummy_preference(baseline: str, model: str, feature: Callable[[str], float]) -> float:
+    """1 = baseline has more of `feature`, 2 = the model has, 1.5 = equal (AlpacaEval encoding)."""
+    fb, fm = feature(baseline), feature(model)
+    return 2.0 if fm > fb else 1.0 if fb > fm else 1.5
+
+
+@dataclass
+class SystemAnnotations:
+    """One system's judged pairs against the common baseline (output_1 = baseline)."""
+
+    name: str
+    baseline_outputs: list[str]
+    model_outputs: list[str]
+    preferences: list[float | None]  # the real judge's, AlpacaEval encoding
+
+
+def analyze_system(s: SystemAnnotations, tokenize: Tokenize = word_tokens) -> dict[str, Any]:
+    judge = win_rate(s.preferences)
+    out: dict[str, Any] = {
+        "win_rate": judge["win_rate"], "standard_error": judge["standard_error"],
+        "avg_length": sum(len(o) for o in s.model_outputs) / max(1, len(s.model_outputs)),
+        "avg_unique_tokens": sum(unique_tokens(o, tokenize) for o in s.model_outputs) / max(1, len(s.model_outputs)),
+        "n": len(s.model_outputs),
+    }
+    features: dict[str, Callable[[str], float]] = {"longer": len,
+                                                   "more_unique_tokens": lambda t: unique_tokens(t, tokenize)}
+    for name, feature in features.items():
+        dummy = [dummy_preference(b, m, feature) for b, m in zip(s.baseline_outputs, s.model_outputs)]
+        out[f"dummy_{name}_win_rate"] = win_rate(dummy)["win_rate"]
+        decided = [(d, p) for d, p in zip(dummy, s.preferences)
+                   if p is not None and p == p and d != 1.5 and p not in (0, 1.5)]
+        agree = sum((d > 1.5) == (float(p) > 1.5) for d, p in decided)
+        out[f"dummy_{name}_agreement"] = 100.0 * agree / len(decided) if decided else float("nan")
+    return out
+
+
+def analyze(systems: list[SystemAnnotations], tokenize: Tokenize = word_tokens) -> dict[str, Any]:
+    """Per-system statistics and the across-system correlations."""
+    per_system = {s.name: analyze_system(s, tokenize) for s in systems}
+    rates = [m["win_rate"] for m in per_system.values()]
+    metrics = {
+        "pearson_winrate_unique_tokens": pearson(rates, [m["avg_unique_tokens"] for m in per_system.values()]),
+        "pearson_winrate_length": pearson(rates, [m["avg_length"] for m in per_system.values()]),
+        "pearson_winrate_dummy_longer": pearson(rates, [m["dummy_longer_win_rate"] for m in per_system.values()]),
+        "n_systems": float(len(systems)),
+    }
+    return {"metrics": metrics, "breakdown": {"per_system": per_system}}

@@ -1,0 +1,236 @@
+"""MT-bench (Zheng et al. 2023), as FastChat's `llm_judge` runs it, with its shipped prompts.
+
+- Single-answer grading: each of the two turns gets a `[[rating]]` (1-10). Questions
+  of the math, reasoning and coding categories use the reference-guided prompts with
+  the shipped GPT-4 reference answers (`single-math-v1`, `single-math-v1-multi-turn`).
+- Pairwise: `[[A]]`, `[[B]]` or `[[C]]` (tie) for each turn, judged in both orders;
+  FastChat's rule: the verdict counts only if both orders agree, otherwise it is a tie
+  ("inconsistent").
+
+Answers: FastChat answer JSONL (`question_id`, `choices[0].turns`) or Conversation
+JSONL (`id` = question id, the assistant turns in order).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from drover.errors import InputError
+from drover.judges.files import data_path, read_jsonl
+from drover.judges.verdicts import Choice, Outcome, ParseFailure, Rating
+
+if TYPE_CHECKING:
+    from drover.judges.runner import JudgeCall, Judgment
+
+NEED_REF_CATS = ("math", "reasoning", "coding")
+DECODING = {"temperature": 0.0, "max_tokens": 2048}  # FastChat's judge settings
+_RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
+_RATING_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
+
+
+def parse_rating(text: str) -> Rating | ParseFailure:
+    """FastChat's rule: the first `[[x]]`, else the first `[x]`; ratings outside 0-10 fail.
+
+    >>> parse_rating("The answer is correct. Rating: [[8]]")
+    Rating(score=8.0)
+    >>> parse_rating("Rating: [7.5]")
+    Rating(score=7.5)
+    >>> parse_rating("I would rate it 8/10.").reason
+    'no [[rating]] found'
+    >>> parse_rating("Rating: [[85]]").reason
+    'rating 85.0 is outside 0-10'
+    """
+    match = _RATING.search(text) or _RATING_BACKUP.search(text)
+    if not match:
+        return ParseFailure(text, "no [[rating]] found")
+    value = float(match.group(1))
+    if not 0.0 <= value <= 10.0:
+        return ParseFailure(text, f"rating {value} is outside 0-10")
+    return Rating(value)
+
+
+def parse_pair_verdict(text: str) -> Choice | ParseFailure:
+    """FastChat's rule, in its order: "[[A]]", then "[[B]]", then "[[C]]" (tie).
+
+    >>> parse_pair_verdict("Assistant B is more accurate. [[B]]")
+    Choice(outcome=<Outcome.SECOND: 'second'>)
+    >>> parse_pair_verdict("Both are equally good. [[C]]")
+    Choice(outcome=<Outcome.TIE: 'tie'>)
+    >>> parse_pair_verdict("Final verdict: [A]").reason
+    'no [[A]], [[B]] or [[C]] found'
+    """
+    if "[[A]]" in text:
+        return Choice(Outcome.FIRST)
+    if "[[B]]" in text:
+        return Choice(Outcome.SECOND)
+    if "[[C]]" in text:
+        return Choice(Outcome.TIE)
+    return ParseFailure(text, "no [[A]], [[B]] or [[C]] found")
+
+
+@dataclass(frozen=True)
+class JudgePrompt:
+    name: str
+    system: str
+    template: str
+
+    def messages(self, **values: str) -> list[dict[str, str]]:
+        return [{"role": "system", "content": self.system},
+                {"role": "user", "content": self.template.format(**values)}]
+
+
+def load_judge_prompts() -> dict[str, JudgePrompt]:
+    return {p["name"]: JudgePrompt(p["name"], p["system_prompt"], p["prompt_template"])
+            for p in read_jsonl(data_path("mt_bench", "judge_prompts.jsonl"))}
+
+
+def load_questions() -> list[dict[str, Any]]:
+    return read_jsonl(data_path("mt_bench", "question.jsonl"))
+
+
+def load_references() -> dict[str, list[str]]:
+    return {str(r["question_id"]): r["choices"][0]["turns"]
+            for r in read_jsonl(data_path("mt_bench", "reference_answer", "gpt-4.jsonl"))}
+
+
+def load_answers(path: str | Path) -> tuple[str, dict[str, list[str]]]:
+    """(model name, {question_id: [turn 1 answer, turn 2 answer]})."""
+    path = Path(path)
+    name = path.stem
+    out: dict[str, list[str]] = {}
+    for number, obj in enumerate(read_jsonl(path), start=1):
+        if "choices" in obj:
+            out[str(obj["question_id"])] = list(obj["choices"][0]["turns"])
+            name = str(obj.get("model_id") or name)
+        elif "messages" in obj:
+            out[str(obj.get("id"))] = [m["content"] for m in obj["messages"] if m.get("role") == "assistant"]
+        else:
+            raise InputError(path, number, None, "expected a FastChat answer {question_id, choices} "
+                                                 "or a Conversation record")
+        if len(out[str(obj.get("question_id", obj.get("id")))]) < 2:
+            raise InputError(path, number, None, "MT-bench needs two assistant turns")
+    return name, out
+
+
+def _single_values(q: dict[str, Any], answers: list[str], ref: list[str] | None, turn: int) -> dict[str, str]:
+    qs = q["turns"]
+    if turn == 1:
+        values = {"question": qs[0], "answer": answers[0]}
+        if ref:
+            values["ref_answer_1"] = ref[0]
+    else:
+        values = {"question_1": qs[0], "question_2": qs[1], "answer_1": answers[0], "answer_2": answers[1]}
+        if ref:
+            values.update(ref_answer_1=ref[0], ref_answer_2=ref[1])
+    return values
+
+
+def build_single_calls(answers: dict[str, list[str]]) -> list["JudgeCall"]:
+    """Two calls per question (turn 1, turn 2), reference-guided where FastChat uses references."""
+    from drover.judges.runner import JudgeCall
+
+    prompts, refs = load_judge_prompts(), load_references()
+    calls = []
+    for q in load_questions():
+        qid = str(q["question_id"])
+        if qid not in answers:
+            continue
+        ref = refs.get(qid) if q["category"] in NEED_REF_CATS else None
+        for turn in (1, 2):
+            name = ("single-math-v1" if ref else "single-v1") + ("-multi-turn" if turn == 2 else "")
+            prompt = prompts[name]
+            calls.append(JudgeCall(
+                id=f"{qid}/t{turn}", messages=prompt.messages(**_single_values(q, answers[qid], ref, turn)),
+                prompt_id=f"mt_bench/{name}", parse=lambda c: parse_rating(c.text), decoding=dict(DECODING),
+                meta={"question_id": qid, "category": q["category"], "turn": turn}))
+    return calls
+
+
+def build_pairwise_calls(answers_a: dict[str, list[str]], answers_b: dict[str, list[str]],
+                         orders: tuple[str, ...] = ("ab", "ba")) -> list["JudgeCall"]:
+    """Per question, turn and order one call; order "ab" shows model A's answers first."""
+    from drover.judges.runner import JudgeCall
+
+    prompts, refs = load_judge_prompts(), load_references()
+    calls = []
+    for q in load_questions():
+        qid = str(q["question_id"])
+        if qid not in answers_a or qid not in answers_b:
+            continue
+        ref = refs.get(qid) if q["category"] in NEED_REF_CATS else None
+        for turn in (1, 2):
+            name = ("pair-math-v1" if ref else "pair-v2") + ("-multi-turn" if turn == 2 else "")
+            for order in orders:
+                first, second = (answers_a, answers_b) if order == "ab" else (answers_b, answers_a)
+                qs = q["turns"]
+                if turn == 1:
+                    values = {"question": qs[0], "answer_a": first[qid][0], "answer_b": second[qid][0]}
+                else:
+                    values = {"question_1": qs[0], "question_2": qs[1], "answer_a_1": first[qid][0],
+                              "answer_a_2": first[qid][1], "answer_b_1": second[qid][0], "answer_b_2": second[qid][1]}
+                if ref:
+                    values.update(ref_answer_1=ref[0], ref_answer_2=ref[1])
+                calls.append(JudgeCall(
+                    id=f"{qid}/t{turn}/{order}", messages=prompts[name].messages(**values),
+                    prompt_id=f"mt_bench/{name}", parse=lambda c: parse_pair_verdict(c.text),
+                    decoding=dict(DECODING), meta={"question_id": qid, "category": q["category"], "turn": turn,
+                                                   "order": order}))
+    return calls
+
+
+def summarize_single(judgments: list["Judgment"]) -> dict[str, Any]:
+    """Mean score overall, per turn and per category (FastChat's `show_result` table)."""
+    scored = [(j.meta, j.verdict.score) for j in judgments if isinstance(j.verdict, Rating)]
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values) if values else float("nan")
+
+    metrics = {"score": mean([s for _, s in scored]),
+               "score_turn1": mean([s for m, s in scored if m["turn"] == 1]),
+               "score_turn2": mean([s for m, s in scored if m["turn"] == 2]),
+               "n_scored": len(scored), "n_failed": len(judgments) - len(scored)}
+    cats = sorted({m["category"] for m, _ in scored})
+    return {"metrics": metrics,
+            "breakdown": {"per_category": {c: mean([s for m, s in scored if m["category"] == c]) for c in cats},
+                          "per_question": [{"question_id": m["question_id"], "turn": m["turn"], "score": s}
+                                           for m, s in scored]}}
+
+
+def summarize_pairwise(judgments: list["Judgment"]) -> dict[str, Any]:
+    """Wins of model A, of model B and ties, where disagreeing orders count as ties.
+
+    A (question, turn) whose verdict failed to parse in either order is left out and counted.
+    """
+    games: dict[tuple[str, int], dict[str, Outcome]] = {}
+    failed: set[tuple[str, int]] = set()
+    for j in judgments:
+        key = (j.meta["question_id"], j.meta["turn"])
+        if isinstance(j.verdict, Choice):
+            outcome = j.verdict.outcome if j.meta["order"] == "ab" else j.verdict.outcome.swapped()
+            games.setdefault(key, {})[j.meta["order"]] = outcome  # FIRST = model A better
+        else:
+            failed.add(key)
+    wins_a = wins_b = ties = inconsistent = 0
+    rows = []
+    for key, got in sorted(games.items()):
+        if key in failed:
+            continue
+        outcomes = set(got.values())
+        if len(outcomes) > 1:
+            winner = Outcome.TIE
+            inconsistent += 1
+        else:
+            winner = next(iter(outcomes))
+        wins_a += winner == Outcome.FIRST
+        wins_b += winner == Outcome.SECOND
+        ties += winner == Outcome.TIE
+        rows.append({"question_id": key[0], "turn": key[1], "winner": {"first": "A", "second": "B", "tie": "tie"}[
+            winner.value], "orders": {o: v.value for o, v in got.items()}})
+    n = wins_a + wins_b + ties
+    return {"metrics": {"win_rate": 100.0 * (wins_a + 0.5 * ties) / n if n else float("nan"),
+                        "wins": wins_a, "losses": wins_b, "ties": ties, "inconsistent": inconsistent,
+                        "n_games": n, "n_failed": len(failed)},
+            "breakdown": {"games": rows}}

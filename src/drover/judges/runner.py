@@ -1,0 +1,144 @@
+"""The loop every judge shares: prompts -> `LLM.run` -> parse -> one record per call.
+
+A judge module turns its data into `JudgeCall`s (messages, decoding, a parser, the
+metadata it needs later). `run_calls` sends them through the one LLM client
+(concurrent, cached) and keeps, per call: the raw output, the typed verdict, the
+prompt id, the judge model and the decoding settings. Records are appended to an
+examples JSONL as they arrive; a re-run reads the finished ones back and sends only
+the rest (and the LLM cache makes even those free when they were answered before the
+crash). A call whose request failed after the client's retries is returned with
+`error` set but not written, so the next run retries it. Parse failures are kept, typed
+(`ParseFailure`), counted and listed - never dropped or guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from drover.judges.verdicts import ParseFailure, Verdict, verdict_from_dict
+from drover.llm.types import Completion, Request
+from drover.records import JsonlAppender
+
+
+class LLMLike(Protocol):
+    def run(self, requests: Iterable[Request], desc: str = "", total: int | None = None) -> Iterable[Completion]: ...
+
+
+@dataclass
+class JudgeCall:
+    """One judge request; `id` is unique within a judging job (e.g. "q12/ab")."""
+
+    id: str
+    messages: list[dict[str, str]]
+    prompt_id: str
+    parse: Callable[[Completion], Verdict]
+    decoding: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Judgment:
+    """The record of one judge call (a line of the examples JSONL)."""
+
+    id: str
+    prompt_id: str
+    judge: str
+    decoding: dict[str, Any]
+    raw: str
+    verdict: Verdict | None
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    cached: bool = False
+    usage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        """No usable verdict: a request error or a parse failure."""
+        return self.verdict is None or isinstance(self.verdict, ParseFailure)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "prompt_id": self.prompt_id, "judge": self.judge, "decoding": self.decoding,
+                "raw": self.raw, "verdict": None if self.verdict is None else self.verdict.to_dict(),
+                "meta": self.meta, "error": self.error, "usage": self.usage}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> "Judgment":
+        verdict = obj.get("verdict")
+        return cls(obj["id"], obj.get("prompt_id", ""), obj.get("judge", ""), obj.get("decoding", {}),
+                   obj.get("raw", ""), None if verdict is None else verdict_from_dict(verdict),
+                   obj.get("meta", {}), obj.get("error"), True, obj.get("usage", {}))
+
+
+def _read_done(path: Path) -> dict[str, Judgment]:
+    out: dict[str, Judgment] = {}
+    if not path.exists():
+        return out
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    judgment = Judgment.from_dict(json.loads(line))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn line: JsonlAppender drops it, the call is re-run
+                out[judgment.id] = judgment
+    return out
+
+
+def run_calls(llm: LLMLike, calls: Sequence[JudgeCall], judge: str, examples_path: str | Path | None = None,
+              desc: str = "judge") -> list[Judgment]:
+    """Judge every call (resuming from `examples_path`), returning Judgments in call order."""
+    ids = [c.id for c in calls]
+    if len(set(ids)) != len(ids):
+        raise ValueError("judge call ids must be unique")
+    done: dict[str, Judgment] = {}
+    appender: JsonlAppender | None = None
+    if examples_path is not None:
+        done = _read_done(Path(examples_path))
+        appender = JsonlAppender(examples_path)
+    # A stored record is reused only if it came from the same judge and prompt.
+    done = {c.id: done[c.id] for c in calls
+            if c.id in done and done[c.id].judge == judge and done[c.id].prompt_id == c.prompt_id}
+    todo = [c for c in calls if c.id not in done]
+    results: dict[str, Judgment] = {}
+    try:
+        requests = [Request.chat(c.messages, key=c.id, **c.decoding) for c in todo]
+        for call, completion in zip(todo, llm.run(requests, desc=desc, total=len(requests))):
+            judgment = _judge_one(call, completion, judge)
+            results[call.id] = judgment
+            if appender is not None and judgment.error is None:
+                appender.write(judgment.to_dict())
+    finally:
+        if appender is not None:
+            appender.close()
+    return [results.get(c.id) or _refresh(done[c.id], c) for c in calls]
+
+
+def _refresh(judgment: Judgment, call: JudgeCall) -> Judgment:
+    """A resumed record keeps its stored verdict; metadata comes from the current call."""
+    judgment.meta = {**judgment.meta, **call.meta}
+    return judgment
+
+
+def _judge_one(call: JudgeCall, completion: Completion, judge: str) -> Judgment:
+    usage = {"prompt_tokens": completion.usage.prompt_tokens, "completion_tokens": completion.usage.completion_tokens}
+    if completion.error is not None:
+        return Judgment(call.id, call.prompt_id, judge, call.decoding, "", None, dict(call.meta),
+                        completion.error, completion.cached, usage)
+    verdict = call.parse(completion)
+    return Judgment(call.id, call.prompt_id, judge, call.decoding, completion.text, verdict, dict(call.meta),
+                    None, completion.cached, usage)
+
+
+def failures(judgments: Iterable[Judgment]) -> list[dict[str, Any]]:
+    """The failed calls, listed for the result file: id, why, and the raw output."""
+    out = []
+    for j in judgments:
+        if j.error is not None:
+            out.append({"id": j.id, "kind": "request_error", "reason": j.error, "raw": ""})
+        elif isinstance(j.verdict, ParseFailure):
+            out.append({"id": j.id, "kind": "parse_failure", "reason": j.verdict.reason, "raw": j.raw[:2000]})
+    return out

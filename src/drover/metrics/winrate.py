@@ -1,0 +1,201 @@
+"""Win rates against a reference model, exactly as AlpacaEval computes them.
+
+Reference implementation: tatsu-lab/alpaca_eval `metrics/helpers.py`
+(`AbsoluteScoringRule.describe_head2head` for the win rate, `ZeroOneScoringRule` for
+the discrete one) and `metrics/glm_winrate.py` (length-controlled win rate).
+
+Preferences use AlpacaEval's encoding, seen from the model: 1 = the baseline
+(output_1) wins, 2 = the model (output_2) wins, 1.5 = tie; AlpacaEval 1 files code a
+tie as 0, which is read as 1.5. `None`/NaN (a failed annotation) and values outside
+[1, 2] are dropped from the means (and counted in `n_missing`), as alpaca_eval does.
+
+- win_rate = 100 * mean(preference - 1)
+- standard_error = 100 * sample standard deviation (ddof=1) / sqrt(n): alpaca_eval
+  calls `pandas.Series.sem()`, whose default is ddof=1.
+- discrete_win_rate: each preference rounded to 1 or 2 (an exact 1.5 stays a half
+  win), then the same mean.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drover.errors import InputError
+
+
+def _clean(preferences: Sequence[float | None]) -> tuple[np.ndarray, int, int]:
+    """(valid preferences with 0 -> 1.5, n_draws, n_missing)."""
+    values = np.array([np.nan if p is None else float(p) for p in preferences], dtype=float)
+    values[values == 0.0] = 1.5
+    n_draws = int(np.sum(values == 1.5))
+    valid = (values >= 1.0) & (values <= 2.0)  # NaN compares False
+    return values[valid], n_draws, int(len(values) - valid.sum())
+
+
+def _sem(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def win_rate(preferences: Sequence[float | None]) -> dict[str, float]:
+    """AlpacaEval head-to-head metrics of a list of preferences (see module doc).
+
+    >>> m = win_rate([2, 1, 0, 2])
+    >>> m["win_rate"], m["n_wins"], m["n_wins_base"], m["n_draws"], m["n_total"]
+    (62.5, 2, 1, 1, 4)
+    >>> round(win_rate([1.9, 1.2])["discrete_win_rate"], 1)
+    50.0
+    """
+    valid, n_draws, n_missing = _clean(preferences)
+    shifted = valid - 1.0
+    discrete = np.where(valid == 1.5, 0.5, np.round(valid) - 1.0)
+    n = len(shifted)
+    return {
+        "win_rate": float(shifted.mean() * 100) if n else float("nan"),
+        "standard_error": _sem(shifted) * 100,
+        "discrete_win_rate": float(discrete.mean() * 100) if n else float("nan"),
+        "n_wins": int(np.sum(shifted > 0.5)),
+        "n_wins_base": int(np.sum(shifted < 0.5)),
+        "n_draws": n_draws,
+        "n_total": n,
+        "n_missing": n_missing,
+    }
+
+
+def avg_length(outputs: Sequence[str]) -> float:
+    """Mean length in characters of the model's outputs (the leaderboard's `avg_length`)."""
+    return float(np.mean([len(o) for o in outputs])) if outputs else float("nan")
+
+
+# --- Length-controlled win rate (AlpacaEval 2) ---------------------------------------
+#
+# alpaca_eval's GLM `length_controlled_v1`, per instruction i, model m, baseline b:
+#   logit P(m beats b) = w_len * tanh(std_delta_len_i) + w_diff * difficulty_i + w_base
+# with std_delta_len = (len(b) - len(m)) / std over instructions of that difference,
+# preferences as soft labels in [0, 1]. The LC win rate is the mean prediction with the
+# length term switched off: 100 * mean_i sigmoid(w_diff * difficulty_i + w_base).
+#
+# What the official numbers additionally need (not shipped; supply them to match):
+# - `instruction_difficulty` (805 floats, tatsu-lab/alpaca_eval HF dataset,
+#   instruction_difficulty.csv): without it the difficulty term is left out, and the
+#   result is an LC estimate, not the leaderboard number.
+# - the official fit is L1-regularised logistic regression (liblinear, C by 5-fold CV)
+#   and regularised towards two "gamed" baselines (df_gamed.csv, weight 0.2); ours is a
+#   plain maximum-likelihood fit (tiny L2 for stability) on the given annotations only.
+# Given official per-model weights (tests/data/.../baseline_gpt4_1106_preview.csv) and
+# the difficulty vector, `predict_lc_win_rate` reproduces alpaca_eval's `predict_winrate`.
+
+LEN_FEATURE = "np.tanh(std_delta_len)"
+DIFF_FEATURE = "instruction_difficulty"
+BASE_FEATURE = "not_gamed_baseline.astype(float)"
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+@dataclass
+class LengthControlled:
+    win_rate: float  # the LC win rate, in percent
+    weights: dict[str, float]  # keyed like alpaca_eval's weights CSV
+    uses_difficulty: bool
+    n_used: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"length_controlled_winrate": self.win_rate, "glm_weights": self.weights,
+                "uses_instruction_difficulty": self.uses_difficulty, "n_used": self.n_used}
+
+
+def _fit_logistic_soft(x: np.ndarray, y: np.ndarray, l2: float = 1e-6, iters: int = 100) -> np.ndarray:
+    """Newton's method for logistic regression with soft labels y in [0, 1], no intercept."""
+    w = np.zeros(x.shape[1])
+    n = len(y)
+    for _ in range(iters):
+        p = _sigmoid(x @ w)
+        grad = x.T @ (p - y) / n + l2 * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x / n + l2 * np.eye(x.shape[1])
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.max(np.abs(step)) < 1e-12:
+            break
+    return w
+
+
+def length_controlled_win_rate(preferences: Sequence[float | None], model_lengths: Sequence[int],
+                               baseline_lengths: Sequence[int],
+                               difficulty: Sequence[float] | None = None) -> LengthControlled:
+    """Fit the AlpacaEval-2 GLM on these annotations and predict at zero length difference.
+
+    `preferences` as in `win_rate` (model's view); lengths in characters, aligned with
+    the preferences; `difficulty` the per-instruction difficulty, aligned too, or None.
+    """
+    pref = np.array([np.nan if p is None else float(p) for p in preferences], dtype=float)
+    pref[pref == 0.0] = 1.5
+    delta = np.asarray(baseline_lengths, dtype=float) - np.asarray(model_lengths, dtype=float)
+    std = float(np.std(delta, ddof=1)) if len(delta) > 1 else 0.0
+    std_delta = delta / std if std > 0 else np.zeros_like(delta)
+    columns = [np.tanh(std_delta)]
+    if difficulty is not None:
+        columns.append(np.asarray(difficulty, dtype=float))
+    columns.append(np.ones_like(delta))
+    x = np.stack(columns, axis=1)
+    keep = (pref >= 1.0) & (pref <= 2.0)
+    y = pref[keep] - 1.0
+    w = _fit_logistic_soft(x[keep], y)
+    x_test = x.copy()
+    x_test[:, 0] = 0.0  # no length difference
+    lc = float(_sigmoid(x_test @ w).mean() * 100)
+    weights = {LEN_FEATURE: float(w[0]), DIFF_FEATURE: float(w[1]) if difficulty is not None else 0.0,
+               BASE_FEATURE: float(w[-1])}
+    return LengthControlled(lc, weights, difficulty is not None, int(keep.sum()))
+
+
+def read_glm_weights(path: str | Path) -> dict[str, dict[str, float]]:
+    """alpaca_eval's weights CSV -> {model: {feature: weight}} (later rows win, as there)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, None, None, "file not found")
+    out: dict[str, dict[str, float]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        for line, row in enumerate(reader, start=2):
+            try:
+                out[row[0]] = {name: float(v) for name, v in zip(header[1:], row[1:])}
+            except ValueError as exc:
+                raise InputError(path, line, None, f"not a number: {exc}") from None
+    return out
+
+
+def predict_lc_win_rate(weights: dict[str, dict[str, float]], model: str, baseline: str,
+                        difficulty: Sequence[float]) -> float:
+    """alpaca_eval's `predict_winrate`: LC win rate (percent) of `model` vs `baseline`."""
+    for name in (model, baseline):
+        if name not in weights:
+            raise KeyError(f"no GLM weights for {name!r}")
+    dw = {k: weights[model][k] - weights[baseline][k] for k in weights[model]}
+    logits = dw[BASE_FEATURE] + dw[DIFF_FEATURE] * np.asarray(difficulty, dtype=float)
+    return float(_sigmoid(logits).mean() * 100)
+
+
+def read_difficulty(path: str | Path) -> dict[int, float]:
+    """alpaca_eval's instruction_difficulty.csv (index, instruction_difficulty) -> {index: value}."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, None, None, "file not found")
+    out: dict[int, float] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        next(reader)
+        for line, row in enumerate(reader, start=2):
+            try:
+                out[int(row[0])] = float(row[-1])
+            except (ValueError, IndexError):
+                raise InputError(path, line, None, "expected `index,instruction_difficulty`") from None
+    return out
