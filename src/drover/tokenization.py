@@ -12,7 +12,10 @@ spans to tokens with the fast tokenizer's offsets. Spans are found by rendering 
 prefixes of the conversation, which is only sound if the template is *prefix-stable*
 (rendering turns[:k] is a prefix of rendering turns[:k+1]); when it is not, or a span does
 not map exactly onto whole tokens ending in the end-of-turn token, we raise `TemplateError`
-naming the record rather than silently train on the wrong tokens.
+naming the record rather than silently train on the wrong tokens. One tolerated case: a
+token that joins whitespace of the header with leading whitespace of the content (byte-level
+BPE turns "\n" + "  def" into "\n " + " def") is trained, since the model must produce
+the content's whitespace; a token joining non-whitespace across the boundary is an error.
 
 Labels are aligned with `input_ids` (not shifted); the model shifts them, as in transformers.
 """
