@@ -1,0 +1,263 @@
+"""The training loop: one for every objective, on every accelerate backend.
+
+Read it top to bottom: set up (accelerator, reference log-probs, model, optimizer,
+schedule, resume), then for each optimizer step:
+
+  1. take this process's `grad_accum` micro-batches of the step (a pure function of
+     seed, epoch and step, so resuming needs no sampler state);
+  2. ask the objective how many units (tokens, pairs, records...) each micro-batch holds
+     and sum them over the step and all processes: `global_units`;
+  3. forward + backward each micro-batch with loss = loss_sum / global_units (times the
+     factors accelerate and DDP divide by), syncing gradients only on the last one;
+  4. clip, step, schedule, log, checkpoint.
+
+Step 3 makes the update independent of how the batch is split across micro-batches and
+processes: 1 micro-batch of 8 and 8 of 1 give the same gradient. The objective is a
+pure function (`drover.train.objective`); nothing here depends on which one it is.
+Device and dtype come from accelerate: the same code runs on one CPU process, DDP,
+DeepSpeed ZeRO-2/3 and FSDP (`recipes/accelerate/*.yaml`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drover.config import from_dict
+from drover.errors import ConfigError
+from drover.runs import RunDir
+from drover.train import checkpoint, reference
+from drover.train.batches import Collate, MicroBatch, epoch_plan, sequence_batch, step_micro_batches, steps_per_epoch
+from drover.train.data import Example, examples_hash
+from drover.train.model import build_model
+from drover.train.objective import ObjectiveSpec
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path | None       # None when stopped early (stop_after_steps)
+    steps: int
+    tokens: int                  # target tokens trained on (all processes, all epochs)
+    seconds: float
+    loss: float                  # last step's loss
+    metrics: dict[str, float] = field(default_factory=dict)  # last evaluation's, if any
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    """Multiplier of the peak lr at each step: linear warmup, then linear/cosine decay or constant
+    (the transformers schedules of the same names, which Tülu and Alpaca used)."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if schedule == "cosine":
+            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+        return 1.0
+    return f
+
+
+def objective_params(spec: ObjectiveSpec, params: dict[str, Any]) -> Any:
+    if spec.params is not None:
+        return from_dict(spec.params, params, where="objective_params")
+    if params:
+        raise ConfigError(f"objective_params: objective {spec.name!r} takes no parameters, got {sorted(params)}")
+    return {}
+
+
+def make_accelerator(config: Any, run: RunDir) -> Any:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    trackers = [name for name, on in (("tensorboard", config.tensorboard), ("wandb", config.wandb)) if on]
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+                              log_with=trackers or None, project_dir=str(run.root))
+    set_seed(config.seed)
+    if trackers:
+        accelerator.init_trackers(config.wandb_project, config={"objective": config.objective, "lr": config.lr})
+    return accelerator
+
+
+def make_optimizer(model: torch.nn.Module, config: Any) -> torch.optim.Optimizer:
+    """AdamW; weight decay (0 by default, as Tülu) never applies to biases and norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=tuple(config.adam_betas),
+                             eps=config.adam_eps)
+
+
+class Engine:
+    """Holds what every step needs; `train()` is the loop."""
+
+    def __init__(self, config: Any, spec: ObjectiveSpec, examples: list[Example], eval_examples: list[Example],
+                 tokenizer: Any, run: RunDir):
+        self.config, self.spec, self.tokenizer, self.run = config, spec, tokenizer, run
+        self.examples, self.eval_examples = examples, eval_examples
+        self.params = objective_params(spec, config.objective_params)
+        self.accelerator = make_accelerator(config, run)
+        self.collate = Collate(tokenizer.pad_token_id, config.packing, config.pack_tokens or config.max_length)
+        self.ref = self.eval_ref = None
+        if spec.needs_reference:  # once, before the policy is loaded; then the reference is freed
+            cache = run.root / "reference"
+            self.ref = reference.reference_logps(examples, config, self.collate, self.accelerator, cache)
+            if eval_examples:
+                self.eval_ref = reference.reference_logps(eval_examples, config, self.collate, self.accelerator, cache)
+        model = build_model(config, spec.scalar_head, tokenizer.pad_token_id)
+        self.optimizer = make_optimizer(model, config)
+        world = self.accelerator.num_processes
+        self.steps_per_epoch = steps_per_epoch(len(epoch_plan(examples, config, 0)), config.grad_accum, world)
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        warmup = math.ceil(config.warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lr_lambda(config.schedule, warmup, self.total_steps))
+        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        self.accelerator.register_for_checkpointing(self.scheduler)
+
+    # -- one micro-batch -------------------------------------------------------------
+    def _ref(self, mb: MicroBatch, refs: list[torch.Tensor] | None) -> torch.Tensor | None:
+        if refs is None:
+            return None
+        return torch.cat([refs[i] for i in mb.example_index]).to(self.accelerator.device)
+
+    def _units(self, mb: MicroBatch, refs: list[torch.Tensor] | None) -> float:
+        """The objective's units for this micro-batch, from its structure alone (no forward pass)."""
+        with torch.no_grad():
+            units = self.spec.fn(sequence_batch(mb, None, self.spec.scalar_head, self._ref(mb, refs)), self.params).units
+        return float(units)
+
+    def _objective(self, mb: MicroBatch, refs: list[torch.Tensor] | None) -> Any:
+        values = self.model(**mb.model_args())  # (M,) log-probs or (N,) rewards
+        return self.spec.fn(sequence_batch(mb, values, self.spec.scalar_head, self._ref(mb, refs)), self.params)
+
+    def _reduce(self, sums: dict[str, float]) -> dict[str, float]:
+        keys = sorted(sums)
+        total = self.accelerator.reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
+                                                     device=self.accelerator.device), reduction="sum")
+        return dict(zip(keys, total.tolist()))
+
+    # -- one optimizer step ----------------------------------------------------------
+    def accumulate(self, mbs: list[MicroBatch]) -> dict[str, float]:
+        """Forward + backward every micro-batch of a step; returns global sums (loss, metrics, units)."""
+        acc = self.accelerator
+        units = self._reduce({"units": sum(self._units(mb, self.ref) for mb in mbs)})["units"]
+        # accelerate (and DeepSpeed) divide by grad_accum, DDP-style backends average over processes
+        scale = acc.gradient_accumulation_steps * acc.num_processes / units if units > 0 else 0.0
+        sums: dict[str, float] = {"loss": 0.0, "tokens": 0.0}
+        for i, mb in enumerate(mbs):
+            last = i == len(mbs) - 1
+            acc.sync_gradients = last
+            with contextlib.nullcontext() if last else acc.no_sync(self.model):
+                out = self._objective(mb, self.ref)
+                acc.backward(out.loss_sum * scale)
+            sums["loss"] += float(out.loss_sum.detach())
+            sums["tokens"] += mb.num_targets
+            for key, value in out.metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+        return {**self._reduce(sums), "units": units}
+
+    def step(self, mbs: list[MicroBatch]) -> dict[str, float]:
+        """One optimizer step: accumulate, clip, update, schedule. Returns per-unit stats."""
+        sums = self.accumulate(mbs)
+        grad_norm = None
+        if self.config.max_grad_norm > 0:
+            grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        units = sums["units"]
+        stats = {k: v / units if units else 0.0 for k, v in sums.items() if k not in ("tokens", "units")}
+        stats.update(tokens=sums["tokens"], units=units, lr=lr)
+        if grad_norm is not None:
+            stats["grad_norm"] = float(grad_norm)
+        return stats
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """The objective's loss and metrics on the held-out examples (units-weighted)."""
+        self.model.eval()
+        sums: dict[str, float] = {"loss": 0.0, "units": 0.0}
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        size = self.config.micro_batch_size
+        for start in range(rank * size, len(self.eval_examples), size * world):
+            mb = self.collate(self.eval_examples[start:start + size]).to(self.accelerator.device)
+            out = self._objective(mb, self.eval_ref)
+            sums["loss"] += float(out.loss_sum)
+            sums["units"] += float(out.units)
+            for key, value in out.metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+        self.model.train()
+        sums = self._reduce(sums)
+        units = sums.pop("units") or 1.0
+        return {f"eval_{k}": v / units for k, v in sums.items()}
+
+    # -- the loop --------------------------------------------------------------------
+    def train(self, resume_from: Path | None = None) -> TrainResult:
+        from tqdm.auto import tqdm
+
+        config, acc = self.config, self.accelerator
+        state = checkpoint.TrainState(data_hash=examples_hash(self.examples))
+        if resume_from is not None:
+            saved = checkpoint.load(acc, resume_from)
+            if saved.data_hash != state.data_hash:
+                raise ConfigError(f"{resume_from}: the checkpoint was trained on different data (or tokenizer, "
+                                  f"max_length); use a new run_dir or the same data")
+            state = saved
+        bar = tqdm(total=self.total_steps, initial=state.step, desc=f"{self.spec.name}",
+                   disable=not (config.progress and acc.is_main_process), dynamic_ncols=True)
+        start, tokens_at_start, stats, metrics = time.perf_counter(), state.tokens, {}, {}
+        plan_epoch, plan = -1, []
+        while state.step < self.total_steps:
+            if plan_epoch != state.epoch:
+                plan, plan_epoch = epoch_plan(self.examples, config, state.epoch), state.epoch
+            chunk = step_micro_batches(plan, state.epoch_step, config.grad_accum, acc.num_processes,
+                                       acc.process_index)
+            mbs = [self.collate([self.examples[i] for i in ids]).to(acc.device) for ids in chunk]
+            stats = self.step(mbs)
+            state.step += 1
+            state.epoch_step += 1
+            state.tokens += int(stats["tokens"])
+            if state.epoch_step >= self.steps_per_epoch:
+                state.epoch, state.epoch_step = state.epoch + 1, 0
+            elapsed = time.perf_counter() - start
+            stats["tokens_per_s"] = (state.tokens - tokens_at_start) / elapsed
+            if state.step % config.log_every == 0 or state.step == self.total_steps:
+                self.log(state, stats)
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", lr=f"{stats['lr']:.2e}", tok_s=f"{stats['tokens_per_s']:.0f}")
+            if self.eval_examples and config.eval_every and state.step % config.eval_every == 0:
+                metrics = self.evaluate()
+                self.log(state, metrics, event="eval")
+            if config.save_every and state.step % config.save_every == 0 and state.step < self.total_steps:
+                checkpoint.save(acc, self.run.checkpoints, state, config.keep_last)
+            if config.stop_after_steps and state.step >= config.stop_after_steps and state.step < self.total_steps:
+                bar.close()
+                return TrainResult(None, state.step, state.tokens - tokens_at_start, time.perf_counter() - start,
+                                   stats.get("loss", math.nan))
+        bar.close()
+        if self.eval_examples:
+            metrics = self.evaluate()
+            self.log(state, metrics, event="eval")
+        seconds = time.perf_counter() - start
+        checkpoint.save(acc, self.run.checkpoints, state, config.keep_last)
+        model_dir = checkpoint.save_final(acc, self.model, self.tokenizer, self.run.root / "model", config.lora.merge)
+        acc.end_training()
+        return TrainResult(model_dir, state.step, state.tokens - tokens_at_start, seconds,
+                           stats.get("loss", math.nan), metrics)
+
+    def log(self, state: checkpoint.TrainState, stats: dict[str, float], event: str = "train") -> None:
+        if self.accelerator.is_main_process:
+            self.run.log(event, step=state.step, epoch=state.epoch, **stats)
+        self.accelerator.log(stats, step=state.step)

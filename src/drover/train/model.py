@@ -1,0 +1,102 @@
+"""The trained module: a Hugging Face model (optionally with LoRA) behind one forward.
+
+`SequenceModel.forward` runs the transformer backbone once and returns what objectives
+consume: per-target-token log-probs (language-model head, selective log-softmax) or one
+scalar per sequence (reward head). Everything happens inside this one module's forward so
+that DDP, FSDP and DeepSpeed, which wrap the module `accelerator.prepare` receives, see
+every parameter used in a single forward call.
+
+Reward models are `AutoModelForSequenceClassification` with `num_labels=1` built on the
+causal LM's backbone (the `score` head starts random): saved in plain Hugging Face format,
+loadable by transformers and TRL. drover reads the head at each sequence's *last target
+token* (the EOS closing the response), which is also where transformers reads it when the
+pad token differs from EOS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from drover.errors import ConfigError
+from drover.train.logprobs import selective_log_softmax
+
+
+def hf_model(module: nn.Module) -> Any:
+    """The transformers model inside a peft wrapper (or the model itself)."""
+    return module.get_base_model() if hasattr(module, "get_base_model") else module
+
+
+class SequenceModel(nn.Module):
+    """model -> per-target log-probs (LM) or per-sequence rewards (scalar head)."""
+
+    def __init__(self, model: nn.Module, scalar_head: bool = False, chunk: int = 2048):
+        super().__init__()
+        self.model = model
+        self.scalar_head = scalar_head
+        self.chunk = chunk
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                src: torch.Tensor, ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        base = hf_model(self.model)
+        out = base.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                              use_cache=False)
+        hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])  # (B*L, H)
+        if self.scalar_head:
+            return base.score(hidden[last]).squeeze(-1).float()                       # (N,)
+        return selective_log_softmax(base.get_output_embeddings(), hidden[src], ids, self.chunk)  # (M,)
+
+
+def load_backbone(path: str, scalar_head: bool, pad_token_id: int | None, *, allow_download: bool = False,
+                  qlora: bool = False) -> nn.Module:
+    """Load trainable float32 weights (autocast provides bf16 compute) from a local path."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from drover.models import _not_found
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32, "local_files_only": not allow_download}
+    if qlora:
+        try:
+            from transformers import BitsAndBytesConfig
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ConfigError("lora.qlora needs bitsandbytes (pip install drover[gpu]) and a CUDA GPU") from None
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=torch.bfloat16)
+    try:
+        if scalar_head:
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+            model.config.pad_token_id = pad_token_id
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _not_found(path, "model", exc) from exc
+    return model
+
+
+def apply_lora(model: nn.Module, lora: Any, scalar_head: bool) -> nn.Module:
+    """Wrap `model` with peft LoRA adapters; only adapters (and a reward head) train."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if lora.qlora:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    targets: Any = lora.target_modules
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets,
+                        task_type="SEQ_CLS" if scalar_head else "CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def build_model(config: Any, scalar_head: bool, pad_token_id: int | None) -> SequenceModel:
+    """The policy (or reward model) ready for `accelerator.prepare`."""
+    model = load_backbone(config.model, scalar_head, pad_token_id, allow_download=config.allow_download,
+                          qlora=config.lora.qlora)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.lora.enabled or config.lora.qlora:
+        model = apply_lora(model, config.lora, scalar_head)
+    model.train()
+    return SequenceModel(model, scalar_head=scalar_head, chunk=config.logprob_chunk)

@@ -1,0 +1,80 @@
+"""`run_training(config)`: everything a training command does, for every objective.
+
+Checks come first and cost nothing: the objective name, a resume directory, every dataset
+name, the model and tokenizer paths, then every record (before the model is loaded). Only
+then does the engine start. `drover sft`, `drover reward` and `drover tune` all call this.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from drover.errors import DataError
+from drover.runs import RunDir
+
+
+def prepare_examples(config: Any, spec: Any, tokenizer: Any, run: RunDir) -> tuple[list, list, Any]:
+    """Training and held-out examples for `spec` (all checks before any training)."""
+    from drover.train import mixture
+    from drover.train.data import build_examples, split_eval
+
+    dirs = [Path(d) for d in config.data_dirs] + [run.data]
+    srcs = mixture.sources(config.data, config.mixture, dirs)
+    eval_paths = [mixture.resolve(name, dirs) for name in config.eval_data]
+    records = [r for src in srcs for r in mixture.load(src, config.seed)]
+    examples, report = build_examples(records, spec, tokenizer, config.max_length, config.on_bad_records)
+    eval_examples: list = []
+    if eval_paths:
+        eval_records = [r for p in eval_paths for r in mixture.load(mixture.DataSource(str(p), p), config.seed)]
+        eval_examples, _ = build_examples(eval_records, spec, tokenizer, config.max_length, config.on_bad_records)
+    elif config.eval_fraction > 0:
+        examples, eval_examples = split_eval(examples, config.eval_fraction, config.seed)
+        if not examples:
+            raise DataError(f"eval_fraction={config.eval_fraction} leaves no training examples")
+    return examples, eval_examples, report
+
+
+def run_training(config: Any, echo: bool = True) -> Path:
+    """Train `config.model` with `config.objective`; returns the final model directory."""
+    from drover.models import load_tokenizer
+    from drover.train import checkpoint
+    from drover.train.objectives import get_objective
+
+    config.validate()
+    spec = get_objective(config.objective)
+    run = RunDir(config.run_dir).ensure()
+    resume_from = checkpoint.resolve_resume(getattr(config, "resume_from", ""), run.checkpoints)
+    tokenizer = load_tokenizer(config.tokenizer_path, config.chat_template, allow_download=config.allow_download)
+    examples, eval_examples, report = prepare_examples(config, spec, tokenizer, run)
+    run.save_config(config)
+
+    from drover.train.engine import Engine
+
+    started = time.time()
+    engine = Engine(config, spec, examples, eval_examples, tokenizer, run)
+    if resume_from is not None and echo and engine.accelerator.is_main_process:
+        print(f"drover {spec.name}: resuming from {resume_from}", file=sys.stderr)
+    result = engine.train(resume_from)
+    summary = {"objective": spec.name, "steps": result.steps, "tokens": result.tokens,
+               "seconds": round(result.seconds, 2), "tokens_per_s": round(result.tokens_per_s, 1),
+               "loss": result.loss, "data": report.summary(), "model": str(result.model_dir or ""),
+               **result.metrics}
+    if engine.accelerator.is_main_process:
+        run.log("summary", wall_seconds=round(time.time() - started, 2), **summary)
+        if result.model_dir is not None:
+            run.mark_done(f"train-{spec.name}", config, summary)
+        if echo:
+            print(_summary_text(summary), file=sys.stderr)
+    return result.model_dir if result.model_dir is not None else run.checkpoints
+
+
+def _summary_text(s: dict) -> str:
+    where = s["model"] or "(stopped early: checkpoints only)"
+    lines = [f"drover {s['objective']}: {s['steps']} steps, {s['tokens']:,} target tokens in {s['seconds']:.1f} s "
+             f"({s['tokens_per_s']:,.0f} tokens/s), final loss {s['loss']:.4f}",
+             f"  data: {s['data']}", f"  model: {where}"]
+    lines += [f"  {k}: {v:.4f}" for k, v in s.items() if k.startswith("eval_")]
+    return "\n".join(lines)
