@@ -140,6 +140,18 @@ class Score:
     def mean(self) -> float:
         return self.total / max(1, len(self.token_logprobs))
 
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> "Score":
+        return cls(token_logprobs=list(obj["token_logprobs"]), tokens=list(obj["tokens"]),
+                   total=obj["total"], greedy=obj["greedy"], error=obj.get("error"))
+
 
 def request_fingerprint(backend: str, model: str, request: Request, decoding: Decoding) -> str:
     """The cache key: hash of (backend, model, messages/prompt, resolved decoding, sample index)."""
@@ -152,4 +164,12 @@ def request_fingerprint(backend: str, model: str, request: Request, decoding: De
         "sample_index": request.sample_index,
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=list)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def score_fingerprint(backend: str, model: str, request: ScoreRequest) -> str:
+    """The cache key of a scoring request: hash of (backend, model, context, continuation)."""
+    payload = {"backend": backend, "model": model, "kind": "score",
+               "context": request.context, "continuation": request.continuation}
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

@@ -1,0 +1,131 @@
+"""The configuration of one LLM (teacher, judge, rater or policy).
+
+A config names the *environment variable* that holds the API key (`api_key_env`), never
+the key itself, so configs can be saved into run directories and shared safely.
+
+String specs (`LLMConfig.from_spec`), for command lines:
+
+    ./path/to/model            an existing local directory -> hf backend
+    hf:PATH                    hf backend (local Hugging Face model directory)
+    openai:MODEL               OpenAI-compatible endpoint; base URL from $OPENAI_BASE_URL
+                               (or base_url=... override), else the OpenAI API
+    http://host:port/v1#MODEL  OpenAI-compatible endpoint at that URL (vLLM, drover serve, ...)
+    MODEL@http://host:port/v1  the same, written the other way round
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from drover.errors import ConfigError
+from drover.llm.types import Decoding
+
+
+@dataclass
+class LLMConfig:
+    backend: Literal["openai", "hf"] = "openai"
+    model: str = ""
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key
+
+    # Decoding defaults (a request's own Decoding fields win when set).
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    stop: list[str] | None = None
+    n: int = 1
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+    # Throughput and robustness (openai backend).
+    concurrency: int = 16
+    rpm: float | None = None  # requests per minute; None = unlimited
+    tpm: float | None = None  # tokens per minute (prompt + max completion), None = unlimited
+    timeout: float = 120.0  # seconds per HTTP request
+    max_retries: int = 6
+    backoff_base: float = 1.0  # first retry waits ~backoff_base seconds (with jitter)
+    backoff_max: float = 60.0
+    supports_n: bool = True  # False: n samples are n calls with distinct sample indices
+
+    # Accounting.
+    price_input_per_1k: float = 0.0
+    price_output_per_1k: float = 0.0
+
+    # hf backend.
+    dtype: str = "float32"
+    device: str = "cpu"
+    batch_size: int = 8
+    chat_template: str | None = None  # a named template (e.g. "tulu") or None = the tokenizer's own
+    max_length: int | None = None  # truncate prompts (from the left) to fit; None = model limit
+
+    def validate(self) -> None:
+        if self.backend not in ("openai", "hf"):
+            raise ConfigError(f"llm: backend: {self.backend!r} is not one of 'openai', 'hf'")
+        if not self.model:
+            raise ConfigError("llm: model: required (a model name, or a local path for the hf backend)")
+        if self.concurrency < 1:
+            raise ConfigError(f"llm: concurrency: must be >= 1, got {self.concurrency}")
+        if self.batch_size < 1:
+            raise ConfigError(f"llm: batch_size: must be >= 1, got {self.batch_size}")
+        if self.n < 1:
+            raise ConfigError(f"llm: n: must be >= 1, got {self.n}")
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"llm: {name}: must be > 0 or null, got {value}")
+        if self.api_key_env.startswith(("sk-", "Bearer ")) or len(self.api_key_env) > 64:
+            raise ConfigError("llm: api_key_env: give the NAME of the environment variable that holds "
+                              "the key (e.g. OPENAI_API_KEY), never the key itself")
+
+    def defaults(self) -> Decoding:
+        return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                        stop=tuple(self.stop) if self.stop else None, n=self.n, seed=self.seed,
+                        logprobs=self.logprobs, top_logprobs=self.top_logprobs)
+
+    def resolve(self, decoding: Decoding) -> Decoding:
+        """A request's decoding with every unset field filled from this config."""
+        base = self.defaults()
+        values = {f.name: getattr(decoding, f.name) for f in dataclasses.fields(Decoding)}
+        merged = {k: (v if v is not None else getattr(base, k)) for k, v in values.items()}
+        if merged["stop"] is not None:
+            merged["stop"] = tuple(merged["stop"]) or None
+        return Decoding(**merged)
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) or None
+
+    @classmethod
+    def from_spec(cls, spec: str, **overrides: Any) -> "LLMConfig":
+        """Build a config from a command-line string spec (see the module docstring)."""
+        spec = spec.strip()
+        if not spec:
+            raise ConfigError("llm spec: empty; expected a local model directory, hf:PATH, openai:MODEL, "
+                              "http://host:port/v1#MODEL or MODEL@http://host:port/v1")
+        fields: dict[str, Any]
+        if spec.startswith("hf:"):
+            fields = {"backend": "hf", "model": spec[3:]}
+        elif spec.startswith("openai:"):
+            fields = {"backend": "openai", "model": spec[len("openai:"):],
+                      "base_url": os.environ.get("OPENAI_BASE_URL") or None}
+        elif spec.startswith(("http://", "https://")):
+            url, sep, model = spec.partition("#")
+            if not sep or not model:
+                raise ConfigError(f"llm spec {spec!r}: name the model after '#', e.g. http://127.0.0.1:8000/v1#my-model")
+            fields = {"backend": "openai", "model": model, "base_url": url}
+        elif "@http://" in spec or "@https://" in spec:
+            model, _, url = spec.partition("@")
+            fields = {"backend": "openai", "model": model, "base_url": url}
+        elif Path(spec).is_dir():
+            fields = {"backend": "hf", "model": spec}
+        else:
+            raise ConfigError(f"llm spec {spec!r}: not a local directory; use hf:PATH, openai:MODEL, "
+                              "http://host:port/v1#MODEL or MODEL@http://host:port/v1")
+        fields.update(overrides)
+        from drover.config import from_dict
+
+        return from_dict(cls, fields, where=f"llm spec {spec!r}")
