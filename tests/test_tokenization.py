@@ -170,3 +170,23 @@ def test_encode_dataset_drops_untrainable_and_counts(tiny_tokenizer):
     assert [e.record_id for e in examples] == ["keep"] and dropped == 2
     with pytest.raises(DataError, match="train.jsonl: all 2 examples"):
         encode_dataset(tiny_tokenizer, convs[1:], max_length=32, source="train.jsonl")
+
+
+def test_llama2_style_template_with_bos_adding_tokenizer(tok):
+    """A tokenizer that prepends BOS (Llama) gets exactly one BOS, untrained; " </s>" ends a turn."""
+    from tokenizers import processors
+
+    tok.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)])
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'user' %}"
+                         "{{ '[INST] ' + m['content'] + ' [/INST]' }}"
+                         "{% else %}{{ ' ' + m['content'] + ' ' + eos_token }}{% endif %}{% endfor %}")
+    ex = encode_conversation(tok, _msgs(SHAREGPT[0]))
+    assert ex.input_ids[0] == tok.bos_token_id and ex.input_ids.count(tok.bos_token_id) == 1
+    assert ex.labels[0] == IGNORE_INDEX
+    runs = [tok.decode(r) for r in _trained_runs(ex)]
+    assert [r.strip() for r in runs] == ["The capital of France is Paris. </s>", "Rome. </s>"]
+    # a template that writes BOS itself does not get a second one
+    tok.chat_template = "{{ bos_token }}" + tok.chat_template
+    again = encode_conversation(tok, _msgs(SHAREGPT[0]))
+    assert again.input_ids == ex.input_ids and again.labels == ex.labels

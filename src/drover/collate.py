@@ -4,6 +4,8 @@ Both collators return torch tensors, every one of shape (B, L):
   `input_ids`, `labels` (-100 where not trained), `position_ids` (restart at 0 for every
   example), `seq_index` (which input example, 0..n-1 in the order given, each token belongs
   to; -1 on padding: the engine sums per-example log-probs with it).
+Labels are unshifted (the model shifts); each example's first token is never a target, so
+a shifted loss never asks one packed example to predict the next one's first token.
 `PaddedCollator` adds `attention_mask`. `PackingCollator` deliberately does not: with
 no attention mask and restarting `position_ids`, transformers 5 detects packed sequences
 (`masking_utils.find_packed_sequence_indices`) and builds a block-diagonal causal mask for
