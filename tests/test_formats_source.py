@@ -104,7 +104,34 @@ def test_missing_file_directory_and_unknown_format(tmp_path, capsys):
     assert main(["convert", "--from", "alpaca", str(tmp_path / "nope.json"), out]) == 2
     assert "nope.json: file not found" in capsys.readouterr().err
     assert main(["convert", "--from", "alpaca", str(tmp_path), out]) == 2
-    assert "is a directory" in capsys.readouterr().err
+    assert "directory has no data files" in capsys.readouterr().err
     assert main(["convert", "--from", "sharegtp", str(SAMPLES / "sharegpt.json"), out]) == 2
     err = capsys.readouterr().err
     assert "did you mean 'sharegpt'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_directory_of_task_files_with_a_name_list(tmp_path, capsys):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    sample = json.loads((SAMPLES / "task999_movie_review_sentiment.json").read_text())
+    for n in (1, 2, 3):
+        task = dict(sample, Instances=[dict(i, id=i["id"].replace("task999", f"task00{n}")) for i in sample["Instances"]])
+        (tasks / f"task00{n}_sentiment.json").write_text(json.dumps(task, indent=1))
+    (tasks / "README.md").write_text("not data")
+    out = tmp_path / "all.jsonl"
+    assert main(["convert", "--from", "superni", "--max-instances", "2", str(tasks), str(out)]) == 0
+    records = list(read_conversations(out))
+    assert [r.meta["task"] for r in records] == ["task001_sentiment"] * 2 + ["task002_sentiment"] * 2 + [
+        "task003_sentiment"] * 2
+    names = tmp_path / "test_tasks.txt"
+    names.write_text("task003_sentiment\n\ntask001_sentiment\n")
+    assert main(["convert", "--from", "superni", "--only", str(names), str(tasks), str(out)]) == 0
+    assert [r.meta["task"] for r in read_conversations(out)] == ["task003_sentiment"] * 3 + ["task001_sentiment"] * 3
+    names.write_text("task004_missing\n")
+    assert main(["convert", "--from", "superni", "--only", str(names), str(tasks), str(out)]) == 2
+    assert "listed file(s) not in this directory, e.g. 'task004_missing'" in capsys.readouterr().err
+    # the same ids from two files: the error names both places
+    (tasks / "task009_copy.json").write_text((tasks / "task001_sentiment.json").read_text())
+    assert main(["convert", "--from", "superni", str(tasks), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "task009_copy.json:1: duplicate id" in err and "task001_sentiment.json:1" in err

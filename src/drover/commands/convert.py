@@ -12,7 +12,7 @@ from drover.formats import FORMATS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="fmt", required=True, metavar="FORMAT",
                         help="input format: " + ", ".join(FORMATS))
-    parser.add_argument("input", metavar="IN", help="input file")
+    parser.add_argument("input", metavar="IN", help="input file, or a directory of them (e.g. Super-NI tasks/)")
     parser.add_argument("output", metavar="OUT", help="output JSONL file (written atomically)")
     parser.add_argument("--source", help="dataset name used as id prefix and record source (default: per format)")
     parser.add_argument("--max-tokens", type=int, default=4096,
@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-instances", type=int, help="superni: instances per task (Tk-Instruct evaluates 100)")
     parser.add_argument("--reformulations", action="store_true",
                         help="unnatural: also convert each item's reformulations (full data)")
+    parser.add_argument("--only", metavar="NAMES.txt",
+                        help="directory IN: convert only the files named here, one name (without extension) "
+                             "per line, e.g. Super-NI's splits/default/test_tasks.txt")
     lines = [f"  {name:<20} {help_}" for name, (_, help_) in FORMATS.items()]
     parser.epilog = "formats:\n" + "\n".join(lines)
 
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from drover.formats import CONVERTERS
     from drover.formats.base import ConvertOptions
     from drover.formats.driver import convert_file
+    from drover.formats.source import read_names
 
     if args.fmt not in CONVERTERS:
         CONVERTERS.get(args.fmt)  # raises ConfigError with "did you mean"
@@ -45,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--max-tokens must be >= 0 (0 disables splitting)")
     options = ConvertOptions(source=args.source, max_tokens=args.max_tokens or None, tokenizer=args.tokenizer,
                              oasst_mode=args.oasst_mode, shots=args.shots, max_instances=args.max_instances,
-                             reformulations=args.reformulations)
+                             reformulations=args.reformulations,
+                             only=read_names(args.only) if args.only else None)
     stats = convert_file(args.fmt, args.input, args.output, options)
     kind = CONVERTERS.get(args.fmt).kind
     print(f"{args.input} -> {args.output}: {stats.summary()} ({'Ranked' if kind == 'ranked' else 'Conversation'})",

@@ -115,6 +115,7 @@ class ConvertOptions:
     shots: int = 0                     # Super-NI: positive examples in the prompt
     max_instances: int | None = None   # Super-NI: instances per task (Tk-Instruct evaluates 100)
     reformulations: bool = False       # Unnatural Instructions: also convert `reformulations`
+    only: list[str] | None = None      # directory input: only these file names (without extension)
     count_tokens: TokenCounter | None = None  # set by the driver from `tokenizer`
 
     def name(self, default: str) -> str:

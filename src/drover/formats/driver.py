@@ -13,28 +13,31 @@ from pathlib import Path
 from drover.errors import InputError
 from drover.formats import CONVERTERS
 from drover.formats.base import Converter, ConvertOptions, ConvertStats, Row
-from drover.formats.source import read_rows
+from drover.formats.source import input_files, read_rows
 from drover.formats.tokens import tokenizer_counter
 from drover.records import Record, write_jsonl
 
 
 def convert_records(fmt: str, in_path: str | Path, options: ConvertOptions | None = None,
                     stats: ConvertStats | None = None) -> Iterator[Record]:
-    """Stream validated records converted from `in_path` in format `fmt`."""
+    """Stream validated records converted from `in_path` (a file, or a directory of files
+    read in name order) in format `fmt`."""
     options = options or ConvertOptions()
     stats = stats if stats is not None else ConvertStats()
     converter: Converter = CONVERTERS.get(fmt)
     if options.tokenizer and options.count_tokens is None:
         options.count_tokens = tokenizer_counter(options.tokenizer)
+    files = input_files(in_path, options.only)
     current: list[Row] = []
 
     def counted() -> Iterator[Row]:
-        for row in read_rows(in_path):
-            stats.read += 1
-            current[:] = [row]
-            yield row
+        for path in files:
+            for row in read_rows(path):
+                stats.read += 1
+                current[:] = [row]
+                yield row
 
-    seen: dict[str, int] = {}
+    seen: dict[str, tuple[str, int]] = {}
     for record in converter.fn(counted(), options, stats):
         row = current[0]
         try:
@@ -42,10 +45,12 @@ def convert_records(fmt: str, in_path: str | Path, options: ConvertOptions | Non
         except InputError as exc:
             raise InputError(row.path, row.line, exc.field, f"converted record is invalid: {exc.problem}") from None
         if record.id in seen:
+            first_path, first_line = seen[record.id]
+            where = f"line {first_line}" if first_path == row.path else f"{first_path}:{first_line}"
             raise InputError(row.path, row.line, None,
-                             f"duplicate id {record.id!r} (first produced from line {seen[record.id]}); "
+                             f"duplicate id {record.id!r} (first produced from {where}); "
                              "pass a different --source or fix the input ids")
-        seen[record.id] = row.line
+        seen[record.id] = (row.path, row.line)
         stats.written += 1
         yield record
 

@@ -19,6 +19,53 @@ from drover.errors import InputError
 from drover.formats.base import Row
 
 _WS = re.compile(r"[ \t\n\r]*")
+DATA_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(DATA_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def input_files(path: str | Path, only: list[str] | None = None) -> list[Path]:
+    """The files to read: `path` itself, or the data files of a directory (sorted), e.g. a
+    folder of Super-NI task files. `only` keeps the files whose names without extension
+    are listed (and insists that each listed one exists)."""
+    path = Path(path)
+    if not path.is_dir():
+        if only is not None:
+            raise InputError(str(path), None, None, "a list of names to keep needs a directory as input")
+        return [path]
+    files = sorted(p for p in path.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.name.endswith(DATA_SUFFIXES))
+    if only is not None:
+        by_stem = {_stem(p): p for p in files}
+        missing = [name for name in only if name not in by_stem]
+        if missing:
+            raise InputError(str(path), None, None, f"{len(missing)} listed file(s) not in this directory, "
+                             f"e.g. {missing[0]!r}")
+        files = [by_stem[name] for name in dict.fromkeys(only)]
+    if not files:
+        raise InputError(str(path), None, None, f"directory has no data files ({', '.join(DATA_SUFFIXES)})")
+    return files
+
+
+def read_names(path: str | Path) -> list[str]:
+    """One name per line (blank lines and `#` comments ignored), e.g. a task split file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), None, None, "file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise InputError(str(path), None, None, "not a UTF-8 text file") from None
+    names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise InputError(str(path), None, None, "empty list of names")
+    return names
 
 
 def read_rows(path: str | Path) -> Iterator[Row]:

@@ -50,7 +50,7 @@ def convert_superni(rows: Iterable[Row], opts: ConvertOptions, stats: ConvertSta
             raise row.error("Definition[0]", "expected a string")
         definition = definitions[0]
         examples = []
-        positives = row.array("Positive Examples", nonempty=opts.shots > 0)
+        positives = row.array("Positive Examples") if opts.shots > 0 else []
         for i in range(min(opts.shots, len(positives))):
             ex = row.member(positives, i, "Positive Examples")
             prefix = f"Positive Examples[{i}]."
