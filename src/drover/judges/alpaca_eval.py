@@ -24,7 +24,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -32,6 +32,9 @@ from drover.errors import ConfigError, InputError, did_you_mean
 from drover.judges.files import data_path, read_json, read_jsonl
 from drover.judges.verdicts import ParseFailure, Preference
 from drover.llm.types import Completion
+
+if TYPE_CHECKING:
+    from drover.judges.runner import JudgeCall, Judgment
 
 CONFIGS_DIR = data_path("alpaca_eval", "evaluators_configs")
 SWITCH_COLUMN = "is_switched_outputs"
@@ -254,3 +257,73 @@ def make_pairs(model_outputs: dict[str, str], baseline: str, limit: int | None =
         raise InputError("--model-outputs", None, None,
                          f"{unknown} instructions are not in the AlpacaEval set (outputs must answer its instructions)")
     return pairs[:limit] if limit else pairs
+
+
+# --- Judging ------------------------------------------------------------------------
+
+
+def build_calls(pairs: list[Pair], annotator: Annotator, seed: int = 0) -> list["JudgeCall"]:
+    """One call per pair with different outputs, in the order alpaca_eval's coin picks."""
+    from drover.judges.runner import JudgeCall
+
+    calls = []
+    for pair in pairs:
+        if pair.output_1 == pair.output_2:
+            continue  # a tie by construction, never sent
+        switched = is_switched(pair.instruction, seed)
+        shown = (pair.output_2, pair.output_1) if switched else (pair.output_1, pair.output_2)
+        calls.append(JudgeCall(
+            id=str(pair.index), messages=annotator.messages(pair.instruction, *shown),
+            prompt_id=annotator.prompt_id, parse=annotator.parse, decoding=dict(annotator.decoding),
+            meta={"index": pair.index, "dataset": pair.dataset, "switched": switched}))
+    return calls
+
+
+def preferences(pairs: list[Pair], judgments: list["Judgment"]) -> list[float | None]:
+    """Preferences in alpaca_eval's frame (2 = the model won), aligned with `pairs`.
+
+    Identical outputs are 1.5; a failed judgment is None (dropped from the win rate, counted).
+    """
+    by_index = {j.meta["index"]: j for j in judgments}
+    out: list[float | None] = []
+    for pair in pairs:
+        if pair.output_1 == pair.output_2:
+            out.append(1.5)
+            continue
+        j = by_index.get(pair.index)
+        if j is None or not isinstance(j.verdict, Preference):
+            out.append(None)
+            continue
+        out.append(j.verdict.swapped().value if j.meta["switched"] else j.verdict.value)
+    return out
+
+
+def summarize(pairs: list[Pair], prefs: list[float | None], difficulty: dict[int, float] | None = None) -> dict[str, Any]:
+    """Win rate, standard error, discrete win rate, counts, average length, LC estimate, per subset."""
+    from drover.metrics.winrate import avg_length, length_controlled_win_rate, win_rate
+
+    metrics: dict[str, Any] = dict(win_rate(prefs))
+    metrics["avg_length"] = avg_length([p.output_2 for p in pairs])
+    diff = None
+    if difficulty is not None:
+        missing = [p.index for p in pairs if p.index not in difficulty]
+        if missing:
+            raise InputError("--instruction-difficulty", None, None,
+                             f"no difficulty for {len(missing)} instructions (e.g. index {missing[0]})")
+        diff = [difficulty[p.index] for p in pairs]
+    lc = length_controlled_win_rate(prefs, [len(p.output_2) for p in pairs], [len(p.output_1) for p in pairs], diff)
+    metrics["length_controlled_winrate"] = lc.win_rate
+    subsets: dict[str, list[float | None]] = {}
+    for pair, pref in zip(pairs, prefs):
+        subsets.setdefault(pair.dataset, []).append(pref)
+    breakdown = {"per_dataset": {name: win_rate(values) for name, values in sorted(subsets.items())},
+                 "length_controlled": lc.to_dict()}
+    return {"metrics": metrics, "breakdown": breakdown}
+
+
+def annotations(pairs: list[Pair], prefs: list[float | None], baseline: str, model: str,
+                annotator: str) -> list[dict[str, Any]]:
+    """The judged pairs in alpaca_eval's annotations.json layout (read by `drover judge bias`)."""
+    return [{"instruction": p.instruction, "dataset": p.dataset, "output_1": p.output_1, "generator_1": baseline,
+             "output_2": p.output_2, "generator_2": model, "annotator": annotator, "preference": pref}
+            for p, pref in zip(pairs, prefs)]

@@ -158,26 +158,34 @@ def _winner(j: Judgment) -> int | None:
 
 
 def judge_sets(llm: "LLMLike", judge: str, strategy: Strategy, sets: list[str], examples_path: Any = None,
-               limit: int | None = None) -> list[Judgment]:
-    """Run every stage of the strategy on the chosen sets; returns the final-choice judgments."""
+               limit: int | None = None, max_tokens: int | None = None) -> list[Judgment]:
+    """Run every stage of the strategy on the chosen sets; returns the final-choice judgments.
+
+    `max_tokens` caps every stage's generation length (cost control, tests).
+    """
+    def cap(n: int) -> int:
+        return min(n, max_tokens) if max_tokens else n
+
     items = [(f"{s}/{i}", row) for s in sets for i, row in enumerate(load_set(s, limit))]
     aux: dict[str, dict[str, str]] = {key: {} for key, _ in items}
     for kind in strategy.auxiliary:
         calls = [JudgeCall(id=f"{key}/{kind}", messages=prompt_messages(f"aux_{kind}", instruction=row["input"]),
                            prompt_id=f"llmbar/aux_{kind}", parse=_text,
-                           decoding={"temperature": 0.0, "max_tokens": MAX_TOKENS[kind]}, meta={"key": key})
+                           decoding={"temperature": 0.0, "max_tokens": cap(MAX_TOKENS[kind])}, meta={"key": key})
                  for key, row in items]
         for j in run_calls(llm, calls, judge, examples_path, desc=f"llmbar {kind}"):
             aux[j.meta["key"]][kind] = j.raw.strip()  # an empty/failed auxiliary output stays empty
-    final = run_calls(llm, _comparison_calls(strategy, items, aux), judge, examples_path,
-                      desc=f"llmbar {strategy.name}")
+    comparison = _comparison_calls(strategy, items, aux)
+    for call in comparison:
+        call.decoding["max_tokens"] = cap(call.decoding["max_tokens"])
+    final = run_calls(llm, comparison, judge, examples_path, desc=f"llmbar {strategy.name}")
     if not strategy.swap:
         return final
-    return _synthesize(llm, judge, items, final, examples_path)
+    return _synthesize(llm, judge, items, final, examples_path, cap(MAX_TOKENS["synthesize"]))
 
 
 def _synthesize(llm: "LLMLike", judge: str, items: list[tuple[str, dict[str, Any]]], cot: list[Judgment],
-                examples_path: Any) -> list[Judgment]:
+                examples_path: Any, max_tokens: int) -> list[Judgment]:
     """Swap: where the two orders disagree (one says 1, the other 2), review both explanations."""
     by_key: dict[str, dict[str, Judgment]] = {}
     for j in cot:
@@ -200,7 +208,7 @@ def _synthesize(llm: "LLMLike", judge: str, items: list[tuple[str, dict[str, Any
                 id=f"{key}/synth/{order}", prompt_id="llmbar/swap_synthesize",
                 messages=prompt_messages("swap_synthesize", instruction=row["input"], output_1=o1, output_2=o2,
                                          explanation_1=ex1, explanation_2=ex2),
-                parse=lambda c: parse_choice(c.text), decoding={"temperature": 0.0, "max_tokens": MAX_TOKENS["synthesize"]},
+                parse=lambda c: parse_choice(c.text), decoding={"temperature": 0.0, "max_tokens": max_tokens},
                 meta={"key": key, "order": order, "label": int(row["label"]), "synthesized": True}))
     synth = {(j.meta["key"], j.meta["order"]): j
              for j in run_calls(llm, calls, judge, examples_path, desc="llmbar swap-synthesize")}

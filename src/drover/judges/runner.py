@@ -134,11 +134,12 @@ def _judge_one(call: JudgeCall, completion: Completion, judge: str) -> Judgment:
 
 
 def failures(judgments: Iterable[Judgment]) -> list[dict[str, Any]]:
-    """The failed calls, listed for the result file: id, why, and the raw output."""
+    """The failed calls, listed for the result file: id, why, and the start of the raw output
+    (the whole output is in the examples file)."""
     out = []
     for j in judgments:
         if j.error is not None:
             out.append({"id": j.id, "kind": "request_error", "reason": j.error, "raw": ""})
         elif isinstance(j.verdict, ParseFailure):
-            out.append({"id": j.id, "kind": "parse_failure", "reason": j.verdict.reason, "raw": j.raw[:2000]})
+            out.append({"id": j.id, "kind": "parse_failure", "reason": j.verdict.reason, "raw": j.raw[:300]})
     return out

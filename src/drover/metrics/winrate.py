@@ -87,7 +87,7 @@ def avg_length(outputs: Sequence[str]) -> float:
 #   result is an LC estimate, not the leaderboard number.
 # - the official fit is L1-regularised logistic regression (liblinear, C by 5-fold CV)
 #   and regularised towards two "gamed" baselines (df_gamed.csv, weight 0.2); ours is a
-#   plain maximum-likelihood fit (tiny L2 for stability) on the given annotations only.
+#   maximum-likelihood fit with a small L2 penalty (1e-4) on the given annotations only.
 # Given official per-model weights (tests/data/.../baseline_gpt4_1106_preview.csv) and
 # the difficulty vector, `predict_lc_win_rate` reproduces alpaca_eval's `predict_winrate`.
 
@@ -112,8 +112,12 @@ class LengthControlled:
                 "uses_instruction_difficulty": self.uses_difficulty, "n_used": self.n_used}
 
 
-def _fit_logistic_soft(x: np.ndarray, y: np.ndarray, l2: float = 1e-6, iters: int = 100) -> np.ndarray:
-    """Newton's method for logistic regression with soft labels y in [0, 1], no intercept."""
+def _fit_logistic_soft(x: np.ndarray, y: np.ndarray, l2: float = 1e-4, iters: int = 100) -> np.ndarray:
+    """Newton's method for logistic regression with soft labels y in [0, 1], no intercept.
+
+    A small L2 penalty keeps the weights finite when binary preferences are perfectly
+    separated by length (alpaca_eval uses an L1 penalty chosen by cross-validation).
+    """
     w = np.zeros(x.shape[1])
     n = len(y)
     for _ in range(iters):
@@ -146,6 +150,9 @@ def length_controlled_win_rate(preferences: Sequence[float | None], model_length
     columns.append(np.ones_like(delta))
     x = np.stack(columns, axis=1)
     keep = (pref >= 1.0) & (pref <= 2.0)
+    if keep.sum() < 2:
+        nan_weights = {LEN_FEATURE: float("nan"), DIFF_FEATURE: float("nan"), BASE_FEATURE: float("nan")}
+        return LengthControlled(float("nan"), nan_weights, difficulty is not None, int(keep.sum()))
     y = pref[keep] - 1.0
     w = _fit_logistic_soft(x[keep], y)
     x_test = x.copy()
