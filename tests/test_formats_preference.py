@@ -103,3 +103,17 @@ def test_vicuna_and_mt_bench_questions_as_prompts():
     assert len(mt) == 80 and mt[0].id == "mt_bench_81"
     assert all(len(r.meta["turns"]) == 2 and r.messages[0].content == r.meta["turns"][0] for r in mt)
     assert sum("reference" in r.meta for r in mt) == 39
+
+
+def test_every_shipped_llmbar_set_converts():
+    from drover.shipped import get_dataset
+
+    for name in ("llmbar_natural", "llmbar_adversarial", "llmbar_casestudy", "llmbar_processed"):
+        dataset = get_dataset(name)
+        total = 0
+        for path in dataset.files():
+            records, stats = convert("llmbar", path, source=path.parent.name)
+            assert stats.read == len(records) + sum(stats.skipped.values())
+            assert all(r.id.startswith(path.parent.name + "_") for r in records)
+            total += stats.read
+        assert total == dataset.records()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from drover.formats.base import Converter, ConvertOptions, ConvertStats, Row, extra_meta
+from drover.formats.base import Converter, ConvertOptions, ConvertStats, Row, TokenCounter, extra_meta
 from drover.formats.tokens import heuristic_count
 from drover.records import Conversation, Message
 
@@ -28,7 +28,7 @@ def _alternating(messages: list[Message]) -> bool:
     return all(m.role == ("user" if i % 2 == 0 else "assistant") for i, m in enumerate(messages))
 
 
-def split_rounds(messages: list[Message], max_tokens: int, count, stats: ConvertStats) -> list[tuple[int, int]]:
+def split_rounds(messages: list[Message], max_tokens: int, count: TokenCounter, stats: ConvertStats) -> list[tuple[int, int]]:
     """Greedily pack user/assistant rounds into chunks of at most `max_tokens` tokens.
 
     Returns (start, end) message slices. A single round over the budget cannot be split
@@ -91,7 +91,7 @@ def convert_sharegpt(rows: Iterable[Row], opts: ConvertOptions, stats: ConvertSt
             messages.append(Message(SHAREGPT_ROLES[sender], value))
         while messages and messages[0].role != "user":
             messages.pop(0)
-        if len(messages) % 2:
+        while messages and messages[-1].role != "assistant":
             messages.pop()
         if not messages:
             stats.skip("conversations without a complete human/gpt round")
