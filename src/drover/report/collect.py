@@ -67,12 +67,15 @@ def _llm_usage(root: Path) -> list[dict[str, Any]]:
     rows = []
     for path in sorted(root.rglob("llm-cache*.sqlite")):
         try:
-            from drover.llm.cache import cache_stats
+            from drover.llm.cache import LLMCache
 
-            stats = cache_stats(path)
+            with LLMCache(path) as cache:
+                stats = cache.stats()
         except Exception as exc:  # a report must render even if one cache is unreadable
             stats = {"error": str(exc)}
-        rows.append({"cache": str(path.relative_to(root)), **stats})
+        for model in stats.pop("models", None) or [{}]:
+            rows.append({"cache": f"{path.relative_to(root)} {model.get('model', '')} {model.get('kind', '')}".strip(),
+                         **stats, **model})
     return rows
 
 

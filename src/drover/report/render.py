@@ -169,7 +169,7 @@ def render(run: RunContents) -> tuple[str, str, list[tuple[str, bytes]]]:
     # Costs
     cost_rows = []
     for u in run.llm_usage:
-        cost_rows.append([u.get("cache"), u.get("entries", u.get("error", "")), u.get("prompt_tokens", ""),
+        cost_rows.append([u.get("cache"), u.get("error", u.get("entries", "")), u.get("prompt_tokens", ""),
                           u.get("completion_tokens", ""), u.get("cost", "")])
     for r in run.benchmarks + run.judges:
         usage = r.get("usage") or {}
