@@ -51,9 +51,10 @@ def convert_gpt4llm_comparison(rows: Iterable[Row], opts: ConvertOptions,
         if not prompt.strip():
             stats.skip("items with an empty user_input")
             continue
-        if len(responses) < 2 or not _distinct(responses, stats):
-            if len(responses) < 2:
-                stats.skip("items with fewer than 2 responses")
+        if len(responses) < 2:
+            stats.skip("items with fewer than 2 responses")
+            continue
+        if not _distinct(responses, stats):
             continue
         yield Ranked(f"{source}_{number}", [Message("user", prompt.strip())], responses, None,
                      {"source": source, "version": version})
