@@ -13,17 +13,15 @@ O(n·m) Python table, which takes hours for a 50,000-instruction pool. Here:
 * texts are tokenised once into integer ids;
 * the LCS uses the bit-parallel algorithm of Allison–Dix / Hyyrö over Python ints
   (one big-int step per token of the other text);
-* `NearDuplicateIndex` never computes most pairs: since LCS <= bag overlap and
-  F = 2·LCS/(|a|+|b|), F > θ needs an overlap of more than θ/(2-θ)·|a| tokens, so any
-  match shares at least one of the query's |a|-t+1 *rarest* tokens (prefix filtering,
-  as in set-similarity joins); only pool members found through those short posting lists
-  are checked, first with cheap length and bag-overlap bounds, then with the exact LCS.
+* `NearDuplicateIndex` computes the exact LCS for few pairs: LCS <= bag overlap and
+  F = 2·LCS/(|a|+|b|), so F > θ needs 2·overlap > θ·(|a|+|b|). The overlaps of a query
+  with the whole pool are counted at once (numpy `bincount` over inverted posting lists
+  of occurrence-tagged tokens), and only the members passing that bound get an LCS.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -121,25 +119,29 @@ class Match:
 class NearDuplicateIndex:
     """A growing pool of texts that answers "is this within ROUGE-L > θ of any member?".
 
-    Exact for scores above `threshold`: `max_similar(text)` returns the pool member with
-    the highest ROUGE-L among those scoring above the threshold (or None), identical to
-    scoring every pair with rouge-score, but touching only a few candidates per query.
+    Exact: `max_similar(text)` returns the pool member with the highest ROUGE-L among
+    those scoring above the threshold (or None), the same decision as scoring every
+    pair with rouge-score. Bag overlaps with the whole pool are counted in one numpy
+    pass over posting lists; only members whose overlap bound passes get an exact LCS.
     """
 
     def __init__(self, threshold: float = 0.7, use_stemmer: bool = False):
         if not 0.0 < threshold <= 1.0:
             raise ConfigError(f"rouge threshold must be in (0, 1], got {threshold}")
+        import numpy as np
+
+        self._np = np
         self.threshold = threshold
         self.use_stemmer = use_stemmer
         self._vocab: dict[str, int] = {}
         self._texts: list[str] = []
         self._ids: list[tuple[int, ...]] = []
-        self._bags: list[Counter] = []
+        self._lens = np.zeros(1024, dtype=np.int32)
         self._masks: list[dict[int, int] | None] = []
-        # (token id, occurrence number) -> pool indices holding that occurrence. Turning
-        # a bag into a set this way makes set intersection equal bag intersection.
-        self._postings: dict[tuple[int, int], list[int]] = {}
-        self.pairs_checked = 0  # LCS computations done (for benchmarks)
+        # (token id, occurrence number) -> [buffer of pool indices, used length]. Tagging
+        # each occurrence turns bags into sets, so counting shared keys gives bag overlap.
+        self._postings: dict[tuple[int, int], list] = {}
+        self.pairs_checked = 0  # exact LCS computations done (for benchmarks)
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -152,18 +154,36 @@ class NearDuplicateIndex:
         vocab = self._vocab
         return tuple(vocab.setdefault(t, len(vocab)) for t in tokenize(text, self.use_stemmer))
 
+    @staticmethod
+    def _keys(ids: tuple[int, ...]) -> list[tuple[int, int]]:
+        seen: dict[int, int] = {}
+        keys = []
+        for tok in ids:
+            k = seen.get(tok, 0)
+            seen[tok] = k + 1
+            keys.append((tok, k))
+        return keys
+
     def add(self, text: str, ids: tuple[int, ...] | None = None) -> int:
         """Add a text to the pool; returns its index."""
+        np = self._np
         ids = self.encode(text) if ids is None else ids
         index = len(self._texts)
         self._texts.append(text)
         self._ids.append(ids)
-        bag = Counter(ids)
-        self._bags.append(bag)
         self._masks.append(None)
-        for tok, count in bag.items():
-            for k in range(count):
-                self._postings.setdefault((tok, k), []).append(index)
+        if index >= len(self._lens):
+            self._lens = np.concatenate([self._lens, np.zeros_like(self._lens)])
+        self._lens[index] = len(ids)
+        for key in self._keys(ids):
+            entry = self._postings.get(key)
+            if entry is None:
+                entry = self._postings[key] = [np.empty(4, dtype=np.int32), 0]
+            buf, size = entry
+            if size == len(buf):
+                buf = entry[0] = np.concatenate([buf, np.empty_like(buf)])
+            buf[size] = index
+            entry[1] = size + 1
         return index
 
     def _mask(self, index: int) -> dict[int, int]:
@@ -175,18 +195,22 @@ class NearDuplicateIndex:
             self._masks[index] = masks
         return masks
 
-    def _candidates(self, ids: tuple[int, ...], bag: Counter) -> set[int]:
+    def _candidates(self, ids: tuple[int, ...]) -> list[int]:
+        """Pool members whose bag overlap allows F > θ (F <= 2·overlap/(|a|+|b|))."""
+        np = self._np
+        n = len(self._texts)
+        arrays = []
+        for key in self._keys(ids):
+            entry = self._postings.get(key)
+            if entry is not None:
+                arrays.append(entry[0][: entry[1]])
+        if not arrays:
+            return []
+        overlap = np.bincount(np.concatenate(arrays), minlength=n)
         la = len(ids)
-        theta = self.threshold
-        # F > θ needs overlap > θ/(2-θ)·la; flooring keeps the bound safe (it can only
-        # make the prefix one token longer than necessary).
-        t = max(1, int(theta / (2.0 - theta) * la))
-        keys = [(tok, k) for tok, count in bag.items() for k in range(count)]
-        keys.sort(key=lambda key: len(self._postings.get(key, ())))
-        found: set[int] = set()
-        for key in keys[: la - t + 1]:
-            found.update(self._postings.get(key, ()))
-        return found
+        # A small margin keeps the bound safe against float rounding in the exact score.
+        keep = 2.0 * overlap > (self.threshold - 1e-9) * (la + self._lens[:n])
+        return np.flatnonzero(keep).tolist()
 
     def max_similar(self, text: str, ids: tuple[int, ...] | None = None) -> Match | None:
         """The most similar pool member with ROUGE-L > threshold, or None."""
@@ -194,18 +218,10 @@ class NearDuplicateIndex:
         la = len(ids)
         if la == 0 or not self._texts:
             return None
-        bag = Counter(ids)
         theta = self.threshold
         best: Match | None = None
-        for j in self._candidates(ids, bag):
+        for j in self._candidates(ids):
             lb = len(self._ids[j])
-            # Upper bounds before the exact LCS: by length, then by bag overlap.
-            if 2.0 * min(la, lb) / (la + lb) <= theta - 1e-9:
-                continue
-            other = self._bags[j]
-            overlap = sum(min(c, other[tok]) for tok, c in bag.items() if tok in other)
-            if 2.0 * overlap / (la + lb) <= theta - 1e-9:
-                continue
             self.pairs_checked += 1
             if lb >= la:
                 lcs = _lcs_with_masks(self._mask(j), lb, ids)
@@ -213,8 +229,7 @@ class NearDuplicateIndex:
                 lcs = lcs_length(ids, self._ids[j])
             # Score as the original code does: the new text is the target.
             score = fmeasure_from_lcs(lcs, la, lb)
-            if score > theta and (best is None or score > best.score or
-                                  (score == best.score and j < best.index)):
+            if score > theta and (best is None or score > best.score):
                 best = Match(j, score)
         return best
 

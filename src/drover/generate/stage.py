@@ -1,0 +1,92 @@
+"""What every generation stage shares: where its cache lives, its LLM clients, its
+resumable outputs and its end-of-stage summary.
+
+Resuming is two mechanisms together: the output is appended record by record
+(`JsonlAppender`; ids already written are skipped on restart) and every LLM call goes
+through the run's persistent cache, so calls answered before a crash are not paid twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drover.atomic import write_json
+from drover.errors import ConfigError
+
+
+def require(value: str, name: str, flag: str | None = None) -> str:
+    if not value:
+        hint = f" (--{flag} or {name}=...)" if flag else f" ({name}=...)"
+        raise ConfigError(f"{name}: required{hint}")
+    return value
+
+
+def cache_path(output: str | Path, run_dir: str = "") -> Path:
+    """`RUN/llm-cache.sqlite`: RUN is `run_dir` if given, else the run directory the output
+    is in (`RUN/data/x.jsonl`), else the output's folder."""
+    if run_dir:
+        return Path(run_dir) / "llm-cache.sqlite"
+    parent = Path(output).resolve().parent
+    root = parent.parent if parent.name == "data" else parent
+    return root / "llm-cache.sqlite"
+
+
+def open_llm(spec: str, cache: Path, options: dict[str, Any] | None = None, role: str = "teacher") -> Any:
+    """An `LLM` client for a spec string (`http://host/v1#model`, `openai:gpt-4`, `hf:PATH`)."""
+    from drover.llm.client import LLM
+    from drover.llm.config import LLMConfig
+
+    require(spec, role, role)
+    config = LLMConfig.from_spec(spec, **(options or {}))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    return LLM(config, cache_path=cache)
+
+
+def sidecar(output: str | Path, suffix: str) -> Path:
+    """`data/answers.jsonl` -> `data/answers.<suffix>` (failures, rejected, summary...)."""
+    output = Path(output)
+    stem = output.name[: -len(".jsonl")] if output.name.endswith(".jsonl") else output.stem
+    return output.with_name(f"{stem}.{suffix}")
+
+
+@dataclass
+class Summary:
+    """Counts of a stage's outcomes, printed and saved as `<output>.summary.json` at the end."""
+
+    stage: str
+    output: Path
+    counts: Counter = field(default_factory=Counter)
+    extra: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def add(self, key: str, n: int = 1) -> None:
+        self.counts[key] += n
+
+    def finish(self, llms: dict[str, Any]) -> dict[str, Any]:
+        seconds = time.monotonic() - self.started
+        usage = {name: llm.stats.to_dict() for name, llm in llms.items() if llm is not None}
+        data = {"stage": self.stage, "output": str(self.output), "seconds": round(seconds, 2),
+                "counts": dict(self.counts), "llm": usage, **self.extra}
+        write_json(sidecar(self.output, "summary.json"), data)
+        lines = [f"\n{self.stage}: done in {seconds:.1f}s -> {self.output}"]
+        for key, value in sorted(self.counts.items()):
+            lines.append(f"  {key:<28} {value}")
+        for name, s in usage.items():
+            lines.append(f"  {name}: {s['misses']} calls ({s['hits']} cached), "
+                         f"{s['prompt_tokens']} prompt + {s['completion_tokens']} completion tokens, "
+                         f"${s['cost']:.4f}, {s['errors']} errors")
+        for key, value in self.extra.items():
+            lines.append(f"  {key}: {json.dumps(value) if not isinstance(value, str) else value}")
+        print("\n".join(lines), flush=True)
+        return data
+
+
+def close_all(*llms: Any) -> None:
+    for llm in llms:
+        if llm is not None:
+            llm.close()
