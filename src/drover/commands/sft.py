@@ -1,8 +1,8 @@
 """Supervised fine-tuning on Conversation JSONL: loss on assistant tokens only, full or LoRA.
 
     drover sft --model runs/tiny --data runs/x/data/answers.jsonl --run-dir runs/x-sft
-    drover sft --config recipes/sft-tulu.yaml model=PATH data=[a.jsonl,b.jsonl] lr=1e-5
-    drover sft --config recipes/sft-alpaca.yaml lora.enabled=true mixed_precision=no
+    drover sft --config recipes/train/sft-tulu.yaml model=PATH data=[a.jsonl,b.jsonl] lr=1e-5
+    drover sft --config recipes/train/sft-alpaca.yaml lora.enabled=true mixed_precision=no
 
 Defaults are Tülu's (2 epochs, lr 2e-5, 3% linear warmup then linear decay, max length
 2048, AdamW without weight decay, clipping at 1.0); every key is in
@@ -15,7 +15,7 @@ chat template); metrics to <run-dir>/log.jsonl.
 
 Multi-GPU / multi-node (the same code; configs in recipes/accelerate/):
 
-    accelerate launch --config_file recipes/accelerate/zero3.yaml -m drover sft --config recipes/sft-tulu.yaml
+    accelerate launch --config_file recipes/accelerate/zero3.yaml -m drover sft --config recipes/train/sft-tulu.yaml
     (also ddp.yaml, zero2.yaml, zero3-offload.yaml, fsdp.yaml)
 """
 
@@ -29,7 +29,7 @@ from typing import Any
 def add_training_arguments(parser: argparse.ArgumentParser, default_run_dir: str) -> None:
     """Flags shared by every training command (sft, reward, tune)."""
     parser.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. lr=1e-5 lora.enabled=true)")
-    parser.add_argument("--config", help="a YAML file of TrainConfig keys (e.g. recipes/sft-tulu.yaml)")
+    parser.add_argument("--config", help="a YAML file of TrainConfig keys (e.g. recipes/train/sft-tulu.yaml)")
     parser.add_argument("--model", help="base model directory")
     parser.add_argument("--data", action="append", help="training JSONL file or dataset name (repeatable)")
     parser.add_argument("--run-dir", help=f"run directory (default {default_run_dir})")

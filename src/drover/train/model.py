@@ -37,6 +37,8 @@ class SequenceModel(nn.Module):
         self.model = model
         self.scalar_head = scalar_head
         self.chunk = chunk
+        # FSDP's transformer-based auto-wrap reads the layer classes from the prepared module
+        self._no_split_modules = getattr(hf_model(model), "_no_split_modules", None)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                 src: torch.Tensor, ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
