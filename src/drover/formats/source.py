@@ -14,6 +14,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from drover.errors import InputError
 from drover.formats.base import Row
@@ -69,43 +70,80 @@ def read_names(path: str | Path) -> list[str]:
 
 
 def read_rows(path: str | Path) -> Iterator[Row]:
-    """Yield every item of a JSON array / JSONL / single-document file, gzip or not."""
+    """Yield every item of a JSON array / JSONL / single-document file, gzip or not.
+
+    JSONL is streamed line by line (memory stays flat on million-line files); a JSON array
+    or document has to be read whole, but its items are still yielded one at a time.
+    """
     path = Path(path)
     name = str(path)
     if not path.exists():
         raise InputError(name, None, None, "file not found")
     if path.is_dir():
         raise InputError(name, None, None, "is a directory, expected a JSON or JSONL file")
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InputError(name, None, None, f"corrupt gzip data ({exc})") from None
-    text = _decode(name, data)
-    start = _WS.match(text).end()
-    if start == len(text):
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as handle:
+            yield from _rows(name, handle)
+    except (OSError, EOFError, zlib.error) as exc:
+        problem = f"corrupt gzip data ({exc})" if gzipped else f"cannot read the file ({exc})"
+        raise InputError(name, None, None, problem) from None
+
+
+def _rows(name: str, handle: IO[bytes]) -> Iterator[Row]:
+    number, first = 0, b""
+    for raw in handle:  # find the first non-blank line
+        number += 1
+        if raw.strip():
+            first = raw
+            break
+    if not first:
         raise InputError(name, None, None, "empty file: no JSON records")
-    first = text[start]
-    if first == "[":
-        yield from _array_rows(name, text, start)
-    elif first == "{":
-        yield from _object_rows(name, text, start)
-    else:
-        line = text.count("\n", 0, start) + 1
-        raise InputError(name, line, None, f"expected JSON or JSONL (a '[' or '{{'), found {first!r}")
+    text = _decode(name, first, number)
+    start = text.lstrip()[:1]
+    if start == "{" and _is_json(text):
+        yield Row(name, number, None, json.loads(text))
+        yield from _jsonl_rows(name, handle, number)
+        return
+    if start not in ("[", "{"):
+        raise InputError(name, number, None, f"expected JSON or JSONL (a '[' or '{{'), found {start!r}")
+    whole = "\n" * (number - 1) + text + _decode(name, handle.read(), number + 1)
+    offset = _WS.match(whole).end()
+    yield from (_array_rows(name, whole, offset) if start == "[" else _document_rows(name, whole, offset))
 
 
-def _decode(name: str, data: bytes) -> str:
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _jsonl_rows(name: str, handle: IO[bytes], after: int) -> Iterator[Row]:
+    for number, raw in enumerate(handle, start=after + 1):
+        if not raw.strip():
+            continue
+        text = _decode(name, raw, number)
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(name, number, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+        yield Row(name, number, None, obj)
+
+
+def _decode(name: str, data: bytes, first_line: int = 1) -> str:
+    """UTF-8 text of `data` (which starts on line `first_line`), or a located InputError."""
     nul = data.find(b"\x00")
     if nul >= 0:
-        raise InputError(name, data.count(b"\n", 0, nul) + 1, None,
+        raise InputError(name, first_line + data.count(b"\n", 0, nul), None,
                          "binary data (NUL byte), expected UTF-8 JSON or JSONL")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise InputError(name, line, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        line = first_line + data.count(b"\n", 0, exc.start)
+        raise InputError(name, line, None, f"not valid UTF-8 ({exc.reason})") from None
 
 
 class _Lines:
@@ -120,8 +158,8 @@ class _Lines:
         return self.line
 
 
-def _bad_json(name: str, exc: json.JSONDecodeError, line_offset: int = 0) -> InputError:
-    return InputError(name, exc.lineno + line_offset, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+def _bad_json(name: str, exc: json.JSONDecodeError) -> InputError:
+    return InputError(name, exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
 
 
 def _array_rows(name: str, text: str, start: int) -> Iterator[Row]:
@@ -151,27 +189,10 @@ def _array_rows(name: str, text: str, start: int) -> Iterator[Row]:
         raise InputError(name, lines.at(rest), None, "invalid JSON: extra data after the closing ']'")
 
 
-def _object_rows(name: str, text: str, start: int) -> Iterator[Row]:
-    """JSONL if the first line is a complete JSON value, else one (pretty-printed) document."""
-    first_end = text.find("\n", start)
-    first_line = text[start:] if first_end < 0 else text[start:first_end]
+def _document_rows(name: str, text: str, start: int) -> Iterator[Row]:
+    """A single (pretty-printed) JSON document, e.g. a Super-NI task file."""
     try:
-        json.loads(first_line)
-        is_jsonl = True
-    except json.JSONDecodeError:
-        is_jsonl = False
-    if not is_jsonl:
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise _bad_json(name, exc) from None
-        yield Row(name, text.count("\n", 0, start) + 1, None, obj)
-        return
-    for number, raw in enumerate(text.split("\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(name, number, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-        yield Row(name, number, None, obj)
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _bad_json(name, exc) from None
+    yield Row(name, text.count("\n", 0, start) + 1, None, obj)
