@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="IN", help="input file, or a directory of them (e.g. Super-NI tasks/)")
     parser.add_argument("output", metavar="OUT", help="output JSONL file (written atomically)")
     parser.add_argument("--source", help="dataset name used as id prefix and record source (default: per format)")
-    parser.add_argument("--max-tokens", type=int, default=4096,
+    parser.add_argument("--max-tokens", type=int,
                         help="sharegpt: split conversations longer than this many tokens (0: never; default 4096)")
     parser.add_argument("--tokenizer", metavar="PATH",
                         help="sharegpt: count tokens with this local tokenizer (default: a word/character heuristic)")
@@ -45,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--shots must be >= 0")
     if args.max_instances is not None and args.max_instances < 1:
         raise ConfigError("--max-instances must be >= 1")
-    if args.max_tokens < 0:
+    if args.max_tokens is not None and args.max_tokens < 0:
         raise ConfigError("--max-tokens must be >= 0 (0 disables splitting)")
-    options = ConvertOptions(source=args.source, max_tokens=args.max_tokens or None, tokenizer=args.tokenizer,
+    max_tokens = ConvertOptions.max_tokens if args.max_tokens is None else (args.max_tokens or None)
+    options = ConvertOptions(source=args.source, max_tokens=max_tokens, tokenizer=args.tokenizer,
                              oasst_mode=args.oasst_mode, shots=args.shots, max_instances=args.max_instances,
                              reformulations=args.reformulations,
                              only=read_names(args.only) if args.only else None)
