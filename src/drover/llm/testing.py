@@ -38,6 +38,7 @@ class FakeOpenAIServer:
         self.model = model
         self.requests: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
+        self.paths: list[str] = []
         self.faults: collections.deque[str] = collections.deque()
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -134,8 +135,8 @@ class FakeOpenAIServer:
                         f"content-length: {len(data)}"] + [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
-            pass
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
+            pass  # a client hung up, or the server is stopping (cancelled hangs)
         finally:
             try:
                 writer.close()
@@ -153,11 +154,15 @@ class FakeOpenAIServer:
         with self._lock:
             self.requests.append(request)
             self.headers_seen.append(headers)
+            self.paths.append(path)
             fault = self.faults.popleft() if self.faults else None
         if fault == "429":
             return 429, {"retry-after": f"{self.retry_after:g}"}, {"error": {"message": "rate limited", "type": "rate_limit"}}
         if fault in ("500", "400", "401"):
-            messages = {"500": "internal error", "400": "bad request", "401": "Incorrect API key provided"}
+            # Like OpenAI, the 401 message quotes the key it got: the client must redact it.
+            key = headers.get("authorization", "").removeprefix("Bearer ")
+            messages = {"500": "internal error", "400": "bad request",
+                        "401": f"Incorrect API key provided: {key}"}
             return int(fault), {}, {"error": {"message": messages[fault], "type": "error"}}
         if fault == "hang":
             await asyncio.sleep(3600)
