@@ -53,6 +53,8 @@ def parse_alpaca_tasks(text: str, num_prompt_instructions: int, finish_reason: s
     >>> [(t.instruction, t.input, t.output) for t in out]
     [('Name a colour.', '', 'Red.'), ('Add the numbers.', '2, 3', '5')]
     """
+    if not text.strip():
+        return []
     first = num_prompt_instructions + 1
     text = _BOLD.sub("", text)
     if not re.match(rf"\s*{first}\.\s+Instruction:", text):
@@ -98,6 +100,7 @@ def parse_self_instruct_instructions(text: str, finish_reason: str | None, first
     if finish_reason == "length":
         return Rejected(text, "truncated (finish_reason=length)")
     text = re.sub(rf"^\s*{first_number}\s?\.\s", " ", _BOLD.sub("", text))
+    text = re.sub(r"\n\d+\s?\.\s*$", "", text.rstrip())  # a dangling "11." the model started
     out = []
     for inst in re.split(r"\n\d+\s?\. ", text):
         inst = re.sub(r"\s+", " ", inst).strip()
