@@ -1,0 +1,1 @@
+"""One module per benchmark; registered by name in `drover.evaluate.registry`."""
