@@ -32,13 +32,15 @@ from typing import Any
 
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, retry_after: float = 0.05, host: str = "127.0.0.1", port: int = 0,
-                 model: str = "fake"):
+                 model: str = "fake", slow: dict[str, float] | None = None):
         self.delay = delay
+        self.slow = dict(slow or {})  # content -> its own delay (to hold one answer back)
         self.retry_after = retry_after
         self.model = model
         self.requests: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
         self.paths: list[str] = []
+        self.answered: list[str] = []  # contents whose answer was fully written to the socket
         self.faults: collections.deque[str] = collections.deque()
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -135,6 +137,9 @@ class FakeOpenAIServer:
                         f"content-length: {len(data)}"] + [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
                 await writer.drain()
+                if status == 200 and isinstance(payload, dict) and "choices" in payload:
+                    with self._lock:
+                        self.answered.append(_content(json.loads(body or b"{}")))
         except (ConnectionError, asyncio.IncompleteReadError, ValueError, asyncio.CancelledError):
             pass  # a client hung up, or the server is stopping (cancelled hangs)
         finally:
@@ -168,8 +173,9 @@ class FakeOpenAIServer:
             await asyncio.sleep(3600)
         if fault == "drop":
             return 0, {}, None
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        delay = self.slow.get(_content(request), self.delay)
+        if delay:
+            await asyncio.sleep(delay)
         return 200, {}, self._answer(path, request)
 
     def _answer(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
