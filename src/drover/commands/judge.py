@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("vicuna", parents=[with_judge], help="Vicuna-80 pairwise 1-10 scores, relative score")
     p.add_argument("--model-outputs", required=True, help="answers: FastChat answer JSONL or Conversation JSONL")
-    p.add_argument("--reference", default="gpt35", help="reference answers: a shipped set (gpt35, bard, ...) or a file")
+    p.add_argument("--reference", default="gpt35",
+                   help="reference answers: a shipped set (gpt35, bard, ...) or a file")
     p.add_argument("--one-order", action="store_true", help="judge only with the reference as Assistant 1")
 
     p = sub.add_parser("alpaca-eval", parents=[with_judge], help="AlpacaEval win rate against a reference model")
@@ -141,7 +142,8 @@ def _vicuna(args: argparse.Namespace, run_dir: Any) -> dict[str, Any]:
     calls = vicuna.build_calls(questions, answers, reference, orders)
     name = args.name or f"vicuna80-{_slug(model)}-vs-{_slug(ref_name)}"
     judge, judgments, examples, usage = _judged(
-        args, run_dir, name, lambda llm, path: run_calls(llm, _capped(calls, args), llm.config.model, path, desc="vicuna80"))
+        args, run_dir, name,
+        lambda llm, path: run_calls(llm, _capped(calls, args), llm.config.model, path, desc="vicuna80"))
     summary = vicuna.summarize(judgments)
     print(f"Vicuna-80 ({summary['breakdown']['label']}): {model} vs {ref_name}, judge {judge}")
     return _result("vicuna80", name, model, judge, summary, "relative_score",
@@ -163,7 +165,8 @@ def _alpaca_eval(args: argparse.Namespace, run_dir: Any) -> dict[str, Any]:
     calls = ae.build_calls(pairs, annotator, args.seed)
     name = args.name or f"alpaca-eval-{args.version}-{_slug(model)}"
     judge, judgments, examples, usage = _judged(
-        args, run_dir, name, lambda llm, path: run_calls(llm, _capped(calls, args), llm.config.model, path, desc="alpaca-eval"))
+        args, run_dir, name,
+        lambda llm, path: run_calls(llm, _capped(calls, args), llm.config.model, path, desc="alpaca-eval"))
     prefs = ae.preferences(pairs, judgments)
     difficulty = read_difficulty(args.instruction_difficulty) if args.instruction_difficulty else None
     summary = ae.summarize(pairs, prefs, difficulty)
@@ -199,7 +202,8 @@ def _mt_bench(args: argparse.Namespace, run_dir: Any) -> dict[str, Any]:
         name = args.name or f"mt-bench-pair-{_slug(model)}-vs-{_slug(other)}"
         settings = {"mode": "pairwise", "reference": other}
     judge, judgments, examples, usage = _judged(
-        args, run_dir, name, lambda llm, path: run_calls(llm, _capped(calls, args), llm.config.model, path, desc="mt-bench"))
+        args, run_dir, name,
+        lambda llm, path: run_calls(llm, _capped(calls, args), llm.config.model, path, desc="mt-bench"))
     if args.mode == "single":
         summary, primary = mt_bench.summarize_single(judgments), "score"
     else:
@@ -231,7 +235,8 @@ def _rank(args: argparse.Namespace, run_dir: Any) -> dict[str, Any]:
                                       [{keys[i]: o[i] for i in common} for o in outputs], args.seed)
     name = args.name or "rank-" + "-".join(_slug(s) for s in systems)
     judge, judgments, examples, usage = _judged(
-        args, run_dir, name, lambda llm, path: run_calls(llm, _capped(calls, args), llm.config.model, path, desc="rank"))
+        args, run_dir, name,
+        lambda llm, path: run_calls(llm, _capped(calls, args), llm.config.model, path, desc="rank"))
     summary = listwise_eval.summarize(judgments, systems)
     print(f"Listwise ranking of {len(systems)} systems on {len(common)} prompts, judge {judge}")
     return _result("listwise_rank", name, ",".join(systems), judge, summary, f"{systems[0]}/avg_rank",

@@ -298,7 +298,8 @@ def preferences(pairs: list[Pair], judgments: list["Judgment"]) -> list[float | 
     return out
 
 
-def summarize(pairs: list[Pair], prefs: list[float | None], difficulty: dict[int, float] | None = None) -> dict[str, Any]:
+def summarize(pairs: list[Pair], prefs: list[float | None],
+              difficulty: dict[int, float] | None = None) -> dict[str, Any]:
     """Win rate, standard error, discrete win rate, counts, average length, LC estimate, per subset."""
     from drover.metrics.winrate import avg_length, length_controlled_win_rate, win_rate
 
