@@ -47,3 +47,14 @@ def test_generate_command_precedence_file_then_flags_then_overrides(tmp_path):
                             "--judge", "j", "n=3"])
     config, runner = generate.build_config(ns)
     assert type(config).__name__ == "RankContextualConfig" and config.n == 3 and config.rouge_threshold == 0.8
+
+
+def test_overrides_after_a_list_flag_are_not_taken_as_list_items():
+    import drover.commands.generate as generate
+
+    parser = argparse.ArgumentParser()
+    generate.add_arguments(parser)
+    ns = parser.parse_args(["feedback", "--output", "o", "--judge", "j", "--responses", "a=x.jsonl", "b=y.jsonl",
+                            "max_tokens=8", "mode=joint"])
+    config, _ = generate.build_config(ns)
+    assert config.responses == ["a=x.jsonl", "b=y.jsonl"] and config.max_tokens == 8 and config.mode == "joint"

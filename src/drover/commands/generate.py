@@ -104,14 +104,22 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Any]:
             raise ConfigError("rank: --method probabilistic|contextual is required")
         stage = f"rank-{method}"
     cls, runner = _load(stage)
+    import dataclasses
+
     data = read_yaml(args.config) if args.config else {}
     data.pop("method", None)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    overrides = [o for o in args.overrides if not o.startswith("method=")]
     for flag in {**_COMMON, **_FLAGS[args.stage]}:
         key = flag.replace("-", "_")
         value = getattr(args, key, None)
+        if isinstance(value, list):
+            # `--responses a=x b=y max_tokens=8`: argparse gives trailing overrides to the list.
+            moved = [v for v in value if v.partition("=")[0] in fields]
+            overrides = moved + overrides
+            value = [v for v in value if v not in moved]
         if value is not None and key != "method":
             data[key] = value
-    overrides = [o for o in args.overrides if not o.startswith("method=")]
     data = merge_overrides(data, overrides)
     return from_dict(cls, data, where=args.config or f"generate {args.stage}"), runner
 
