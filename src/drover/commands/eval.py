@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from drover.config import parse_override
     from drover.errors import ConfigError
-    from drover.evaluate.registry import expand_tasks
+    from drover.errors import did_you_mean
+    from drover.evaluate.registry import TASKS, expand_tasks
     from drover.evaluate.task import EvalOptions
 
     names = expand_tasks(args.tasks)
@@ -52,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         if len(path) == 1:
             overrides.setdefault("*", {})[path[0]] = value
         elif len(path) == 2:
-            if path[0] not in names:
-                raise ConfigError(f"-o {item}: task {path[0]!r} is not among the tasks run ({', '.join(names)})")
+            if path[0] not in TASKS:
+                raise ConfigError(f"-o {item}: unknown task {path[0]!r}{did_you_mean(path[0], TASKS.names())}")
             overrides.setdefault(path[0], {})[path[1]] = value
         else:
             raise ConfigError(f"-o {item}: expected KEY=VALUE or TASK.KEY=VALUE")
