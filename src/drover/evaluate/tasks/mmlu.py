@@ -132,7 +132,7 @@ class MMLU(Task):
                     k -= 1
                 dropped += len(dev) - k
                 items.append((f"{subject}/{i}", subject, row, prompt, k))
-                requests += [ctx.fmt.score_request(prompt, " " + letter) for letter in CHOICES]
+                requests += [ctx.fmt.score_request(prompt, " " + letter, key=f"{subject}/{i}") for letter in CHOICES]
         scores = ctx.score(requests, desc=self.name)
         examples, correct = [], []
         for j, (eid, subject, row, prompt, k) in enumerate(items):
