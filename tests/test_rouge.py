@@ -33,7 +33,7 @@ def _pairs() -> list[tuple[str, str]]:
     davinci = _alpaca_eval_outputs("text_davinci_003")
     gpt4 = _alpaca_eval_outputs("gpt4_1106_preview")
     # Long, multilingual texts (AlpacaEval has Spanish, Chinese, code, emoji...).
-    pairs += [(a["output"], b["output"]) for a, b in zip(davinci[:300], gpt4[:300])]
+    pairs += [(a["output"], b["output"]) for a, b in zip(davinci[:120], gpt4[:120])]
     pairs += [(a["instruction"], rng.choice(instructions)) for a in davinci[:300]]
     pairs += [("", "x"), ("x", ""), ("", ""), ("!!!", "a b"), ("Ünïcode ÄÖÜ ß İstanbul", "unicode istanbul")]
     return pairs
@@ -49,7 +49,7 @@ def test_tokenize_matches_rouge_score():
 def test_rouge_l_identical_to_rouge_score_on_shipped_pairs():
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     pairs = _pairs()
-    assert len(pairs) > 2500
+    assert len(pairs) > 2300
     nonzero = 0
     for prediction, reference in pairs:
         expected = scorer.score(reference, prediction)["rougeL"].fmeasure
@@ -79,7 +79,7 @@ def test_lcs_bit_parallel_matches_dynamic_programming():
         assert lcs_length(a, b) == table[-1][-1]
 
 
-def _perturbed_pool(n_base: int = 110) -> list[str]:
+def _perturbed_pool(n_base: int = 75) -> list[str]:
     """Real instructions plus edited copies, so that many pairs are near the 0.7 threshold."""
     rng = random.Random(2)
     base = [r["instruction"] for r in _codealpaca()[:n_base]]
@@ -118,7 +118,7 @@ def test_near_duplicate_index_is_exact_against_brute_force():
         else:
             assert match is None
             kept.append(text)
-    assert dropped > 50 and len(kept) > 90
+    assert dropped > 30 and len(kept) > 60
     # The prefilter is what makes it fast: far fewer LCS computations than pairs.
     assert index.pairs_checked < len(texts) * len(kept) / 20
 
