@@ -79,6 +79,7 @@ class LLM:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._resolved: dict[Decoding, Decoding] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
     @property
@@ -190,7 +191,15 @@ class LLM:
 
     # --- completions ----------------------------------------------------------------------
     def resolve(self, request: Request) -> Decoding:
-        return self.config.resolve(request.decoding)
+        """The request's decoding with the config's defaults filled in (memoized: most requests share one)."""
+        decoding = request.decoding
+        try:
+            return self._resolved[decoding]
+        except KeyError:
+            resolved = self._resolved[decoding] = self.config.resolve(decoding)
+            return resolved
+        except TypeError:  # unhashable (a list in `stop`)
+            return self.config.resolve(decoding)
 
     def fingerprint(self, request: Request) -> str:
         return request_fingerprint(self.config.backend, self.config.model, request, self.resolve(request))
@@ -239,11 +248,11 @@ class LLM:
             for result in engine(kind, backend, items):
                 done += 1
                 if progress is not None:
-                    progress.update(done, **self._progress_extra())
+                    progress.update(done, self._progress_extra)
                 yield result
         finally:
             if progress is not None:
-                progress.update(done, **self._progress_extra())
+                progress.update(done, self._progress_extra)
                 progress.close()
             if self.cache is not None:
                 self.cache.flush_counters()

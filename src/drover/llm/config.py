@@ -51,6 +51,7 @@ class LLMConfig:
     backoff_base: float = 1.0  # first retry waits ~backoff_base seconds (with jitter)
     backoff_max: float = 60.0
     supports_n: bool = True  # False: n samples are n calls with distinct sample indices
+    lean_transport: bool = True  # plain-http:// endpoints: drover's lean HTTP/1.1 transport under openai
 
     # Accounting.
     price_input_per_1k: float = 0.0

@@ -11,6 +11,9 @@ belong to the continuation (by `text_offset`).
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import ssl
 import time
 from typing import Any
 
@@ -19,6 +22,9 @@ from drover.llm.config import LLMConfig
 from drover.llm.ratelimit import RateLimiter, estimate_tokens
 from drover.llm.retry import Verdict, backoff_delay, classify_status, redact, retry_after_seconds
 from drover.llm.types import Choice, Completion, Decoding, Request, Score, ScoreRequest, TokenLogprob, Usage
+
+
+POOL_SHARD = 8  # connections per httpx pool (see OpenAIBackend.start)
 
 
 class ItemError(Exception):
@@ -31,52 +37,87 @@ class OpenAIBackend:
     def __init__(self, config: LLMConfig):
         self.config = config
         self._key = config.api_key()
-        self._client: Any = None
-        self._sem: asyncio.Semaphore | None = None
+        self._clients: list[Any] = []
+        self._slots: asyncio.Queue[Any] | None = None
         self.limiter = RateLimiter(config.rpm, config.tpm)
 
     # --- lifecycle (called on the client's event-loop thread) ---------------------------
     async def start(self) -> None:
-        import httpx
         import openai
+
+        from drover.llm.transport import httpx
 
         if self._key is None and not self.config.base_url:
             raise LLMError(f"no API key: set the environment variable {self.config.api_key_env} "
                            "(or give a base_url for a local OpenAI-compatible server)")
-        limits = httpx.Limits(max_connections=self.config.concurrency,
-                              max_keepalive_connections=self.config.concurrency)
         timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, 10.0))
-        self._client = openai.AsyncOpenAI(
-            api_key=self._key or "EMPTY", base_url=self.config.base_url, timeout=timeout, max_retries=0,
-            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout))
-        self._sem = asyncio.Semaphore(self.config.concurrency)
+        if self.config.lean_transport and _lean_ok(self.config.base_url):
+            from drover.llm.transport import LeanTransport
+
+            # One client: the lean transport's pool is O(1) per request (see transport.py).
+            self._clients.append(openai.AsyncOpenAI(
+                api_key=self._key or "EMPTY", base_url=self.config.base_url, timeout=timeout, max_retries=0,
+                http_client=openai.DefaultAsyncHttpxClient(
+                    transport=LeanTransport(max_idle=self.config.concurrency), timeout=timeout)))
+        else:
+            # httpx's connection pool scans every connection on each request (and polls idle
+            # sockets), so one pool of 256 connections costs more CPU per request than the
+            # request itself. Shards of at most POOL_SHARD connections keep that scan short.
+            shards = -(-self.config.concurrency // POOL_SHARD)
+            tls = ssl.create_default_context()  # one CA-bundle load (~0.1 s), shared by every shard
+            for i in range(shards):
+                size = len(range(i, self.config.concurrency, shards))
+                limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+                self._clients.append(openai.AsyncOpenAI(
+                    api_key=self._key or "EMPTY", base_url=self.config.base_url, timeout=timeout, max_retries=0,
+                    http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout, verify=tls)))
+        # A queue of slots, one per allowed concurrent request, each bound to a client:
+        # it bounds concurrency and never makes a request wait inside an httpx pool.
+        self._slots = asyncio.Queue()
+        for i in range(self.config.concurrency):
+            self._slots.put_nowait(self._clients[i % len(self._clients)])
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        clients, self._clients = self._clients, []
+        for client in clients:
+            await client.close()
 
     def redact(self, text: str) -> str:
         return redact(text, [self._key])
 
     # --- the retry loop ---------------------------------------------------------------
-    async def _call(self, method: Any, kwargs: dict[str, Any], est_tokens: float) -> tuple[Any, float]:
+    async def _call(self, path: str, body: dict[str, Any], est_tokens: float) -> tuple[dict[str, Any], float]:
+        """POST `body` to `path` with retries; returns the parsed JSON response and its latency.
+
+        Uses the client's low-level `post` with a raw httpx response: the same auth,
+        URL handling and error types as `client.chat.completions.create`, without its
+        per-call parameter transformation and pydantic parsing, which cost more CPU than
+        the rest of a request (see benchmarks/llm_client.py).
+        """
         import openai
 
-        assert self._sem is not None
+        from drover.llm.transport import httpx
+
+        assert self._slots is not None
         attempt = 0
         while True:
             status: int | None = None
             headers: Any = None
-            async with self._sem:
+            client = await self._slots.get()
+            try:
                 await self.limiter.acquire(est_tokens)
                 start = time.perf_counter()
                 try:
-                    response = await method(**kwargs)
+                    raw = await client.post(path, body=body, cast_to=httpx.Response)
                     latency = time.perf_counter() - start
-                    usage = getattr(response, "usage", None)
-                    if usage is not None:
-                        self.limiter.correct(est_tokens, (usage.prompt_tokens or 0) + (usage.completion_tokens or 0))
+                    try:
+                        response = json.loads(raw.content)
+                    except ValueError:
+                        raise ItemError(f"invalid response: not JSON: {raw.text[:200]!r}") from None
+                    if not isinstance(response, dict) or not isinstance(response.get("choices"), list):
+                        raise ItemError(self.redact(f"invalid response: no choices in {str(response)[:200]!r}"))
+                    usage = response.get("usage") or {}
+                    self.limiter.correct(est_tokens, (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0))
                     return response, latency
                 except openai.APIStatusError as exc:
                     status, headers = exc.status_code, exc.response.headers
@@ -87,6 +128,8 @@ class OpenAIBackend:
                     message = f"connection error: {exc.__cause__ or exc}"
                 except openai.APIError as exc:  # malformed response and the like
                     raise ItemError(self.redact(f"invalid response: {exc}")) from None
+            finally:
+                self._slots.put_nowait(client)
             verdict = Verdict.RETRY if status is None else classify_status(status)
             message = self.redact(message)
             if verdict is Verdict.FATAL:
@@ -116,7 +159,6 @@ class OpenAIBackend:
                               usage=Usage(sum(p.usage.prompt_tokens for p in parts),
                                           sum(p.usage.completion_tokens for p in parts)),
                               latency=max(p.latency for p in parts))
-        assert self._client is not None
         kwargs = _sampling_kwargs(self.config.model, decoding)
         if request.messages is not None:
             kwargs["messages"] = request.message_dicts()
@@ -125,55 +167,63 @@ class OpenAIBackend:
                 if decoding.top_logprobs:
                     kwargs["top_logprobs"] = decoding.top_logprobs
             chars = sum(len(c) for _, c in request.messages)
-            response, latency = await self._call(self._client.chat.completions.create, kwargs,
+            response, latency = await self._call("/chat/completions", kwargs,
                                                  estimate_tokens(chars, decoding.max_tokens or 0, n))
-            choices = [Choice(text=c.message.content or "", finish_reason=c.finish_reason,
-                              logprobs=_chat_logprobs(c.logprobs) if decoding.logprobs else None)
-                       for c in sorted(response.choices, key=lambda c: c.index)]
+            choices = [Choice(text=(c.get("message") or {}).get("content") or "", finish_reason=c.get("finish_reason"),
+                              logprobs=_chat_logprobs(c.get("logprobs")) if decoding.logprobs else None)
+                       for c in sorted(response["choices"], key=lambda c: c.get("index", 0))]
         else:
             kwargs["prompt"] = request.prompt
             if decoding.logprobs:
                 kwargs["logprobs"] = decoding.top_logprobs or 1
-            response, latency = await self._call(self._client.completions.create, kwargs,
+            response, latency = await self._call("/completions", kwargs,
                                                  estimate_tokens(len(request.prompt or ""), decoding.max_tokens or 0, n))
-            choices = [Choice(text=c.text or "", finish_reason=c.finish_reason,
-                              logprobs=_text_logprobs(c.logprobs, decoding.top_logprobs) if decoding.logprobs else None)
-                       for c in sorted(response.choices, key=lambda c: c.index)]
-        usage = response.usage
-        return Completion(choices=choices, model=getattr(response, "model", "") or self.config.model,
-                          usage=Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else Usage(),
+            choices = [Choice(text=c.get("text") or "", finish_reason=c.get("finish_reason"),
+                              logprobs=_text_logprobs(c.get("logprobs"), decoding.top_logprobs) if decoding.logprobs else None)
+                       for c in sorted(response["choices"], key=lambda c: c.get("index", 0))]
+        usage = response.get("usage") or {}
+        return Completion(choices=choices, model=response.get("model") or self.config.model,
+                          usage=Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0),
                           latency=latency)
 
     async def score(self, request: ScoreRequest) -> Score:
         from drover.infer.scoring import align_boundary
 
-        assert self._client is not None
         context, continuation = align_boundary(request.context, request.continuation)
         text = context + continuation
         kwargs = {"model": self.config.model, "prompt": text, "echo": True, "logprobs": 1, "max_tokens": 0,
                   "temperature": 0.0}
-        response, _ = await self._call(self._client.completions.create, kwargs, estimate_tokens(len(text), 0, 1))
-        lp = response.choices[0].logprobs
-        if lp is None or lp.text_offset is None or lp.token_logprobs is None:
+        response, _ = await self._call("/completions", kwargs, estimate_tokens(len(text), 0, 1))
+        lp = response["choices"][0].get("logprobs") if response["choices"] else None
+        if not lp or lp.get("text_offset") is None or lp.get("token_logprobs") is None:
             raise ItemError("the server returned no prompt log-probs for echo=True (it cannot score text)")
+        offsets, token_logprobs, lp_tokens = lp["text_offset"], lp["token_logprobs"], lp["tokens"]
+        top_logprobs = lp.get("top_logprobs") or [None] * len(offsets)
         tokens, values, greedy = [], [], True
         start, end = len(context), len(text)
-        for i, offset in enumerate(lp.text_offset):
-            if offset < start and not (i + 1 < len(lp.text_offset) and lp.text_offset[i + 1] > start):
+        for i, offset in enumerate(offsets):
+            if offset < start and not (i + 1 < len(offsets) and offsets[i + 1] > start):
                 continue  # a context token
             if offset >= end:
                 break  # a generated token, if the server ignored max_tokens=0
-            value = lp.token_logprobs[i]
+            value = token_logprobs[i]
             if value is None:
                 raise ItemError("the server gave no log-prob for a continuation token (empty context?)")
-            token = lp.tokens[i]
+            token = lp_tokens[i]
             tokens.append(token)
             values.append(float(value))
-            top = (lp.top_logprobs or [None] * (i + 1))[i]
+            top = top_logprobs[i]
             if top:
                 best = max(top.items(), key=lambda kv: kv[1])
                 greedy = greedy and (best[0] == token or best[1] <= value + 1e-6)
         return Score(token_logprobs=values, tokens=tokens, total=float(sum(values)), greedy=greedy)
+
+
+def _lean_ok(base_url: str | None) -> bool:
+    """Plain-HTTP endpoints without a proxy in the environment (httpx would honour one)."""
+    if not base_url or not base_url.startswith("http://"):
+        return False
+    return not any(os.environ.get(v) for v in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"))
 
 
 def _one_sample(decoding: Decoding, j: int) -> Decoding:
@@ -207,17 +257,18 @@ def _status_message(exc: Any) -> str:
 
 
 def _chat_logprobs(lp: Any) -> list[TokenLogprob] | None:
-    if lp is None or not getattr(lp, "content", None):
+    if not lp or not lp.get("content"):
         return None
-    return [TokenLogprob(token=t.token, logprob=float(t.logprob),
-                         top={a.token: float(a.logprob) for a in (t.top_logprobs or [])} or None)
-            for t in lp.content]
+    return [TokenLogprob(token=t["token"], logprob=float(t["logprob"]),
+                         top={a["token"]: float(a["logprob"]) for a in (t.get("top_logprobs") or [])} or None)
+            for t in lp["content"]]
 
 
 def _text_logprobs(lp: Any, top_k: int | None) -> list[TokenLogprob] | None:
-    if lp is None or lp.tokens is None:
+    if not lp or lp.get("tokens") is None:
         return None
-    tops = lp.top_logprobs or [None] * len(lp.tokens)
+    tokens = lp["tokens"]
+    tops = lp.get("top_logprobs") or [None] * len(tokens)
     return [TokenLogprob(token=tok, logprob=float(val if val is not None else 0.0),
                          top=({k: float(v) for k, v in top.items()} if (top and top_k) else None))
-            for tok, val, top in zip(lp.tokens, lp.token_logprobs, tops)]
+            for tok, val, top in zip(tokens, lp["token_logprobs"], tops)]

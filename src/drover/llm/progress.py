@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 
@@ -61,14 +62,17 @@ class Progress:
             parts.append(f"{int(self.extra['errors'])} errors")
         return " | ".join(parts)
 
-    def update(self, done: int, **extra: float) -> None:
+    def update(self, done: int, extra: Callable[[], dict[str, float]] | None = None, **values: float) -> None:
+        """Record progress; `extra` (tokens, cost, hits, errors) is only computed when a line is drawn."""
         self.done = done
-        self.extra.update(extra)
+        self.extra.update(values)
         if not self.enabled:
             return
         now = time.monotonic()
         if now - self.last >= self.interval:
             self.last = now
+            if extra is not None:
+                self.extra.update(extra())
             self._write()
 
     def _write(self, final: bool = False) -> None:

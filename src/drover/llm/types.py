@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -108,13 +108,15 @@ class Completion:
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> "Completion":
         choices = []
-        for c in obj.get("choices", []):
+        for c in obj.get("choices", ()):
             lps = c.get("logprobs")
             choices.append(Choice(c["text"], c.get("finish_reason"),
-                                  None if lps is None else [TokenLogprob(**t) for t in lps]))
-        return cls(choices=choices, usage=Usage(**obj.get("usage", {})), model=obj.get("model", ""),
-                   cached=obj.get("cached", False), latency=obj.get("latency", 0.0),
-                   error=obj.get("error"), key=obj.get("key"))
+                                  None if lps is None else [TokenLogprob(t["token"], t["logprob"], t.get("top"))
+                                                            for t in lps]))
+        usage = obj.get("usage")
+        return cls(choices, Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)) if usage else Usage(),
+                   obj.get("model", ""), obj.get("cached", False), obj.get("latency", 0.0), obj.get("error"),
+                   obj.get("key"))
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,9 @@ class Score:
                    total=obj["total"], greedy=obj["greedy"], error=obj.get("error"))
 
 
+_DECODING_FIELDS = tuple(f.name for f in fields(Decoding))
+
+
 def request_fingerprint(backend: str, model: str, request: Request, decoding: Decoding) -> str:
     """The cache key: hash of (backend, model, messages/prompt, resolved decoding, sample index)."""
     payload = {
@@ -160,7 +165,7 @@ def request_fingerprint(backend: str, model: str, request: Request, decoding: De
         "model": model,
         "messages": request.messages,
         "prompt": request.prompt,
-        "decoding": asdict(decoding),
+        "decoding": {name: getattr(decoding, name) for name in _DECODING_FIELDS},  # = asdict(), 10x faster
         "sample_index": request.sample_index,
     }
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=list)
