@@ -264,6 +264,8 @@ def test_user_errors_are_reported_without_traceback(tiny_model_dir, tmp_path, ca
     assert "--data-dir" in capsys.readouterr().err
     assert main(["eval", *run, "--tasks", "gsm_cot", "-o", "gsm_cot.max_tokenz=3"]) == 2
     assert "max_tokens" in capsys.readouterr().err
+    assert main(["eval", *run, "--tasks", "gsm", "-o", "max_tokenz=3"]) == 2
+    assert "did you mean 'max_tokens'" in capsys.readouterr().err
     assert main(["eval", *run, "--tasks", "toxigen"]) == 2
     assert "--toxigen-classifier" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "r", ignore_errors=True)
