@@ -227,3 +227,48 @@ def test_progress_line_shows_rate_eta_tokens_cost():
     line = stream.getvalue()
     assert "answers: 4/10 40%" in line and "/s" in line and "ETA" in line
     assert "12.5k tok" in line and "$0.25" in line and "2 cached" in line and "1 errors" in line
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean-transport", "httpx-transport"])
+def test_both_transports_retry_and_time_out(server, lean):
+    server.script("429", "hang", "drop")
+    with LLM(_config(server, concurrency=1, timeout=0.5, lean_transport=lean), None, progress=False) as llm:
+        out = llm.complete(Request.chat([("user", "t")]))
+    assert out.ok and server.count("t") == 4
+
+
+def test_lean_transport_chunked_bodies_and_stale_connections():
+    """Chunked responses are decoded; a keep-alive connection the server closed is redialled."""
+    from drover.llm.transport import LeanTransport, httpx
+
+    seen = []
+
+    async def handle(reader, writer):
+        seen.append(1)
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int([h for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0].split(b":")[1])
+            body = await reader.readexactly(length)
+            if len(seen) == 1:  # first connection: chunked answer, then hang up (idle close)
+                writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: application/json\r\n\r\n"
+                             b"4\r\n{\"a\"\r\n" + b"%x\r\n" % (len(body) + 2) + b":" + body + b"}\r\n0\r\n\r\n")
+                await writer.drain()
+                writer.close()
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
+            await writer.drain()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = LeanTransport()
+        async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+            first = await client.post(f"http://127.0.0.1:{port}/x", content=b"\"q\"")
+            await asyncio.sleep(0.05)  # the server has closed the pooled connection by now
+            second = await client.post(f"http://127.0.0.1:{port}/x", content=b"hello")
+        server.close()
+        return first, second
+
+    first, second = asyncio.run(main())
+    assert first.json() == {"a": "q"} and second.content == b"hello"
+    assert len(seen) == 2  # a fresh connection after the stale one

@@ -20,6 +20,7 @@ def tiny(tiny_model_dir):
 PROMPTS = ["Hello there, how are", "The", "Write a short poem about the sea and the sky, please"]
 
 
+@pytest.mark.slow
 def test_greedy_matches_transformers_generate(tiny):
     import torch
 
@@ -95,6 +96,7 @@ def test_scoring_matches_a_manual_forward_pass(tiny):
     assert own.greedy and not scores[0].greedy
 
 
+@pytest.mark.slow
 def test_hf_backend_through_the_client_with_cache(tiny_model_dir, tmp_path):
     cfg = LLMConfig.from_spec(f"hf:{tiny_model_dir}", max_tokens=6, batch_size=4)
     reqs = [Request.chat([("user", f"question {i}")], key=str(i)) for i in range(6)]

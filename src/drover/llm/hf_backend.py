@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from drover.errors import DroverError
 from drover.llm.config import LLMConfig
 from drover.llm.types import Completion, Decoding, Request, Score, ScoreRequest, Usage, request_fingerprint
 
@@ -29,6 +30,11 @@ class HFBackend:
     def render(self, request: Request) -> list[int]:
         """The prompt token ids of a request."""
         if request.messages is not None:
+            if not getattr(self.tokenizer, "chat_template", None):
+                from drover.errors import TemplateError
+
+                raise TemplateError(f"{self.config.model}: the tokenizer has no chat template for chat requests; "
+                                    "set chat_template (tulu, chatml) in the LLM config")
             text = self.tokenizer.apply_chat_template(request.message_dicts(), tokenize=False,
                                                       add_generation_prompt=True)
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -57,6 +63,8 @@ class HFBackend:
                 key = request_fingerprint(self.name, self.config.model, request, decoding)
                 items.append(self.item(request, decoding, key))
                 index.append(i)
+            except DroverError:
+                raise  # the same for every request: fail once
             except Exception as exc:  # e.g. a chat template that rejects the roles
                 yield i, Completion(choices=[], error=f"cannot build the prompt: {exc}", model=self.config.model)
         start = time.perf_counter()
