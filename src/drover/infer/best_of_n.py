@@ -162,3 +162,17 @@ class _Null:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def rating_judge_scorer(llm: Any) -> Scorer:
+    """A Scorer from an LLM judge: each response rated 1-10 on its own (the GPT-4-LLM /
+    FastChat reviewer prompt, `drover.judges.rating`); an unreadable rating scores 0."""
+    from drover.judges.rating import RatingJob, Scores, rate
+
+    def score(items: list[tuple[list[Message], str]]) -> list[float]:
+        jobs = [RatingJob(str(i), "\n\n".join(m.content for m in msgs if m.role == "user"), [text])
+                for i, (msgs, text) in enumerate(items)]
+        return [r.verdict.scores[0] if isinstance(r.verdict, Scores) else 0.0
+                for r in rate(llm, jobs, desc="judge")]
+
+    return score
