@@ -13,6 +13,7 @@ out-of-memory in one stage cannot corrupt the runner) and, on success, is marked
 in `RUN/stages/<name>.json` with the hash of its resolved command line. A re-run skips
 stages marked done for the same command line; an interrupted stage runs again and
 resumes from its own partial outputs (every long command is resumable).
+`${data}` is the directory of the datasets shipped with drover;
 `${services.NAME.url}` is the base URL of a started service (its `--port` is picked
 free at start).
 """
@@ -97,9 +98,13 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     return from_dict(Recipe, data, where=str(path))
 
 
-def resolve(text: str, variables: dict[str, Any], where: str) -> str:
+def resolve(text: str, variables: dict[str, Any], where: str, defer_services: bool = False) -> str:
+    """Substitute ${name}; with `defer_services`, ${services.X.url} is left for later."""
+
     def sub(match: re.Match[str]) -> str:
         key = match.group(1)
+        if key not in variables and defer_services and key.startswith("services."):
+            return match.group(0)
         if key not in variables:
             raise ConfigError(f"{where}: unknown variable ${{{key}}} (known: {', '.join(sorted(variables))})")
         return str(variables[key])
@@ -113,10 +118,12 @@ def resolve(text: str, variables: dict[str, Any], where: str) -> str:
 
 
 def base_variables(recipe: Recipe) -> dict[str, Any]:
-    variables: dict[str, Any] = {"run_dir": recipe.run_dir, "python": sys.executable}
+    from drover.shipped import data_dir
+
+    variables: dict[str, Any] = {"run_dir": recipe.run_dir, "python": sys.executable, "data": str(data_dir())}
     variables["run_dir"] = resolve(recipe.run_dir, variables, "run_dir")
     for key, value in recipe.vars.items():
-        variables[key] = resolve(str(value), variables, f"vars.{key}")
+        variables[key] = resolve(str(value), variables, f"vars.{key}", defer_services=True)
     return variables
 
 
