@@ -103,7 +103,15 @@ class Completion:
         return self.choices[0].text if self.choices else ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Same as `dataclasses.asdict(self)`, written out: it runs once per cached answer."""
+        return {
+            "choices": [{"text": c.text, "finish_reason": c.finish_reason,
+                         "logprobs": None if c.logprobs is None else [
+                             {"token": t.token, "logprob": t.logprob, "top": None if t.top is None else dict(t.top)}
+                             for t in c.logprobs]} for c in self.choices],
+            "usage": {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens},
+            "model": self.model, "cached": self.cached, "latency": self.latency, "error": self.error, "key": self.key,
+        }
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> "Completion":
