@@ -83,3 +83,36 @@ def test_serve_command_help_mentions_vllm(capsys):
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     assert "vllm serve" in capsys.readouterr().out
+
+
+def test_drover_serve_command_in_a_subprocess(tiny_model_dir):
+    """The real CLI entry point: `drover serve MODEL --port P`, then a request, then SIGTERM."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import openai
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "drover", "serve", str(tiny_model_dir), "--port", str(port),
+                             "--model-name", "tiny-cli"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=10)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                assert [m.id for m in client.models.list().data] == ["tiny-cli"]
+                break
+            except openai.APIConnectionError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.monotonic() < deadline, "drover serve did not start"
+                time.sleep(0.2)
+        out = client.chat.completions.create(model="tiny-cli", messages=[{"role": "user", "content": "Hi"}],
+                                             max_tokens=3, temperature=0)
+        assert out.usage.completion_tokens <= 3 and out.choices[0].finish_reason in ("stop", "length")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
