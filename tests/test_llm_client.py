@@ -71,16 +71,24 @@ def test_prompt_requests_use_text_completions_and_decoding_is_sent(server):
     assert chat.choices[0].logprobs[0].token == "answer:" and chat.choices[0].logprobs[0].top == {"answer:": -0.5}
 
 
-def test_n_samples_native_and_emulated(server):
+def test_n_samples_native_and_emulated(server, tmp_path):
     with LLM(_config(server), None, progress=False) as llm:
         native = llm.complete(Request.chat([("user", "x")], n=3))
     assert [ch.text for ch in native.choices] == ["answer: x #0", "answer: x #1", "answer: x #2"]
     assert len(server.requests) == 1
-    with LLM(_config(server, supports_n=False, seed=10), None, progress=False) as llm:
+    cache = tmp_path / "c.sqlite"
+    with LLM(_config(server, supports_n=False, seed=10), cache, progress=False) as llm:
+        # sample 1 of "y" was asked for alone before: it is the same cache entry as choice 1 of n=3
+        single = llm.complete(Request.chat([("user", "y")], sample_index=1, seed=11))
         emulated = llm.complete(Request.chat([("user", "y")], n=3))
-    assert len(emulated.choices) == 3 and server.count("y") == 3
+    assert [ch.text for ch in emulated.choices] == [f"answer: y seed={s}" for s in (10, 11, 12)]
+    assert emulated.choices[1].text == single.text
+    assert server.count("y") == 3  # one for the single, two more for the n=3 request
     assert sorted(r["seed"] for r in server.requests[1:]) == [10, 11, 12]  # distinct per sample
     assert all("n" not in r for r in server.requests[1:])
+    with LLM(_config(server, supports_n=False, seed=10), cache, progress=False) as llm:
+        assert llm.complete(Request.chat([("user", "y")], n=3)).cached
+    assert server.count("y") == 3
 
 
 def test_sample_index_is_part_of_the_cache_key(server, tmp_path):

@@ -20,7 +20,7 @@ import collections
 import concurrent.futures
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from drover.errors import LLMError
 from drover.llm.cache import LLMCache
 from drover.llm.config import LLMConfig
 from drover.llm.progress import Progress
-from drover.llm.types import (Completion, Decoding, Request, Score, ScoreRequest, request_fingerprint,
+from drover.llm.types import (Completion, Decoding, Request, Score, ScoreRequest, Usage, request_fingerprint,
                               score_fingerprint)
 
 CHUNK = 256  # requests read (and looked up in the cache) at a time
@@ -303,7 +303,9 @@ class LLM:
         from drover.llm.openai_backend import ItemError
 
         try:
-            if kind == "completion":
+            if kind == "completion" and (decoding.n or 1) > 1 and not self.config.supports_n:
+                result = await self._samples_one_by_one(backend, item, decoding)
+            elif kind == "completion":
                 result = await backend.complete(item, decoding)
             else:
                 result = await backend.score(item)
@@ -312,6 +314,39 @@ class LLM:
                       else Score([], [], 0.0, False, error=str(exc)))
         self._finish(kind, fp, result)
         return result
+
+    async def _samples_one_by_one(self, backend: Any, request: Request, decoding: Decoding) -> Completion:
+        """n samples from an endpoint that cannot do `n`: n single-sample requests, each its own
+        cache entry (sample index request.sample_index·n + j; seed + j when seeded)."""
+        from drover.llm.openai_backend import ItemError
+
+        n = decoding.n or 1
+        subs = []
+        for j in range(n):
+            sub_decoding = replace(decoding, n=1, seed=None if decoding.seed is None else decoding.seed + j)
+            sub = replace(request, decoding=sub_decoding, sample_index=request.sample_index * n + j)
+            subs.append((sub, sub_decoding, request_fingerprint(self.config.backend, self.config.model, sub, sub_decoding)))
+        hits = self.cache.get_many([fp for _, _, fp in subs]) if self.cache is not None else {}
+
+        async def one(sub: Request, sub_decoding: Decoding, fp: str) -> Completion:
+            if fp in hits:
+                return Completion.from_dict(hits[fp])
+            part = await backend.complete(sub, sub_decoding)
+            self._store("completion", fp, part, part.usage.prompt_tokens, part.usage.completion_tokens, part.latency)
+            return part
+
+        parts = await asyncio.gather(*(one(*s) for s in subs), return_exceptions=True)
+        for part in parts:
+            if isinstance(part, BaseException) and not isinstance(part, ItemError):
+                raise part
+        failed = [p for p in parts if isinstance(p, ItemError)]
+        if failed:
+            raise ItemError(f"{len(failed)} of {n} samples failed: {failed[0]}")
+        fresh = [p for p, (_, _, fp) in zip(parts, subs) if fp not in hits]
+        return Completion(choices=[c for p in parts for c in p.choices], model=parts[0].model,
+                          usage=Usage(sum(p.usage.prompt_tokens for p in fresh),
+                                      sum(p.usage.completion_tokens for p in fresh)),
+                          latency=max((p.latency for p in fresh), default=0.0))
 
     def _drive_async(self, kind: str, backend: Any, items: Iterable[Any]) -> Iterator[Any]:
         assert self._loop is not None

@@ -153,12 +153,6 @@ class OpenAIBackend:
     async def complete(self, request: Request, decoding: Decoding) -> Completion:
         """One request (n choices); raises ItemError or LLMError."""
         n = decoding.n or 1
-        if n > 1 and not self.config.supports_n:
-            parts = await asyncio.gather(*(self.complete(request, _one_sample(decoding, j)) for j in range(n)))
-            return Completion(choices=[c for p in parts for c in p.choices], model=parts[0].model,
-                              usage=Usage(sum(p.usage.prompt_tokens for p in parts),
-                                          sum(p.usage.completion_tokens for p in parts)),
-                              latency=max(p.latency for p in parts))
         kwargs = _sampling_kwargs(self.config.model, decoding)
         if request.messages is not None:
             kwargs["messages"] = request.message_dicts()
@@ -224,12 +218,6 @@ def _lean_ok(base_url: str | None) -> bool:
     if not base_url or not base_url.startswith("http://"):
         return False
     return not any(os.environ.get(v) for v in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"))
-
-
-def _one_sample(decoding: Decoding, j: int) -> Decoding:
-    from dataclasses import replace
-
-    return replace(decoding, n=1, seed=None if decoding.seed is None else decoding.seed + j)
 
 
 def _sampling_kwargs(model: str, d: Decoding) -> dict[str, Any]:
