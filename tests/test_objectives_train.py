@@ -212,3 +212,24 @@ def test_bad_ranked_records_are_reported_with_ids_before_training(tiny_model_dir
     # DPO needs a preference: the all-tied record is reported there
     with pytest.raises(DataError, match="'tied'"):
         run_training(config(tiny_model_dir, bad, tmp_path / "run2", "dpo"), echo=False)
+
+
+@pytest.mark.slow
+def test_reward_command_saves_a_model_transformers_loads_and_rerank_scores(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from drover.cli import main
+    from drover.infer.reward_scorer import load_reward_scorer
+
+    data = ranked_lists(tmp_path / "lists.jsonl", 8, k=2, with_reference=False)
+    run_dir = tmp_path / "rm"
+    assert main(["reward", "--model", str(tiny_model_dir), "--data", str(data), "--run-dir", str(run_dir),
+                 "max_steps=2", "micro_batch_size=4", "max_length=64", "mixed_precision='no'", "progress=false",
+                 "objective_params.margin=0.5"]) == 0
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "model")
+    assert model.config.num_labels == 1
+    rewards = load_reward_scorer(str(run_dir / "model"))([([Message("user", "hi")], "thanks about tea."),
+                                                         ([Message("user", "hi")], "ugh about tea.")])
+    assert len(rewards) == 2 and all(math.isfinite(r) for r in rewards)
+    assert main(["reward", "--model", str(tiny_model_dir), "--data", str(data), "--run-dir", str(tmp_path / "x"),
+                 "objective_params.margn=1"]) == 2          # a misspelt parameter is a config error
