@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -52,24 +53,36 @@ def wait_for(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError("the fake server did not start")
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds used so far by another process (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def requests(n: int, tag: str) -> list[Request]:
     return [Request.chat([{"role": "user", "content": f"{tag}-{i}"}], key=str(i), max_tokens=16) for i in range(n)]
 
 
-def concurrency_table(base_url: str, delay: float, levels: list[int], rounds: int, tmp: Path) -> list[dict]:
+def concurrency_table(base_url: str, delay: float, levels: list[int], rounds: int, tmp: Path,
+                      server_pid: int) -> list[dict]:
     rows = []
     for c in levels:
         n = rounds * c
         config = LLMConfig.from_spec(f"{base_url}#fake", concurrency=c, timeout=60)
         with LLM(config, tmp / f"c{c}.sqlite", progress=False) as llm:
             list(llm.run(requests(c, f"warm{c}")))  # one wave first: connections are opened once per job
-            start, cpu = time.perf_counter(), time.process_time()
+            start, cpu, server_cpu = time.perf_counter(), time.process_time(), process_cpu(server_pid)
             out = list(llm.run(requests(n, f"c{c}")))
             wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+            server_cpu = process_cpu(server_pid) - server_cpu
         assert all(o.ok for o in out), [o.error for o in out if not o.ok][:3]
         rate, ideal = n / wall, c / delay
         rows.append({"concurrency": c, "requests": n, "seconds": wall, "req_per_s": rate, "ideal": ideal,
-                     "fraction": rate / ideal, "client_ms_per_req": 1000 * cpu / n})
+                     "fraction": rate / ideal, "client_ms_per_req": 1000 * cpu / n,
+                     "server_ms_per_req": 1000 * server_cpu / n})
     return rows
 
 
@@ -113,17 +126,20 @@ def main() -> None:
     try:
         wait_for(port)
         with tempfile.TemporaryDirectory() as tmp:
-            rows = concurrency_table(f"http://127.0.0.1:{port}/v1", args.delay, args.levels, args.rounds, Path(tmp))
+            rows = concurrency_table(f"http://127.0.0.1:{port}/v1", args.delay, args.levels, args.rounds, Path(tmp),
+                                     server.pid)
             hits = cache_hits(args.hits, Path(tmp))
     finally:
         server.terminate()
         server.wait()
 
-    print(f"\nLLM.run against a server answering after {args.delay:g} s (ideal = concurrency / delay)")
-    print(f"{'concurrency':>11} {'requests':>8} {'seconds':>8} {'req/s':>8} {'ideal':>8} {'of ideal':>9} {'client ms/req':>14}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\n{os.cpu_count()} CPUs, load average {load:.1f} (other processes share these cores)")
+    print(f"LLM.run against a server answering after {args.delay:g} s (ideal = concurrency / delay)")
+    print(f"{'concurrency':>11} {'requests':>8} {'seconds':>8} {'req/s':>8} {'ideal':>8} {'of ideal':>9} {'client ms/req':>14} {'server ms/req':>14}")
     for r in rows:
         print(f"{r['concurrency']:>11} {r['requests']:>8} {r['seconds']:>8.2f} {r['req_per_s']:>8.1f} "
-              f"{r['ideal']:>8.1f} {100 * r['fraction']:>8.1f}% {r['client_ms_per_req']:>14.2f}")
+              f"{r['ideal']:>8.1f} {100 * r['fraction']:>8.1f}% {r['client_ms_per_req']:>14.2f} {r['server_ms_per_req']:>14.2f}")
     print(f"\ncache hits through LLM.run: {hits['client_per_s']:,.0f}/s over {hits['hits']:,} requests "
           f"(baseline, one SELECT per request: {hits['baseline_per_s']:,.0f}/s; "
           f"ratio {hits['client_per_s'] / hits['baseline_per_s']:.2f}); "

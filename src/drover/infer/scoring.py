@@ -5,7 +5,10 @@ moves to the continuation (`align_boundary`), then the context and context+conti
 are encoded with the tokenizer's defaults, and the continuation tokens are the suffix of
 the whole encoding after the context's token count. That scores the continuation as
 the model would see it in running text, even where BPE would merge across the boundary.
-An empty context is conditioned on a single BOS token (EOS if there is no BOS).
+An empty context is conditioned on a single BOS token (EOS if there is no BOS). If BPE
+merges the whole continuation into the context's last token, the continuation is
+encoded on its own instead (the HTTP path then scores the merged token: a rare edge case
+where the two can differ).
 
 `prompt_logprobs` serves `/v1/completions` with `echo=True`: the log-prob of every prompt
 token given the ones before it (the first is None), with character offsets, as OpenAI's
@@ -49,7 +52,12 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
         ctx = [prefix]
         if not whole or whole[0] != prefix:
             whole = [prefix, *whole]
-    return ctx, whole[len(ctx):]
+    cont = whole[len(ctx):]
+    if not cont and continuation:
+        # BPE merged the continuation into the context's last token ("Hello wor" + "ld"):
+        # score its own tokens after the context rather than nothing.
+        cont = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
+    return ctx, cont
 
 
 def score_pairs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8,

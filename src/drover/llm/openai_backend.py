@@ -196,8 +196,9 @@ class OpenAIBackend:
         tokens, values, greedy = [], [], True
         start, end = len(context), len(text)
         for i, offset in enumerate(offsets):
-            if offset < start and not (i + 1 < len(offsets) and offsets[i + 1] > start):
-                continue  # a context token
+            token_end = offsets[i + 1] if i + 1 < len(offsets) else end
+            if offset < start and token_end <= start:
+                continue  # a context token (one straddling the boundary counts as continuation)
             if offset >= end:
                 break  # a generated token, if the server ignored max_tokens=0
             value = token_logprobs[i]
