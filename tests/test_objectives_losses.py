@@ -13,7 +13,7 @@ import torch
 from drover.errors import ConfigError
 from drover.train.objective import SequenceBatch
 from drover.train.objectives import get_objective
-from drover.train.objectives.pairs import ordered_lists, preference_pairs
+from drover.train.objectives.pairs import ordered_lists, position_pairs, preference_pairs
 
 NAN = float("nan")
 
@@ -59,6 +59,9 @@ def test_pairs_skip_ties_use_position_when_unscored_and_ignore_reference():
     assert list(zip(hi.tolist(), lo.tolist())) == [(0, 1), (0, 2), (3, 4)]
     index, valid = ordered_lists(batch)
     assert index.tolist() == [[0, 1, 2], [3, 4, 0]] and valid.tolist() == [[1, 1, 1], [1, 1, 0]]
+    # an order's pairs (Tuna) ignore the scores: the tie (1, 2) is a pair there
+    hi, lo = position_pairs(index, valid)
+    assert list(zip(hi.tolist(), lo.tolist())) == [(0, 1), (0, 2), (1, 2), (3, 4)]
 
 
 def test_unknown_parameter_is_a_config_error():

@@ -84,6 +84,18 @@ def ordered_lists(batch: "SequenceBatch") -> tuple["torch.Tensor", "torch.Tensor
     return index, valid
 
 
+def position_pairs(index: "torch.Tensor", valid: "torch.Tensor") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Indices (earlier, later), each (P,), of every pair j < k of positions within each
+    row of `ordered_lists`: the pairs of an *order*, whatever the scores say."""
+    import torch
+
+    k = index.shape[1]
+    earlier = torch.arange(k)[:, None] < torch.arange(k)[None, :]              # (K, K): j < k
+    both = valid[:, :, None] & valid[:, None, :] & earlier.to(valid.device)     # (G, K, K)
+    row, j, col = both.nonzero(as_tuple=True)
+    return index[row, j], index[row, col]
+
+
 def mean_token_logps(batch: "SequenceBatch") -> "torch.Tensor":
     """(N,) length-normalised log-probs v = log p(y|x) / |y| (0 for empty sequences)."""
     return batch.seq_logps / batch.seq_lengths.clamp(min=1).to(batch.seq_logps.dtype)

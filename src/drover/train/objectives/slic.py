@@ -7,8 +7,10 @@ Per derived pair (w better than l), with log π the policy's sequence log-prob s
     loss = max(0, δ - log π(y_w|x) + log π(y_l|x))  +  λ · NLL(y_ref|x)
 
 The hinge asks the better response to be more likely by a margin δ; the
-regulariser keeps the model close to a target: the record's `reference` (the SFT
-target, when the engine passes it as the rank -1 sequence) or else its best response.
+regulariser keeps the model close to a target. SLiC-HF's y_ref is the SFT target; on
+preference data drover uses the record's best response (SLiC does not ask the engine
+for the `reference` text, so pair data without one stays usable; a batch that does
+carry a rank -1 sequence uses it instead).
 NLL here is the per-token mean, not the paper's sequence sum, so λ means the same
 thing whatever the response lengths (and the same as in RRHF/PRO/Tuna). λ = 0 gives
 the plain hinge loss, which equals TRL's `hinge` DPO loss with β = 1/δ, scaled by δ,

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from drover.train.objective import ObjectiveOutput, ObjectiveSpec, SequenceBatch
-from drover.train.objectives.pairs import (mean_token_logps, nll_target, ordered_lists, ranking_accuracy_sum,
-                                          resolve_params)
+from drover.train.objectives.pairs import (mean_token_logps, nll_target, ordered_lists, position_pairs,
+                                          ranking_accuracy_sum, resolve_params)
 
 if TYPE_CHECKING:
     import torch
@@ -59,17 +59,15 @@ def tuna_objective(batch: SequenceBatch, params: Any = None) -> ObjectiveOutput:
     index, valid = ordered_lists(batch)                              # (G, K)
     if index.shape[0] == 0:
         return ObjectiveOutput(batch.seq_logps.sum() * 0.0, 0, {})
-    rank_loss = sum(tuna_rank_loss(v[index[g][valid[g]]], p.margin) for g in range(index.shape[0]))
+    rows = [index[g][valid[g]] for g in range(index.shape[0])]       # each record's sequences, best first
+    rank_loss = sum(tuna_rank_loss(v[row], p.margin) for row in rows)
     if p.mle_on == "reference":
-        mle = -v[nll_target(batch, index)]                           # (G,)
-    else:
+        mle = -v[nll_target(batch, index)]                           # (G,) per-token NLL of the reference
+    else:                                                            # one cross-entropy over all candidates
         tokens = batch.seq_lengths.to(v.dtype)
-        mle = torch.stack([-batch.seq_logps[index[g][valid[g]]].sum() / tokens[index[g][valid[g]]].sum().clamp(min=1)
-                           for g in range(index.shape[0])])
+        mle = torch.stack([-batch.seq_logps[row].sum() / tokens[row].sum().clamp(min=1) for row in rows])
     loss = rank_loss + p.mle_weight * mle.sum()
-    hi = torch.cat([index[g][valid[g]][i].repeat(int(valid[g].sum()) - 1 - i)
-                    for g in range(index.shape[0]) for i in range(int(valid[g].sum()))])
-    lo = torch.cat([index[g][valid[g]][i + 1:] for g in range(index.shape[0]) for i in range(int(valid[g].sum()))])
+    hi, lo = position_pairs(index, valid)
     metrics = {"rank_loss": float(rank_loss.detach()), "mle": float(mle.detach().sum()),
                "ranking_accuracy": ranking_accuracy_sum(v, batch.group, hi, lo)}
     return ObjectiveOutput(loss, index.shape[0], metrics)
