@@ -59,12 +59,15 @@ def test_loss_falls_on_code_alpaca_and_the_model_reloads_with_transformers(tiny_
 
     data = codealpaca_jsonl(tmp_path / "d.jsonl", 160)
     config = train_config(tiny_model_dir, [data], tmp_path / "run", micro_batch_size=8, lr=3e-3, epochs=1,
-                          warmup_ratio=0.05, schedule="constant", max_length=192)
+                          warmup_ratio=0.05, schedule="constant", max_length=192, eval_fraction=0.1, eval_every=9)
     model_dir = run_training(config, echo=False)
     events = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     losses = [e["loss"] for e in events if e["event"] == "train"]
-    assert len(losses) == 20
+    assert len(losses) == 18  # 144 training examples / 8 (16 held out)
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 1.0, losses
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [9, 18, 18]  # every 9 steps, and at the end
+    assert evals[-1]["eval_loss"] < losses[0]
     summary = [e for e in events if e["event"] == "summary"][0]
     assert summary["tokens"] > 0 and summary["model"] == str(model_dir)
 
@@ -111,3 +114,19 @@ def test_reference_logprobs_are_computed_once_across_epochs_and_resume(tiny_mode
     assert len(list((tmp_path / "run" / "reference").glob("*.pt"))) == 1
     real = [r for r in seen if r.abs().sum() > 0]
     assert real and all(torch.all(r < 0) for r in real)  # real log-prob sums, negative
+
+
+@pytest.mark.slow
+def test_drover_sft_command(tiny_model_dir, tmp_path, capsys):
+    from drover.cli import main
+
+    data = codealpaca_jsonl(tmp_path / "d.jsonl", 8)
+    run_dir = tmp_path / "run"
+    argv = ["sft", "--model", str(tiny_model_dir), "--data", str(data), "--run-dir", str(run_dir), "--no-progress",
+            "max_length=128", "epochs=1", "micro_batch_size=8", "mixed_precision=no"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "target tokens" in err and "tokens/s" in err and str(run_dir / "model") in err
+    assert (run_dir / "model" / "model.safetensors").exists() and (run_dir / "config.yaml").exists()
+    assert main(argv[:-1] + ["mixed_precison=no"]) == 2
+    assert "did you mean 'mixed_precision'" in capsys.readouterr().err

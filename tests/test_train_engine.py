@@ -133,6 +133,36 @@ def test_one_batch_of_8_equals_8_micro_batches_of_1(tiny_model_dir, tmp_path):
     assert len(set(per_example)) > 1
 
 
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_model_dir, tmp_path):
+    import torch
+
+    data = codealpaca_jsonl(tmp_path / "d.jsonl", 4)
+    plain = make_engine(train_config(tiny_model_dir, [data], tmp_path / "a"))
+    ckpt = make_engine(train_config(tiny_model_dir, [data], tmp_path / "b", gradient_checkpointing=True))
+    for engine in (plain, ckpt):
+        engine.accumulate([engine.collate(engine.examples)])
+    grads = {n: p.grad for n, p in plain.model.named_parameters()}
+    for name, p in ckpt.model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_auto_precision_is_fp32_on_cpus_without_native_bf16(monkeypatch):
+    import torch
+
+    from drover.train.engine import resolve_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert resolve_precision("auto") == "no"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert resolve_precision("auto") == "bf16"
+    assert resolve_precision("no") == "no"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert resolve_precision("auto") is None
+
+
 # -- LoRA ---------------------------------------------------------------------------------------------
 
 def test_lora_changes_only_adapter_weights(tiny_model_dir, tmp_path):

@@ -121,6 +121,12 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
     if origin is typing.Literal:
+        if isinstance(value, bool) and value not in args:
+            # YAML 1.1 reads no/off/yes/on as booleans: `mixed_precision=no` means the string
+            spelled = [a for a in args if isinstance(a, str) and a.lower() in
+                       (("no", "off", "false") if not value else ("yes", "on", "true"))]
+            if len(spelled) == 1:
+                return spelled[0]
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}"
                               f"{did_you_mean(str(value), [str(a) for a in args])}")

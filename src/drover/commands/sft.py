@@ -1,10 +1,11 @@
 """Supervised fine-tuning on Conversation JSONL: loss on assistant tokens only, full or LoRA.
 
     drover sft --model runs/tiny --data runs/x/data/answers.jsonl --run-dir runs/x-sft
-    drover sft --config recipes/train/sft-tulu.yaml model=PATH data=[a.jsonl,b.jsonl] lr=1e-5
-    drover sft --config recipes/train/sft-alpaca.yaml lora.enabled=true mixed_precision=no
+    drover sft --config sft-tulu model=PATH data=[a.jsonl,b.jsonl] lr=1e-5
+    drover sft --config sft-alpaca model=PATH data=[a.jsonl] lora.enabled=true mixed_precision=no
 
-Defaults are Tülu's (2 epochs, lr 2e-5, 3% linear warmup then linear decay, max length
+`--config NAME` takes a shipped training config (recipes/train/NAME.yaml: sft-tulu,
+sft-alpaca) or any YAML path. Defaults are Tülu's (2 epochs, lr 2e-5, 3% linear warmup then linear decay, max length
 2048, AdamW without weight decay, clipping at 1.0); every key is in
 `drover.train.config.TrainConfig`. Mixtures say what a number means:
 `mixture={answers: {count: 1000}, alpaca: {fraction: 0.5}}`.
@@ -53,7 +54,7 @@ def config_from_args(args: argparse.Namespace, objective: str, default_run_dir: 
         flags.append(f"resume_from={args.resume}")
     if args.no_progress:
         flags.append("progress=false")
-    config = load_config(TrainConfig, args.config, flags + list(args.overrides))
+    config = load_config(TrainConfig, shipped_config(args.config), flags + list(args.overrides))
     if not args.run_dir and not args.config and "run_dir=" not in " ".join(args.overrides):
         config.run_dir = default_run_dir
     if not config.model:
@@ -61,6 +62,14 @@ def config_from_args(args: argparse.Namespace, objective: str, default_run_dir: 
 
         raise ConfigError("no model: give --model PATH (or `model:` in the config)")
     return config
+
+
+def shipped_config(name_or_path: str | None) -> str | None:
+    """A YAML path, or the name of a training config shipped in recipes/train/."""
+    if not name_or_path or Path(name_or_path).exists():
+        return name_or_path
+    shipped = Path(__file__).resolve().parents[1] / "resources" / "recipes" / "train" / f"{name_or_path}.yaml"
+    return str(shipped) if shipped.is_file() else name_or_path
 
 
 def run_training(config: Any) -> Path:

@@ -85,7 +85,7 @@ class Collate:
     def __init__(self, pad_token_id: int, packing: bool, pack_tokens: int):
         self.packing = packing
         self.collator = (PackingCollator(pack_tokens, pad_token_id) if packing
-                         else PaddedCollator(pad_token_id, pad_to_multiple_of=8))
+                         else PaddedCollator(pad_token_id))
 
     def __call__(self, examples: list[Example]) -> MicroBatch:
         seqs = [s for e in examples for s in e.sequences]

@@ -83,7 +83,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_grad_norm: float = 1.0            # 0 disables clipping
     gradient_checkpointing: bool = False
-    mixed_precision: Literal["no", "bf16", "fp16"] = "bf16"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware computes it
     logprob_chunk: int = 2048             # target rows per chunk of the memory-aware log-softmax
     lora: LoraConfig = field(default_factory=LoraConfig)
     # run directory, checkpoints, logging

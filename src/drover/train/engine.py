@@ -76,12 +76,33 @@ def objective_params(spec: ObjectiveSpec, params: dict[str, Any]) -> Any:
     return {}
 
 
+def resolve_precision(value: str) -> str | None:
+    """"auto": bf16 on GPUs and CPUs that compute it natively (AVX512-BF16/AMX), else fp32.
+    On CPUs without it, bf16 autocast is emulated and ~10x slower than fp32. Under
+    `accelerate launch`, "auto" defers to the launcher's config."""
+    import os
+
+    if value != "auto":
+        return value
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    native = [getattr(torch.cpu, name, lambda: False) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return "bf16" if any(check() for check in native) else "no"
+
+
 def make_accelerator(config: Any, run: RunDir) -> Any:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    import importlib.util
+
     trackers = [name for name, on in (("tensorboard", config.tensorboard), ("wandb", config.wandb)) if on]
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum,
+    for name in trackers:
+        if importlib.util.find_spec(name) is None:
+            raise ConfigError(f"{name}: true needs the {name} package (pip install 'drover[tracking]')")
+    accelerator = Accelerator(mixed_precision=resolve_precision(config.mixed_precision), gradient_accumulation_steps=config.grad_accum,
                               log_with=trackers or None, project_dir=str(run.root))
     set_seed(config.seed)
     if trackers:
@@ -191,9 +212,13 @@ class Engine:
         sums: dict[str, float] = {"loss": 0.0, "units": 0.0}
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         size = self.config.micro_batch_size
-        for start in range(rank * size, len(self.eval_examples), size * world):
-            mb = self.collate(self.eval_examples[start:start + size]).to(self.accelerator.device)
+        n_batches = math.ceil(len(self.eval_examples) / size)
+        for round_ in range(math.ceil(n_batches / world)):  # every process runs as many forwards (FSDP)
+            b = round_ * world + rank
+            mb = self.collate(self.eval_examples[(b % n_batches) * size:][:size]).to(self.accelerator.device)
             out = self._objective(mb, self.eval_ref)
+            if b >= n_batches:
+                continue
             sums["loss"] += float(out.loss_sum)
             sums["units"] += float(out.units)
             for key, value in out.metrics.items():
