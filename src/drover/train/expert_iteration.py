@@ -134,7 +134,8 @@ def expert_iterate(config: ExpertIterationConfig, make_llm: Callable[[str, Path]
     policy = config.policy
     for r in range(1, config.rounds + 1):
         round_dir = run.root / f"round-{r}"
-        sample_key = {"round": r, "policy": policy, "config": config}
+        # what the samples depend on (not the SFT settings: changing sft.lr keeps the samples)
+        sample_key = {"round": r, "policy": policy, "config": replace(config, sft={})}
         if not run.stage_done(f"round-{r}-sample", sample_key):
             if scorer is None:
                 scorer = _scorer(config, make_llm, run.llm_cache)
