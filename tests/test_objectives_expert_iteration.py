@@ -111,3 +111,21 @@ def test_expert_iteration_rounds_are_resumable_stages(tiny_model_dir, tmp_path, 
     # the same command again: every stage is done, nothing is sampled or trained
     expert_iterate(config, make_llm=lambda spec, cache: FakePolicy(spec, calls), train=train, scorer=by_length)
     assert len(calls) == 8 and len(trained) == 2
+
+
+class FakeJudge:
+    """Rates an answer 9 if it holds 'good', 2 if 'poor', and answers gibberish otherwise."""
+
+    def run(self, requests, desc="", total=None):
+        for request in requests:
+            text = request.message_dicts()[-1]["content"]
+            answer = "9\nfine" if "good" in text else "2\nweak" if "poor" in text else "no idea"
+            yield Completion([Choice(answer)])
+
+
+def test_rating_judge_scorer_reads_scores_and_scores_unreadable_ratings_zero():
+    from drover.infer.best_of_n import rating_judge_scorer
+
+    prompt = [Message("user", "Name a colour.")]
+    scores = rating_judge_scorer(FakeJudge())([(prompt, "a poor answer"), (prompt, "a good answer"), (prompt, "x")])
+    assert scores == [2.0, 9.0, 0.0]
