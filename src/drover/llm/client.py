@@ -119,6 +119,14 @@ class LLM:
             self._loop.close()
             self._loop = self._thread = None
 
+    async def _shutdown(self) -> None:
+        """Cancel requests still in flight (a job stopped early) and close the HTTP clients."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._backend.aclose()
+
     def close(self) -> None:
         if self._closed:
             return
@@ -126,7 +134,7 @@ class LLM:
         try:
             if self._backend is not None and self._loop is not None:
                 try:
-                    asyncio.run_coroutine_threadsafe(self._backend.aclose(), self._loop).result(timeout=10)
+                    asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
                 except Exception:
                     pass
             self._stop_loop()
