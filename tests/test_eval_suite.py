@@ -235,7 +235,7 @@ def test_resume_skips_done_tasks_and_reruns_changed_ones(suite, capsys):
 
 
 @pytest.mark.slow
-def test_served_model_and_raw_format(suite, tmp_path, capsys):
+def test_served_model_and_raw_format(suite, tmp_path):
     """gsm_direct through the real `drover serve` (raw text completions) matches the local model."""
     from drover.infer.server import serve_in_thread
 

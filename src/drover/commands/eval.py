@@ -60,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"-o {item}: expected KEY=VALUE or TASK.KEY=VALUE")
     import dataclasses
 
-    known = {f.name for name in names for f in dataclasses.fields(TASKS.get(name).Settings)}
+    known = {f.name for name in TASKS.names() for f in dataclasses.fields(TASKS.get(name).Settings)}
     for key in overrides.get("*", {}):
         if key not in known:
-            raise ConfigError(f"-o {key}=...: no task run here has a setting {key!r}"
+            raise ConfigError(f"-o {key}=...: no task has a setting {key!r}"
                               f"{did_you_mean(key, known)}; known: {', '.join(sorted(known))}")
     options = EvalOptions(limit=args.limit, chat_format=args.chat_format, data_dir=args.data_dir, seed=args.seed,
                           toxigen_classifier=args.toxigen_classifier, truthfulqa_judge=args.truthfulqa_judge,

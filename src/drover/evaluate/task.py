@@ -50,14 +50,12 @@ class TaskResult:
 
 
 class EvalContext:
-    """What a task may use: the LLM (through generate/score), the formatter, options, scratch dir."""
+    """What a task may use: the LLM (through generate/score), the formatter, the options."""
 
-    def __init__(self, llm: Any, fmt: PromptFormatter, options: EvalOptions, work_dir: Path | None = None,
-                 cache_path: Path | None = None):
+    def __init__(self, llm: Any, fmt: PromptFormatter, options: EvalOptions, cache_path: Path | None = None):
         self.llm = llm
         self.fmt = fmt
         self.options = options
-        self.work_dir = work_dir
         self.cache_path = cache_path  # the run's LLM cache, shared with judges
 
     def judge_llm(self, spec: str) -> Any:

@@ -127,7 +127,7 @@ class MMLU(Task):
                 k = len(dev)
                 while True:
                     prompt = ctx.fmt.render(format_prompt(subject, dev[:k], row), chat_cue="The answer is:")
-                    if k == 0 or ctx.fmt.count_tokens(prompt) < settings.max_prompt_tokens:
+                    if k == 0 or ctx.fmt.count_tokens(prompt) <= settings.max_prompt_tokens:
                         break
                     k -= 1
                 dropped += len(dev) - k
