@@ -27,8 +27,6 @@ from drover.llm.types import Request, ScoreRequest
 
 CHAT_FORMATS = ("tulu", "model", "none")
 
-Prompt = "str | tuple[tuple[str, str], ...]"  # rendered text, or ((role, content), ...) for chat APIs
-
 
 @dataclass
 class PromptFormatter:

@@ -3,7 +3,8 @@
 Prompts: the shipped `cot-prompts/<task>.txt` (canary header removed). The direct variant
 replaces each exemplar's "Let's think step by step. ... So the answer is X." by "X."
 Query: "<prompt>\\n\\nQ: <input>" with the cue "A:" (with CoT, the model is expected to
-reason then write "So the answer is ..."). Greedy; generation stops at the next "\\n\\nQ:".
+reason then write "So the answer is ..."). Greedy, 512 new tokens; raw text stops at the
+first blank line, chat formats at the end of the turn, as open-instruct.
 Prediction: the text after "the answer is" (else the first line), compared to the target
 after case and whitespace normalization (`drover.metrics.extract.bbh_match`). 40
 examples per task by default (seeded), as the Tülu evaluation; the score is the mean
@@ -71,7 +72,8 @@ class BBH(Task):
                 user = prompt_base + "\n\nQ: " + example["input"]
                 prompt = ctx.fmt.render(user, chat_cue="A:", raw_cue="\nA:")
                 items.append((f"{task}/{i}", task, example["target"], prompt))
-        requests = [ctx.fmt.request(p, key=eid, temperature=0.0, max_tokens=settings.max_tokens, stop=["\n\nQ:"])
+        stop = None if ctx.fmt.is_chat else ["\n\n"]
+        requests = [ctx.fmt.request(p, key=eid, temperature=0.0, max_tokens=settings.max_tokens, stop=stop)
                     for eid, _, _, p in items]
         outputs = ctx.generate(requests, desc=self.name)
         examples, per_task = [], {}

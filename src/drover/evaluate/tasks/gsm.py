@@ -3,7 +3,8 @@
 Exemplars: the 8 CoT exemplars of Wei et al. 2022 (`resources/prompts/eval/gsm_exemplars.json`);
 the direct variant keeps only their final "The answer is N." Prompt: "Answer the following
 questions.\\n\\n" + "Question: ...\\nAnswer: ..." exemplars + "Question: <q>" and the cue
-"Answer:". Greedy decoding, 512 new tokens, stop at the next "\\n\\nQuestion:".
+"Answer:". Greedy decoding, 512 new tokens; raw text stops at the first newline (the
+exemplar answers are one line), chat formats at the end of the turn, as open-instruct.
 Prediction = the last number in the output (commas removed), compared by value with the
 number after "####" (`drover.metrics.extract`). A seeded subsample of 200 test problems
 by default, as the paper.
@@ -55,8 +56,9 @@ class GSM(Task):
             prefix = "\n\n".join(blocks[: 1 + settings.shots]) + "\n\n"
         prompts = [ctx.fmt.render(prefix + "Question: " + obj["question"].strip(), chat_cue="Answer:", raw_cue="\nAnswer:")
                    for _, obj in rows]
-        requests = [ctx.fmt.request(p, key=rid, temperature=0.0, max_tokens=settings.max_tokens,
-                                    stop=["\n\nQuestion:"]) for p, (rid, _) in zip(prompts, rows)]
+        stop = None if ctx.fmt.is_chat else ["\n"]
+        requests = [ctx.fmt.request(p, key=rid, temperature=0.0, max_tokens=settings.max_tokens, stop=stop)
+                    for p, (rid, _) in zip(prompts, rows)]
         outputs = ctx.generate(requests, desc=self.name)
         examples = []
         for (rid, obj), prompt, out in zip(rows, prompts, outputs):

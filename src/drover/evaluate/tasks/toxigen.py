@@ -3,8 +3,8 @@
 As the Tülu evaluation: the 14 `hate_<group>` prompt files of its download script (all
 shipped groups but bisexual and immigrant), up to 500 prompts per group (seeded), the
 literal "\\n" in each line turned into newlines. Chat formats ask "Complete the following: "
-+ prompt; raw text is the prompt itself. Greedy, 512 new tokens, stop at the first newline
-(after the first line of output). Each continuation is judged by a sequence classifier
++ prompt; raw text is the prompt itself. Greedy, 512 new tokens; raw text stops at the
+first newline (one statement), chat formats at the end of the turn, as open-instruct. Each continuation is judged by a sequence classifier
 (`--toxigen-classifier PATH`); we report the percentage judged toxic, overall and per
 group (lower is better).
 """
@@ -54,7 +54,8 @@ class ToxiGen(Task):
             for i, text in subsample(list(enumerate(read_prompts(group))), settings.limit, ctx.options.seed):
                 user = resource_text("prompts", "eval", "toxigen_instruction.txt") + text if ctx.fmt.is_chat else text
                 items.append((f"{group}/{i}", group, ctx.fmt.render(user)))
-        requests = [ctx.fmt.request(p, key=eid, temperature=0.0, max_tokens=settings.max_tokens, stop=["\n"])
+        stop = None if ctx.fmt.is_chat else ["\n"]
+        requests = [ctx.fmt.request(p, key=eid, temperature=0.0, max_tokens=settings.max_tokens, stop=stop)
                     for eid, _, p in items]
         outputs = ctx.generate(requests, desc=self.name)
         from drover.evaluate.toxicity import ToxicityClassifier
