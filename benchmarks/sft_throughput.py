@@ -33,7 +33,7 @@ CODE_ALPACA = ROOT / "src/drover/resources/data/codealpaca/code_alpaca_2k.json"
 
 
 def conversations(n: int) -> list[dict]:
-    rows = json.loads(CODE_ALPACA.read_text())[:n]
+    rows = [r for r in json.loads(CODE_ALPACA.read_text()) if r["output"].strip()][:n]  # a few answers are empty
     out = []
     for i, r in enumerate(rows):
         user = r["instruction"] + (f"\n\n{r['input']}" if r["input"].strip() else "")

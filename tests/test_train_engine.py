@@ -24,7 +24,7 @@ def _one_thread():
 
 def codealpaca_jsonl(path: Path, n: int, start: int = 0) -> Path:
     """The shipped Code Alpaca sample as Conversation JSONL (plain json, as a user would)."""
-    rows = json.loads(CODE_ALPACA.read_text())[start:start + n]
+    rows = [r for r in json.loads(CODE_ALPACA.read_text()) if r["output"].strip()][start:start + n]
     with open(path, "w") as handle:
         for i, r in enumerate(rows):
             user = r["instruction"] + (f"\n\n{r['input']}" if r["input"].strip() else "")
@@ -297,3 +297,27 @@ def test_lr_schedules():
     cosine = lr_lambda("cosine", 0, 100)
     assert cosine(0) == 1 and cosine(50) == pytest.approx(0.5) and cosine(100) == pytest.approx(0)
     assert lr_lambda("constant", 2, 100)(50) == 1
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_epoch_plans_cover_every_example_once_with_a_stable_step_count(packing):
+    from drover.config import from_dict
+    from drover.tokenization import EncodedExample
+    from drover.train.batches import epoch_plan, step_micro_batches, steps_per_epoch
+    from drover.train.config import TrainConfig
+    from drover.train.data import Example
+
+    lengths = [(7 * i) % 50 + 5 for i in range(41)]
+    examples = [Example(i, str(i), [EncodedExample([1] * n, [-100] * n)], [0], [0.0]) for i, n in enumerate(lengths)]
+    config = from_dict(TrainConfig, {"packing": packing, "pack_tokens": 120, "micro_batch_size": 4, "seed": 3})
+    plans = [epoch_plan(examples, config, epoch) for epoch in range(3)]
+    for plan in plans:
+        assert sorted(i for mb in plan for i in mb) == list(range(41))
+        if packing:
+            assert all(sum(lengths[i] for i in mb) <= 120 for mb in plan)
+    assert len({len(p) for p in plans}) == 1 and plans[0] != plans[1]  # same count, new order
+    steps = steps_per_epoch(len(plans[0]), grad_accum=3, world=2)
+    taken = [mb for s in range(steps) for rank in (0, 1) for mb in step_micro_batches(plans[0], s, 3, 2, rank)]
+    assert len(taken) == len(plans[0]) - len(plans[0]) % 2  # each process as many; at most world-1 left out
+    assert all(len(step_micro_batches(plans[0], s, 3, 2, 0)) == len(step_micro_batches(plans[0], s, 3, 2, 1))
+               for s in range(steps))

@@ -25,9 +25,9 @@ def epoch_plan(examples: list[Example], config: Any, epoch: int) -> list[list[in
     """The micro-batches (lists of example positions) of one epoch, in training order."""
     seed = config.seed * 1000 + epoch
     lengths = [e.num_tokens for e in examples]
-    if config.packing:
+    if config.packing:  # packed once (same number of micro-batches every epoch), reordered per epoch
         order = list(range(len(examples)))
-        random.Random(seed).shuffle(order)
+        random.Random(config.seed).shuffle(order)
         budget = config.pack_tokens or config.max_length
         plan: list[list[int]] = [[]]
         used = 0
@@ -37,6 +37,7 @@ def epoch_plan(examples: list[Example], config: Any, epoch: int) -> list[list[in
                 used = 0
             plan[-1].append(i)
             used += lengths[i]
+        random.Random(seed).shuffle(plan)
         return plan
     if config.group_by_length:
         return group_by_length(lengths, config.micro_batch_size, seed)
