@@ -250,3 +250,20 @@ def test_matches_trl_dpo_trainer(loss_type, name, params):
     if name == "dpo":
         assert out.metrics["reward_margin"] / out.units == pytest.approx(trl_metrics["rewards/margins"][0])
         assert out.metrics["reward_accuracy"] / out.units == pytest.approx(trl_metrics["rewards/accuracies"][0])
+
+
+@pytest.mark.parametrize("name", ["reward", "dpo", "dpo-ln", "ipo", "slic", "rrhf", "pro", "tuna"])
+def test_every_objective_declares_its_paper_params_and_needs(name):
+    import inspect
+    import sys
+
+    spec = get_objective(name)
+    assert spec.paper and spec.params is not None and spec.data == "ranked" and spec.min_responses == 2
+    doc = sys.modules[spec.fn.__module__].__doc__
+    assert "loss" in doc and "20" in doc                     # the formula and the paper's year
+    if name in ("reward", "dpo", "dpo-ln", "ipo", "slic"):   # pairwise: a lone response gives no pair
+        assert spec.fn(make_batch([(0, 0, NAN, -1.0, 1)], ref=[0.0], rewards=[0.0]), {}).units == 0
+    assert spec.needs_reference == (name in ("dpo", "dpo-ln", "ipo"))
+    assert spec.scalar_head == (name == "reward")
+    assert spec.needs_reference_text == (name == "tuna")
+    assert inspect.signature(spec.fn).parameters.keys() == {"batch", "params"}
