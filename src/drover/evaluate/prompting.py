@@ -111,13 +111,13 @@ class PromptFormatter:
             text = "\n".join(content for _, content in text)
         if self.tokenizer is None:
             return (len(text) + 3) // 4
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     def truncate_tokens(self, text: str, max_tokens: int) -> str:
         """The first `max_tokens` tokens of `text` (as open-instruct truncates passages)."""
         if self.tokenizer is None:
             return text[: 4 * max_tokens]
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         if len(ids) <= max_tokens:
             return text
         return self.tokenizer.decode(ids[:max_tokens])

