@@ -127,6 +127,20 @@ def base_variables(recipe: Recipe) -> dict[str, Any]:
     return variables
 
 
+def thread_env(processes: int) -> dict[str, str]:
+    """Environment that splits the CPU cores between `processes` concurrent torch processes.
+
+    A stage and the services it talks to run at the same time; with every process
+    using all cores, OpenMP threads spin against each other and small-model
+    generation gets 10-30x slower (measured on 2 cores). Each process gets an equal
+    share unless the user already set OMP_NUM_THREADS.
+    """
+    if "OMP_NUM_THREADS" in os.environ or processes <= 1:
+        return {}
+    share = max(1, (os.cpu_count() or 1) // processes)
+    return {"OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share)}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -134,7 +148,8 @@ def _free_port() -> int:
 
 
 @contextmanager
-def start_service(name: str, service: Service, variables: dict[str, Any], log_dir: Path) -> Iterator[str]:
+def start_service(name: str, service: Service, variables: dict[str, Any], log_dir: Path,
+                  env: dict[str, str] | None = None) -> Iterator[str]:
     """Start a drover service (e.g. `serve`) on a free loopback port; yield its base URL."""
     import httpx
 
@@ -144,7 +159,8 @@ def start_service(name: str, service: Service, variables: dict[str, Any], log_di
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / f"service-{name}.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "drover", service.command, *args],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + service.start_timeout
     try:
@@ -190,16 +206,18 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
                 echo(f"[{index}/{len(stages)}] {stage.name}: already done, skipped")
                 rows.append((stage.name, "skipped", 0.0))
                 continue
+            concurrent = 1 + len(set(started) | set(stage.uses))
             for use in stage.uses:
                 if use not in started:
                     echo(f"  starting service {use!r} ...")
                     started[use] = stack.enter_context(
-                        start_service(use, recipe.services[use], variables, run.root / "logs"))
+                        start_service(use, recipe.services[use], variables, run.root / "logs",
+                                      env=thread_env(1 + len(recipe.services))))
                     local[f"services.{use}.url"] = started[use]
             args = [resolve(a, local, f"stages.{stage.name}") for a in stage.args]
             echo(f"[{index}/{len(stages)}] {stage.name}: drover {stage.command} {' '.join(args)}")
             start = time.monotonic()
-            env = {**os.environ, "DROVER_STAGE": stage.name}
+            env = {**os.environ, **thread_env(concurrent), "DROVER_STAGE": stage.name}
             code = subprocess.call([sys.executable, "-m", "drover", stage.command, *args], env=env)
             seconds = time.monotonic() - start
             if code != 0:
