@@ -206,7 +206,7 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
                 echo(f"[{index}/{len(stages)}] {stage.name}: already done, skipped")
                 rows.append((stage.name, "skipped", 0.0))
                 continue
-            concurrent = 1 + len(set(started) | set(stage.uses))
+            concurrent = 1 + len(stage.uses)  # idle services cost no CPU
             for use in stage.uses:
                 if use not in started:
                     echo(f"  starting service {use!r} ...")

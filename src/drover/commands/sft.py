@@ -5,9 +5,9 @@
     drover sft --config sft-alpaca model=PATH data=[a.jsonl] lora.enabled=true mixed_precision=no
 
 `--config NAME` takes a shipped training config (recipes/train/NAME.yaml: sft-tulu,
-sft-alpaca) or any YAML path. Defaults are Tülu's (2 epochs, lr 2e-5, 3% linear warmup then linear decay, max length
-2048, AdamW without weight decay, clipping at 1.0); every key is in
-`drover.train.config.TrainConfig`. Mixtures say what a number means:
+sft-alpaca) or any YAML path. Defaults are Tülu's (2 epochs, lr 2e-5, 3% linear warmup
+then linear decay, max length 2048, AdamW without weight decay, clipping at 1.0); every
+key is in `drover.train.config.TrainConfig`. Mixtures say what a number means:
 `mixture={answers: {count: 1000}, alpaca: {fraction: 0.5}}`.
 
 A run directory that holds a checkpoint resumes from it: re-run the same command after a
