@@ -12,6 +12,7 @@ Objectives (each a pure loss in drover/train/objectives, formula and paper in it
   rrhf    Σ_{s_i<s_j} max(0, p_i - p_j) + NLL(best), p = mean log-prob     Yuan et al. 2023
   pro     Σ_k -log softmax_{j≥k}(p)_k + β·NLL(best)                       Song et al. 2023
   tuna    Σ_{j<k} max(0, v_k - v_j + m(k-j)) + λ·MLE(reference)           Li et al. 2023
+          (objective_params.mle_on=all: MLE averaged over all candidates, as Tuna's released code)
 
 Objectives that need a reference model compute its log-probs once before training and
 cache them in the run directory (reused across epochs and resumes). Every TrainConfig
