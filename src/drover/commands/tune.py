@@ -8,7 +8,7 @@ Objectives (each a pure loss in drover/train/objectives, formula and paper in it
   dpo     -log σ(β[(log π - log π_ref)(y_w) - (...)(y_l)])               Rafailov et al. 2023
   dpo-ln  DPO on per-token log-ratios                                     Tülu 3 (Lambert et al. 2024)
   ipo     (h - 1/(2β))² on the log-ratio gap h                            Azar et al. 2023
-  slic    max(0, δ - log π(y_w) + log π(y_l)) + λ·NLL(reference)          Zhao et al. 2023
+  slic    max(0, δ - log π(y_w) + log π(y_l)) + λ·NLL(best)               Zhao et al. 2023
   rrhf    Σ_{s_i<s_j} max(0, p_i - p_j) + NLL(best), p = mean log-prob     Yuan et al. 2023
   pro     Σ_k -log softmax_{j≥k}(p)_k + β·NLL(best)                       Song et al. 2023
   tuna    Σ_{j<k} max(0, v_k - v_j + m(k-j)) + λ·MLE(reference)           Li et al. 2023
