@@ -54,6 +54,7 @@ class Stage:
     args: list[str] = field(default_factory=list)
     uses: list[str] = field(default_factory=list)
     description: str = ""
+    always: bool = False  # run on every invocation (e.g. the report, which reads every other stage)
 
 
 @dataclass
@@ -202,7 +203,7 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
             key_vars = {**local, **{f"services.{k}.url": f"<{k}>" for k in recipe.services}}
             key = {"command": stage.command,
                    "args": [resolve(a, key_vars, f"stages.{stage.name}") for a in stage.args]}
-            if not force and run.stage_done(stage.name, key):
+            if not force and not stage.always and run.stage_done(stage.name, key):
                 echo(f"[{index}/{len(stages)}] {stage.name}: already done, skipped")
                 rows.append((stage.name, "skipped", 0.0))
                 continue

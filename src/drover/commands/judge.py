@@ -140,6 +140,11 @@ def _vicuna(args: argparse.Namespace, run_dir: Any) -> dict[str, Any]:
     questions = vicuna.load_questions()[: args.limit] if args.limit else vicuna.load_questions()
     orders = ("ab",) if args.one_order else vicuna.ORDERS
     calls = vicuna.build_calls(questions, answers, reference, orders)
+    if not calls:
+        from drover.errors import DroverError
+
+        raise DroverError(f"{args.model_outputs}: none of its {len(answers)} answers matches a Vicuna-80 question "
+                          f"id also answered by {ref_name!r} (ids seen: {', '.join(list(answers)[:5])})")
     name = args.name or f"vicuna80-{_slug(model)}-vs-{_slug(ref_name)}"
     judge, judgments, examples, usage = _judged(
         args, run_dir, name,

@@ -134,7 +134,8 @@ def load_answers(spec: str) -> tuple[str, dict[str, str]]:
     """(name, {question_id: answer}) from a shipped answer set name or a file.
 
     Files: FastChat answer JSONL (`question_id`, `text`) or Conversation JSONL whose
-    `id` is the question id and whose last assistant turn is the answer.
+    `meta.question_id` (as `drover convert --from vicuna-questions` keeps it) or else
+    `id` is the question id, and whose last assistant turn is the answer.
     """
     if spec in SHIPPED_ANSWERS:
         path = data_path("answer", SHIPPED_ANSWERS[spec])
@@ -155,7 +156,8 @@ def load_answers(spec: str) -> tuple[str, dict[str, str]]:
             answer = next((m["content"] for m in reversed(obj["messages"]) if m.get("role") == "assistant"), None)
             if answer is None:
                 raise InputError(path, number, "messages", "no assistant turn (the answer to judge)")
-            out[str(obj.get("id"))] = answer
+            meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+            out[str(meta.get("question_id", obj.get("id")))] = answer
         else:
             raise InputError(path, number, None, "expected {question_id, text} or a Conversation record")
     return name, out

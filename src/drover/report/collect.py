@@ -100,7 +100,7 @@ def collect(root: str | Path) -> RunContents:
     for summary in sorted(root.glob("stats/**/*.json")):
         data = _read_json(summary)
         if isinstance(data, dict):
-            images = sorted(str(p) for p in summary.parent.glob(f"{summary.stem}*.png"))
+            images = sorted(str(p) for p in summary.parent.glob("*.png"))
             run.stats.append({"name": str(summary.relative_to(root)), "summary": data, "images": images})
     run.llm_usage = _llm_usage(root)
     return run

@@ -44,16 +44,16 @@ def training_curves(curve: TrainingCurve) -> bytes:
     return _png(plt, fig)
 
 
-def relative_scores(rows: list[tuple[str, float]], reference: str) -> bytes:
+def relative_scores(rows: list[tuple[str, float]]) -> bytes:
     """Horizontal bars of relative score (%) against a reference, as GPT-4-LLM Figure 4."""
     plt, (fig, ax) = _figure(7.5, 0.5 + 0.45 * max(1, len(rows)))
     names = [r[0] for r in rows]
-    values = [r[1] for r in rows]
+    values = [0.0 if math.isnan(r[1]) else r[1] for r in rows]
     bars = ax.barh(names, values, color="#73a9d8")
     for bar, value in zip(bars, values):
         ax.text(bar.get_width() + 1, bar.get_y() + bar.get_height() / 2, f"{value:.0f}%", va="center", fontsize=9)
     ax.axvline(100, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel(f"relative score vs {reference} (%)")
+    ax.set_xlabel("relative score: total of the model / total of the reference (%)")
     ax.set_xlim(0, max([110.0] + [v + 15 for v in values]))
     ax.invert_yaxis()
     return _png(plt, fig)

@@ -91,12 +91,13 @@ def _judge_section(judges: list[dict[str, Any]], images: list[tuple[str, bytes]]
                       f"{j.get('n_examples', '?')} examples; <a href='{html.escape(j['_file'])}'>result JSON</a></p>")
         parts.append(_table(["metric", "value"], [[k, v] for k, v in metrics.items()]))
         if "relative_score" in metrics:
-            relative.append((str(j.get("model", "?")), float(metrics["relative_score"])))
+            reference = str(j.get("settings", {}).get("reference", "reference"))
+            relative.append((f"{j.get('model', '?')} vs {reference}", float(metrics["relative_score"])))
         if "win_rate" in metrics:
             winrates.append((str(j.get("model", "?")), float(metrics["win_rate"]),
                              float(metrics.get("standard_error", 0.0) or 0.0)))
     if relative:
-        png = plots.relative_scores(relative, reference=str(judges[0].get("settings", {}).get("reference", "reference")))
+        png = plots.relative_scores(relative)
         images.append(("relative-scores.png", png))
         parts.insert(0, _img(png, "relative scores"))
     if winrates:
