@@ -52,6 +52,15 @@ def test_bad_config_messages(override, message):
         load_config(Cfg, None, [override])
 
 
+def test_override_from_yaml_file(tmp_path):
+    (tmp_path / "files.yaml").write_text("files: [a.jsonl, b.jsonl]\n")
+    (tmp_path / "lora.yaml").write_text("r: 32\n")
+    cfg = load_config(Cfg, None, [f"files=@{tmp_path / 'files.yaml'}", f"lora=@{tmp_path / 'lora.yaml'}"])
+    assert cfg.files == ["a.jsonl", "b.jsonl"] and cfg.lora.r == 32
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(Cfg, None, [f"files=@{tmp_path / 'nope.yaml'}"])
+
+
 def test_bad_yaml_names_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("lr: 1\nepochs: [1,\n")

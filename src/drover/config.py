@@ -19,12 +19,20 @@ C = TypeVar("C")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
-    """`a.b=1e-5` -> (["a", "b"], 1e-05); values are parsed as YAML scalars/lists."""
+    """`a.b=1e-5` -> (["a", "b"], 1e-05); values are parsed as YAML scalars/lists.
+
+    `key=@file.yaml` takes the value from a YAML file: the file's `key` entry if it has
+    one at the top level, else the whole file (e.g. `mixture=@recipes/train/tulu-mixture.yaml`).
+    """
     import yaml
 
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {item!r}: expected key=value")
+    if raw.startswith("@"):
+        data = read_yaml(raw[1:])
+        last = key.strip().split(".")[-1]
+        return key.strip().split("."), data[last] if last in data else data
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -13,7 +13,8 @@ out-of-memory in one stage cannot corrupt the runner) and, on success, is marked
 in `RUN/stages/<name>.json` with the hash of its resolved command line. A re-run skips
 stages marked done for the same command line; an interrupted stage runs again and
 resumes from its own partial outputs (every long command is resumable).
-`${data}` is the directory of the datasets shipped with drover;
+`${drover_data}` is the directory of the datasets shipped with drover and
+`${recipes}` that of the shipped recipes (e.g. `${recipes}/train/sft-tulu.yaml`);
 `${services.NAME.url}` is the base URL of a started service (its `--port` is picked
 free at start).
 """
@@ -121,7 +122,8 @@ def resolve(text: str, variables: dict[str, Any], where: str, defer_services: bo
 def base_variables(recipe: Recipe) -> dict[str, Any]:
     from drover.shipped import data_dir
 
-    variables: dict[str, Any] = {"run_dir": recipe.run_dir, "python": sys.executable, "data": str(data_dir())}
+    variables: dict[str, Any] = {"run_dir": recipe.run_dir, "python": sys.executable,
+                                 "drover_data": str(data_dir()), "recipes": str(RECIPES_DIR)}
     variables["run_dir"] = resolve(recipe.run_dir, variables, "run_dir")
     for key, value in recipe.vars.items():
         variables[key] = resolve(str(value), variables, f"vars.{key}", defer_services=True)

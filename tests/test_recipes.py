@@ -1,0 +1,176 @@
+"""Recipes: stage skipping, variables, errors, kill-and-resume of `drover run`, and the
+quickstart end to end (shrunk) with its report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from drover.cli import main
+from drover.errors import ConfigError
+from drover.recipes import RECIPES_DIR, load_recipe
+
+SEEDS = "${drover_data}/alpaca/seed_tasks.jsonl"
+
+
+def _write_recipe(path: Path, stages: list[dict], **extra) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"name": "t", "run_dir": str(path.parent / "run"), "stages": stages, **extra}))
+    return path
+
+
+def test_every_shipped_recipe_loads():
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    assert {"quickstart", "gpt4-llm", "tuna"} <= set(names)
+    for name in names:
+        recipe = load_recipe(name)
+        assert recipe.stages, name
+
+
+def test_stages_run_once_and_rerun_when_args_change(tmp_path, capsys):
+    out = tmp_path / "run" / "data" / "seeds.jsonl"
+    recipe = _write_recipe(tmp_path / "r.yaml", [
+        {"name": "convert", "command": "convert", "args": ["--from", "self-instruct", SEEDS, "${run_dir}/data/seeds.jsonl"]},
+    ])
+    assert main(["run", str(recipe)]) == 0
+    assert sum(1 for _ in out.open()) == 175
+    first = out.stat().st_mtime_ns
+    assert main(["run", str(recipe)]) == 0
+    assert "already done, skipped" in capsys.readouterr().out
+    assert out.stat().st_mtime_ns == first
+    # A changed command line is a different stage config: it runs again.
+    assert main(["run", str(recipe), "stages=" + json.dumps([
+        {"name": "convert", "command": "convert",
+         "args": ["--from", "self-instruct", "--source", "x", SEEDS, "${run_dir}/data/seeds.jsonl"]}])]) == 0
+    assert out.stat().st_mtime_ns != first
+
+
+def test_failing_stage_is_reported_and_later_stages_do_not_run(tmp_path, capfd):
+    recipe = _write_recipe(tmp_path / "r.yaml", [
+        {"name": "bad", "command": "convert", "args": ["--from", "alpaca", "${run_dir}/missing.json", "${run_dir}/o.jsonl"]},
+        {"name": "after", "command": "report", "args": ["${run_dir}"]},
+    ])
+    assert main(["run", str(recipe)]) == 2
+    err = capfd.readouterr()
+    assert "stage 'bad' failed" in err.err and "missing.json: file not found" in err.err
+    assert not (tmp_path / "run" / "report.html").exists()
+
+
+@pytest.mark.parametrize("stages, message", [
+    ([{"name": "a", "command": "sfft"}], "unknown command 'sfft'"),
+    ([{"name": "a", "command": "report", "args": ["${nope}"]}], r"unknown variable \$\{nope\}"),
+    ([{"name": "a", "command": "report", "uses": ["teacher"]}], "unknown service 'teacher'"),
+    ([{"name": "a", "command": "report"}, {"name": "a", "command": "report"}], "duplicate stage names"),
+])
+def test_recipe_errors(tmp_path, stages, message):
+    recipe = _write_recipe(tmp_path / "r.yaml", stages)
+    with pytest.raises(ConfigError, match=message):
+        from drover.recipes import run_recipe
+
+        run_recipe(load_recipe(str(recipe)), echo=lambda *_: None)
+
+
+def test_unknown_recipe_lists_shipped(capsys):
+    assert main(["run", "quickstrat"]) == 2
+    assert "quickstart" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, tiny_model_dir):
+    """SIGKILL `drover run` (and its stage) mid-generation; the re-run skips the finished
+    stage, completes the interrupted one without duplicates, and runs the rest."""
+    recipe = _write_recipe(tmp_path / "r.yaml", [
+        {"name": "instructions", "command": "convert",
+         "args": ["--from", "self-instruct", SEEDS, "${run_dir}/data/instructions.jsonl"]},
+        {"name": "answers", "command": "generate", "uses": ["teacher"],
+         "args": ["answers", "--input", "${run_dir}/data/instructions.jsonl", "--output", "${run_dir}/data/answers.jsonl",
+                  "--run-dir", "${run_dir}", "--teacher", "${services.teacher.url}#tiny", "--max-tokens", "48",
+                  "--limit", "60", "teacher_options.concurrency=2"]},
+        {"name": "report", "command": "report", "args": ["${run_dir}"], "always": True},
+    ], services={"teacher": {"command": "serve", "args": [str(tiny_model_dir), "--port", "${port}",
+                                                          "--model-name", "tiny", "--max-batch-size", "2"]}})
+    answers = tmp_path / "run" / "data" / "answers.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "drover", "run", str(recipe)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if answers.exists() and sum(1 for _ in answers.open()) >= 5:
+            break
+        assert proc.poll() is None, "drover run ended before it could be killed"
+        time.sleep(0.2)
+    else:
+        pytest.fail("no answers were written in time")
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner, its stage and its service
+    proc.wait()
+    partial = sum(1 for _ in answers.open())
+    assert 5 <= partial < 60
+    assert (tmp_path / "run" / "stages" / "instructions.json").exists()
+    assert not (tmp_path / "run" / "stages" / "answers.json").exists()
+
+    done = subprocess.run([sys.executable, "-m", "drover", "run", str(recipe)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "instructions: already done, skipped" in done.stdout
+    ids = [json.loads(line)["id"] for line in answers.open() if line.strip()]
+    assert len(ids) == 60 and len(set(ids)) == 60
+    assert (tmp_path / "run" / "report.html").exists()
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end_report(tmp_path):
+    """The quickstart recipe, shrunk, runs every stage and its report shows every section with figures."""
+    run_dir = tmp_path / "qs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "drover", "run", "quickstart", f"run_dir={run_dir}", "vars.answers_limit=24",
+         "vars.bench_limit=1", "vars.judge_limit=3", "vars.epochs=1", "vars.max_tokens=24"],
+        env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    page = (run_dir / "report.html").read_text()
+    for section in ["config", "data", "training", "benchmarks", "judges", "costs", "outputs"]:
+        assert f"<section id='{section}'>" in page
+    assert len(re.findall(r'src="data:image/png;base64,', page)) >= 4  # lengths, training, 2 judge plots
+    for task in ["mmlu_0shot", "gsm_cot", "bbh_cot", "codex_pass1", "truthfulqa_mc"]:
+        assert json.loads((run_dir / "eval" / f"{task}.json").read_text())["kind"] == "benchmark"
+    assert (run_dir / "train" / "sft" / "model" / "config.json").exists()
+    assert "no training logs" not in page and "no benchmark results" not in page
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
+def test_every_shipped_recipe_stage_parses(name):
+    """Every stage's command line is accepted by its command's parser, and every file it
+    names under the shipped recipes/data directories exists (configs nobody validates rot)."""
+    import argparse
+    import importlib
+
+    from drover.cli import COMMANDS
+    from drover.recipes import base_variables, resolve
+
+    recipe = load_recipe(name)
+    variables = base_variables(recipe)
+    variables.update({f"services.{s}.url": "http://127.0.0.1:1/v1" for s in recipe.services})
+    for stage in recipe.stages:
+        args = [resolve(a, variables, stage.name) for a in stage.args]
+        module = importlib.import_module(COMMANDS[stage.command][0])
+        parser = argparse.ArgumentParser(prog=stage.command, exit_on_error=False)
+        module.add_arguments(parser)
+        try:
+            parser.parse_args(args)
+        except (argparse.ArgumentError, SystemExit) as exc:
+            pytest.fail(f"{name}: stage {stage.name}: {exc}")
+        for arg in args:
+            for root in (variables["recipes"], variables["drover_data"]):
+                if arg.startswith(root) or arg.startswith("@" + root):
+                    assert Path(arg.lstrip("@").split("=")[-1]).exists(), f"{name}: {stage.name}: {arg}"
+            if "=@" in arg:
+                assert Path(arg.split("=@", 1)[1]).exists(), f"{name}: {stage.name}: {arg}"
