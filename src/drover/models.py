@@ -108,6 +108,11 @@ def load_model(name_or_path: str | Path, dtype: str = "auto", device: str | None
         raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     name = str(name_or_path)
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:0, mps)") from None
     if not allow_download:
         _require_local(name, "model")
     try:
@@ -186,11 +191,16 @@ def build_tiny(out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: in
 
     if arch not in TINY_ARCHS:
         raise ConfigError(f"arch {arch!r} is not one of {', '.join(TINY_ARCHS)}")
+    for name, value in (("hidden", hidden), ("layers", layers), ("heads", heads)):
+        if value < 1:
+            raise ConfigError(f"{name} ({value}) must be at least 1")
     if hidden % heads:
         raise ConfigError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
     if vocab < 300:
         raise ConfigError(f"vocab ({vocab}) must be at least 300 (256 bytes + special tokens)")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory; give a new or existing folder to write the model to")
     out.mkdir(parents=True, exist_ok=True)
 
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=_train_tokenizer(vocab), **TINY_SPECIAL_TOKENS,

@@ -18,6 +18,7 @@ from typing import Any
 
 from drover.atomic import write_json, write_text
 from drover.config import config_hash, dump_yaml
+from drover.errors import ConfigError
 
 
 @dataclass
@@ -48,7 +49,10 @@ class RunDir:
         return self.root / "log.jsonl"
 
     def ensure(self) -> "RunDir":
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigError(f"run directory {self.root}: a file is in the way (give a folder name)") from None
         return self
 
     def save_config(self, config: Any, name: str = "config.yaml") -> Path:

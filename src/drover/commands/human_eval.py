@@ -31,8 +31,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise ConfigError("give --out RATINGS.jsonl (where ratings are appended), or --summary RATINGS.jsonl")
+    from pathlib import Path
+
     from drover.human.app import create_app
+    from drover.listen import check_listen
     from drover.shipped import data_path
+
+    if Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: is a directory; give the ratings file (RATINGS.jsonl)")
+    check_listen(args.host, args.port)
 
     instances = args.instances or data_path("tulu_human_eval", "eval_instances_tulu_1.jsonl")
     app = create_app(instances, args.out, seed=args.seed)

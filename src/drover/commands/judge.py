@@ -84,8 +84,13 @@ def _open_llm(args: argparse.Namespace, run_dir: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from drover.errors import ConfigError
     from drover.runs import RunDir
 
+    for option in ("limit", "concurrency", "max_judge_tokens"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{option.replace('_', '-')} must be at least 1 (got {value})")
     run_dir = RunDir(args.run_dir).ensure()
     start = time.time()
     handler = {"vicuna": _vicuna, "alpaca-eval": _alpaca_eval, "mt-bench": _mt_bench, "rank": _rank,

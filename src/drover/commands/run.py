@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from drover.errors import ConfigError, did_you_mean
     from drover.recipes import base_variables, load_recipe, run_recipe
     from drover.runs import RunDir
 
@@ -37,6 +38,11 @@ def run(args: argparse.Namespace) -> int:
                   f"{' '.join(stage.args)}")
         return 0
     only = [s.strip() for s in args.only.split(",") if s.strip()]
+    names = [stage.name for stage in recipe.stages]
+    for name in only:
+        if name not in names:
+            raise ConfigError(f"--only: recipe {recipe.name!r} has no stage {name!r}{did_you_mean(name, names)}; "
+                              f"stages: {', '.join(names)}")
     print(f"drover run {recipe.name}: {len(recipe.stages)} stages into {variables['run_dir']}")
     if recipe.description:
         print(recipe.description.strip())

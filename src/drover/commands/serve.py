@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from drover.infer.server import load_app
 
+    _check_options(args)
     name = args.model_name or args.model_path
     app = load_app(args.model_path, model_name=name, chat_template=args.chat_template,
                    max_batch_size=args.max_batch_size, dtype=args.dtype, device=args.device,
@@ -46,3 +47,18 @@ def run(args: argparse.Namespace) -> int:
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Fail on bad options and a busy port before spending time on loading the model."""
+    from drover.errors import ConfigError
+    from drover.listen import check_listen
+    from drover.templates import MODEL_TEMPLATE, chat_template_text
+
+    if args.max_batch_size < 1:
+        raise ConfigError(f"--max-batch-size must be at least 1 (got {args.max_batch_size})")
+    if args.max_length is not None and args.max_length < 1:
+        raise ConfigError(f"--max-length must be at least 1 (got {args.max_length})")
+    if args.chat_template not in (None, MODEL_TEMPLATE):
+        chat_template_text(args.chat_template)
+    check_listen(args.host, args.port)

@@ -31,7 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from drover.atomic import write_json
     from drover.stats import compute, load_spacy, plot
 
+    from drover.errors import ConfigError
+
     out = Path(args.out) if args.out else Path(str(args.inputs[0]) + ".stats")
+    if args.top < 1:
+        raise ConfigError(f"--top must be at least 1 (got {args.top})")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory (stats writes a folder of JSON and PNG files)")
     tokenize, unit = None, "words"
     if args.tokenizer:
         from drover.models import load_tokenizer

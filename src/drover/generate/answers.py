@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from drover.generate.inputs import Prompt, read_prompts
-from drover.generate.stage import Summary, cache_path, close_all, open_llm, require
+from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require
 from drover.records import Conversation, JsonlAppender, Message
 
 
@@ -34,6 +34,7 @@ class AnswersConfig:
     source: str = ""  # the records' `source` (default: teacher:<model>)
 
     def validate(self) -> None:
+        check_ranges(self)
         require(self.input, "input", "input")
         require(self.output, "output", "output")
 

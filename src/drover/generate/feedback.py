@@ -22,7 +22,7 @@ from typing import Any, Literal
 from drover.errors import ConfigError
 from drover.generate.answers import teacher_messages
 from drover.generate.inputs import Prompt, read_prompts
-from drover.generate.stage import Summary, cache_path, close_all, open_llm, require, sidecar
+from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require, sidecar
 from drover.judges.rating import RatingJob, Scores, rate
 from drover.records import JsonlAppender, Ranked, Response
 
@@ -45,6 +45,7 @@ class FeedbackConfig:
     limit: int = 0
 
     def validate(self) -> None:
+        check_ranges(self)
         require(self.output, "output", "output")
         if not self.responses and not self.sample:
             raise ConfigError("feedback: give responses to rate: responses=[NAME=PATH,...] and/or "

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from drover.errors import ConfigError
 from drover.generate.answers import teacher_messages
 from drover.generate.inputs import Prompt, read_prompts
-from drover.generate.stage import Summary, cache_path, close_all, open_llm, require, sidecar
+from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require, sidecar
 from drover.judges.listwise import Ranking, build_prompt, parse
 from drover.metrics.rouge import rouge_l_tokens, tokenize
 from drover.records import JsonlAppender, Ranked, Response
@@ -52,6 +52,7 @@ class RankContextualConfig:
     limit: int = 0
 
     def validate(self) -> None:
+        check_ranges(self)
         require(self.input, "input", "input")
         require(self.output, "output", "output")
         if self.n < 2:

@@ -17,7 +17,7 @@ from drover.errors import ConfigError
 from drover.generate.answers import teacher_messages
 from drover.generate.batching import run_grouped
 from drover.generate.inputs import Prompt, read_prompts
-from drover.generate.stage import Summary, cache_path, close_all, open_llm, require, sidecar
+from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require, sidecar
 from drover.records import JsonlAppender, Ranked, Response
 
 
@@ -41,6 +41,7 @@ class RankProbabilisticConfig:
     limit: int = 0
 
     def validate(self) -> None:
+        check_ranges(self)
         require(self.input, "input", "input")
         require(self.output, "output", "output")
         if bool(self.teacher) == bool(self.scorer):

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from drover.errors import ConfigError, InputError
 from drover.generate.filters import BLACKLIST_ALPACA, BLACKLIST_SELF_INSTRUCT, instruction_problem
-from drover.generate.stage import Summary, cache_path, close_all, open_llm, require, sidecar
+from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require, sidecar
 from drover.generate.task_blocks import (Rejected, Task, encode_alpaca_prompt, encode_self_instruct_prompt,
                                          parse_alpaca_tasks, parse_classification_instances,
                                          parse_generation_instances, parse_is_classification,
@@ -71,6 +71,7 @@ class SelfInstructConfig:
     seed: int = 42
 
     def validate(self) -> None:
+        check_ranges(self)
         require(self.output, "output", "output")
         if self.num_instructions < 1:
             raise ConfigError(f"num_instructions: must be >= 1, got {self.num_instructions}")

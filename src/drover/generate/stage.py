@@ -8,6 +8,7 @@ through the run's persistent cache, so calls answered before a crash are not pai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -24,6 +25,22 @@ def require(value: str, name: str, flag: str | None = None) -> str:
         hint = f" (--{flag} or {name}=...)" if flag else f" ({name}=...)"
         raise ConfigError(f"{name}: required{hint}")
     return value
+
+
+def check_ranges(config: Any) -> None:
+    """Reject out-of-range numbers in a stage config (a negative limit would silently do nothing)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if f.name == "limit" and value < 0:
+            raise ConfigError(f"limit: must be >= 0 (0 = all), got {value}")
+        if f.name.endswith("max_tokens") and value < 1:
+            raise ConfigError(f"{f.name}: must be >= 1, got {value}")
+        if f.name.endswith("temperature") and value < 0:
+            raise ConfigError(f"{f.name}: must be >= 0, got {value}")
+        if f.name.endswith("top_p") and not 0 < value <= 1:
+            raise ConfigError(f"{f.name}: must be in (0, 1], got {value}")
 
 
 def cache_path(output: str | Path, run_dir: str = "") -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 
 from drover.generate.batching import run_grouped
 from drover.generate.inputs import Prompt, read_prompts
-from drover.generate.stage import Summary, cache_path, close_all, open_llm, require
+from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require
 from drover.prompts import load_prompt
 from drover.records import Conversation, JsonlAppender, Message
 
@@ -33,6 +33,7 @@ class TranslateConfig:
     limit: int = 0
 
     def validate(self) -> None:
+        check_ranges(self)
         require(self.input, "input", "input")
         require(self.output, "output", "output")
         require(self.to.strip(), "to", "to")

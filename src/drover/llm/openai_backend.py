@@ -40,6 +40,7 @@ class OpenAIBackend:
         self._clients: list[Any] = []
         self._slots: asyncio.Queue[Any] | None = None
         self.limiter = RateLimiter(config.rpm, config.tpm)
+        self._reached = False  # has any request got an HTTP answer from the endpoint?
 
     # --- lifecycle (called on the client's event-loop thread) ---------------------------
     async def start(self) -> None:
@@ -110,6 +111,7 @@ class OpenAIBackend:
                 try:
                     raw = await client.post(path, body=body, cast_to=httpx.Response)
                     latency = time.perf_counter() - start
+                    self._reached = True
                     try:
                         response = json.loads(raw.content)
                     except ValueError:
@@ -121,6 +123,7 @@ class OpenAIBackend:
                     return response, latency
                 except openai.APIStatusError as exc:
                     status, headers = exc.status_code, exc.response.headers
+                    self._reached = True
                     message = f"HTTP {status}: {_status_message(exc)}"
                 except openai.APITimeoutError:
                     message = f"timed out after {self.config.timeout:g} s"
@@ -139,6 +142,11 @@ class OpenAIBackend:
             if verdict is Verdict.RECORD:
                 raise ItemError(message)
             if attempt >= self.config.max_retries:
+                if status is None and not self._reached:
+                    # Nothing ever answered: every other item would fail the same way.
+                    where = self.config.base_url or "the OpenAI API"
+                    raise LLMError(f"cannot reach {where}: {message} (gave up after {attempt + 1} attempts; "
+                                   f"is the server running and the URL right?)")
                 raise ItemError(f"{message} (gave up after {attempt + 1} attempts)")
             wait = backoff_delay(attempt, self.config.backoff_base, self.config.backoff_max)
             server_wait = retry_after_seconds(headers)
