@@ -93,17 +93,20 @@ def resolve_precision(value: str) -> str | None:
 
 
 def make_accelerator(config: Any, run: RunDir) -> Any:
+    import importlib.util
+
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-
-    import importlib.util
 
     trackers = [name for name, on in (("tensorboard", config.tensorboard), ("wandb", config.wandb)) if on]
     for name in trackers:
         if importlib.util.find_spec(name) is None:
             raise ConfigError(f"{name}: true needs the {name} package (pip install 'drover[tracking]')")
-    accelerator = Accelerator(mixed_precision=resolve_precision(config.mixed_precision), gradient_accumulation_steps=config.grad_accum,
-                              log_with=trackers or None, project_dir=str(run.root))
+    accelerator = Accelerator(mixed_precision=resolve_precision(config.mixed_precision),
+                              gradient_accumulation_steps=config.grad_accum, log_with=trackers or None,
+                              project_dir=str(run.root))
+    if accelerator.state.deepspeed_plugin is not None:  # DeepSpeed wants it; we prepare no DataLoader
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.micro_batch_size
     set_seed(config.seed)
     if trackers:
         accelerator.init_trackers(config.wandb_project, config={"objective": config.objective, "lr": config.lr})
