@@ -110,8 +110,20 @@ def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, tiny_model
         time.sleep(0.2)
     else:
         pytest.fail("no answers were written in time")
-    os.killpg(proc.pid, signal.SIGKILL)  # the runner, its stage and its service
+    service_log = (tmp_path / "run" / "logs" / "service-teacher.log").read_text()
+    port = int(re.search(r"127\.0\.0\.1:(\d+)/v1", service_log).group(1))
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its stage; the service is in its own session
     proc.wait()
+    # The service dies with its runner: nothing is left listening on its port.
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) != 0:
+                break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the teacher service outlived the killed runner")
     partial = sum(1 for _ in answers.open())
     assert 5 <= partial < 60
     assert (tmp_path / "run" / "stages" / "instructions.json").exists()

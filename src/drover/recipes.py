@@ -144,6 +144,18 @@ def thread_env(processes: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share)}
 
 
+def _die_with_parent() -> None:
+    """In the service's child process: get SIGTERM when the runner dies (Linux), so a
+    SIGKILLed `drover run` does not leave orphaned servers holding memory and ports."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -163,7 +175,8 @@ def start_service(name: str, service: Service, variables: dict[str, Any], log_di
     log = open(log_dir / f"service-{name}.log", "ab")
     proc = subprocess.Popen([sys.executable, "-m", "drover", service.command, *args],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})},
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + service.start_timeout
     try:
