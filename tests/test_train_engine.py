@@ -163,6 +163,20 @@ def test_auto_precision_is_fp32_on_cpus_without_native_bf16(monkeypatch):
     assert resolve_precision("auto") is None
 
 
+def test_packed_and_padded_micro_batches_give_the_same_gradients(tiny_model_dir, tmp_path):
+    import torch
+
+    data = codealpaca_jsonl(tmp_path / "d.jsonl", 6)
+    padded = make_engine(train_config(tiny_model_dir, [data], tmp_path / "a"))
+    packed = make_engine(train_config(tiny_model_dir, [data], tmp_path / "b", packing=True, pack_tokens=2048))
+    a = padded.accumulate([padded.collate(padded.examples).to(padded.accelerator.device)])
+    b = packed.accumulate([packed.collate(packed.examples).to(packed.accelerator.device)])
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["units"] == b["units"]
+    grads = {n: p.grad for n, p in padded.model.named_parameters()}
+    for name, p in packed.model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
 # -- LoRA ---------------------------------------------------------------------------------------------
 
 def test_lora_changes_only_adapter_weights(tiny_model_dir, tmp_path):

@@ -72,7 +72,7 @@ class MicroBatch:
     num_targets: int
 
     def to(self, device: torch.device) -> "MicroBatch":
-        inputs = {k: v.to(device) for k, v in self.inputs.items()}
+        inputs = {k: None if v is None else v.to(device) for k, v in self.inputs.items()}
         return MicroBatch(inputs, self.index.to(device), self.group.to(device), self.rank.to(device),
                           self.scores.to(device), self.example_index, self.num_targets)
 
