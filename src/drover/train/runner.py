@@ -45,11 +45,11 @@ def run_training(config: Any, echo: bool = True) -> Path:
 
     config.validate()
     spec = get_objective(config.objective)
-    run = RunDir(config.run_dir).ensure()
+    run = RunDir(config.run_dir)  # created only once every check has passed
     resume_from = checkpoint.resolve_resume(getattr(config, "resume_from", ""), run.checkpoints)
     tokenizer = load_tokenizer(config.tokenizer_path, config.chat_template, allow_download=config.allow_download)
     examples, eval_examples, report = prepare_examples(config, spec, tokenizer, run)
-    run.save_config(config)
+    run.ensure().save_config(config)
 
     from drover.train.engine import Engine
 
