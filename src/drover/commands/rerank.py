@@ -8,6 +8,10 @@ reward) and RUN/data/best.jsonl (the top response as a `Conversation`, ready for
 `--input` re-ranks an existing Ranked file instead of sampling (Tuna's proxy ranking
 model). Sampling is cached in RUN/llm-cache.sqlite and outputs are appended per prompt:
 re-running the same command resumes.
+
+`--select rso` also writes RUN/data/rso.jsonl: RSO (Liu et al. 2023) rejection-samples
+--rso-k of the n scored responses from pi_sft * exp(r / beta) and pairs them
+(first-round ranking), ready for `drover tune --objective dpo|slic --data rso.jsonl`.
 """
 
 from __future__ import annotations
@@ -31,10 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", default="runs/rerank")
     parser.add_argument("--out", help="ranked output (default RUN/data/ranked.jsonl)")
     parser.add_argument("--best", help="top-1 output (default RUN/data/best.jsonl)")
+    parser.add_argument("--select", choices=("best", "rso"), default="best",
+                        help="best: ranking + top-1 only (default); rso: also RSO preference pairs "
+                             "sampled from the reward-tilted policy (Liu et al. 2023)")
+    parser.add_argument("--rso-k", type=int, default=8, help="RSO: responses accepted per prompt (clipped to n)")
+    parser.add_argument("--rso-beta", type=float, default=0.5,
+                        help="RSO: temperature of exp(r / beta); small = best-of-n pairs, large = uniform")
+    parser.add_argument("--rso-pairs", choices=("first-round", "all"), default="first-round",
+                        help="RSO: (y1,y2),(y3,y4)... as 2-response records (paper), or all k in one record")
+    parser.add_argument("--rso-out", help="RSO output (default RUN/data/rso.jsonl)")
 
 
 def run(args: argparse.Namespace) -> int:
     import itertools
+    import math
     import time
 
     from drover.errors import ConfigError
@@ -47,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("rerank: --prompts needs --policy (the model to sample from)")
     if args.n < 1:
         raise ConfigError(f"rerank: -n must be >= 1, got {args.n}")
+    if args.select == "rso" and args.rso_k < 2:
+        raise ConfigError(f"rerank: --rso-k must be >= 2 (pairs need two responses), got {args.rso_k}")
+    if args.select == "rso" and not (args.rso_beta > 0 and math.isfinite(args.rso_beta)):
+        raise ConfigError(f"rerank: --rso-beta must be a positive number, got {args.rso_beta}")
     run_dir = RunDir(args.run_dir).ensure()
     ranked_path = args.out or run_dir.data / "ranked.jsonl"
     best_path = args.best or run_dir.data / "best.jsonl"
@@ -68,4 +86,13 @@ def run(args: argparse.Namespace) -> int:
           f"{summary.no_samples} without samples) in {time.monotonic() - start:.1f}s; "
           f"mean reward best {summary.mean_best:.3f} vs all {summary.mean_all:.3f}")
     print(f"  ranking: {ranked_path}\n  best:    {best_path}")
+    if args.select == "rso":
+        from drover.infer.rso import rso_file
+
+        rso_path = args.rso_out or run_dir.data / "rso.jsonl"
+        rso = rso_file(read_ranked(ranked_path), rso_path, args.rso_k, args.rso_beta, args.seed, args.rso_pairs)
+        run_dir.log("rerank-rso", k=args.rso_k, beta=args.rso_beta, pairing=args.rso_pairs, **vars(rso))
+        print(f"  rso:     {rso_path} ({rso.written} records written, {rso.skipped_done} already there, "
+              f"{rso.no_pairs} prompts without a pair; mean reward accepted {rso.mean_accepted:.3f} "
+              f"vs all {rso.mean_all:.3f})")
     return 0

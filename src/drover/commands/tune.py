@@ -14,6 +14,9 @@ Objectives (each a pure loss in drover/train/objectives, formula and paper in it
   tuna    Σ_{j<k} max(0, v_k - v_j + m(k-j)) + λ·MLE(reference)           Li et al. 2023
           (objective_params.mle_on=all: MLE averaged over all candidates, as Tuna's released code)
 
+RSO (Liu et al. 2023): `drover rerank --select rso` writes pairs sampled from the
+reward-tilted policy; train on them here with --objective dpo or slic.
+
 Objectives that need a reference model compute its log-probs once before training and
 cache them in the run directory (reused across epochs and resumes). Every TrainConfig
 key can be set in --config or as key=value; objective parameters are
