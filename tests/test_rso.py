@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from drover.infer.rso import first_round_pairs, rejection_sample, rso_file, rso_records
+from drover.infer.rso import first_round_pairs, rejection_sample, rso_file, rso_records, tournament_pairs
 from drover.records import Message, Ranked, Response, read_ranked, write_jsonl
 
 REWARDS = [0.3, -1.0, 1.2, 0.0, 0.9, -0.4]
@@ -72,6 +72,13 @@ def test_first_round_pairs_are_consecutive_and_ordered_by_reward():
     assert first_round_pairs([0, 1, 2, 3, 4, 5, 6], rewards) == [(1, 0), (2, 3)]   # tie and odd one out dropped
 
 
+def test_tournament_pairs_play_winners_until_one_is_left():
+    rewards = {0: 0.1, 1: 0.5, 2: 2.0, 3: -1.0, 4: 0.7, 5: 0.3, 6: 0.2, 7: 3.0}
+    assert tournament_pairs(list(range(8)), rewards) == [(1, 0), (2, 3), (4, 5), (7, 6), (2, 1), (7, 4), (7, 2)]
+    assert len(tournament_pairs([0, 1, 2], rewards)) == 2                          # 2 gets a bye, then plays 1
+    assert tournament_pairs([0, 1, 2], rewards) == [(1, 0), (2, 1)]
+
+
 def ranked(rid: str, rewards: list[float]) -> Ranked:
     order = sorted(range(len(rewards)), key=lambda i: -rewards[i])
     return Ranked(rid, [Message("user", f"prompt {rid}")],
@@ -94,6 +101,9 @@ def test_records_are_deterministic_per_seed_and_consistent_with_the_ranking():
         assert pair.meta["origin"] == "test"
         info = pair.meta["rso"]
         assert info["beta"] == 0.5 and info["k"] == 8 and info["n"] == 16 and len(set(info["accepted"])) == 8
+    games = rso_records(rec, 8, 0.5, seed=7, pairing="tournament")
+    assert len(games) == 7 and [g.to_dict() for g in games[:4]] == [r.to_dict() for r in a]
+    assert all(g.responses[0].score > g.responses[1].score for g in games)
     everything = rso_records(rec, 8, 0.5, seed=7, pairing="all")
     assert len(everything) == 1 and everything[0].id == "p1"
     scores = [x.score for x in everything[0].responses]

@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rso-k", type=int, default=8, help="RSO: responses accepted per prompt (clipped to n)")
     parser.add_argument("--rso-beta", type=float, default=0.5,
                         help="RSO: temperature of exp(r / beta); small = best-of-n pairs, large = uniform")
-    parser.add_argument("--rso-pairs", choices=("first-round", "all"), default="first-round",
-                        help="RSO: (y1,y2),(y3,y4)... as 2-response records (paper), or all k in one record")
+    parser.add_argument("--rso-pairs", choices=("first-round", "tournament", "all"), default="first-round",
+                        help="RSO: (y1,y2),(y3,y4)... as 2-response records (paper's best), a single-elimination "
+                             "tournament (k-1 pairs), or all k in one record")
     parser.add_argument("--rso-out", help="RSO output (default RUN/data/rso.jsonl)")
 
 

@@ -19,9 +19,11 @@ on the reward model); as beta -> infinity every candidate is accepted (uniform o
 the pool, i.e. plain samples from pi_sft, SLiC's sampling). Use the beta of the
 DPO/SLiC run that trains on the pairs.
 
-Pairs follow the paper's "first-round ranking": the accepted samples, in the order they
-were accepted, are paired (y1, y2), (y3, y4), ... and each pair is labelled by the
-reward model (higher reward = chosen; ties give no pair). The paper's listing scans the
+Pairs follow the paper's "first-round ranking" (its best setting, Sec. 5.2 / Table 2):
+the accepted samples, in the order they were accepted, are paired (y1, y2), (y3, y4),
+... and each pair is labelled by the reward model (higher reward = chosen; ties give no
+pair). "tournament" continues with the winners until one is left (k - 1 pairs, biased
+toward high rewards, as SLiC); "all" keeps the k samples in one record (every pair). The paper's listing scans the
 pool in a fixed order within a round; here the proposal is a uniform random draw, so
 each acceptance is exactly softmax over the pool rather than biased toward the order.
 """
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from drover.records import JsonlAppender, Ranked, Response
 
-PAIRINGS = ("first-round", "all")
+PAIRINGS = ("first-round", "tournament", "all")
 
 
 def rejection_sample(rewards: Sequence[float], k: int, beta: float, rng: random.Random) -> list[int]:
@@ -71,11 +73,30 @@ def first_round_pairs(accepted: Sequence[int], rewards: Sequence[float]) -> list
     return out
 
 
+def tournament_pairs(accepted: Sequence[int], rewards: Sequence[float]) -> list[tuple[int, int]]:
+    """(better, worse) of every game of a single-elimination tournament over `accepted`
+    in order: round one is `first_round_pairs`, winners meet in the next round, an odd
+    one out gets a bye; a tied game advances the first player and gives no pair."""
+    out: list[tuple[int, int]] = []
+    players = list(accepted)
+    while len(players) > 1:
+        winners = []
+        for a, b in zip(players[0::2], players[1::2]):
+            win, lose = (a, b) if rewards[a] >= rewards[b] else (b, a)
+            if rewards[a] != rewards[b]:
+                out.append((win, lose))
+            winners.append(win)
+        if len(players) % 2:
+            winners.append(players[-1])
+        players = winners
+    return out
+
+
 def rso_records(ranked: Ranked, k: int, beta: float, seed: int = 0, pairing: str = "first-round") -> list[Ranked]:
     """The RSO preference data of one scored `Ranked` record (scores = rewards).
 
-    pairing "first-round": one 2-response Ranked per pair (id `ID#rsoP`), the paper's
-    construction; "all": one Ranked of the k accepted responses, best first (a DPO/SLiC
+    pairing "first-round" / "tournament": one 2-response Ranked per pair (id `ID#rsoP`),
+    the paper's constructions; "all": one Ranked of the k accepted responses, best first (a DPO/SLiC
     run then uses every pair among them). Unscored responses are left out of the pool.
     `meta.rso` = {beta, k, n, accepted}: accepted are indices into `ranked.responses`.
     The random stream depends only on (seed, record id), so reruns and resumes agree.
@@ -99,9 +120,10 @@ def rso_records(ranked: Ranked, k: int, beta: float, seed: int = 0, pairing: str
         return [Ranked(ranked.id, list(ranked.messages), [response(i) for i in order], ranked.reference,
                        {**ranked.meta, "rso": info})]
     scores = {i: ranked.responses[i].score for i in accepted}
+    make_pairs = first_round_pairs if pairing == "first-round" else tournament_pairs
     return [Ranked(f"{ranked.id}#rso{p}", list(ranked.messages), [response(hi), response(lo)], ranked.reference,
                    {**ranked.meta, "rso": {**info, "pair": [hi, lo]}})
-            for p, (hi, lo) in enumerate(first_round_pairs(accepted, scores))]  # type: ignore[arg-type]
+            for p, (hi, lo) in enumerate(make_pairs(accepted, scores))]  # type: ignore[arg-type]
 
 
 @dataclass
