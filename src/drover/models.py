@@ -94,12 +94,24 @@ def load_tokenizer(name_or_path: str | Path, chat_template: str | None = None, *
     return tokenizer
 
 
-def load_model(name_or_path: str | Path, dtype: str = "auto", device: str | None = None,
+def resolve_device() -> str:
+    """The best local device: the first GPU where there is one, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_model(name_or_path: str | Path, dtype: str = "auto", device: str | None = "auto",
                trust_remote_code: bool = False, *, allow_download: bool = False) -> Any:
     """Any `AutoModelForCausalLM` from a local directory or hub id, in eval mode.
 
     dtype "auto" keeps the checkpoint's dtype, except float16 on CPU, which becomes float32
-    (CPU float16 matmuls are slow and lossy).
+    (CPU float16 matmuls are slow and lossy). device "auto" (the default) is the first GPU
+    where there is one, else the CPU; None leaves the model where transformers puts it.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -108,6 +120,8 @@ def load_model(name_or_path: str | Path, dtype: str = "auto", device: str | None
         raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     name = str(name_or_path)
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
+    if device == "auto":
+        device = resolve_device()
     if device is not None:
         try:
             torch.device(device)

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chat template for a tokenizer without one: tulu, chatml (default: the tokenizer's own)")
     parser.add_argument("--max-batch-size", type=int, default=8, help="sequences per model call (default 8)")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16 (default auto)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default cpu)")
+    parser.add_argument("--device", default="auto",
+                        help="torch device, e.g. cpu or cuda:0 (default auto: the first GPU if any, else cpu)")
     parser.add_argument("--max-length", type=int, default=None,
                         help="max prompt+completion tokens; longer prompts lose their oldest tokens")
 

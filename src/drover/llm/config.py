@@ -58,8 +58,8 @@ class LLMConfig:
     price_output_per_1k: float = 0.0
 
     # hf backend.
-    dtype: str = "float32"
-    device: str = "cpu"
+    dtype: str = "auto"   # the checkpoint's dtype (float16 becomes float32 on CPU)
+    device: str = "auto"  # local backend: "auto" = first GPU if any, else CPU; or cpu, cuda:1, ...
     batch_size: int = 8
     chat_template: str | None = None  # a named template (e.g. "tulu") or None = the tokenizer's own
     max_length: int | None = None  # truncate prompts (from the left) to fit; None = model limit
