@@ -15,6 +15,13 @@ token given the ones before it (the first is None), with character offsets, as O
 legacy completions API returns them; the HTTP client picks the continuation tokens by
 offset, which matches the suffix rule whenever the context's tokens are a prefix of the
 whole encoding.
+
+Shared contexts: requests with the same context tokens (MMLU's " A".." D", TruthfulQA's
+answers) run the context once. Single-token continuations are read from the context's
+last-position log-softmax; multi-token ones run on a copy of the context's KV cache. The
+tokens scored are exactly those of the per-pair path, so results agree to float tolerance.
+Merged continuations, empty ones and ones whose sequence would be truncated keep the
+per-pair path (their token sequence is not "context + suffix" or not shared).
 """
 
 from __future__ import annotations
@@ -44,6 +51,12 @@ def _prefix_token(tokenizer: Any) -> int:
 
 def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """(context ids, continuation ids) by the suffix rule in the module docstring."""
+    ctx, cont, _ = _encode(tokenizer, context, continuation)
+    return ctx, cont
+
+
+def _encode(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int], bool]:
+    """`encode_pair` plus whether the continuation merged into the context (encoded on its own)."""
     context, continuation = align_boundary(context, continuation)
     ctx = list(tokenizer(context)["input_ids"]) if context else []
     whole = list(tokenizer(context + continuation)["input_ids"])
@@ -56,28 +69,123 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
     if not cont and continuation:
         # BPE merged the continuation into the context's last token ("Hello wor" + "ld"):
         # score its own tokens after the context rather than nothing.
-        cont = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
-    return ctx, cont
+        return ctx, list(tokenizer(continuation, add_special_tokens=False)["input_ids"]), True
+    return ctx, cont, False
 
 
 def score_pairs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8,
-                max_length: int | None = None) -> list[Score]:
-    """One Score per (context, continuation), computed in length-sorted, right-padded batches."""
+                max_length: int | None = None, share_context: bool = True) -> list[Score]:
+    """One Score per (context, continuation), in input order; shared contexts run once."""
     from drover.infer.generation import max_positions
 
     limit = max_positions(model, tokenizer, max_length)
-    encoded = []
-    for context, continuation in pairs:
-        ctx, cont = encode_pair(tokenizer, context, continuation)
-        ids = (ctx + cont)[-(limit + 1):]  # keep the continuation; drop the oldest context tokens
-        encoded.append((ids, len(cont)))
+    encoded = [_encode(tokenizer, context, continuation) for context, continuation in pairs]
     results: list[Score | None] = [None] * len(pairs)
-    order = sorted(range(len(pairs)), key=lambda i: -len(encoded[i][0]))
+    groups: dict[tuple[int, ...], list[int]] = {}
+    solo: list[int] = []
+    for i, (ctx, cont, merged) in enumerate(encoded):
+        if share_context and cont and not merged and len(ctx) + len(cont) <= limit + 1:
+            groups.setdefault(tuple(ctx), []).append(i)
+        else:
+            solo.append(i)
+    last_only: list[tuple[list[int], list[int]]] = []  # (context ids, request indices)
+    for ctx_key, members in groups.items():
+        if len(members) == 1:
+            solo.extend(members)
+        elif all(len(encoded[i][1]) == 1 for i in members):
+            last_only.append((list(ctx_key), members))
+        else:
+            shared = _score_shared(model, tokenizer, list(ctx_key), members, encoded, batch_size)
+            if shared is None:  # the model keeps no repeatable KV cache
+                solo.extend(members)
+            for i, score in shared or []:
+                results[i] = score
+    last_only.sort(key=lambda group: -len(group[0]))
+    for start in range(0, len(last_only), batch_size):
+        part = last_only[start:start + batch_size]
+        for (ctx, members), row in zip(part, _last_logprobs(model, tokenizer, [ctx for ctx, _ in part])):
+            for i in members:
+                results[i] = _make_score(tokenizer, encoded[i][1], row[None, :])
+    # keep the continuation; drop the oldest context tokens
+    plain = {i: (encoded[i][0] + encoded[i][1])[-(limit + 1):] for i in solo}
+    order = sorted(solo, key=lambda i: -len(plain[i]))
     for start in range(0, len(order), batch_size):
         part = order[start:start + batch_size]
-        for i, score in zip(part, _score_batch(model, tokenizer, [encoded[i] for i in part])):
+        batch = [(plain[i], len(encoded[i][1])) for i in part]
+        for i, score in zip(part, _score_batch(model, tokenizer, batch)):
             results[i] = score
+    assert all(r is not None for r in results)
     return [r for r in results if r is not None]
+
+
+def _make_score(tokenizer: Any, targets: list[int], rows: Any) -> Score:
+    """A Score from the log-softmax rows predicting `targets` (row k predicts targets[k])."""
+    import torch
+
+    target = torch.tensor(targets, device=rows.device)
+    values = rows.gather(1, target[:, None]).squeeze(1)
+    token_logprobs = values.tolist()
+    return Score(token_logprobs=token_logprobs, tokens=[tokenizer.decode([t]) for t in targets],
+                 total=float(sum(token_logprobs)), greedy=bool((rows.argmax(-1) == target).all()))
+
+
+def _last_logprobs(model: Any, tokenizer: Any, contexts: list[list[int]]) -> list[Any]:
+    """The log-softmax at each context's last position (right-padded batch, one pass)."""
+    import torch
+
+    device = next(model.parameters()).device
+    width = max(len(ctx) for ctx in contexts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    inputs = torch.full((len(contexts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(contexts), width), dtype=torch.long)
+    for b, ctx in enumerate(contexts):
+        inputs[b, :len(ctx)] = torch.tensor(ctx)
+        mask[b, :len(ctx)] = 1
+    last = torch.tensor([len(ctx) - 1 for ctx in contexts])
+    with torch.inference_mode():
+        logits = model(input_ids=inputs.to(device), attention_mask=mask.to(device)).logits
+        rows = logits[torch.arange(len(contexts)), last.to(logits.device)].float()
+        return list(torch.log_softmax(rows, dim=-1))
+
+
+def _score_shared(model: Any, tokenizer: Any, ctx: list[int], members: list[int],
+                  encoded: list[tuple[list[int], list[int], bool]], batch_size: int) -> list[tuple[int, Score]] | None:
+    """Score continuations of one context: the context once (KV cache), then the continuations on copies."""
+    import copy
+
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([ctx], device=device), use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        cache = out.past_key_values
+        if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+            return None
+        scores = [(i, _make_score(tokenizer, encoded[i][1], first[None, :]))
+                  for i in members if len(encoded[i][1]) == 1]
+        multi = sorted((i for i in members if len(encoded[i][1]) > 1), key=lambda i: -len(encoded[i][1]))
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        for start in range(0, len(multi), batch_size):
+            part = multi[start:start + batch_size]
+            width = max(len(encoded[i][1]) - 1 for i in part)
+            inputs = torch.full((len(part), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(part), len(ctx) + width), dtype=torch.long)
+            mask[:, :len(ctx)] = 1
+            for b, i in enumerate(part):
+                cont = encoded[i][1]
+                inputs[b, :len(cont) - 1] = torch.tensor(cont[:-1])
+                mask[b, len(ctx):len(ctx) + len(cont) - 1] = 1
+            expanded = copy.deepcopy(cache)
+            expanded.batch_repeat_interleave(len(part))
+            logits = model(input_ids=inputs.to(device), attention_mask=mask.to(device),
+                           past_key_values=expanded, use_cache=True).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            for b, i in enumerate(part):
+                n = len(encoded[i][1])
+                rows = torch.cat([first[None, :], logp[b, :n - 1]])
+                scores.append((i, _make_score(tokenizer, encoded[i][1], rows)))
+    return scores
 
 
 def _score_batch(model: Any, tokenizer: Any, batch: list[tuple[list[int], int]]) -> list[Score]:
@@ -101,13 +209,8 @@ def _score_batch(model: Any, tokenizer: Any, batch: list[tuple[list[int], int]])
         if n_cont == 0:
             scores.append(Score([], [], 0.0, True))
             continue
-        targets = torch.tensor(ids[-n_cont:], device=logp.device)
         rows = logp[b, len(ids) - 1 - n_cont:len(ids) - 1]  # position t predicts token t+1
-        values = rows.gather(1, targets[:, None]).squeeze(1)
-        greedy = bool((rows.argmax(-1) == targets).all())
-        token_logprobs = values.tolist()
-        scores.append(Score(token_logprobs=token_logprobs, tokens=[tokenizer.decode([t]) for t in ids[-n_cont:]],
-                            total=float(sum(token_logprobs)), greedy=greedy))
+        scores.append(_make_score(tokenizer, ids[-n_cont:], rows))
     return scores
 
 
