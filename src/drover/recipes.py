@@ -207,6 +207,7 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
     """Run the stages in order; returns (stage, "done"|"skipped", seconds) rows."""
     variables = base_variables(recipe)
     run = RunDir(variables["run_dir"]).ensure()
+    run.save_config(recipe)  # the recipe as run (overrides applied): RUN/config.yaml
     stages = [s for s in recipe.stages if not only or s.name in only]
     rows: list[tuple[str, str, float]] = []
     with ExitStack() as stack:
