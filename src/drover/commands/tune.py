@@ -1,7 +1,7 @@
 """Preference and ranking tuning of a policy on Ranked data: one engine, many objectives.
 
     drover tune --objective dpo --model runs/sft/model --data pairs.jsonl --run-dir runs/dpo
-    drover tune --objective tuna --config recipes/tuna.yaml objective_params.margin=0.1
+    drover tune --objective tuna --model runs/sft/model --data tuna_p.jsonl --run-dir runs/tuna_p lr=1e-5 objective_params.margin=0.1
     drover tune --objective ipo ... objective_params.beta=0.5 lr=1e-6
 
 Objectives (each a pure loss in drover/train/objectives, formula and paper in its docstring):
