@@ -47,6 +47,21 @@ class LLMStats:
         return asdict(self)
 
 
+def _wait(future: concurrent.futures.Future) -> Any:
+    """`future.result()` that Ctrl-C can interrupt.
+
+    SIGINT may be delivered to the event-loop thread; the main thread, blocked in an
+    untimed lock wait, would then only see it once the request finishes (and a stream of
+    requests keeps it blocked). Short timed waits return to the interpreter, which runs
+    the pending KeyboardInterrupt.
+    """
+    while True:
+        try:
+            return future.result(timeout=0.2)
+        except concurrent.futures.TimeoutError:
+            continue
+
+
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     chunk: list[Any] = []
     for item in items:
@@ -369,7 +384,7 @@ class LLM:
             item, value, state = window.popleft()
             if state == 0:
                 return value
-            result = value.result()
+            result = _wait(value)
             if state == 2:
                 return self._copy(kind, result, item)
             if kind == "completion":
