@@ -17,6 +17,7 @@ examples:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     from drover.evaluate.registry import TASKS, expand_tasks
     from drover.evaluate.task import EvalOptions
 
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1 (leave it out for each task's default), got {args.limit}")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.data_dir is not None and not Path(args.data_dir).is_dir():
+        raise ConfigError(f"--data-dir {args.data_dir}: directory not found")
     names = expand_tasks(args.tasks)
     overrides: dict[str, dict[str, object]] = {}
     for item in args.option:

@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     best_path = args.best or run_dir.data / "best.jsonl"
     scorer = load_reward_scorer(args.reward_model, batch_size=args.batch_size)
     start = time.monotonic()
+    if args.limit is not None and args.limit < 0:
+        raise ConfigError(f"--limit must be >= 0 (0: all records), got {args.limit}")
     limit = args.limit or None
     if args.input:
         summary = rerank_file(itertools.islice(read_ranked(args.input), limit), scorer, ranked_path, best_path)
