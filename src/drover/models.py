@@ -41,7 +41,8 @@ def _not_found(name_or_path: str, what: str, exc: Exception | None = None) -> Mo
     return ModelNotFoundError(
         f"cannot load {what} {name_or_path!r}: it is not a local directory and drover does not download "
         f"implicitly. Pre-download it with `huggingface-cli download {name_or_path}` (then use the hub id or "
-        f"the local path), or pass allow_download=True (--allow-download) to let drover fetch it")
+        f"the local path), or allow downloads explicitly where a command offers it (`allow_download=true` "
+        f"in training configs, --allow-download for inspect-tokens)")
 
 
 def _require_local(name: str, what: str) -> None:
