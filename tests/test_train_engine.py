@@ -335,3 +335,56 @@ def test_epoch_plans_cover_every_example_once_with_a_stable_step_count(packing):
     assert len(taken) == len(plans[0]) - len(plans[0]) % 2  # each process as many; at most world-1 left out
     assert all(len(step_micro_batches(plans[0], s, 3, 2, 0)) == len(step_micro_batches(plans[0], s, 3, 2, 1))
                for s in range(steps))
+
+
+# -- DeepSpeed settings (no DeepSpeed here: the config and optimizer choices, with a stand-in module) ------
+
+def test_deepspeed_config_clips_with_max_grad_norm_and_offload_keeps_our_optimizer():
+    import yaml
+
+    from drover.config import from_dict
+    from drover.train.config import TrainConfig
+    from drover.train.engine import configure_deepspeed, cpu_offloaded_optimizer
+
+    recipes = RECIPES.parent / "accelerate"
+    for name, offload in (("zero2.yaml", False), ("zero3.yaml", False), ("zero3-offload.yaml", True)):
+        plugin = yaml.safe_load((recipes / name).read_text())["deepspeed_config"]
+        ds = {"zero_optimization": {"stage": plugin["zero_stage"],
+                                    "offload_optimizer": {"device": plugin["offload_optimizer_device"]}}}
+        config = from_dict(TrainConfig, {"max_grad_norm": 0.5, "micro_batch_size": 3})
+        configure_deepspeed(ds, config)
+        assert ds["gradient_clipping"] == 0.5 and ds["train_micro_batch_size_per_gpu"] == 3
+        assert cpu_offloaded_optimizer(ds) is offload, name
+        assert ("zero_force_ds_cpu_optimizer" in ds) is offload
+    assert not cpu_offloaded_optimizer(None)
+
+
+def test_offloaded_optimizer_is_deepspeed_cpu_adam_with_our_groups(monkeypatch):
+    import sys
+    import types
+
+    import torch
+
+    from drover.config import from_dict
+    from drover.train.config import TrainConfig
+    from drover.train.engine import make_optimizer
+
+    built = {}
+
+    class FakeCPUAdam(torch.optim.AdamW):
+        def __init__(self, groups, lr, betas, eps, adamw_mode):
+            built.update(lr=lr, betas=betas, eps=eps, adamw_mode=adamw_mode)
+            super().__init__(groups, lr=lr, betas=betas, eps=eps)
+
+    adam = types.ModuleType("deepspeed.ops.adam")
+    adam.DeepSpeedCPUAdam = FakeCPUAdam
+    for name, module in (("deepspeed", types.ModuleType("deepspeed")), ("deepspeed.ops", types.ModuleType("ops")),
+                         ("deepspeed.ops.adam", adam)):
+        monkeypatch.setitem(sys.modules, name, module)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    config = from_dict(TrainConfig, {"lr": 3e-4, "adam_betas": [0.8, 0.9], "adam_eps": 1e-6, "weight_decay": 0.1})
+    plain, offloaded = make_optimizer(model, config), make_optimizer(model, config, cpu_offload=True)
+    assert type(plain) is torch.optim.AdamW and isinstance(offloaded, FakeCPUAdam)
+    assert built == {"lr": 3e-4, "betas": (0.8, 0.9), "eps": 1e-6, "adamw_mode": True}
+    assert [(len(g["params"]), g["weight_decay"]) for g in offloaded.param_groups] == \
+        [(len(g["params"]), g["weight_decay"]) for g in plain.param_groups] == [(1, 0.1), (3, 0.0)]

@@ -105,21 +105,47 @@ def make_accelerator(config: Any, run: RunDir) -> Any:
     accelerator = Accelerator(mixed_precision=resolve_precision(config.mixed_precision),
                               gradient_accumulation_steps=config.grad_accum, log_with=trackers or None,
                               project_dir=str(run.root))
-    if accelerator.state.deepspeed_plugin is not None:  # DeepSpeed wants it; we prepare no DataLoader
-        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.micro_batch_size
+    if accelerator.state.deepspeed_plugin is not None:
+        configure_deepspeed(accelerator.state.deepspeed_plugin.deepspeed_config, config)
     set_seed(config.seed)
     if trackers:
         accelerator.init_trackers(config.wandb_project, config={"objective": config.objective, "lr": config.lr})
     return accelerator
 
 
-def make_optimizer(model: torch.nn.Module, config: Any) -> torch.optim.Optimizer:
-    """AdamW; weight decay (0 by default, as Tülu) never applies to biases and norms."""
+def configure_deepspeed(ds: dict[str, Any], config: Any) -> None:
+    """Fill the DeepSpeed config from drover's: DeepSpeed clips and steps inside the last
+    `backward` of a step, so clipping must be in its config (the recipes leave it out, and
+    accelerate would otherwise put 1.0 or nothing there)."""
+    ds["train_micro_batch_size_per_gpu"] = config.micro_batch_size  # we prepare no DataLoader
+    ds["gradient_clipping"] = float(config.max_grad_norm)           # 0 = no clipping, as ours
+    if cpu_offloaded_optimizer(ds):
+        # we build DeepSpeedCPUAdam ourselves (make_optimizer); accelerate's own mapping of a
+        # torch optimizer to it would drop adamw_mode, betas and eps
+        ds["zero_force_ds_cpu_optimizer"] = False
+
+
+def cpu_offloaded_optimizer(ds: dict[str, Any] | None) -> bool:
+    """ZeRO-Offload of optimizer states: DeepSpeed then refuses a torch optimizer."""
+    if not ds:
+        return False
+    device = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    return device not in (None, "none")
+
+
+def make_optimizer(model: torch.nn.Module, config: Any, cpu_offload: bool = False) -> torch.optim.Optimizer:
+    """AdamW; weight decay (0 by default, as Tülu) never applies to biases and norms.
+    Under ZeRO-Offload the same AdamW as DeepSpeed's CPU implementation."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.lr, betas=tuple(config.adam_betas),
-                             eps=config.adam_eps)
+    groups = [g for g in groups if g["params"]]
+    if cpu_offload:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam  # only installed for DeepSpeed runs
+
+        return DeepSpeedCPUAdam(groups, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps,
+                                adamw_mode=True)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps)
 
 
 class Engine:
@@ -139,7 +165,9 @@ class Engine:
             if eval_examples:
                 self.eval_ref = reference.reference_logps(eval_examples, config, self.collate, self.accelerator, cache)
         model = build_model(config, spec.scalar_head, tokenizer.pad_token_id)
-        self.optimizer = make_optimizer(model, config)
+        plugin = self.accelerator.state.deepspeed_plugin
+        self.deepspeed = plugin is not None
+        self.optimizer = make_optimizer(model, config, cpu_offloaded_optimizer(plugin and plugin.deepspeed_config))
         world = self.accelerator.num_processes
         self.steps_per_epoch = steps_per_epoch(len(epoch_plan(examples, config, 0)), config.grad_accum, world)
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
@@ -195,7 +223,10 @@ class Engine:
         """One optimizer step: accumulate, clip, update, schedule. Returns per-unit stats."""
         sums = self.accumulate(mbs)
         grad_norm = None
-        if self.config.max_grad_norm > 0:
+        if self.deepspeed:  # DeepSpeed clipped (its gradient_clipping) and stepped in the last backward
+            get_norm = getattr(self.model, "get_global_grad_norm", None)
+            grad_norm = get_norm() if get_norm is not None else None
+        elif self.config.max_grad_norm > 0:
             grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
