@@ -388,3 +388,21 @@ def test_offloaded_optimizer_is_deepspeed_cpu_adam_with_our_groups(monkeypatch):
     assert built == {"lr": 3e-4, "betas": (0.8, 0.9), "eps": 1e-6, "adamw_mode": True}
     assert [(len(g["params"]), g["weight_decay"]) for g in offloaded.param_groups] == \
         [(len(g["params"]), g["weight_decay"]) for g in plain.param_groups] == [(1, 0.1), (3, 0.0)]
+
+
+def test_deepspeed_boundary_is_the_last_micro_batch_of_each_step_even_a_short_one(tiny_model_dir, tmp_path):
+    """5 micro-batches, grad_accum 3: steps of 3 and 2; DeepSpeed's own counter would put the 2nd
+    boundary in the next epoch. The engine tells it (and accelerate) the real boundary."""
+    data = codealpaca_jsonl(tmp_path / "d.jsonl", 5)
+    engine = make_engine(train_config(tiny_model_dir, [data], tmp_path / "r", micro_batch_size=1, grad_accum=3))
+    assert engine.steps_per_epoch == 2
+    engine.deepspeed = True  # a stand-in: no DeepSpeed here, so record what the engine tells it
+    boundaries, synced = [], []
+    engine.model.set_gradient_accumulation_boundary = boundaries.append
+    engine.model.get_global_grad_norm = lambda: 0.25
+    backward = engine.accelerator.backward
+    engine.accelerator.backward = lambda loss: (synced.append(engine.accelerator.sync_gradients), backward(loss))
+    engine.train()
+    assert boundaries == synced == [False, False, True, False, True]
+    log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [r["grad_norm"] for r in log if r.get("event") == "train"] == [0.25, 0.25]

@@ -210,6 +210,12 @@ class Engine:
         for i, mb in enumerate(mbs):
             last = i == len(mbs) - 1
             acc.sync_gradients = last
+            if self.deepspeed:
+                # DeepSpeed reduces, clips and steps at its accumulation boundary, which by default
+                # it counts in micro-steps of grad_accum: wrong for an epoch's short last step.
+                # accelerate 1.15 also sets it from sync_gradients in backward (same value); older
+                # releases call engine.step() after every backward and rely on it alone.
+                self.model.set_gradient_accumulation_boundary(last)
             with contextlib.nullcontext() if last else acc.no_sync(self.model):
                 out = self._objective(mb, self.ref)
                 acc.backward(out.loss_sum * scale)
