@@ -149,11 +149,12 @@ def _adds_bos(tokenizer: Any) -> bool:
     return bool(with_special) and with_special[0] == bos and (not without or without[0] != bos)
 
 
-def _tokenize_rendered(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+def encode_rendered_offsets(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids and character offsets of rendered chat text (special tokens in the text are parsed).
 
     Adds BOS when the tokenizer would and the template did not write it, like
-    `tokenizer(text)` does for Llama-style models trained by open-instruct.
+    `tokenizer(text)` does for Llama-style models trained by open-instruct. An added BOS
+    has the empty offset (0, 0).
     """
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
@@ -161,6 +162,17 @@ def _tokenize_rendered(tokenizer: Any, text: str) -> tuple[list[int], list[tuple
     if _adds_bos(tokenizer) and not (bos and text.startswith(bos)):
         ids, offsets = [tokenizer.bos_token_id, *ids], [(0, 0), *offsets]
     return ids, offsets
+
+
+def encode_rendered(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered prompt (chat template output or plain text) for inference.
+
+    The one BOS rule shared by training and inference: BOS is added only when the
+    tokenizer adds one and the text does not already start with it, so a template
+    without BOS (tulu) still gets one and a template writing `{{ bos_token }}` gets no
+    second one. Tokenizers that add no BOS encode exactly like `add_special_tokens=False`.
+    """
+    return encode_rendered_offsets(tokenizer, text)[0]
 
 
 def _label_span(text: str, ids: list[int], offsets: list[tuple[int, int]], labels: list[int],
@@ -192,7 +204,7 @@ def _encode(tokenizer: Any, messages: Sequence[MessageLike], max_length: int | N
     if not msgs:
         raise DataError(f"record {record_id!r}: no messages")
     text, spans = _assistant_spans(tokenizer, msgs, record_id)
-    ids, offsets = _tokenize_rendered(tokenizer, text)
+    ids, offsets = encode_rendered_offsets(tokenizer, text)
     labels = [IGNORE_INDEX] * len(ids)
     if last_turn_only:
         spans = spans[-1:]
@@ -228,7 +240,7 @@ def encode_prompt(tokenizer: Any, prompt_messages: Sequence[MessageLike], record
     """
     msgs = _as_dicts(prompt_messages, record_id)
     text = _render(tokenizer, msgs, record_id, add_generation_prompt=True)
-    return _tokenize_rendered(tokenizer, text)[0]
+    return encode_rendered(tokenizer, text)
 
 
 def encode_dataset(tokenizer: Any, conversations: Iterable[Conversation], max_length: int | None,

@@ -2,8 +2,10 @@
 
 Tokenization boundary (lm-evaluation-harness style): trailing whitespace of the context
 moves to the continuation (`align_boundary`), then the context and context+continuation
-are encoded with the tokenizer's defaults, and the continuation tokens are the suffix of
-the whole encoding after the context's token count. That scores the continuation as
+are encoded with `drover.tokenization.encode_rendered` (training's BOS rule: one BOS,
+even when a `--chat-format model` prompt already starts with it), and the continuation
+tokens are the suffix of the whole encoding after the context's token count (so the
+continuation never gets a BOS of its own). That scores the continuation as
 the model would see it in running text, even where BPE would merge across the boundary.
 An empty context is conditioned on a single BOS token (EOS if there is no BOS). If BPE
 merges the whole continuation into the context's last token, the continuation is
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drover.llm.types import Score
+from drover.tokenization import encode_rendered, encode_rendered_offsets
 
 
 def align_boundary(context: str, continuation: str) -> tuple[str, str]:
@@ -58,8 +61,8 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
 def _encode(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int], bool]:
     """`encode_pair` plus whether the continuation merged into the context (encoded on its own)."""
     context, continuation = align_boundary(context, continuation)
-    ctx = list(tokenizer(context)["input_ids"]) if context else []
-    whole = list(tokenizer(context + continuation)["input_ids"])
+    ctx = encode_rendered(tokenizer, context) if context else []
+    whole = encode_rendered(tokenizer, context + continuation)
     if not ctx:
         prefix = _prefix_token(tokenizer)
         ctx = [prefix]
@@ -232,8 +235,8 @@ def prompt_logprobs(model: Any, tokenizer: Any, texts: Sequence[str], top_k: int
     device = next(model.parameters()).device
     encodings = []
     for text in texts:
-        enc = tokenizer(text, return_offsets_mapping=True)
-        encodings.append((list(enc["input_ids"]), [int(s) for s, _ in enc["offset_mapping"]]))
+        ids, offsets = encode_rendered_offsets(tokenizer, text)
+        encodings.append((ids, [int(s) for s, _ in offsets]))
     results: list[PromptLogprobs | None] = [None] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: -len(encodings[i][0]))
     for start in range(0, len(order), batch_size):

@@ -29,6 +29,7 @@ from typing import Any
 from fastapi import Request  # at module level: FastAPI resolves the handlers' string annotations here
 
 from drover.infer.generation import GenerationItem, GenerationResult, generate, sample_seed
+from drover.tokenization import encode_rendered
 
 
 class RequestError(Exception):
@@ -227,7 +228,7 @@ def create_app(model: Any, tokenizer: Any, model_name: str, max_batch_size: int 
                                                      tokenize=False, add_generation_prompt=True)
             except Exception as exc:
                 raise RequestError(f"messages: the chat template rejected them: {exc}", param="messages") from None
-            ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+            ids = encode_rendered(tokenizer, text)
             top = _number(body, "top_logprobs", 0, int, 0)
             item = decoding(body, ids, bool(body.get("logprobs")), top)
         except RequestError as exc:
@@ -257,7 +258,7 @@ def create_app(model: Any, tokenizer: Any, model_name: str, max_batch_size: int 
                 raise RequestError("prompt: expected one string (send one request per prompt)", param="prompt")
             k = _number(body, "logprobs", None, int, 0)
             echo = bool(body.get("echo"))
-            ids = list(tokenizer(prompt)["input_ids"])
+            ids = encode_rendered(tokenizer, prompt)
             item = decoding(body, ids, k is not None, k or 0)
         except RequestError as exc:
             return _error(exc)

@@ -14,6 +14,7 @@ from typing import Any
 from drover.errors import DroverError
 from drover.llm.config import LLMConfig
 from drover.llm.types import Completion, Decoding, Request, Score, ScoreRequest, Usage, request_fingerprint
+from drover.tokenization import encode_rendered
 
 
 class HFBackend:
@@ -28,7 +29,7 @@ class HFBackend:
         self.tokenizer.padding_side = "left"
 
     def render(self, request: Request) -> list[int]:
-        """The prompt token ids of a request."""
+        """The prompt token ids of a request, with training's BOS rule (`encode_rendered`)."""
         if request.messages is not None:
             if not getattr(self.tokenizer, "chat_template", None):
                 from drover.errors import TemplateError
@@ -37,8 +38,8 @@ class HFBackend:
                                     "set chat_template (tulu, chatml) in the LLM config")
             text = self.tokenizer.apply_chat_template(request.message_dicts(), tokenize=False,
                                                       add_generation_prompt=True)
-            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return list(self.tokenizer(request.prompt)["input_ids"])
+            return encode_rendered(self.tokenizer, text)
+        return encode_rendered(self.tokenizer, request.prompt)
 
     def item(self, request: Request, decoding: Decoding, seed_key: str) -> Any:
         from drover.infer.generation import GenerationItem, sample_seed
