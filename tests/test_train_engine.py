@@ -406,3 +406,12 @@ def test_deepspeed_boundary_is_the_last_micro_batch_of_each_step_even_a_short_on
     assert boundaries == synced == [False, False, True, False, True]
     log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
     assert [r["grad_norm"] for r in log if r.get("event") == "train"] == [0.25, 0.25]
+
+
+def test_fewer_micro_batches_than_processes_is_an_error():
+    from drover.errors import ConfigError
+    from drover.train.batches import steps_per_epoch
+
+    assert steps_per_epoch(3, grad_accum=1, world=2) == 1 and steps_per_epoch(9, grad_accum=2, world=4) == 1
+    with pytest.raises(ConfigError, match="3 micro-batch.* for 4 processes"):
+        steps_per_epoch(3, grad_accum=1, world=4)

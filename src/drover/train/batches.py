@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from drover.collate import PackingCollator, PaddedCollator, group_by_length
+from drover.errors import ConfigError
 from drover.train.data import Example
 from drover.train.logprobs import TargetIndex, per_sequence, target_index
 from drover.train.objective import SequenceBatch
@@ -49,7 +50,11 @@ def epoch_plan(examples: list[Example], config: Any, epoch: int) -> list[list[in
 def steps_per_epoch(num_micro_batches: int, grad_accum: int, world: int) -> int:
     """Optimizer steps per epoch: each step takes grad_accum micro-batches on every process."""
     usable = num_micro_batches - num_micro_batches % world  # every process gets as many
-    return max(1, math.ceil(usable / (grad_accum * world)))
+    if usable == 0:
+        raise ConfigError(f"{num_micro_batches} micro-batch(es) per epoch for {world} processes: every process "
+                          f"needs at least one; use more data, a smaller micro_batch_size (pack_tokens when "
+                          f"packing) or fewer processes")
+    return math.ceil(usable / (grad_accum * world))
 
 
 def step_micro_batches(plan: list[list[int]], step: int, grad_accum: int, world: int, rank: int) -> list[list[int]]:

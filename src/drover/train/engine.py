@@ -157,6 +157,8 @@ class Engine:
         self.examples, self.eval_examples = examples, eval_examples
         self.params = objective_params(spec, config.objective_params)
         self.accelerator = make_accelerator(config, run)
+        world = self.accelerator.num_processes  # checked before the (long) reference pass
+        self.steps_per_epoch = steps_per_epoch(len(epoch_plan(examples, config, 0)), config.grad_accum, world)
         self.collate = Collate(tokenizer.pad_token_id, config.packing, config.pack_tokens or config.max_length)
         self.ref = self.eval_ref = None
         if spec.needs_reference:  # once, before the policy is loaded; then the reference is freed
@@ -168,8 +170,6 @@ class Engine:
         plugin = self.accelerator.state.deepspeed_plugin
         self.deepspeed = plugin is not None
         self.optimizer = make_optimizer(model, config, cpu_offloaded_optimizer(plugin and plugin.deepspeed_config))
-        world = self.accelerator.num_processes
-        self.steps_per_epoch = steps_per_epoch(len(epoch_plan(examples, config, 0)), config.grad_accum, world)
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
         warmup = math.ceil(config.warmup_ratio * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
