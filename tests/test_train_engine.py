@@ -415,3 +415,35 @@ def test_fewer_micro_batches_than_processes_is_an_error():
     assert steps_per_epoch(3, grad_accum=1, world=2) == 1 and steps_per_epoch(9, grad_accum=2, world=4) == 1
     with pytest.raises(ConfigError, match="3 micro-batch.* for 4 processes"):
         steps_per_epoch(3, grad_accum=1, world=4)
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_lora_save_under_sharding_matches_the_single_process_save(tiny_model_dir, tmp_path, monkeypatch, merge):
+    """ZeRO-3/FSDP path (forced here on one process): adapters from the gathered state dict,
+    merge on a base reloaded on CPU; same files and weights as the single-process path."""
+    import torch
+    from safetensors.torch import load_file
+
+    from drover.train import checkpoint, model as model_module
+
+    data = codealpaca_jsonl(tmp_path / "d.jsonl", 4)
+    engine = make_engine(train_config(tiny_model_dir, [data], tmp_path / "r", micro_batch_size=4,
+                                      **{"lora": {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0}}))
+    engine.step([engine.collate(engine.examples)])
+    engine.step([engine.collate(engine.examples)])  # lora_B moves off zero: merging changes weights
+    acc, tok = engine.accelerator, engine.tokenizer
+    calls = []
+    with monkeypatch.context() as patch:  # first: the single-process merge changes the module in place
+        patch.setattr(model_module, "sharded", lambda a: calls.append(a) or True)
+        split = checkpoint.save_final(acc, engine.model, tok, tmp_path / "sharded", merge)
+    assert calls
+    plain = checkpoint.save_final(acc, engine.model, tok, tmp_path / "plain", merge)
+    name = "model.safetensors" if merge else "adapter_model.safetensors"
+    a, b = load_file(plain / name), load_file(split / name)
+    assert sorted(a) == sorted(b) and a
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], msg=key)
+    if merge:
+        base = load_file(Path(tiny_model_dir) / "model.safetensors")
+        assert any(not torch.equal(a[k], base[k].to(a[k].dtype)) for k in a if k in base)  # adapters merged in
+        assert not any("lora" in k for k in a)

@@ -92,21 +92,52 @@ def resolve_resume(resume_from: str, run_checkpoints: Path) -> Path | None:
 
 
 def save_final(accelerator: Any, wrapper: Any, tokenizer: Any, out: Path, merge_lora: bool) -> Path:
-    """The trained model in Hugging Face format, with tokenizer and chat template."""
-    from drover.train.model import hf_model
+    """The trained model in Hugging Face format, with tokenizer and chat template.
+
+    Under ZeRO-3/FSDP the process's module holds only shards, so LoRA adapters are saved from
+    the gathered state dict, and merging rebuilds the base model on the CPU of the main process."""
+    from drover.train.model import hf_model, sharded
 
     model = accelerator.unwrap_model(wrapper).model
-    state_dict = accelerator.get_state_dict(wrapper)
+    state_dict = accelerator.get_state_dict(wrapper)  # every process takes part (gathers shards)
     is_peft = hasattr(model, "peft_config")
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        if is_peft and merge_lora:
+        inner = {k.removeprefix("model."): v for k, v in state_dict.items()}
+        if is_peft and sharded(accelerator):
+            if merge_lora:
+                merged_on_cpu(accelerator, model, inner).save_pretrained(out, safe_serialization=True)
+            else:
+                model.save_pretrained(out, state_dict=inner)
+        elif is_peft and merge_lora:
             hf_model(model.merge_and_unload()).save_pretrained(out, safe_serialization=True)
         elif is_peft:
             model.save_pretrained(out)
         else:
-            inner = {k.removeprefix("model."): v for k, v in state_dict.items()}
             model.save_pretrained(out, state_dict=inner, safe_serialization=True)
         tokenizer.save_pretrained(out)
     accelerator.wait_for_everyone()
     return out
+
+
+def merged_on_cpu(accelerator: Any, model: Any, state_dict: dict[str, Any]) -> Any:
+    """The base model with the trained adapters (from the gathered `state_dict` of the peft
+    `model`) merged in: the base reloaded whole on CPU, as the sharded `model` cannot merge."""
+    import copy
+
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+
+    from drover.train.model import hf_model, load_backbone, unpartitioned_loading
+
+    name = model.active_adapter
+    peft_config = copy.deepcopy(model.peft_config[name])
+    adapter = get_peft_model_state_dict(model, state_dict=state_dict, adapter_name=name)
+    scalar_head = peft_config.task_type == "SEQ_CLS"
+    with unpartitioned_loading(accelerator):
+        base = load_backbone(peft_config.base_model_name_or_path, scalar_head,
+                             hf_model(model).config.pad_token_id, allow_download=False)
+    fresh = get_peft_model(base, peft_config, adapter_name=name)
+    result = set_peft_model_state_dict(fresh, {k: v.float() for k, v in adapter.items()}, adapter_name=name)
+    if result.unexpected_keys:
+        raise RuntimeError(f"adapter weights not in the rebuilt model: {result.unexpected_keys[:5]}")
+    return hf_model(fresh.merge_and_unload())

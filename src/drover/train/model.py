@@ -78,6 +78,28 @@ def load_backbone(path: str, scalar_head: bool, pad_token_id: int | None, *, all
     return model
 
 
+def sharded(accelerator: Any) -> bool:
+    """Whether no process holds whole parameters (ZeRO-3, FSDP): then only the gathered state
+    dict is whole, and a full model must be rebuilt from it."""
+    from accelerate.utils import DistributedType
+
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:
+        return plugin.zero_stage == 3
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
+def unpartitioned_loading(accelerator: Any) -> Any:
+    """A context in which `from_pretrained` loads a whole model on this process: under ZeRO-3
+    transformers otherwise partitions it across processes as it loads (zero3 init)."""
+    import contextlib
+
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        return contextlib.nullcontext()
+    return plugin.zero3_init_context_manager(enable=False)
+
+
 def apply_lora(model: nn.Module, lora: Any, scalar_head: bool) -> nn.Module:
     """Wrap `model` with peft LoRA adapters; only adapters (and a reward head) train."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
