@@ -447,3 +447,47 @@ def test_lora_save_under_sharding_matches_the_single_process_save(tiny_model_dir
         base = load_file(Path(tiny_model_dir) / "model.safetensors")
         assert any(not torch.equal(a[k], base[k].to(a[k].dtype)) for k in a if k in base)  # adapters merged in
         assert not any("lora" in k for k in a)
+
+
+def test_reference_log_probs_are_shared_across_processes_and_gathered_in_order(tiny_model_dir, tmp_path, monkeypatch):
+    """Two processes (simulated one after the other) each score half; the gathered result equals
+    one process scoring everything, in the original order."""
+    import contextlib
+    import types
+
+    import accelerate.utils
+    import torch
+
+    from drover.models import load_tokenizer
+    from drover.runs import RunDir
+    from drover.train import reference
+    from drover.train.batches import Collate
+    from drover.train.objectives import get_objective
+    from drover.train.runner import prepare_examples
+
+    data = codealpaca_jsonl(tmp_path / "d.jsonl", 7)
+    config = train_config(tiny_model_dir, [data], tmp_path / "r", micro_batch_size=2)
+    tokenizer = load_tokenizer(config.tokenizer_path, config.chat_template)
+    examples, _, _ = prepare_examples(config, get_objective("sft"), tokenizer, RunDir(config.run_dir).ensure())
+    collate = Collate(tokenizer.pad_token_id, False, config.max_length)
+
+    def process(rank: int, world: int) -> types.SimpleNamespace:
+        return types.SimpleNamespace(process_index=rank, num_processes=world, device=torch.device("cpu"),
+                                     mixed_precision="no", autocast=contextlib.nullcontext,
+                                     state=types.SimpleNamespace(deepspeed_plugin=None))
+
+    before = reference.FORWARD_PASSES
+    alone = reference.compute(examples, config, collate, process(0, 1))
+    assert reference.FORWARD_PASSES - before == 4  # ceil(7 / 2)
+    shares = {}
+    monkeypatch.setattr(accelerate.utils, "gather_object",  # rank 1 records its share (rank 0's: any)
+                        lambda obj: shares.setdefault("rank1", obj) + [(i, alone[i]) for i in range(0, 7, 2)])
+    reference.compute(examples, config, collate, process(1, 2))           # examples 1, 3, 5: 2 passes
+    assert [i for i, _ in shares["rank1"]] == [1, 3, 5]
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda obj: obj + shares["rank1"])
+    passes = reference.FORWARD_PASSES
+    together = reference.compute(examples, config, collate, process(0, 2))  # examples 0, 2, 4, 6: 2 passes
+    assert reference.FORWARD_PASSES - passes == 2
+    assert len(together) == len(alone) == 7
+    for a, b in zip(alone, together):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)

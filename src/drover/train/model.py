@@ -52,13 +52,14 @@ class SequenceModel(nn.Module):
 
 
 def load_backbone(path: str, scalar_head: bool, pad_token_id: int | None, *, allow_download: bool = False,
-                  qlora: bool = False) -> nn.Module:
-    """Load trainable float32 weights (autocast provides bf16 compute) from a local path."""
+                  qlora: bool = False, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Load trainable float32 weights (autocast provides bf16 compute) from a local path
+    (frozen models, like the reference, can load in the compute dtype instead)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from drover.models import _not_found
 
-    kwargs: dict[str, Any] = {"dtype": torch.float32, "local_files_only": not allow_download}
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": not allow_download}
     if qlora:
         try:
             from transformers import BitsAndBytesConfig

@@ -37,18 +37,34 @@ def cache_key(examples: list[Example], model_path: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def compute_dtype(accelerator: Any) -> torch.dtype:
+    """The dtype autocast computes in: a frozen model needs no float32 master weights."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(str(accelerator.mixed_precision), torch.float32)
+
+
 @torch.no_grad()
 def compute(examples: list[Example], config: Any, collate: Collate, accelerator: Any) -> list[torch.Tensor]:
-    """Per-example tensors of per-sequence reference log-prob sums (CPU, float32)."""
-    global FORWARD_PASSES
-    from drover.train.model import SequenceModel, load_backbone
+    """Per-example tensors of per-sequence reference log-prob sums (CPU, float32).
 
-    model = load_backbone(config.reference_path, False, None, allow_download=config.allow_download)
+    Each process scores its share (`examples[rank::world]`) with a whole, unsharded copy of
+    the reference (no ZeRO-3 partitioning, so no collective calls, and processes may run
+    different numbers of passes); the shares are gathered back into the original order."""
+    global FORWARD_PASSES
+    from accelerate.utils import gather_object
+
+    from drover.train.model import SequenceModel, load_backbone, unpartitioned_loading
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    with unpartitioned_loading(accelerator):
+        model = load_backbone(config.reference_path, False, None, allow_download=config.allow_download,
+                              dtype=compute_dtype(accelerator))
     scorer = SequenceModel(model, chunk=config.logprob_chunk).to(accelerator.device).eval()
-    out: list[torch.Tensor] = []
+    mine = list(range(rank, len(examples), world))
+    out: list[tuple[int, torch.Tensor]] = []
     size = config.micro_batch_size
-    for start in range(0, len(examples), size):
-        chunk = examples[start:start + size]
+    for start in range(0, len(mine), size):
+        positions = mine[start:start + size]
+        chunk = [examples[i] for i in positions]
         mb = collate(chunk).to(accelerator.device)
         with accelerator.autocast():
             values = scorer(**mb.model_args())
@@ -56,20 +72,25 @@ def compute(examples: list[Example], config: Any, collate: Collate, accelerator:
         sums = torch.zeros(mb.index.lengths.shape[0], device=values.device).index_add_(0, mb.index.seq, values.float())
         sums = sums.cpu()
         offset = 0
-        for e in chunk:
-            out.append(sums[offset:offset + len(e.sequences)].clone())
+        for i, e in zip(positions, chunk):
+            out.append((i, sums[offset:offset + len(e.sequences)].clone()))
             offset += len(e.sequences)
     del scorer, model
-    return out
+    gathered = sorted(gather_object(out), key=lambda pair: pair[0]) if world > 1 else out
+    if [i for i, _ in gathered] != list(range(len(examples))):
+        raise RuntimeError(f"reference log-probs: gathered {len(gathered)} of {len(examples)} examples")
+    return [values for _, values in gathered]
 
 
 def reference_logps(examples: list[Example], config: Any, collate: Collate, accelerator: Any,
                     cache_dir: Path) -> list[torch.Tensor]:
-    """Cached reference log-probs for `examples` (computed on the main process, read by all)."""
+    """Cached reference log-probs for `examples` (computed by all processes, written by the main one)."""
     path = cache_dir / f"{cache_key(examples, config.reference_path)}.pt"
-    if not path.exists() and accelerator.is_main_process:
-        values = compute(examples, config, collate, accelerator)
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    values = compute(examples, config, collate, accelerator)  # every process, or none: it gathers
+    if accelerator.is_main_process:
         with atomic_open(path, "wb") as handle:
             torch.save(values, handle)
     accelerator.wait_for_everyone()
-    return torch.load(path, weights_only=True)
+    return values
