@@ -23,11 +23,12 @@ import copy
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from interleaved import fastest_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 HH = ROOT / "src/drover/resources/data/hh_rlhf/harmless-base/test.jsonl.gz"
@@ -154,20 +155,11 @@ def main() -> None:
     data = tmp / "pairs.jsonl"
     rows = pairs(args.pairs, max_chars=2 * args.max_length)   # ~3 chars/token: nothing gets truncated
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    results: dict[str, dict] = {}
-    for _ in range(args.repeats):
-        for name in args.trainers.split(","):
-            cmd = [sys.executable, __file__, "--worker", name, "--model-dir", str(model_dir), "--data", str(data),
-                   "--max-length", str(args.max_length), "--batch", str(args.batch), "--epochs", str(args.epochs),
-                   "--threads", str(args.threads), "--precision", args.precision]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-            if proc.returncode or not lines:
-                print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-                continue
-            out = json.loads(lines[-1][7:])
-            if name not in results or out["seconds"] < results[name]["seconds"]:
-                results[name] = out
+    results = fastest_runs({
+        name: [sys.executable, __file__, "--worker", name, "--model-dir", str(model_dir), "--data", str(data),
+               "--max-length", str(args.max_length), "--batch", str(args.batch), "--epochs", str(args.epochs),
+               "--threads", str(args.threads), "--precision", args.precision]
+        for name in args.trainers.split(",")}, args.repeats)
     print(f"\nmodel: Llama {args.layers} layers x {args.hidden} hidden; {len(rows)} HH-RLHF harmless pairs, "
           f"max length {args.max_length}, batch {args.batch} pairs, {args.epochs} epoch(s), "
           f"precision {args.precision}, CPU threads {os.cpu_count()}\n")

@@ -22,11 +22,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from interleaved import fastest_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_ALPACA = ROOT / "src/drover/resources/data/codealpaca/code_alpaca_2k.json"
@@ -129,17 +130,11 @@ def worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out))
 
 
-def run_worker(name: str, model_dir: Path, data: Path, args: argparse.Namespace) -> dict | None:
+def worker_command(name: str, model_dir: Path, data: Path, args: argparse.Namespace) -> list[str]:
     """One trainer in a fresh process (its own peak memory, no shared caches)."""
-    cmd = [sys.executable, __file__, "--worker", name, "--model-dir", str(model_dir), "--data", str(data),
-           "--examples", str(args.examples), "--max-length", str(args.max_length), "--batch", str(args.batch),
-           "--threads", str(args.threads), "--precision", args.precision] + (["--packing"] if args.packing else [])
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-        return None
-    return json.loads(lines[-1][7:])
+    return [sys.executable, __file__, "--worker", name, "--model-dir", str(model_dir), "--data", str(data),
+            "--examples", str(args.examples), "--max-length", str(args.max_length), "--batch", str(args.batch),
+            "--threads", str(args.threads), "--precision", args.precision] + (["--packing"] if args.packing else [])
 
 
 def main() -> None:
@@ -172,12 +167,8 @@ def main() -> None:
     model_dir = build_tiny(tmp / "model", hidden=args.hidden, layers=args.layers, heads=args.hidden // 64)
     data = tmp / "data.jsonl"
     data.write_text("".join(json.dumps(c) + "\n" for c in conversations(args.examples)))
-    rows: dict[str, dict] = {}
-    for _ in range(args.repeats):  # alternate trainers, keep each one's best run (shared machines are noisy)
-        for name in args.trainers.split(","):
-            result = run_worker(name, model_dir, data, args)
-            if result and (name not in rows or result["seconds"] < rows[name]["seconds"]):
-                rows[name] = result
+    rows = fastest_runs({name: worker_command(name, model_dir, data, args) for name in args.trainers.split(",")},
+                        args.repeats)
     print(f"\nmodel: Llama {args.layers} layers x {args.hidden} hidden, "
           f"{next(iter(rows.values()))['params'] / 1e6:.1f}M params; {args.examples} Code Alpaca conversations, "
           f"max length {args.max_length}, batch {args.batch}, precision {args.precision}, "
