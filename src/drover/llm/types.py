@@ -16,6 +16,32 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """Constrained decoding: the output must be one of `choice`, match `regex`, or be JSON
+    valid under `json_schema` (its canonical JSON text, so the value stays hashable).
+
+    Exactly one field is set. Sent to OpenAI-compatible endpoints as vLLM's server names
+    them (`guided_choice`, `guided_regex`, `guided_json` / `response_format`), enforced by the
+    local backend with a grammar engine; part of the cache key like every decoding field.
+    """
+
+    choice: tuple[str, ...] | None = None
+    regex: str | None = None
+    json_schema: str | None = None
+
+    def __post_init__(self) -> None:
+        if sum(x is not None for x in (self.choice, self.regex, self.json_schema)) != 1:
+            raise ValueError("a Constraint needs exactly one of choice, regex or json_schema")
+
+    @classmethod
+    def schema(cls, schema: dict[str, Any]) -> "Constraint":
+        return cls(json_schema=json.dumps(schema, sort_keys=True, separators=(",", ":")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
 class Decoding:
     """Decoding parameters; `None` means "the client's configured default"."""
 
@@ -27,6 +53,7 @@ class Decoding:
     seed: int | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +193,10 @@ class Score:
 _DECODING_FIELDS = tuple(f.name for f in fields(Decoding))
 
 
+def _fingerprint_default(value: Any) -> Any:
+    return value.to_dict() if isinstance(value, Constraint) else list(value)
+
+
 def request_fingerprint(backend: str, model: str, request: Request, decoding: Decoding) -> str:
     """The cache key: hash of (backend, model, messages/prompt, resolved decoding, sample index)."""
     payload = {
@@ -176,7 +207,9 @@ def request_fingerprint(backend: str, model: str, request: Request, decoding: De
         "decoding": {name: getattr(decoding, name) for name in _DECODING_FIELDS},  # = asdict(), 10x faster
         "sample_index": request.sample_index,
     }
-    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=list)
+    if payload["decoding"]["constraint"] is None:  # keys written before constraints existed stay valid
+        del payload["decoding"]["constraint"]
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=_fingerprint_default)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
