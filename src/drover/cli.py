@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "expert-iterate": ("drover.commands.expert_iterate", "expert iteration: sample, pick the best, SFT, repeat"),
     "eval": ("drover.commands.eval", "benchmarks: MMLU, GSM, BBH, TydiQA, Codex-Eval, ToxiGen, TruthfulQA, ..."),
     "judge": ("drover.commands.judge", "LLM-as-judge: Vicuna-80, AlpacaEval, MT-bench, LLMBar meta-evaluation"),
-    "human-eval": ("drover.commands.human_eval", "serve the pairwise human-evaluation website"),
+    "human": ("drover.commands.human", "human evaluation (HHH or Tülu form): create a study, serve it, results, export"),
     "report": ("drover.commands.report", "write the HTML + Markdown report of a run directory"),
 }
 

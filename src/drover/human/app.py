@@ -1,161 +1,297 @@
-"""The pairwise human-evaluation website (Tülu §4.3, after open-instruct's human_eval app).
+"""The rating website: FastAPI, server-rendered Jinja2 pages from resources/human/templates.
 
-One self-contained HTML page (no external JS or CSS): the rater gives a name, then sees
-the next instance they have not rated (prompt, responses A and B in a seeded random
-order), marks each acceptable or not, picks one of five preference levels and submits.
-Every rating is appended to the ratings JSONL at once, so stopping the server loses
-nothing and a restart resumes where each rater stopped.
+Who may do what:
+- a rater signs in with an invite token (a link `/login?token=...` or the login form); the
+  token lives in an HttpOnly cookie. A rater can open and answer only the items assigned to
+  them: any other item id is a 404, whoever's it is.
+- the admin token opens `/admin`: progress, results (JSON/CSV), the `Ranked` export, and
+  closing the study (after which answers are read-only).
+- every POST carries a CSRF token bound to the session (tokens.py); a missing or wrong one
+  is a 403 and changes nothing.
+
+Pages never show system names to raters; which system is "A" is looked up per
+(rater, item) on the server. All text is escaped by Jinja2's autoescape and the pages are
+served with a Content-Security-Policy that allows only this site's own script and style.
 """
 
 from __future__ import annotations
 
-import html
-import json
-from functools import lru_cache
+import secrets
 from importlib import resources
-from pathlib import Path
-from string import Template
 from typing import Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from jinja2 import Environment, FunctionLoader, select_autoescape
 
-from drover.human.instances import Instance, load_instances
-from drover.human.ratings import PREFERENCES, RatingStore, make_rating, summarize_ratings
+from drover.human.forms import FLAGS
+from drover.human.render import segments
+from drover.human.store import Assignment, Rater, SaveConflict, Study, StudyClosed
+from drover.human.tokens import csrf_ok, csrf_token, hash_token
 
-MAX_NAME = 80
-
-
-@lru_cache(maxsize=None)
-def _template(name: str) -> Template:
-    return Template(resources.files("drover").joinpath("resources", "human", name).read_text("utf-8"))
-
-
-def _page(body: str, status: str = "", code: int = 200) -> HTMLResponse:
-    return HTMLResponse(_template("page.html").substitute(body=body, status=html.escape(status)), status_code=code)
-
-
-class HumanEval:
-    """State behind the app: the instances, the ratings store and the display seed."""
-
-    def __init__(self, instances: list[Instance], ratings_path: str | Path, seed: int = 0):
-        self.instances = instances
-        self.by_key = {inst.key: inst for inst in instances}
-        self.store = RatingStore(ratings_path)
-        self.seed = seed
-
-    def next_for(self, rater: str) -> Instance | None:
-        return next((inst for inst in self.instances if not self.store.has(inst.key, rater)), None)
-
-    def shown(self, inst: Instance) -> tuple[str, str, str, str]:
-        """(model A, completion A, model B, completion B) as displayed."""
-        a, b = inst.shown_order(self.seed)
-        return inst.models[a], inst.completions[a], inst.models[b], inst.completions[b]
-
-    def rate_page(self, rater: str, error: str = "", code: int = 200) -> HTMLResponse:
-        inst = self.next_for(rater)
-        done = self.store.count(rater, self.instances)
-        status = f"{rater}: {done} / {len(self.instances)} rated"
-        if inst is None:
-            body = _template("done.html").substitute(total=len(self.instances), rater=html.escape(rater))
-            return _page(body, status, code)
-        _, text_a, _, text_b = self.shown(inst)
-        options = "\n".join(
-            f'<label><input type="radio" name="preference" value="{key}" required> {html.escape(label)}</label>'
-            for key, (label, _) in PREFERENCES.items())
-        body = _template("rate.html").substitute(
-            error=f'<section class="error">{html.escape(error)}</section>' if error else "",
-            rater=html.escape(rater, quote=True), instance=html.escape(inst.key, quote=True),
-            prompt=html.escape(inst.prompt), completion_a=html.escape(text_a), completion_b=html.escape(text_b),
-            preferences=options)
-        return _page(body, status, code)
-
-    def record(self, form: dict[str, str]) -> tuple[str, str | None]:
-        """Validate a submitted form and store it; returns (rater, error or None)."""
-        rater = _clean_name(form.get("rater", ""))
-        if not rater:
-            return "", "missing rater name"
-        inst = self.by_key.get(form.get("instance", ""))
-        if inst is None:
-            return rater, "unknown instance (the instances file changed?); please rate the one shown"
-        answers = {}
-        for field in ("acceptable_a", "acceptable_b"):
-            value = form.get(field)
-            if value not in ("yes", "no"):
-                return rater, f"please say whether response {field[-1].upper()} is acceptable"
-            answers[field] = value == "yes"
-        preference = form.get("preference")
-        if preference not in PREFERENCES:
-            return rater, "please choose which response is better"
-        self.store.add(make_rating(inst, rater, self.seed, answers["acceptable_a"], answers["acceptable_b"],
-                                   preference))
-        return rater, None
+SESSION_COOKIE = "drover_human_session"
+PRE_COOKIE = "drover_human_pre"
+MAX_COMMENT = 4000
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+       "base-uri 'none'; frame-ancestors 'none'")
+STATIC = {"human.js": "text/javascript; charset=utf-8", "human.css": "text/css; charset=utf-8"}
 
 
-def _clean_name(name: str) -> str:
-    return " ".join(name.split())[:MAX_NAME]
+def _resource(*parts: str) -> str:
+    return resources.files("drover").joinpath("resources", "human", *parts).read_text("utf-8")
 
 
-def _form(body: bytes) -> dict[str, str]:
-    """application/x-www-form-urlencoded or JSON body -> flat dict of strings."""
-    text = body.decode("utf-8", errors="replace")
-    if text.lstrip().startswith("{"):
+_env = Environment(loader=FunctionLoader(lambda name: _resource("templates", name)),
+                   autoescape=select_autoescape(default=True, default_for_string=True))
+
+
+def _form_fields(body: bytes) -> dict[str, list[str]]:
+    """An application/x-www-form-urlencoded body (repeated keys kept, e.g. flags)."""
+    return parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+
+
+class Pages:
+    """Renders pages and applies submissions for one open study."""
+
+    def __init__(self, study: Study):
+        self.study = study
+
+    def html(self, template: str, code: int = 200, **context: Any) -> HTMLResponse:
+        body = _env.get_template(template).render(form=self.study.form, **context)
+        return HTMLResponse(body, status_code=code)
+
+    def message(self, text: str, code: int, rater: Rater | None = None) -> HTMLResponse:
+        return self.html("message.html", code, text=text, rater=rater, csrf="")
+
+    # ---- rater pages ------------------------------------------------------------------------------------------
+    def item_page(self, rater: Rater, session: str, assignment: Assignment, code: int = 200,
+                  submitted: dict[str, list[str]] | None = None, errors: list[str] | None = None) -> HTMLResponse:
+        study = self.study
+        item = study.item(assignment.item_id)
+        plan = study.assignments(rater.name)
+        answered = study.answered(rater.name)
+        saved = study.answer(rater.name, item.id)
+        shown = (item.output_b, item.output_a) if assignment.swapped else (item.output_a, item.output_b)
+        if submitted is not None:      # a rejected submit: show exactly what was sent
+            selected = {q.name: (submitted.get(q.name) or [""])[-1] for q in study.form.questions}
+            comment = (submitted.get("comment") or [""])[-1]
+            flags = set(submitted.get("flags") or [])
+            version = int((submitted.get("version") or ["0"])[-1] or 0)
+        elif saved is not None:
+            selected = study.form.to_display(saved.answers, assignment.swapped)
+            comment, flags, version = saved.comment, set(saved.flags), saved.version
+        else:
+            selected, comment, flags, version = {}, "", set(), 0
+        index = assignment.position
+        return self.html(
+            "item.html", code, rater=rater, csrf=csrf_token(study.secret, session), item=item,
+            turns=[(m["role"], segments(m["content"])) for m in item.prompt],
+            output_a=segments(shown[0]), output_b=segments(shown[1]), selected=selected, comment=comment,
+            flags=flags, flag_labels=FLAGS, version=version, saved=saved, errors=errors or [],
+            position=index + 1, total=len(plan), answered=len(answered),
+            prev_id=plan[index - 1].item_id if index > 0 else None,
+            next_id=plan[index + 1].item_id if index + 1 < len(plan) else None,
+            closed=study.is_closed())
+
+    def next_after(self, rater: Rater, position: int) -> str | None:
+        """The next unanswered item after `position` (wrapping), or None when all are answered."""
+        plan = self.study.assignments(rater.name)
+        answered = self.study.answered(rater.name)
+        for a in plan[position + 1:] + plan[:position + 1]:
+            if a.item_id not in answered:
+                return a.item_id
+        return None
+
+    def submit(self, rater: Rater, session: str, assignment: Assignment, fields: dict[str, list[str]]) -> Response:
+        study = self.study
+        flags = [f for f in fields.get("flags", []) if f in FLAGS]
+        unknown = [f for f in fields.get("flags", []) if f not in FLAGS]
+        one = {k: v[-1] for k, v in fields.items()}
+        answers, problems = study.form.parse(one, assignment.swapped, required=not flags)
+        if unknown:
+            problems.append(f"unknown flag {unknown[0]!r}")
+        comment = one.get("comment", "")
+        if len(comment) > MAX_COMMENT:
+            problems.append(f"the comment is longer than {MAX_COMMENT} characters")
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError:
-            return {}
-        return {k: ("yes" if v is True else "no" if v is False else str(v)) for k, v in obj.items()
-                if isinstance(v, (str, bool, int))}
-    return {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
+            version = int(one.get("version", "0"))
+        except ValueError:
+            version, problems = 0, problems + ["the page is damaged (version); reload it"]
+        if problems:
+            return self.item_page(rater, session, assignment, 400, fields, problems)
+        try:
+            study.save(rater.name, assignment.item_id, version, answers, comment, flags)
+        except StudyClosed:
+            return self.item_page(rater, session, assignment, 409, fields,
+                                  ["the study is closed: answers can no longer be changed"])
+        except SaveConflict as exc:
+            fields["version"] = [str(exc.current)]  # the kept form now edits the version that was saved
+            return self.item_page(rater, session, assignment, 409, fields, [
+                f"this answer was saved meanwhile (version {exc.current}, e.g. from another tab); your selections "
+                "are kept below: reload the item to see the saved answer, or submit again to replace it"])
+        target = self.next_after(rater, assignment.position)
+        return RedirectResponse(f"/item/{_quote(target)}" if target else "/done", status_code=303)
 
 
-def create_app(instances_path: str | Path, ratings_path: str | Path, seed: int = 0) -> FastAPI:
-    """The FastAPI app; instances are validated up front (a bad file raises InputError)."""
-    state = HumanEval(load_instances(instances_path), ratings_path, seed)
+def _quote(item_id: str) -> str:
+    return quote(item_id, safe="")
+
+
+def create_app(study: Study) -> FastAPI:
+    """The FastAPI app over an open study."""
+    pages = Pages(study)
     app = FastAPI(title="drover human evaluation", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.human_eval = state
+    app.state.study = study
 
-    @app.get("/", response_class=HTMLResponse)
-    def index(rater: str = "") -> Response:
-        name = _clean_name(rater)
-        if not name:
-            return _page(_template("welcome.html").template)
-        return state.rate_page(name)
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
-    @app.post("/rate")
-    async def rate(request: Request) -> Response:
-        form = _form(await request.body())
-        rater, error = state.record(form)
-        if not rater:
-            return _page(_template("welcome.html").template, code=400)
-        if error:
-            return state.rate_page(rater, error, code=400)
-        return RedirectResponse(f"./?rater={quote(rater)}", status_code=303)
+    def who(request: Request) -> tuple[Rater | None, str]:
+        token = request.cookies.get(SESSION_COOKIE, "")
+        rater = study.rater_for_token(token)
+        return rater, hash_token(token) if rater else ""
 
-    @app.get("/api/next")
-    def api_next(rater: str) -> JSONResponse:
-        name = _clean_name(rater)
-        inst = state.next_for(name) if name else None
-        payload: dict[str, Any] = {"rater": name, "rated": state.store.count(name, state.instances),
-                                   "total": len(state.instances), "instance": None}
-        if inst is not None:
-            _, text_a, _, text_b = state.shown(inst)
-            payload["instance"] = {"key": inst.key, "id": inst.id, "prompt": inst.prompt,
-                                   "completion_a": text_a, "completion_b": text_b}
-        return JSONResponse(payload)
+    def sign_in(request: Request, token: str) -> Response:
+        rater = study.rater_for_token(token.strip())
+        if rater is None:
+            return pages.html("login.html", 403, error="unknown invite token", csrf=_pre_csrf(request), rater=None)
+        response = RedirectResponse("/admin" if rater.role == "admin" else "/", status_code=303)
+        response.set_cookie(SESSION_COOKIE, token.strip(), httponly=True, samesite="lax",
+                            secure=request.url.scheme == "https", max_age=60 * 60 * 24 * 90)
+        return response
 
-    @app.post("/api/ratings")
-    async def api_rate(request: Request) -> JSONResponse:
-        rater, error = state.record(_form(await request.body()))
-        if error or not rater:
-            return JSONResponse({"error": error or "missing rater name"}, status_code=400)
-        return JSONResponse({"ok": True, "rated": state.store.count(rater, state.instances)})
+    def _pre_csrf(request: Request) -> str:
+        return csrf_token(study.secret, "pre:" + request.cookies.get(PRE_COOKIE, ""))
 
-    @app.get("/api/summary")
-    def api_summary() -> JSONResponse:
-        if not state.store.path.exists() or state.store.path.stat().st_size == 0:
-            return JSONResponse({"ratings": 0})
-        return JSONResponse(summarize_ratings(state.store.path))
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in STATIC:
+            return PlainTextResponse("not found", status_code=404)
+        return Response(_resource("static", name), media_type=STATIC[name])
+
+    @app.get("/login")
+    def login_page(request: Request, token: str = "") -> Response:
+        if token:  # an invite link
+            return sign_in(request, token)
+        nonce = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(16)
+        response = pages.html("login.html", error="", csrf=csrf_token(study.secret, "pre:" + nonce), rater=None)
+        response.set_cookie(PRE_COOKIE, nonce, httponly=True, samesite="strict")
+        return response
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        fields = _form_fields(await request.body())
+        nonce = request.cookies.get(PRE_COOKIE, "")
+        if not nonce or not csrf_ok(study.secret, "pre:" + nonce, (fields.get("csrf") or [""])[-1]):
+            return pages.message("invalid or missing CSRF token: reload the sign-in page and try again", 403)
+        return sign_in(request, (fields.get("token") or [""])[-1])
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        rater, session = who(request)
+        fields = _form_fields(await request.body())
+        if rater is None or not csrf_ok(study.secret, session, (fields.get("csrf") or [""])[-1]):
+            return pages.message("invalid or missing CSRF token", 403)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    @app.get("/")
+    def home(request: Request) -> Response:
+        rater, _ = who(request)
+        if rater is None:
+            return RedirectResponse("/login", status_code=303)
+        if rater.role == "admin":
+            return RedirectResponse("/admin", status_code=303)
+        target = pages.next_after(rater, -1)
+        return RedirectResponse(f"/item/{_quote(target)}" if target else "/done", status_code=303)
+
+    def assignment_of(rater: Rater, item_id: str) -> Assignment | None:
+        return next((a for a in study.assignments(rater.name) if a.item_id == item_id), None)
+
+    @app.get("/item/{item_id:path}")
+    def item_get(request: Request, item_id: str) -> Response:
+        rater, session = who(request)
+        if rater is None:
+            return RedirectResponse("/login", status_code=303)
+        assignment = assignment_of(rater, item_id) if rater.role == "rater" else None
+        if assignment is None:
+            return pages.message("no such item among yours", 404, rater)
+        return pages.item_page(rater, session, assignment)
+
+    @app.post("/item/{item_id:path}")
+    async def item_post(request: Request, item_id: str) -> Response:
+        rater, session = who(request)
+        fields = _form_fields(await request.body())
+        if rater is None:
+            return pages.message("not signed in: open your invite link again", 401)
+        if not csrf_ok(study.secret, session, (fields.get("csrf") or [""])[-1]):
+            return pages.message("invalid or missing CSRF token: reload the page and submit again", 403, rater)
+        assignment = assignment_of(rater, item_id) if rater.role == "rater" else None
+        if assignment is None:
+            return pages.message("no such item among yours", 404, rater)
+        return pages.submit(rater, session, assignment, fields)
+
+    @app.get("/done")
+    def done(request: Request) -> Response:
+        rater, session = who(request)
+        if rater is None:
+            return RedirectResponse("/login", status_code=303)
+        plan = study.assignments(rater.name)
+        return pages.html("done.html", rater=rater, csrf=csrf_token(study.secret, session), total=len(plan),
+                          answered=len(study.answered(rater.name)),
+                          first=plan[0].item_id if plan else None)
+
+    # ---- admin ------------------------------------------------------------------------------------------------
+    def admin_of(request: Request) -> tuple[Rater | None, str]:
+        rater, session = who(request)
+        return (rater, session) if rater is not None and rater.role == "admin" else (None, "")
+
+    @app.get("/admin")
+    def admin(request: Request) -> Response:
+        rater, session = admin_of(request)
+        if rater is None:
+            return pages.message("the admin page needs the admin token", 403)
+        return pages.html("admin.html", rater=rater, csrf=csrf_token(study.secret, session),
+                          progress=study.progress(), closed=study.is_closed(), items=len(study.items()),
+                          name_a=study.name_a, name_b=study.name_b)
+
+    @app.post("/admin/close")
+    async def admin_close(request: Request) -> Response:
+        rater, session = admin_of(request)
+        fields = _form_fields(await request.body())
+        if rater is None or not csrf_ok(study.secret, session, (fields.get("csrf") or [""])[-1]):
+            return pages.message("invalid or missing CSRF token, or not the admin", 403)
+        study.set_closed((fields.get("closed") or ["1"])[-1] == "1")
+        return RedirectResponse("/admin", status_code=303)
+
+    @app.get("/admin/results.{fmt}")
+    def admin_results(request: Request, fmt: str) -> Response:
+        from drover.human.summary import summarize, to_csv, to_json
+
+        if admin_of(request)[0] is None:
+            return pages.message("results need the admin token", 403)
+        summary = summarize(study)
+        if fmt == "json":
+            return Response(to_json(summary), media_type="application/json")
+        if fmt == "csv":
+            return Response(to_csv(summary), media_type="text/csv; charset=utf-8")
+        return PlainTextResponse("results.json or results.csv", status_code=404)
+
+    @app.get("/admin/export.jsonl")
+    def admin_export(request: Request) -> Response:
+        from drover.human.export import ranked_lines
+
+        if admin_of(request)[0] is None:
+            return pages.message("the export needs the admin token", 403)
+        return Response(ranked_lines(study), media_type="application/x-ndjson; charset=utf-8")
 
     return app

@@ -1,0 +1,215 @@
+"""An open study: the one place that reads and writes its database.
+
+A save is one transaction: the rater's current answer row is locked (`FOR UPDATE` on
+PostgreSQL; SQLite transactions are BEGIN IMMEDIATE), its version compared with the
+version the rater's page was built from, then the answer is written and a history row
+appended. A second submission is therefore always an explicit edit of a known version;
+a stale page (another tab, a double click) gets `SaveConflict`, never a silent drop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from drover.errors import ConfigError
+from drover.human import db
+from drover.human.forms import Form, load_form
+from drover.human.tokens import hash_token
+
+STUDY_FILE = "study.json"
+
+
+class SaveConflict(Exception):
+    """The answer changed since the page was shown (its version is `current`)."""
+
+    def __init__(self, current: int):
+        super().__init__(f"this answer was saved meanwhile (now version {current})")
+        self.current = current
+
+
+class StudyClosed(Exception):
+    """The study is closed: answers are read-only."""
+
+
+@dataclass(frozen=True)
+class Rater:
+    name: str
+    role: str            # "rater" | "admin"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    item_id: str
+    position: int
+    swapped: bool
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    position: int
+    prompt: list[dict[str, str]]
+    output_a: str
+    output_b: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    rater: str
+    item_id: str
+    version: int
+    answers: dict[str, Any]
+    comment: str
+    flags: list[str]
+    saved: str
+
+
+def sqlite_url(directory: str | Path) -> str:
+    return f"sqlite:///{(Path(directory) / 'study.sqlite').resolve()}"
+
+
+def _answer(row: Any) -> Answer:
+    return Answer(row.rater, row.item_id, row.version, json.loads(row.answers), row.comment, json.loads(row.flags),
+                  row.saved)
+
+
+class Study:
+    """A study directory (study.json + its database) opened for the app or the results."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        spec_path = self.directory / STUDY_FILE
+        if not spec_path.is_file():
+            raise ConfigError(f"{self.directory}: not a study (no {STUDY_FILE}); create one with "
+                              f"`drover human create`")
+        try:
+            spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigError(f"{spec_path}: not valid JSON ({exc})") from None
+        self.url = spec.get("db") or sqlite_url(self.directory)
+        self.engine = db.make_engine(self.url)
+        db.migrate(self.engine)
+        with self.engine.begin() as conn:
+            values = dict(conn.execute(select(db.meta.c.key, db.meta.c.value)).all())
+        if "settings" not in values:
+            raise ConfigError(f"{self.directory}: the study database {db.redact(self.url)} holds no study")
+        self.settings: dict[str, Any] = json.loads(values["settings"])
+        self.secret: str = values["secret"]
+        self.form: Form = load_form(self.settings["form"])
+        self.name_a: str = self.settings["name_a"]
+        self.name_b: str = self.settings["name_b"]
+
+    def close_engine(self) -> None:
+        self.engine.dispose()
+
+    # ---- identities -------------------------------------------------------------------------------------------
+    def rater_for_token(self, token: str) -> Rater | None:
+        if not token:
+            return None
+        with self.engine.begin() as conn:
+            row = conn.execute(select(db.raters.c.name, db.raters.c.role)
+                               .where(db.raters.c.token_hash == hash_token(token))).first()
+        return Rater(row.name, row.role) if row else None
+
+    def raters(self) -> list[str]:
+        with self.engine.begin() as conn:
+            return list(conn.execute(select(db.raters.c.name).where(db.raters.c.role == "rater")
+                                     .order_by(db.raters.c.name)).scalars())
+
+    # ---- items and assignments --------------------------------------------------------------------------------
+    def assignments(self, rater: str) -> list[Assignment]:
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(db.assignments).where(db.assignments.c.rater == rater)
+                                .order_by(db.assignments.c.position)).all()
+        return [Assignment(r.item_id, r.position, bool(r.swapped)) for r in rows]
+
+    def item(self, item_id: str) -> Item:
+        with self.engine.begin() as conn:
+            r = conn.execute(select(db.items).where(db.items.c.id == item_id)).one()
+        return Item(r.id, r.position, json.loads(r.prompt), r.output_a, r.output_b)
+
+    def items(self) -> list[Item]:
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(db.items).order_by(db.items.c.position)).all()
+        return [Item(r.id, r.position, json.loads(r.prompt), r.output_a, r.output_b) for r in rows]
+
+    # ---- answers ----------------------------------------------------------------------------------------------
+    def answer(self, rater: str, item_id: str) -> Answer | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(db.answers).where(db.answers.c.rater == rater,
+                                                        db.answers.c.item_id == item_id)).first()
+        return _answer(row) if row else None
+
+    def answered(self, rater: str) -> set[str]:
+        with self.engine.begin() as conn:
+            return set(conn.execute(select(db.answers.c.item_id).where(db.answers.c.rater == rater)).scalars())
+
+    def all_answers(self) -> list[Answer]:
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(db.answers).order_by(db.answers.c.item_id, db.answers.c.rater)).all()
+        return [_answer(r) for r in rows]
+
+    def history(self, rater: str, item_id: str) -> list[Answer]:
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(db.answer_history).where(db.answer_history.c.rater == rater,
+                                                                db.answer_history.c.item_id == item_id)
+                                .order_by(db.answer_history.c.version)).all()
+        return [_answer(r) for r in rows]
+
+    def history_count(self) -> int:
+        with self.engine.begin() as conn:
+            return int(conn.execute(select(func.count()).select_from(db.answer_history)).scalar() or 0)
+
+    def save(self, rater: str, item_id: str, expected_version: int, answers: dict[str, Any], comment: str,
+             flags: list[str]) -> int:
+        """Store an answer made from version `expected_version` (0: a first answer); returns the new version."""
+        saved = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        values = {"answers": json.dumps(answers, sort_keys=True), "comment": comment,
+                  "flags": json.dumps(sorted(flags)), "saved": saved}
+        try:
+            with self.engine.begin() as conn:
+                if self._closed(conn):
+                    raise StudyClosed()
+                current = conn.execute(select(db.answers.c.version).where(
+                    db.answers.c.rater == rater, db.answers.c.item_id == item_id).with_for_update()).scalar()
+                if (current or 0) != expected_version:
+                    raise SaveConflict(current or 0)
+                version = expected_version + 1
+                if current is None:
+                    conn.execute(insert(db.answers).values(rater=rater, item_id=item_id, version=version, **values))
+                else:
+                    conn.execute(update(db.answers).where(db.answers.c.rater == rater, db.answers.c.item_id == item_id)
+                                 .values(version=version, **values))
+                conn.execute(insert(db.answer_history).values(rater=rater, item_id=item_id, version=version,
+                                                              **values))
+        except IntegrityError:  # a concurrent first answer won the insert
+            raise SaveConflict(expected_version + 1) from None
+        return version
+
+    # ---- study state ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _closed(conn: Any) -> bool:
+        return conn.execute(select(db.meta.c.value).where(db.meta.c.key == "closed")).scalar() == "1"
+
+    def is_closed(self) -> bool:
+        with self.engine.begin() as conn:
+            return self._closed(conn)
+
+    def set_closed(self, closed: bool) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(db.meta).where(db.meta.c.key == "closed").values(value="1" if closed else "0"))
+
+    def progress(self) -> dict[str, dict[str, int]]:
+        """Per rater: assigned and answered counts."""
+        with self.engine.begin() as conn:
+            assigned = dict(conn.execute(select(db.assignments.c.rater, func.count())
+                                         .group_by(db.assignments.c.rater)).all())
+            done = dict(conn.execute(select(db.answers.c.rater, func.count()).group_by(db.answers.c.rater)).all())
+        return {r: {"assigned": int(assigned.get(r, 0)), "answered": int(done.get(r, 0))} for r in self.raters()}
