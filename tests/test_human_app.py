@@ -1,0 +1,189 @@
+"""The rating website through FastAPI's TestClient: sign-in, saving and editing, and security
+(tokens, CSRF, injection strings, XSS payloads)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from fastapi.testclient import TestClient
+from human_helpers import csrf_of, make_study, version_of
+
+from drover.human.app import create_app
+from drover.human.store import Study
+from drover.human.summary import summarize
+
+XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>"\'&'
+SQLI = "Robert'); DROP TABLE answers;-- \" OR 1=1 --"
+
+
+def client_for(study: Study, token: str | None) -> TestClient:
+    client = TestClient(create_app(study), follow_redirects=False)
+    if token:
+        r = client.get("/login", params={"token": token})
+        assert r.status_code == 303
+    return client
+
+
+def my_items(study: Study, rater: str) -> list[str]:
+    return [a.item_id for a in study.assignments(rater)]
+
+
+def post_item(client: TestClient, item: str, page: str | None = None, **fields) -> object:
+    page = page if page is not None else client.get(f"/item/{item}").text
+    data = {"csrf": csrf_of(page), "version": version_of(page), **fields}
+    return client.post(f"/item/{item}", data=data)
+
+
+TULU_OK = {"acceptable_a": "yes", "acceptable_b": "no", "preference": "1"}
+
+
+@pytest.fixture
+def study(tmp_path):
+    directory, tokens = make_study(tmp_path, "tulu", n=4, overlap=1)
+    s = Study(directory)
+    yield s, tokens
+    s.close_engine()
+
+
+def test_sign_in_resume_and_progress(study):
+    s, tokens = study
+    anon = client_for(s, None)
+    assert anon.get("/").headers["location"] == "/login"
+    assert anon.get("/login", params={"token": "nope"}).status_code == 403
+    alice = client_for(s, tokens["alice"])
+    first = alice.get("/").headers["location"]
+    items = my_items(s, "alice")
+    assert first == f"/item/{items[0]}"
+    page = alice.get(first).text
+    assert f"1 / {len(items)}" in page and 'id="item-id">' + items[0] in page and "0 answered" in page
+    r = post_item(alice, items[0], **TULU_OK)
+    assert r.status_code == 303 and r.headers["location"] == f"/item/{items[1]}"
+    # a new client (another device, or after a server restart) resumes where alice left off
+    again = client_for(s, tokens["alice"])
+    assert again.get("/").headers["location"] == f"/item/{items[1]}"
+    assert "1 answered" in again.get(f"/item/{items[1]}").text
+
+
+def test_second_submission_is_an_explicit_edit_with_history(study):
+    s, tokens = study
+    alice = client_for(s, tokens["alice"])
+    item = my_items(s, "alice")[0]
+    assert post_item(alice, item, **TULU_OK).status_code == 303
+    page = alice.get(f"/item/{item}").text
+    assert version_of(page) == "1" and "Save edit" in page and 'id="saved"' in page
+    assert re.search(r'name="preference" value="1" data-key="\d" checked', page)  # the saved answer is shown
+    stale = page
+    assert post_item(alice, item, page=page, **{**TULU_OK, "preference": "-2"}).status_code == 303
+    # the stale page (version 1) is refused: 409, nothing lost, the selection kept for an explicit retry
+    r = post_item(alice, item, page=stale, **{**TULU_OK, "preference": "0"})
+    assert r.status_code == 409 and "saved meanwhile" in r.text and version_of(r.text) == "2"
+    assert re.search(r'name="preference" value="0" data-key="\d" checked', r.text)
+    history = s.history("alice", item)
+    assert [h.version for h in history] == [1, 2]
+    swapped = s.assignments("alice")[0].swapped
+    assert [h.answers["preference"] for h in history] == ([-1, 2] if swapped else [1, -2])
+    assert s.answer("alice", item).version == 2
+
+
+def test_rejected_submit_keeps_selections(study):
+    s, tokens = study
+    alice = client_for(s, tokens["alice"])
+    item = my_items(s, "alice")[0]
+    r = post_item(alice, item, acceptable_a="no", comment="half done")
+    assert r.status_code == 400 and "please answer: Which response is better?" in r.text
+    assert 'name="acceptable_a" value="no" data-key="x" checked' in r.text and ">half done</textarea>" in r.text
+    assert s.answer("alice", item) is None
+    # a flagged item may be left unanswered
+    r = post_item(alice, item, flags="too_hard", comment="cannot judge")
+    assert r.status_code == 303 and s.answer("alice", item).flags == ["too_hard"]
+
+
+def test_one_raters_token_cannot_read_or_write_anothers_items(study):
+    s, tokens = study
+    alice, bob = client_for(s, tokens["alice"]), client_for(s, tokens["bob"])
+    only_alice = [i for i in my_items(s, "alice") if i not in my_items(s, "bob")]
+    shared = [i for i in my_items(s, "alice") if i in my_items(s, "bob")]
+    assert only_alice and shared
+    assert bob.get(f"/item/{only_alice[0]}").status_code == 404
+    bob_page = bob.get(f"/item/{my_items(s, 'bob')[0]}").text
+    r = bob.post(f"/item/{only_alice[0]}", data={"csrf": csrf_of(bob_page), "version": "0", **TULU_OK})
+    assert r.status_code == 404 and s.answer("bob", only_alice[0]) is None and s.answer("alice", only_alice[0]) is None
+    # on a shared item each sees only their own answer
+    assert post_item(alice, shared[0], **TULU_OK, comment="alice-private-note").status_code == 303
+    page = bob.get(f"/item/{shared[0]}").text
+    assert "alice-private-note" not in page and " checked" not in page and version_of(page) == "0"
+    # raters cannot reach the admin pages; the admin token has no items
+    assert bob.get("/admin").status_code == 403 and bob.get("/admin/results.json").status_code == 403
+    assert bob.get("/admin/export.jsonl").status_code == 403
+    admin = client_for(s, tokens["admin"])
+    assert admin.get(f"/item/{shared[0]}").status_code == 404
+    assert admin.get("/admin/results.json").json()["ratings"] == 1
+
+
+def test_requests_without_a_valid_csrf_token_are_rejected(study):
+    s, tokens = study
+    alice, bob = client_for(s, tokens["alice"]), client_for(s, tokens["bob"])
+    item = my_items(s, "alice")[0]
+    assert alice.post(f"/item/{item}", data={"version": "0", **TULU_OK}).status_code == 403
+    assert alice.post(f"/item/{item}", data={"csrf": "0" * 64, "version": "0", **TULU_OK}).status_code == 403
+    bobs = csrf_of(bob.get(f"/item/{my_items(s, 'bob')[0]}").text)  # a token of another session
+    assert alice.post(f"/item/{item}", data={"csrf": bobs, "version": "0", **TULU_OK}).status_code == 403
+    assert s.answer("alice", item) is None
+    admin = client_for(s, tokens["admin"])
+    assert admin.post("/admin/close", data={"closed": "1"}).status_code == 403 and not s.is_closed()
+    assert alice.post("/logout", data={}).status_code == 403
+    fresh = TestClient(create_app(s), follow_redirects=False)
+    assert fresh.post("/login", data={"token": tokens["alice"], "csrf": "x"}).status_code == 403
+    page = fresh.get("/login").text
+    assert fresh.post("/login", data={"token": tokens["alice"], "csrf": csrf_of(page)}).status_code == 303
+
+
+def test_closed_study_is_read_only(study):
+    s, tokens = study
+    admin, alice = client_for(s, tokens["admin"]), client_for(s, tokens["alice"])
+    item = my_items(s, "alice")[0]
+    page = admin.get("/admin").text
+    assert admin.post("/admin/close", data={"csrf": csrf_of(page), "closed": "1"}).status_code == 303
+    assert s.is_closed()
+    view = alice.get(f"/item/{item}").text
+    assert "answers are read-only" in view and 'id="submit"' not in view
+    r = alice.post(f"/item/{item}", data={"csrf": csrf_of(view), "version": "0", **TULU_OK})
+    assert r.status_code == 409 and s.answer("alice", item) is None
+
+
+def test_injection_strings_stored_verbatim_and_xss_inert(tmp_path):
+    directory, tokens = make_study(tmp_path, "hhh", n=2, raters=("alice",), a_prompt=XSS + " {i} " + SQLI,
+                                   a_answer=XSS + " first", b_prompt=XSS + " {i} " + SQLI, b_answer=SQLI + " {i}")
+    s = Study(directory)
+    alice, admin = client_for(s, tokens["alice"]), client_for(s, tokens["admin"])
+    item = my_items(s, "alice")[0]
+    page = alice.get(f"/item/{item}")
+    assert "<script>alert" not in page.text and "<img src=x" not in page.text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "sysa" not in page.text and "sysb" not in page.text  # system names are never shown to raters
+    r = post_item(alice, item, helpfulness="2", honesty="0", harmlessness="-1", comment=SQLI + XSS)
+    assert r.status_code == 303
+    saved = s.answer("alice", item)
+    assert saved.comment == SQLI + XSS
+    assert s.item(item).prompt[0]["content"].endswith(SQLI) and s.history_count() == 1
+    again = alice.get(f"/item/{item}").text
+    assert "<script>alert" not in again and "Robert&#39;); DROP TABLE answers;--" in again
+    results = admin.get("/admin/results.json").json()
+    assert results["ratings"] == 1 and results["study"]["system_a"] == "sysa"
+
+
+def test_xss_in_system_names_is_inert_on_the_admin_page(tmp_path):
+    from human_helpers import write_outputs
+
+    from drover.human.create import StudyConfig, create_study
+
+    a, b = write_outputs(tmp_path, 2, "a"), write_outputs(tmp_path, 2, "b")
+    out, _, tokens = create_study(StudyConfig(a=str(a), b=str(b), out=str(tmp_path / "st"), raters=["alice"],
+                                              name_a="<script>alert(1)</script>", name_b="b<img src=x onerror=1>"))
+    s = Study(out)
+    page = client_for(s, tokens["admin"]).get("/admin").text
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page
+    assert summarize(s)["study"]["system_a"] == "<script>alert(1)</script>"
