@@ -16,17 +16,25 @@ def segments(text: str) -> list[tuple[str, str]]:
     """[("prose" | "code", text), ...] in order.
 
     >>> segments("Use:\\n```python\\nprint(1)\\n```\\nDone.")
-    [('prose', 'Use:\\n'), ('code', 'print(1)\\n'), ('prose', '\\nDone.')]
+    [('prose', 'Use:'), ('code', 'print(1)\\n'), ('prose', 'Done.')]
     >>> segments("no code <b>")
     [('prose', 'no code <b>')]
     """
     out: list[tuple[str, str]] = []
     pos = 0
     for match in _FENCE.finditer(text):
-        if match.start() > pos:
-            out.append(("prose", text[pos:match.start()]))
+        prose = _trim(text[pos:match.start()])
+        if prose:
+            out.append(("prose", prose))
         out.append(("code", match.group(1)))
         pos = match.end()
-    if pos < len(text):
-        out.append(("prose", text[pos:]))
+    rest = _trim(text[pos:]) if out else text[pos:]
+    if rest:
+        out.append(("prose", rest))
     return out or [("prose", "")]
+
+
+def _trim(prose: str) -> str:
+    """Drop the one line break that only separates prose from a code block (pre-wrap would show it)."""
+    prose = prose[:-1] if prose.endswith("\n") else prose
+    return prose[1:] if prose.startswith("\n") else prose
