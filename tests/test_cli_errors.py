@@ -119,10 +119,12 @@ CASES = [
     (["judge", "meta", "--judge", CLOSED, "--run-dir", "cache-run", "--limit", "1"], "LLM cache is corrupt"),
     (["judge", "meta", "--judge", CLOSED, "--run-dir", "alpaca.json"], "run directory alpaca.json: a file is in the way"),
     (["judge", "bias", "--annotations", "alpaca.json"], "expected an alpaca_eval annotations list"),
-    # human-eval
-    (["human-eval", "--summary", "nope.jsonl"], "nope.jsonl: file not found"),
-    (["human-eval", "--out", "adir"], "--out adir: is a directory"),
-    (["human-eval", "--out", "r.jsonl", "--port", "0"], "--port must be between 1 and 65535"),
+    # human
+    (["human", "create", "--a", "nope.jsonl", "--b", "conv.jsonl", "--out", "st"], "nope.jsonl: file not found"),
+    (["human", "create", "--a", "badjson.jsonl", "--b", "conv.jsonl", "--out", "st"],
+     "badjson.jsonl:1: messages: expected a non-empty list"),
+    (["human", "results", "adir"], "adir: not a study"),
+    (["human", "serve", "adir", "--port", "0"], "--port must be between 1 and 65535"),
     # run
     (["run", "nope"], "recipe 'nope' not found"),
     (["run", "bad.yaml"], "bad.yaml:2: invalid YAML"),
@@ -145,7 +147,7 @@ def test_busy_port_is_reported_before_loading(workdir, capsys):
         busy.listen()
         port = str(busy.getsockname()[1])
         _fails(["serve", "adir", "--port", port], "Address already in use", capsys)
-        _fails(["human-eval", "--out", "r.jsonl", "--port", port], "Address already in use", capsys)
+        _fails(["human", "serve", "adir", "--port", port], "Address already in use", capsys)
 
 
 def test_refused_connection_fails_the_job_once(workdir, capsys):

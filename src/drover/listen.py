@@ -1,6 +1,6 @@
 """Check that a server can listen on host:port before it spends time loading anything.
 
-`drover serve` loads a model and `drover human-eval` its instances first; a busy port or a
+`drover serve` loads a model and `drover human serve` opens its study first; a busy port or a
 bad --port should fail at once with a clear message, not after the load with a traceback.
 """
 
