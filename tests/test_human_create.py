@@ -9,7 +9,7 @@ import pytest
 from human_helpers import make_study, write_outputs
 
 from drover.cli import main
-from drover.human.create import StudyConfig, assign, create_study
+from drover.human.create import StudyConfig, assign
 from drover.human.store import Study
 from drover.records import read_ranked
 from drover.results import iter_results

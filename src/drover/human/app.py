@@ -74,10 +74,10 @@ class Pages:
         saved = study.answer(rater.name, item.id)
         shown = (item.output_b, item.output_a) if assignment.swapped else (item.output_a, item.output_b)
         if submitted is not None:      # a rejected submit: show exactly what was sent
-            selected = {q.name: (submitted.get(q.name) or [""])[-1] for q in study.form.questions}
-            comment = (submitted.get("comment") or [""])[-1]
+            selected = {q.name: _one(submitted, q.name) for q in study.form.questions}
+            comment = _one(submitted, "comment")
             flags = set(submitted.get("flags") or [])
-            version = int((submitted.get("version") or ["0"])[-1] or 0)
+            version = int(_one(submitted, "version", "0") or 0) if _one(submitted, "version").isdigit() else 0
         elif saved is not None:
             selected = study.form.to_display(saved.answers, assignment.swapped)
             comment, flags, version = saved.comment, set(saved.flags), saved.version
@@ -138,160 +138,184 @@ def _quote(item_id: str) -> str:
     return quote(item_id, safe="")
 
 
-def create_app(study: Study) -> FastAPI:
-    """The FastAPI app over an open study."""
-    pages = Pages(study)
-    app = FastAPI(title="drover human evaluation", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.study = study
+def _one(fields: dict[str, list[str]], name: str, default: str = "") -> str:
+    """The last value of a form field (a repeated field counts once, as a browser sends it)."""
+    return (fields.get(name) or [default])[-1]
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "no-referrer"
-        response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Cache-Control"] = "no-store"
-        return response
 
-    def who(request: Request) -> tuple[Rater | None, str]:
+class Routes:
+    """The HTTP handlers; `create_app` wires them to paths (one table, no nested closures)."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.pages = Pages(study)
+
+    # ---- sessions ---------------------------------------------------------------------------------------------
+    def who(self, request: Request) -> tuple[Rater | None, str]:
+        """The signed-in rater (or None) and the session id their CSRF tokens are bound to."""
         token = request.cookies.get(SESSION_COOKIE, "")
-        rater = study.rater_for_token(token)
+        rater = self.study.rater_for_token(token)
         return rater, hash_token(token) if rater else ""
 
-    def sign_in(request: Request, token: str) -> Response:
-        rater = study.rater_for_token(token.strip())
+    def admin_of(self, request: Request) -> tuple[Rater | None, str]:
+        rater, session = self.who(request)
+        return (rater, session) if rater is not None and rater.role == "admin" else (None, "")
+
+    def csrf_valid(self, session: str, fields: dict[str, list[str]]) -> bool:
+        return csrf_ok(self.study.secret, session, _one(fields, "csrf"))
+
+    def sign_in(self, request: Request, token: str) -> Response:
+        token = token.strip()
+        rater = self.study.rater_for_token(token)
         if rater is None:
-            return pages.html("login.html", 403, error="unknown invite token", csrf=_pre_csrf(request), rater=None)
+            csrf = csrf_token(self.study.secret, "pre:" + request.cookies.get(PRE_COOKIE, ""))
+            return self.pages.html("login.html", 403, error="unknown invite token", csrf=csrf, rater=None)
         response = RedirectResponse("/admin" if rater.role == "admin" else "/", status_code=303)
-        response.set_cookie(SESSION_COOKIE, token.strip(), httponly=True, samesite="lax",
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax",
                             secure=request.url.scheme == "https", max_age=60 * 60 * 24 * 90)
         return response
 
-    def _pre_csrf(request: Request) -> str:
-        return csrf_token(study.secret, "pre:" + request.cookies.get(PRE_COOKIE, ""))
+    def assignment_of(self, rater: Rater, item_id: str) -> Assignment | None:
+        if rater.role != "rater":
+            return None
+        return next((a for a in self.study.assignments(rater.name) if a.item_id == item_id), None)
 
-    @app.get("/static/{name}")
-    def static(name: str) -> Response:
+    # ---- handlers ---------------------------------------------------------------------------------------------
+    def static(self, name: str) -> Response:
         if name not in STATIC:
             return PlainTextResponse("not found", status_code=404)
         return Response(_resource("static", name), media_type=STATIC[name])
 
-    @app.get("/login")
-    def login_page(request: Request, token: str = "") -> Response:
+    def login_page(self, request: Request, token: str = "") -> Response:
         if token:  # an invite link
-            return sign_in(request, token)
+            return self.sign_in(request, token)
         nonce = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(16)
-        response = pages.html("login.html", error="", csrf=csrf_token(study.secret, "pre:" + nonce), rater=None)
+        response = self.pages.html("login.html", error="", csrf=csrf_token(self.study.secret, "pre:" + nonce),
+                                   rater=None)
         response.set_cookie(PRE_COOKIE, nonce, httponly=True, samesite="strict")
         return response
 
-    @app.post("/login")
-    async def login(request: Request) -> Response:
+    async def login(self, request: Request) -> Response:
         fields = _form_fields(await request.body())
         nonce = request.cookies.get(PRE_COOKIE, "")
-        if not nonce or not csrf_ok(study.secret, "pre:" + nonce, (fields.get("csrf") or [""])[-1]):
-            return pages.message("invalid or missing CSRF token: reload the sign-in page and try again", 403)
-        return sign_in(request, (fields.get("token") or [""])[-1])
+        if not nonce or not self.csrf_valid("pre:" + nonce, fields):
+            return self.pages.message("invalid or missing CSRF token: reload the sign-in page and try again", 403)
+        return self.sign_in(request, _one(fields, "token"))
 
-    @app.post("/logout")
-    async def logout(request: Request) -> Response:
-        rater, session = who(request)
-        fields = _form_fields(await request.body())
-        if rater is None or not csrf_ok(study.secret, session, (fields.get("csrf") or [""])[-1]):
-            return pages.message("invalid or missing CSRF token", 403)
+    async def logout(self, request: Request) -> Response:
+        rater, session = self.who(request)
+        if rater is None or not self.csrf_valid(session, _form_fields(await request.body())):
+            return self.pages.message("invalid or missing CSRF token", 403)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response
 
-    @app.get("/")
-    def home(request: Request) -> Response:
-        rater, _ = who(request)
+    def home(self, request: Request) -> Response:
+        rater, _ = self.who(request)
         if rater is None:
             return RedirectResponse("/login", status_code=303)
         if rater.role == "admin":
             return RedirectResponse("/admin", status_code=303)
-        target = pages.next_after(rater, -1)
+        target = self.pages.next_after(rater, -1)
         return RedirectResponse(f"/item/{_quote(target)}" if target else "/done", status_code=303)
 
-    def assignment_of(rater: Rater, item_id: str) -> Assignment | None:
-        return next((a for a in study.assignments(rater.name) if a.item_id == item_id), None)
-
-    @app.get("/item/{item_id:path}")
-    def item_get(request: Request, item_id: str) -> Response:
-        rater, session = who(request)
+    def item_get(self, request: Request, item_id: str) -> Response:
+        rater, session = self.who(request)
         if rater is None:
             return RedirectResponse("/login", status_code=303)
-        assignment = assignment_of(rater, item_id) if rater.role == "rater" else None
+        assignment = self.assignment_of(rater, item_id)
         if assignment is None:
-            return pages.message("no such item among yours", 404, rater)
-        return pages.item_page(rater, session, assignment)
+            return self.pages.message("no such item among yours", 404, rater)
+        return self.pages.item_page(rater, session, assignment)
 
-    @app.post("/item/{item_id:path}")
-    async def item_post(request: Request, item_id: str) -> Response:
-        rater, session = who(request)
+    async def item_post(self, request: Request, item_id: str) -> Response:
+        rater, session = self.who(request)
         fields = _form_fields(await request.body())
         if rater is None:
-            return pages.message("not signed in: open your invite link again", 401)
-        if not csrf_ok(study.secret, session, (fields.get("csrf") or [""])[-1]):
-            return pages.message("invalid or missing CSRF token: reload the page and submit again", 403, rater)
-        assignment = assignment_of(rater, item_id) if rater.role == "rater" else None
+            return self.pages.message("not signed in: open your invite link again", 401)
+        if not self.csrf_valid(session, fields):
+            return self.pages.message("invalid or missing CSRF token: reload the page and submit again", 403, rater)
+        assignment = self.assignment_of(rater, item_id)
         if assignment is None:
-            return pages.message("no such item among yours", 404, rater)
-        return pages.submit(rater, session, assignment, fields)
+            return self.pages.message("no such item among yours", 404, rater)
+        return self.pages.submit(rater, session, assignment, fields)
 
-    @app.get("/done")
-    def done(request: Request) -> Response:
-        rater, session = who(request)
+    def done(self, request: Request) -> Response:
+        rater, session = self.who(request)
         if rater is None:
             return RedirectResponse("/login", status_code=303)
-        plan = study.assignments(rater.name)
-        return pages.html("done.html", rater=rater, csrf=csrf_token(study.secret, session), total=len(plan),
-                          answered=len(study.answered(rater.name)),
-                          first=plan[0].item_id if plan else None)
+        plan = self.study.assignments(rater.name)
+        return self.pages.html("done.html", rater=rater, csrf=csrf_token(self.study.secret, session),
+                               total=len(plan), answered=len(self.study.answered(rater.name)),
+                               first=plan[0].item_id if plan else None)
 
-    # ---- admin ------------------------------------------------------------------------------------------------
-    def admin_of(request: Request) -> tuple[Rater | None, str]:
-        rater, session = who(request)
-        return (rater, session) if rater is not None and rater.role == "admin" else (None, "")
-
-    @app.get("/admin")
-    def admin(request: Request) -> Response:
-        rater, session = admin_of(request)
+    def admin(self, request: Request) -> Response:
+        rater, session = self.admin_of(request)
         if rater is None:
-            return pages.message("the admin page needs the admin token", 403)
-        return pages.html("admin.html", rater=rater, csrf=csrf_token(study.secret, session),
-                          progress=study.progress(), closed=study.is_closed(), items=len(study.items()),
-                          name_a=study.name_a, name_b=study.name_b)
+            return self.pages.message("the admin page needs the admin token", 403)
+        study = self.study
+        return self.pages.html("admin.html", rater=rater, csrf=csrf_token(study.secret, session),
+                               progress=study.progress(), closed=study.is_closed(), items=len(study.items()),
+                               name_a=study.name_a, name_b=study.name_b)
 
-    @app.post("/admin/close")
-    async def admin_close(request: Request) -> Response:
-        rater, session = admin_of(request)
+    async def admin_close(self, request: Request) -> Response:
+        rater, session = self.admin_of(request)
         fields = _form_fields(await request.body())
-        if rater is None or not csrf_ok(study.secret, session, (fields.get("csrf") or [""])[-1]):
-            return pages.message("invalid or missing CSRF token, or not the admin", 403)
-        study.set_closed((fields.get("closed") or ["1"])[-1] == "1")
+        if rater is None or not self.csrf_valid(session, fields):
+            return self.pages.message("invalid or missing CSRF token, or not the admin", 403)
+        self.study.set_closed(_one(fields, "closed", "1") == "1")
         return RedirectResponse("/admin", status_code=303)
 
-    @app.get("/admin/results.{fmt}")
-    def admin_results(request: Request, fmt: str) -> Response:
+    def admin_results(self, request: Request, fmt: str) -> Response:
         from drover.human.summary import summarize, to_csv, to_json
 
-        if admin_of(request)[0] is None:
-            return pages.message("results need the admin token", 403)
-        summary = summarize(study)
+        if self.admin_of(request)[0] is None:
+            return self.pages.message("results need the admin token", 403)
+        if fmt not in ("json", "csv"):
+            return PlainTextResponse("results.json or results.csv", status_code=404)
+        summary = summarize(self.study)
         if fmt == "json":
             return Response(to_json(summary), media_type="application/json")
-        if fmt == "csv":
-            return Response(to_csv(summary), media_type="text/csv; charset=utf-8")
-        return PlainTextResponse("results.json or results.csv", status_code=404)
+        return Response(to_csv(summary), media_type="text/csv; charset=utf-8")
 
-    @app.get("/admin/export.jsonl")
-    def admin_export(request: Request) -> Response:
+    def admin_export(self, request: Request) -> Response:
         from drover.human.export import ranked_lines
 
-        if admin_of(request)[0] is None:
-            return pages.message("the export needs the admin token", 403)
-        return Response(ranked_lines(study), media_type="application/x-ndjson; charset=utf-8")
+        if self.admin_of(request)[0] is None:
+            return self.pages.message("the export needs the admin token", 403)
+        return Response(ranked_lines(self.study), media_type="application/x-ndjson; charset=utf-8")
 
+
+async def _security_headers(request: Request, call_next: Any) -> Response:
+    response = await call_next(request)
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"  # invite tokens must not leak through links
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def create_app(study: Study) -> FastAPI:
+    """The FastAPI app over an open study."""
+    routes = Routes(study)
+    app = FastAPI(title="drover human evaluation", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.study = study
+    app.middleware("http")(_security_headers)
+    table: list[tuple[str, str, Any]] = [
+        ("GET", "/static/{name}", routes.static),
+        ("GET", "/login", routes.login_page),
+        ("POST", "/login", routes.login),
+        ("POST", "/logout", routes.logout),
+        ("GET", "/", routes.home),
+        ("GET", "/item/{item_id:path}", routes.item_get),
+        ("POST", "/item/{item_id:path}", routes.item_post),
+        ("GET", "/done", routes.done),
+        ("GET", "/admin", routes.admin),
+        ("POST", "/admin/close", routes.admin_close),
+        ("GET", "/admin/results.{fmt}", routes.admin_results),
+        ("GET", "/admin/export.jsonl", routes.admin_export),
+    ]
+    for method, path, handler in table:
+        app.add_api_route(path, handler, methods=[method])
     return app
