@@ -145,3 +145,30 @@ def test_results_and_export_from_saved_answers(tmp_path, capsys):
     code, _, err = run_cli(["human", "export", str(directory), "--out", str(tmp_path / "x.jsonl"), "--question",
                             "acceptable_a"], capsys)
     assert code == 2 and "not a preference question" in err
+
+
+def test_schema_is_versioned_and_a_newer_one_refused(tmp_path):
+    from sqlalchemy import insert
+
+    from drover.errors import ConfigError
+    from drover.human import db
+
+    directory, _ = make_study(tmp_path)
+    s = Study(directory)
+    with s.engine.begin() as conn:
+        assert [v for (v,) in conn.execute(db.schema_version.select())] == list(range(1, db.SCHEMA_VERSION + 1))
+        conn.execute(insert(db.schema_version).values(version=db.SCHEMA_VERSION + 1))
+    s.close_engine()
+    with pytest.raises(ConfigError, match="upgrade drover"):
+        Study(directory)
+
+
+def test_missing_browser_or_database_fails_under_ci(monkeypatch):
+    from human_helpers import require
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="must install and start it"):
+        require("PostgreSQL", False)
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        require("PostgreSQL", False)

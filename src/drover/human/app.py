@@ -77,7 +77,8 @@ class Pages:
             selected = {q.name: _one(submitted, q.name) for q in study.form.questions}
             comment = _one(submitted, "comment")
             flags = set(submitted.get("flags") or [])
-            version = int(_one(submitted, "version", "0") or 0) if _one(submitted, "version").isdigit() else 0
+            raw = _one(submitted, "version")
+            version = int(raw) if raw.isdigit() else 0
         elif saved is not None:
             selected = study.form.to_display(saved.answers, assignment.swapped)
             comment, flags, version = saved.comment, set(saved.flags), saved.version
