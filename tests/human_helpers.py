@@ -86,6 +86,11 @@ def make_study(tmp: Path, form: str = "tulu", n: int = 4, raters: tuple[str, ...
     return out, tokens
 
 
+def url_of(study, item_id: str) -> str:
+    """An item's page: /item/<its place in the study>."""
+    return f"/item/{study.item(item_id).position}"
+
+
 def csrf_of(html: str) -> str:
     match = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
     assert match, "no CSRF field on the page"

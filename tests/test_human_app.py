@@ -7,7 +7,7 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from human_helpers import csrf_of, make_study, version_of
+from human_helpers import csrf_of, make_study, url_of, version_of
 
 from drover.human.app import create_app
 from drover.human.store import Study
@@ -29,10 +29,10 @@ def my_items(study: Study, rater: str) -> list[str]:
     return [a.item_id for a in study.assignments(rater)]
 
 
-def post_item(client: TestClient, item: str, page: str | None = None, **fields) -> object:
-    page = page if page is not None else client.get(f"/item/{item}").text
+def post_item(s: Study, client: TestClient, item: str, page: str | None = None, **fields) -> object:
+    page = page if page is not None else client.get(url_of(s, item)).text
     data = {"csrf": csrf_of(page), "version": version_of(page), **fields}
-    return client.post(f"/item/{item}", data=data)
+    return client.post(url_of(s, item), data=data)
 
 
 TULU_OK = {"acceptable_a": "yes", "acceptable_b": "no", "preference": "1"}
@@ -54,29 +54,29 @@ def test_sign_in_resume_and_progress(study):
     alice = client_for(s, tokens["alice"])
     first = alice.get("/").headers["location"]
     items = my_items(s, "alice")
-    assert first == f"/item/{items[0]}"
+    assert first == url_of(s, items[0])
     page = alice.get(first).text
     assert f"1 / {len(items)}" in page and 'id="item-id">' + items[0] in page and "0 answered" in page
-    r = post_item(alice, items[0], **TULU_OK)
-    assert r.status_code == 303 and r.headers["location"] == f"/item/{items[1]}"
+    r = post_item(s, alice, items[0], **TULU_OK)
+    assert r.status_code == 303 and r.headers["location"] == url_of(s, items[1])
     # a new client (another device, or after a server restart) resumes where alice left off
     again = client_for(s, tokens["alice"])
-    assert again.get("/").headers["location"] == f"/item/{items[1]}"
-    assert "1 answered" in again.get(f"/item/{items[1]}").text
+    assert again.get("/").headers["location"] == url_of(s, items[1])
+    assert "1 answered" in again.get(url_of(s, items[1])).text
 
 
 def test_second_submission_is_an_explicit_edit_with_history(study):
     s, tokens = study
     alice = client_for(s, tokens["alice"])
     item = my_items(s, "alice")[0]
-    assert post_item(alice, item, **TULU_OK).status_code == 303
-    page = alice.get(f"/item/{item}").text
+    assert post_item(s, alice, item, **TULU_OK).status_code == 303
+    page = alice.get(url_of(s, item)).text
     assert version_of(page) == "1" and "Save edit" in page and 'id="saved"' in page
     assert re.search(r'name="preference" value="1" data-key="\d" checked', page)  # the saved answer is shown
     stale = page
-    assert post_item(alice, item, page=page, **{**TULU_OK, "preference": "-2"}).status_code == 303
+    assert post_item(s, alice, item, page=page, **{**TULU_OK, "preference": "-2"}).status_code == 303
     # the stale page (version 1) is refused: 409, nothing lost, the selection kept for an explicit retry
-    r = post_item(alice, item, page=stale, **{**TULU_OK, "preference": "0"})
+    r = post_item(s, alice, item, page=stale, **{**TULU_OK, "preference": "0"})
     assert r.status_code == 409 and "saved meanwhile" in r.text and version_of(r.text) == "2"
     assert re.search(r'name="preference" value="0" data-key="\d" checked', r.text)
     history = s.history("alice", item)
@@ -90,12 +90,12 @@ def test_rejected_submit_keeps_selections(study):
     s, tokens = study
     alice = client_for(s, tokens["alice"])
     item = my_items(s, "alice")[0]
-    r = post_item(alice, item, acceptable_a="no", comment="half done")
+    r = post_item(s, alice, item, acceptable_a="no", comment="half done")
     assert r.status_code == 400 and "please answer: Which response is better?" in r.text
     assert 'name="acceptable_a" value="no" data-key="x" checked' in r.text and ">half done</textarea>" in r.text
     assert s.answer("alice", item) is None
     # a flagged item may be left unanswered
-    r = post_item(alice, item, flags="too_hard", comment="cannot judge")
+    r = post_item(s, alice, item, flags="too_hard", comment="cannot judge")
     assert r.status_code == 303 and s.answer("alice", item).flags == ["too_hard"]
 
 
@@ -105,19 +105,19 @@ def test_one_raters_token_cannot_read_or_write_anothers_items(study):
     only_alice = [i for i in my_items(s, "alice") if i not in my_items(s, "bob")]
     shared = [i for i in my_items(s, "alice") if i in my_items(s, "bob")]
     assert only_alice and shared
-    assert bob.get(f"/item/{only_alice[0]}").status_code == 404
-    bob_page = bob.get(f"/item/{my_items(s, 'bob')[0]}").text
-    r = bob.post(f"/item/{only_alice[0]}", data={"csrf": csrf_of(bob_page), "version": "0", **TULU_OK})
+    assert bob.get(url_of(s, only_alice[0])).status_code == 404
+    bob_page = bob.get(url_of(s, my_items(s, 'bob')[0])).text
+    r = bob.post(url_of(s, only_alice[0]), data={"csrf": csrf_of(bob_page), "version": "0", **TULU_OK})
     assert r.status_code == 404 and s.answer("bob", only_alice[0]) is None and s.answer("alice", only_alice[0]) is None
     # on a shared item each sees only their own answer
-    assert post_item(alice, shared[0], **TULU_OK, comment="alice-private-note").status_code == 303
-    page = bob.get(f"/item/{shared[0]}").text
+    assert post_item(s, alice, shared[0], **TULU_OK, comment="alice-private-note").status_code == 303
+    page = bob.get(url_of(s, shared[0])).text
     assert "alice-private-note" not in page and " checked" not in page and version_of(page) == "0"
     # raters cannot reach the admin pages; the admin token has no items
     assert bob.get("/admin").status_code == 403 and bob.get("/admin/results.json").status_code == 403
     assert bob.get("/admin/export.jsonl").status_code == 403
     admin = client_for(s, tokens["admin"])
-    assert admin.get(f"/item/{shared[0]}").status_code == 404
+    assert admin.get(url_of(s, shared[0])).status_code == 404
     assert admin.get("/admin/results.json").json()["ratings"] == 1
 
 
@@ -125,10 +125,10 @@ def test_requests_without_a_valid_csrf_token_are_rejected(study):
     s, tokens = study
     alice, bob = client_for(s, tokens["alice"]), client_for(s, tokens["bob"])
     item = my_items(s, "alice")[0]
-    assert alice.post(f"/item/{item}", data={"version": "0", **TULU_OK}).status_code == 403
-    assert alice.post(f"/item/{item}", data={"csrf": "0" * 64, "version": "0", **TULU_OK}).status_code == 403
-    bobs = csrf_of(bob.get(f"/item/{my_items(s, 'bob')[0]}").text)  # a token of another session
-    assert alice.post(f"/item/{item}", data={"csrf": bobs, "version": "0", **TULU_OK}).status_code == 403
+    assert alice.post(url_of(s, item), data={"version": "0", **TULU_OK}).status_code == 403
+    assert alice.post(url_of(s, item), data={"csrf": "0" * 64, "version": "0", **TULU_OK}).status_code == 403
+    bobs = csrf_of(bob.get(url_of(s, my_items(s, 'bob')[0])).text)  # a token of another session
+    assert alice.post(url_of(s, item), data={"csrf": bobs, "version": "0", **TULU_OK}).status_code == 403
     assert s.answer("alice", item) is None
     admin = client_for(s, tokens["admin"])
     assert admin.post("/admin/close", data={"closed": "1"}).status_code == 403 and not s.is_closed()
@@ -146,9 +146,9 @@ def test_closed_study_is_read_only(study):
     page = admin.get("/admin").text
     assert admin.post("/admin/close", data={"csrf": csrf_of(page), "closed": "1"}).status_code == 303
     assert s.is_closed()
-    view = alice.get(f"/item/{item}").text
+    view = alice.get(url_of(s, item)).text
     assert "answers are read-only" in view and 'id="submit"' not in view
-    r = alice.post(f"/item/{item}", data={"csrf": csrf_of(view), "version": "0", **TULU_OK})
+    r = alice.post(url_of(s, item), data={"csrf": csrf_of(view), "version": "0", **TULU_OK})
     assert r.status_code == 409 and s.answer("alice", item) is None
 
 
@@ -158,17 +158,17 @@ def test_injection_strings_stored_verbatim_and_xss_inert(tmp_path):
     s = Study(directory)
     alice, admin = client_for(s, tokens["alice"]), client_for(s, tokens["admin"])
     item = my_items(s, "alice")[0]
-    page = alice.get(f"/item/{item}")
+    page = alice.get(url_of(s, item))
     assert "<script>alert" not in page.text and "<img src=x" not in page.text
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert "sysa" not in page.text and "sysb" not in page.text  # system names are never shown to raters
-    r = post_item(alice, item, helpfulness="2", honesty="0", harmlessness="-1", comment=SQLI + XSS)
+    r = post_item(s, alice, item, helpfulness="2", honesty="0", harmlessness="-1", comment=SQLI + XSS)
     assert r.status_code == 303
     saved = s.answer("alice", item)
     assert saved.comment == SQLI + XSS
     assert s.item(item).prompt[0]["content"].endswith(SQLI) and s.history_count() == 1
-    again = alice.get(f"/item/{item}").text
+    again = alice.get(url_of(s, item)).text
     assert "<script>alert" not in again and "Robert&#39;); DROP TABLE answers;--" in again
     results = admin.get("/admin/results.json").json()
     assert results["ratings"] == 1 and results["study"]["system_a"] == "sysa"
@@ -187,3 +187,19 @@ def test_xss_in_system_names_is_inert_on_the_admin_page(tmp_path):
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<img src=x" not in page
     assert summarize(s)["study"]["system_a"] == "<script>alert(1)</script>"
+
+
+def test_any_item_id_works_in_urls(tmp_path):
+    ids = ["a/b c", "x?y#z", "q'\"<>", "ü%20"]
+    directory, tokens = make_study(tmp_path, "tulu", n=4, raters=("alice",), a_ids=ids, b_ids=ids)
+    s = Study(directory)
+    alice = client_for(s, tokens["alice"])
+    location = alice.get("/").headers["location"]
+    while location != "/done":
+        page = alice.get(location)
+        assert page.status_code == 200
+        r = alice.post(location, data={"csrf": csrf_of(page.text), "version": version_of(page.text), **TULU_OK})
+        assert r.status_code == 303
+        location = r.headers["location"]
+    assert sorted(a.item_id for a in s.all_answers()) == sorted(ids)
+    assert "&lt;&gt;" in alice.get(url_of(s, "q'\"<>")).text

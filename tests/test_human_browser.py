@@ -100,14 +100,14 @@ def test_two_raters_complete_a_study_in_chromium(tmp_path, form_name):
             assert shot.stat().st_size > 10_000
             _rate_all(bob, server, tokens["bob"], form_name, False, random.Random(2), clicked["bob"], None)
             # usable on a phone: nothing wider than the screen, code in a monospace font, escaped
-            bob.goto(f"{server.url}/item/q0")
+            bob.goto(f"{server.url}/item/0")  # q0
             assert bob.evaluate("document.documentElement.scrollWidth") <= 390
             assert "mono" in bob.eval_on_selector("pre.code", "e => getComputedStyle(e).fontFamily").lower()
             assert "<b>not bold</b>" in bob.inner_text(".pair") and bob.locator(".pair b, main img").count() == 0
             # alice goes back with "[" and edits her last answer: an explicit edit, kept in the history
-            alice.goto(f"{server.url}/item/q2")
+            alice.goto(f"{server.url}/item/2")  # q2
             alice.keyboard.press("[")
-            alice.wait_for_url("**/item/q1")
+            alice.wait_for_url("**/item/1")
             q = load_form(form_name).preference_questions[0]
             new = next(v for v, _, _ in load_form(form_name).options(q) if v != clicked["alice"]["q1"][q.name])
             alice.click(f'input[name="{q.name}"][value="{new}"]')

@@ -29,7 +29,7 @@ def signed_in(server: LiveServer, token: str) -> Iterator[httpx.Client]:
         yield client
 
 
-def answer(client: httpx.Client, item: str, preference: str) -> httpx.Response:
+def answer(client: httpx.Client, item: int, preference: str) -> httpx.Response:
     page = client.get(f"/item/{item}").text
     return client.post(f"/item/{item}", data={"csrf": csrf_of(page), "version": version_of(page),
                                               "acceptable_a": "yes", "acceptable_b": "no", "preference": preference})
@@ -37,7 +37,8 @@ def answer(client: httpx.Client, item: str, preference: str) -> httpx.Response:
 
 def test_a_server_restart_mid_study_loses_nothing(tmp_path):
     directory, tokens = make_study(tmp_path, "tulu", n=4, raters=("alice",))
-    items = [a.item_id for a in Study(directory).assignments("alice")]
+    plan = Study(directory).assignments("alice")
+    items = [a.item_position for a in plan]
     server = LiveServer(directory).start()
     try:
         with signed_in(server, tokens["alice"]) as client:
@@ -55,7 +56,7 @@ def test_a_server_restart_mid_study_loses_nothing(tmp_path):
     finally:
         server.stop()
     study = Study(directory)
-    assert [h.version for h in study.history("alice", items[1])] == [1, 2]
+    assert [h.version for h in study.history("alice", plan[1].item_id)] == [1, 2]
     assert len(study.all_answers()) == 2
 
 
@@ -80,9 +81,9 @@ def _load(directory, tokens: dict[str, str]) -> tuple[dict, list[str]]:
                 while time.time() < deadline:
                     a = plans[name][k % len(plans[name])]
                     k += 1
-                    page = client.get(f"/item/{a.item_id}").text
+                    page = client.get(f"/item/{a.item_position}").text
                     shown = rng.choice(["2", "1", "0", "-1", "-2"])
-                    r = client.post(f"/item/{a.item_id}", data={
+                    r = client.post(f"/item/{a.item_position}", data={
                         "csrf": csrf_of(page), "version": version_of(page), "acceptable_a": "yes",
                         "acceptable_b": "no", "preference": shown})
                     if r.status_code != 303:

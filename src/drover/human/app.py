@@ -19,7 +19,7 @@ from __future__ import annotations
 import secrets
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -91,18 +91,18 @@ class Pages:
             output_a=segments(shown[0]), output_b=segments(shown[1]), selected=selected, comment=comment,
             flags=flags, flag_labels=FLAGS, version=version, saved=saved, errors=errors or [],
             position=index + 1, total=len(plan), answered=len(answered),
-            prev_id=plan[index - 1].item_id if index > 0 else None,
-            next_id=plan[index + 1].item_id if index + 1 < len(plan) else None,
+            prev_pos=plan[index - 1].item_position if index > 0 else None,
+            next_pos=plan[index + 1].item_position if index + 1 < len(plan) else None,
             closed=study.is_closed())
 
-    def next_after(self, rater: Rater, position: int) -> str | None:
-        """The next unanswered item after `position` (wrapping), or None when all are answered."""
+    def next_url(self, rater: Rater, position: int) -> str:
+        """The page of the next unanswered item after `position` (wrapping), or /done."""
         plan = self.study.assignments(rater.name)
         answered = self.study.answered(rater.name)
         for a in plan[position + 1:] + plan[:position + 1]:
             if a.item_id not in answered:
-                return a.item_id
-        return None
+                return f"/item/{a.item_position}"
+        return "/done"
 
     def submit(self, rater: Rater, session: str, assignment: Assignment, fields: dict[str, list[str]]) -> Response:
         study = self.study
@@ -131,12 +131,7 @@ class Pages:
             return self.item_page(rater, session, assignment, 409, fields, [
                 f"this answer was saved meanwhile (version {exc.current}, e.g. from another tab); your selections "
                 "are kept below: reload the item to see the saved answer, or submit again to replace it"])
-        target = self.next_after(rater, assignment.position)
-        return RedirectResponse(f"/item/{_quote(target)}" if target else "/done", status_code=303)
-
-
-def _quote(item_id: str) -> str:
-    return quote(item_id, safe="")
+        return RedirectResponse(self.next_url(rater, assignment.position), status_code=303)
 
 
 def _one(fields: dict[str, list[str]], name: str, default: str = "") -> str:
@@ -176,10 +171,11 @@ class Routes:
                             secure=request.url.scheme == "https", max_age=60 * 60 * 24 * 90)
         return response
 
-    def assignment_of(self, rater: Rater, item_id: str) -> Assignment | None:
+    def assignment_of(self, rater: Rater, item: int) -> Assignment | None:
+        """The rater's assignment of the study's item number `item`; None for anyone else's."""
         if rater.role != "rater":
             return None
-        return next((a for a in self.study.assignments(rater.name) if a.item_id == item_id), None)
+        return next((a for a in self.study.assignments(rater.name) if a.item_position == item), None)
 
     # ---- handlers ---------------------------------------------------------------------------------------------
     def static(self, name: str) -> Response:
@@ -217,26 +213,25 @@ class Routes:
             return RedirectResponse("/login", status_code=303)
         if rater.role == "admin":
             return RedirectResponse("/admin", status_code=303)
-        target = self.pages.next_after(rater, -1)
-        return RedirectResponse(f"/item/{_quote(target)}" if target else "/done", status_code=303)
+        return RedirectResponse(self.pages.next_url(rater, -1), status_code=303)
 
-    def item_get(self, request: Request, item_id: str) -> Response:
+    def item_get(self, request: Request, item: int) -> Response:
         rater, session = self.who(request)
         if rater is None:
             return RedirectResponse("/login", status_code=303)
-        assignment = self.assignment_of(rater, item_id)
+        assignment = self.assignment_of(rater, item)
         if assignment is None:
             return self.pages.message("no such item among yours", 404, rater)
         return self.pages.item_page(rater, session, assignment)
 
-    async def item_post(self, request: Request, item_id: str) -> Response:
+    async def item_post(self, request: Request, item: int) -> Response:
         rater, session = self.who(request)
         fields = _form_fields(await request.body())
         if rater is None:
             return self.pages.message("not signed in: open your invite link again", 401)
         if not self.csrf_valid(session, fields):
             return self.pages.message("invalid or missing CSRF token: reload the page and submit again", 403, rater)
-        assignment = self.assignment_of(rater, item_id)
+        assignment = self.assignment_of(rater, item)
         if assignment is None:
             return self.pages.message("no such item among yours", 404, rater)
         return self.pages.submit(rater, session, assignment, fields)
@@ -248,7 +243,7 @@ class Routes:
         plan = self.study.assignments(rater.name)
         return self.pages.html("done.html", rater=rater, csrf=csrf_token(self.study.secret, session),
                                total=len(plan), answered=len(self.study.answered(rater.name)),
-                               first=plan[0].item_id if plan else None)
+                               first=plan[0].item_position if plan else None)
 
     def admin(self, request: Request) -> Response:
         rater, session = self.admin_of(request)
@@ -309,8 +304,8 @@ def create_app(study: Study) -> FastAPI:
         ("POST", "/login", routes.login),
         ("POST", "/logout", routes.logout),
         ("GET", "/", routes.home),
-        ("GET", "/item/{item_id:path}", routes.item_get),
-        ("POST", "/item/{item_id:path}", routes.item_post),
+        ("GET", "/item/{item}", routes.item_get),
+        ("POST", "/item/{item}", routes.item_post),
         ("GET", "/done", routes.done),
         ("GET", "/admin", routes.admin),
         ("POST", "/admin/close", routes.admin_close),

@@ -47,8 +47,9 @@ class Rater:
 @dataclass(frozen=True)
 class Assignment:
     item_id: str
-    position: int
+    position: int        # in this rater's list
     swapped: bool
+    item_position: int   # the item's place in the study: its URL, /item/<item_position>
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,10 @@ class Study:
     # ---- items and assignments --------------------------------------------------------------------------------
     def assignments(self, rater: str) -> list[Assignment]:
         with self.engine.begin() as conn:
-            rows = conn.execute(select(db.assignments).where(db.assignments.c.rater == rater)
-                                .order_by(db.assignments.c.position)).all()
-        return [Assignment(r.item_id, r.position, bool(r.swapped)) for r in rows]
+            rows = conn.execute(select(db.assignments, db.items.c.position.label("item_position"))
+                                .join(db.items, db.items.c.id == db.assignments.c.item_id)
+                                .where(db.assignments.c.rater == rater).order_by(db.assignments.c.position)).all()
+        return [Assignment(r.item_id, r.position, bool(r.swapped), r.item_position) for r in rows]
 
     def item(self, item_id: str) -> Item:
         with self.engine.begin() as conn:
