@@ -42,7 +42,7 @@ def test_user_mistakes_exit_2(tmp_path: Path, capsys) -> None:
 def test_bias_on_official_annotations(tmp_path: Path, capsys) -> None:
     files = [str(DATA / m / "weighted_alpaca_eval_gpt4_turbo" / "annotations.json") for m in ("alpaca-7b", "vicuna-7b")]
     assert main(["judge", "bias", "--annotations", *files, "--run-dir", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "eval" / "judge-bias.json").read_text())
+    result = json.loads((tmp_path / "eval" / "bias" / "bias.json").read_text())
     per = result["breakdown"]["per_system"]
     assert set(per) == {"alpaca-7b", "vicuna-7b"}
     # vicuna-7b writes longer answers and wins more often than alpaca-7b: r(win rate, length) = +1 for two systems
