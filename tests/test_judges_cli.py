@@ -49,3 +49,81 @@ def test_bias_on_official_annotations(tmp_path: Path, capsys) -> None:
     assert per["vicuna-7b"]["avg_length"] > per["alpaca-7b"]["avg_length"]
     assert result["metrics"]["pearson_winrate_length"] == 1.0
     assert "pearson_winrate_unique_tokens" in capsys.readouterr().out
+
+
+def _config(*argv: str):
+    import argparse
+
+    from drover.commands.judge import add_arguments, build_config
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return build_config(parser.parse_args(list(argv)))
+
+
+def test_judge_options_flags_and_overrides_make_one_config(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    config = _config("rank", "--judge", "openai:gpt-4", "--model-outputs", str(a), str(b), "judge_options.rpm=60",
+                     "judge_options.price_input_per_1k=0.01", "--concurrency", "4", "seed=3", "limit=5")
+    assert config.kind == "rank" and config.limit == 5
+    assert config.settings == {"model_outputs": [str(a), str(b)], "seed": 3}
+    assert config.judge_options == {"concurrency": 4, "rpm": 60, "price_input_per_1k": 0.01}
+    yaml_file = tmp_path / "judge.yaml"
+    yaml_file.write_text("judge: openai:gpt-4\nmodel_outputs: x.jsonl\njudge_options: {tpm: 1000, timeout: 30}\n")
+    config = _config("vicuna", "--config", str(yaml_file), "--max-judge-tokens", "64", "--no-constrain")
+    assert config.settings == {"model_outputs": "x.jsonl"} and config.constrain is False
+    assert config.judge_options == {"tpm": 1000, "timeout": 30, "max_tokens": 64}
+
+
+def test_judge_options_reach_the_llm_config(tmp_path: Path) -> None:
+    from drover.judges.stage import JudgeConfig, _open_llm
+
+    config = JudgeConfig(kind="vicuna", judge="http://127.0.0.1:9/v1#j",
+                         judge_options={"rpm": 30, "tpm": 9000, "max_retries": 2, "timeout": 5.0, "concurrency": 3,
+                                        "price_output_per_1k": 0.03, "temperature": 0.5, "max_tokens": 20})
+    llm = _open_llm(config, tmp_path / "cache.sqlite")
+    try:
+        c = llm.config
+        assert (c.rpm, c.tpm, c.max_retries, c.timeout, c.concurrency, c.price_output_per_1k) == (
+            30, 9000, 2, 5.0, 3, 0.03)
+    finally:
+        llm.close()
+
+
+def test_bad_judge_options_exit_2(tmp_path: Path, capsys) -> None:
+    code = main(["judge", "vicuna", "--judge", "http://127.0.0.1:9/v1#x", "--model-outputs", "gpt35",
+                 "--run-dir", str(tmp_path), "judge_options.rmp=5"])
+    assert code == 2 and "judge_options.rmp: unknown option (did you mean 'rpm'?)" in capsys.readouterr().err
+    code = main(["judge", "vicuna", "--judge", "http://127.0.0.1:9/v1#x", "--run-dir", str(tmp_path)])
+    assert code == 2 and "--model-outputs is required" in capsys.readouterr().err
+
+
+def test_every_judge_help_lists_options_defaults_and_an_example(capsys) -> None:
+    from drover.judges.registry import JUDGES
+
+    for name in JUDGES.names():
+        try:
+            main(["judge", name, "--help"])
+        except SystemExit:
+            pass
+        out = " ".join(capsys.readouterr().out.split())
+        assert "example: drover judge " + name in out, name
+        assert "(default:" in out and "judge_options.KEY=VALUE" in out and "rpm (None)" in out, name
+
+
+def test_fastchat_model_answer_files(tmp_path: Path) -> None:
+    """FastChat llm_judge's gen_model_answer.py layout for both vicuna and mt-bench."""
+    from drover.judges import mt_bench, vicuna
+
+    path = tmp_path / "vicuna-7b.jsonl"
+    path.write_text(json.dumps({"question_id": 1, "answer_id": "x", "model_id": "vicuna-7b:v1", "choices": [
+        {"index": 0, "turns": ["First turn.", "Second turn."]}], "tstamp": 1.0}) + "\n")
+    assert vicuna.load_answers(str(path)) == ("vicuna-7b", {"1": "First turn."})
+    assert mt_bench.load_answers(path) == ("vicuna-7b:v1", {"1": ["First turn.", "Second turn."]})
+    path.write_text(json.dumps({"question_id": 1, "choices": [{"index": 0, "turns": []}]}) + "\n")
+    try:
+        vicuna.load_answers(str(path))
+    except Exception as exc:
+        assert f"{path}:1: choices:" in str(exc)
+    else:
+        raise AssertionError("an empty turns list is an error")

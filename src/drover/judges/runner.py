@@ -119,7 +119,9 @@ def run_calls(llm: LLMLike, calls: Sequence[JudgeCall], judge: str, examples_pat
         appender = JsonlAppender(examples_path)
     keys = {c.id: c.content_key(judge if identity is None else identity) for c in calls}
     # A stored record is reused only if it came from the same judge, prompt, decoding and answers.
-    done = {c.id: done[c.id] for c in calls if c.id in done and done[c.id].key == keys[c.id]}
+    # A request that failed is never reused: the next run retries exactly those.
+    done = {c.id: done[c.id] for c in calls
+            if c.id in done and done[c.id].key == keys[c.id] and done[c.id].error is None}
     todo = [c for c in calls if c.id not in done]
     results: dict[str, Judgment] = {}
     try:
