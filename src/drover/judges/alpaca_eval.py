@@ -399,7 +399,7 @@ class AlpacaEvalJudge(Judge):
         summary = summarize(pairs, prefs, difficulty)
         m = summary["metrics"]
         return JudgeOutput(m, summary["breakdown"], len(pairs), {"win_rate": m["standard_error"]},
-                           {"reference_name": baseline, "annotator_name": annotator.name,
+                           {"reference": baseline, "annotator": annotator.name,
                             "lc_uses_instruction_difficulty": difficulty is not None},
                            {"annotations": annotations(pairs, prefs, baseline, inputs.label, annotator.name)},
                            f"AlpacaEval {settings.version}: {inputs.label} vs {baseline}, judge {ctx.judge_label} "

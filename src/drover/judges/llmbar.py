@@ -280,7 +280,7 @@ class MetaJudge(Judge):
         judgments = judge_sets(ctx, inputs.data, settings.sets, settings.limit)
         summary = summarize(judgments, settings.sets)
         return JudgeOutput(summary["metrics"], summary["breakdown"], len(judgments) // 2, summary["standard_errors"],
-                           {"strategy_name": inputs.data.name},
+                           {"strategy": inputs.data.name},
                            message=f"LLMBar meta-evaluation: judge {ctx.judge_label}, strategy {inputs.data.name}")
 
 

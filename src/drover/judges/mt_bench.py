@@ -299,7 +299,7 @@ class MTBenchJudge(Judge):
             summary, facts = summarize_single(judgments), {}
         else:
             judgments = ctx.run(build_pairwise_calls(answers, other_answers), desc="mt-bench")
-            summary, facts = summarize_pairwise(judgments), {"reference_name": other}
+            summary, facts = summarize_pairwise(judgments), {"reference": other}
         n = len({j.meta["question_id"] for j in judgments})
         return JudgeOutput(summary["metrics"], summary["breakdown"], n, summary["standard_errors"], facts,
                            message=f"MT-bench ({settings.mode}): {inputs.label}, judge {ctx.judge_label}")

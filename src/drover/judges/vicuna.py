@@ -339,7 +339,7 @@ class VicunaJudge(Judge):
         judgments = ctx.run(build_calls(questions, answers, reference, orders), desc="vicuna80")
         summary = summarize(judgments)
         return JudgeOutput(summary["metrics"], summary["breakdown"], len(questions), summary["standard_errors"],
-                           {"reference_name": ref_name, "orders": list(orders)},
+                           {"reference": ref_name, "orders": list(orders)},
                            message=f"Vicuna-80 ({summary['breakdown']['label']}): {inputs.label} vs {ref_name}, "
                                    f"judge {ctx.judge_label}")
 
