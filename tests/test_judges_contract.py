@@ -224,3 +224,29 @@ def test_truthfulqa_failures_are_counted_not_verdicts(tmp_path: Path) -> None:
     assert judge_answers(JudgeContext(failing, "c", "c", None), "info", items, mode="chat")[1] is None
     m = aggregate([True, True], info)
     assert m["informative"] == 0.0 and m["n_judge_failures"] == 1.0 and m["truthful"] == 100.0
+
+
+def test_fake_http_endpoint_honours_ignores_or_rejects_constraints() -> None:
+    import re
+    import urllib.error
+    import urllib.request
+
+    from drover.llm.testing import FakeOpenAIServer
+
+    def post(server: FakeOpenAIServer, extra: dict) -> tuple[int, str]:
+        body = json.dumps({"model": "fake", "messages": [{"role": "user", "content": "judge"}], **extra}).encode()
+        request = urllib.request.Request(f"{server.base_url}/chat/completions", body,
+                                         {"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return 200, json.loads(response.read())["choices"][0]["message"]["content"]
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    with FakeOpenAIServer(constraints="honour") as server:
+        assert post(server, {"guided_choice": ["[[A]]", "[[B]]"]})[1] in ("[[A]]", "[[B]]")
+        assert re.fullmatch(r"(10|[1-9]) (10|[1-9])", post(server, {"guided_regex": r"(10|[1-9]) (10|[1-9])"})[1])
+    with FakeOpenAIServer() as server:
+        assert post(server, {"guided_choice": ["yes", "no"]}) == (200, "answer: judge")
+    with FakeOpenAIServer(constraints="reject") as server:
+        assert post(server, {"guided_choice": ["yes", "no"]})[0] == 400 and post(server, {}) == (200, "answer: judge")

@@ -15,6 +15,11 @@ request body. Faults can be scripted for the next requests, in order:
         server.script("429", "500")
         LLMConfig.from_spec(f"{server.base_url}#fake")
 
+Constraints (vLLM's request fields `guided_choice`, `guided_regex`): `constraints="ignore"`
+(default) answers as above, as an endpoint without structured outputs; `"honour"` answers
+with a valid output (a seeded random choice or regex sample), as vLLM or drover serve;
+`"reject"` answers 400 to any request that carries one (for fallback tests).
+
 It is a small asyncio HTTP/1.1 server (keep-alive, Content-Length bodies) rather than a web
 framework, so that a benchmark measures the client and not the server.
 """
@@ -32,7 +37,13 @@ from typing import Any
 
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, retry_after: float = 0.05, host: str = "127.0.0.1", port: int = 0,
-                 model: str = "fake", slow: dict[str, float] | None = None):
+                 model: str = "fake", slow: dict[str, float] | None = None, constraints: str = "ignore"):
+        import random
+
+        if constraints not in ("ignore", "honour", "reject"):
+            raise ValueError("constraints: 'ignore', 'honour' or 'reject'")
+        self.constraints = constraints
+        self._rng = random.Random(0)
         self.delay = delay
         self.slow = dict(slow or {})  # content -> its own delay (to hold one answer back)
         self.retry_after = retry_after
@@ -173,6 +184,10 @@ class FakeOpenAIServer:
             await asyncio.sleep(3600)
         if fault == "drop":
             return 0, {}, None
+        guided = {k: request[k] for k in ("guided_choice", "guided_regex", "guided_json") if k in request}
+        if guided and self.constraints == "reject":
+            return 400, {}, {"error": {"message": f"unsupported parameter: {next(iter(guided))}",
+                                       "type": "invalid_request_error"}}
         delay = self.slow.get(_content(request), self.delay)
         if delay:
             await asyncio.sleep(delay)
@@ -184,6 +199,10 @@ class FakeOpenAIServer:
         seed = request.get("seed")
         texts = [f"answer: {content}" + (f" #{i}" if n > 1 else "") + (f" seed={seed}" if seed is not None else "")
                  for i in range(n)]
+        if self.constraints == "honour" and request.get("guided_choice"):
+            texts = [self._rng.choice(list(request["guided_choice"])) for _ in range(n)]
+        elif self.constraints == "honour" and request.get("guided_regex"):
+            texts = [sample_regex(request["guided_regex"], self._rng) for _ in range(n)]
         usage = {"prompt_tokens": max(1, len(content.split())), "completion_tokens": 3 * n,
                  "total_tokens": max(1, len(content.split())) + 3 * n}
         now = int(time.time())
