@@ -127,3 +127,33 @@ def test_fastchat_model_answer_files(tmp_path: Path) -> None:
         assert f"{path}:1: choices:" in str(exc)
     else:
         raise AssertionError("an empty turns list is an error")
+
+
+def test_judge_options_values_are_checked(tmp_path: Path, capsys) -> None:
+    for bad, message in (("judge_options.concurrency=0", "judge_options.concurrency: must be an integer >= 1"),
+                         ("judge_options.max_retries=-1", "judge_options.max_retries: must be an integer >= 0"),
+                         ("judge_options.rpm=-5", "rpm: must be > 0")):
+        code = main(["judge", "vicuna", "--judge", "http://127.0.0.1:9/v1#x", "--model-outputs", "gpt35",
+                     "--run-dir", str(tmp_path), bad])
+        assert code == 2 and message in capsys.readouterr().err, bad
+
+
+def test_failed_requests_exit_1_and_a_rerun_retries_them(tmp_path: Path, capsys) -> None:
+    """Over HTTP (the fake endpoint without constraints): a 400 is a failed request, not a verdict."""
+    from drover.llm.testing import FakeOpenAIServer
+
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(json.dumps({"question_id": 1, "text": "My answer.", "model_id": "mine"}) + "\n")
+    argv = ["judge", "vicuna", "--model-outputs", str(mine), "--run-dir", str(tmp_path / "run"),
+            "judge_options.max_retries=0"]
+    with FakeOpenAIServer() as server:
+        server.script("400")
+        assert main([*argv, "--judge", f"{server.base_url}#fake"]) == 1
+        out = capsys.readouterr().out
+        assert "1 judge request(s) failed after retries" in out and "2 judgments failed (1 request errors" in out
+        sent = len(server.requests)
+        assert main([*argv, "--judge", f"{server.base_url}#fake"]) == 0
+        assert len(server.requests) == sent + 1  # only the failed one is sent again
+    record = json.loads((tmp_path / "run" / "eval" / "mine" / "vicuna80-vs-gpt35.json").read_text())
+    assert record["request_errors"] == 0 and record["failures"] == 2  # "answer: ..." is no verdict
+    assert record["metrics"]["relative_score"] is None  # strict JSON, not NaN

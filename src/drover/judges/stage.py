@@ -59,9 +59,9 @@ class JudgeConfig:
                 raise ConfigError(f"judge: judge_options.{key}: unknown option{did_you_mean(key, known)}; "
                                   f"e.g. concurrency, rpm, tpm, max_retries, timeout, temperature, max_tokens, "
                                   f"price_input_per_1k, price_output_per_1k")
-            if key in ("concurrency", "max_tokens", "max_retries") and (not isinstance(value, int) or value < 1) \
-                    and not (key == "max_retries" and value == 0):
-                raise ConfigError(f"judge: judge_options.{key}: must be a positive integer (got {value!r})")
+            least = {"concurrency": 1, "max_tokens": 1, "max_retries": 0}.get(key)
+            if least is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                raise ConfigError(f"judge: judge_options.{key}: must be an integer >= {least} (got {value!r})")
 
 
 def judge_identity(llm_config: Any) -> dict[str, Any]:
