@@ -101,6 +101,12 @@ def test_bad_judge_options_exit_2(tmp_path: Path, capsys) -> None:
 def test_every_judge_help_lists_options_defaults_and_an_example(capsys) -> None:
     from drover.judges.registry import JUDGES
 
+    try:
+        main(["judge", "--help"])
+    except SystemExit:
+        pass
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in JUDGES.names()) and "judge_options.KEY=VALUE" in listing
     for name in JUDGES.names():
         try:
             main(["judge", name, "--help"])

@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="kind", required=True, metavar="{" + ",".join(_names()) + "}")
     for name in _names():
         judge = JUDGES.get(name)
-        p = sub.add_parser(name, help=judge.title, description=judge.title,
+        title = judge.title.replace("%", "%%")  # argparse formats help strings with %
+        p = sub.add_parser(name, help=title, description=judge.title,
                            epilog=f"example: {judge.example}\n\n{options_help}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--config", help="YAML file with judge stage keys (JudgeConfig and this judge's settings)")
@@ -70,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         for f, meta in setting_options(judge.Settings):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             kwargs: dict[str, Any] = {"dest": f.name, "default": None,
-                                      "help": meta["help"] + (" (required)" if meta["required"] else f" (default: {default})")}
+                                      "help": (meta["help"] + (" (required)" if meta["required"] else
+                                                               f" (default: {default})")).replace("%", "%%")}
             if isinstance(default, bool):
                 kwargs["action"] = "store_true"
             else:
