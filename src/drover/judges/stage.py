@@ -117,9 +117,8 @@ def cost(judgments: list[Any], llm_config: Any) -> dict[str, float]:
 
 def run_judge(config: JudgeConfig, open_llm: Any = None, log: Any = print) -> dict[str, Any]:
     """Judge, aggregate and write one result; returns the record. `open_llm(config, cache)` is for tests."""
-    from drover.identity import digest
+    from drover.judges.judge import JudgeContext
     from drover.judges.registry import JUDGES
-    from drover.judges.runner import failures
     from drover.results import examples_path, find_result, write_result
     from drover.runs import RunDir
 
@@ -127,15 +126,13 @@ def run_judge(config: JudgeConfig, open_llm: Any = None, log: Any = print) -> di
     settings = _settings(judge, config)
     if config.limit is not None and hasattr(settings, "limit"):
         settings = dataclasses.replace(settings, limit=config.limit)
-    inputs = judge.load(settings)
+    inputs = judge.load(settings)  # every input error before any request
     name = config.name or inputs.default_name
     run = RunDir(config.run_dir).ensure()
     start = time.time()
-    llm = None
-    if judge.uses_llm:
-        llm = (open_llm or _open_llm)(config, run.llm_cache)
+    llm = (open_llm or _open_llm)(config, run.llm_cache) if judge.uses_llm else None
     try:
-        if inputs.label is None:
+        if inputs.label is None:  # the judge itself is evaluated
             inputs.label = llm.config.model if llm is not None else config.kind
         identity = judge_identity(llm.config) if llm is not None else None
         key = result_key(config, settings, inputs.content, identity)
@@ -144,52 +141,61 @@ def run_judge(config: JudgeConfig, open_llm: Any = None, log: Any = print) -> di
             log(f"judge {config.kind}: done already for these answers and settings "
                 f"({run.root / previous['examples_file']}); re-run with force=true to judge again")
             return previous
-        ctx = None
-        if llm is not None:
-            journal = examples_path(run.root, inputs.label, name)
-            from drover.judges.judge import JudgeContext
-
-            ctx = JudgeContext(llm, llm.config.model, identity, journal,
-                               temperature=config.judge_options.get("temperature"),
-                               max_tokens=config.judge_options.get("max_tokens"), constrain=config.constrain)
+        ctx = None if llm is None else JudgeContext(
+            llm, llm.config.model, identity, examples_path(run.root, inputs.label, name),
+            temperature=config.judge_options.get("temperature"), max_tokens=config.judge_options.get("max_tokens"),
+            constrain=config.constrain)
         output = judge.judge(ctx, settings, inputs)
         judgments = ctx.judgments if ctx is not None else []
-        failed = failures(judgments)
-        n_errors = sum(f["kind"] == "request_error" for f in failed)
-        record = {
-            "kind": "judge", "name": name, "task": judge.task_for(settings), "judge_kind": judge.name,
-            "model": {"label": inputs.label, "spec": inputs.label, "fingerprint": digest(inputs.content)},
-            "judge": llm.config.model if llm is not None else None,
-            "judge_identity": identity, "key": key,
-            "metrics": {k: (None if v is None else float(v)) for k, v in output.metrics.items()},
-            "standard_errors": {k: float(v) for k, v in output.standard_errors.items()},
-            "primary_metric": judge.primary(settings, inputs), "higher_is_better": judge.higher_is_better,
-            "breakdown": {**output.breakdown, "failures": failed},
-            "settings": {**dataclasses.asdict(settings), **output.settings, "constrain": config.constrain,
-                         "limit": config.limit, "judge_options": dict(config.judge_options)},
-            "n": output.n_examples, "n_examples": output.n_examples,
-            "n_judgments": len(judgments), "failures": len(failed), "request_errors": n_errors,
-            "usage": llm.stats.to_dict() if llm is not None else {},
-            "cost": cost(judgments, llm.config) if llm is not None else {"prompt_tokens": 0, "completion_tokens": 0,
-                                                                         "usd": 0.0},
-        }
+        record = _record(config, judge, settings, inputs, name, key, output, judgments, llm)
     finally:
         if llm is not None:
             llm.close()
     record["time_s"] = round(time.time() - start, 3)
-    for folder, content in output.extra_files.items():  # beside the results, one level down (not a record)
-        from drover.atomic import write_json
-        from drover.results import result_path, strict
-
-        extra = result_path(run.root, inputs.label, name).parent / folder / f"{name}.json"
-        write_json(extra, strict(content), indent=None)
-        record["settings"].setdefault("files", {})[folder] = str(extra.relative_to(run.root))
+    _write_extra_files(run.root, record, output, inputs.label, name)
     path = write_result(run.root, record, [j.to_dict() for j in judgments])
     record["examples_file"] = str(Path(path).parent.relative_to(run.root) / f"{name}.examples.jsonl")
     if output.message:
         log(output.message)
     _summary(record, path, log)
     return record
+
+
+def _record(config: JudgeConfig, judge: Any, settings: Any, inputs: Any, name: str, key: str, output: Any,
+            judgments: list[Any], llm: Any) -> dict[str, Any]:
+    """The result record (the keys `drover.results` documents, plus the judge's own)."""
+    from drover.identity import digest
+    from drover.judges.runner import failures
+
+    failed = failures(judgments)
+    return {
+        "kind": "judge", "name": name, "task": judge.task_for(settings), "judge_kind": judge.name,
+        "model": {"label": inputs.label, "spec": inputs.label, "fingerprint": digest(inputs.content)},
+        "judge": llm.config.model if llm is not None else None,
+        "judge_identity": judge_identity(llm.config) if llm is not None else None, "key": key,
+        "metrics": {k: (None if v is None else float(v)) for k, v in output.metrics.items()},
+        "standard_errors": {k: float(v) for k, v in output.standard_errors.items()},
+        "primary_metric": judge.primary(settings, inputs), "higher_is_better": judge.higher_is_better,
+        "breakdown": {**output.breakdown, "failures": failed},
+        "settings": {**dataclasses.asdict(settings), **output.settings, "constrain": config.constrain,
+                     "limit": config.limit, "judge_options": dict(config.judge_options)},
+        "n": output.n_examples, "n_examples": output.n_examples, "n_judgments": len(judgments),
+        "failures": len(failed), "request_errors": sum(f["kind"] == "request_error" for f in failed),
+        "usage": llm.stats.to_dict() if llm is not None else {},
+        "cost": cost(judgments, llm.config) if llm is not None else {"prompt_tokens": 0, "completion_tokens": 0,
+                                                                     "usd": 0.0},
+    }
+
+
+def _write_extra_files(root: Path, record: dict[str, Any], output: Any, label: str, name: str) -> None:
+    """A judge's extra JSON (alpaca_eval annotations) one level below the results (never read as a record)."""
+    from drover.atomic import write_json
+    from drover.results import result_path, strict
+
+    for folder, content in output.extra_files.items():
+        extra = result_path(root, label, name).parent / folder / f"{name}.json"
+        write_json(extra, strict(content), indent=None)
+        record["settings"].setdefault("files", {})[folder] = str(extra.relative_to(root))
 
 
 def _fmt(value: Any) -> str:
