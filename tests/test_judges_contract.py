@@ -250,3 +250,36 @@ def test_fake_http_endpoint_honours_ignores_or_rejects_constraints() -> None:
         assert post(server, {"guided_choice": ["yes", "no"]}) == (200, "answer: judge")
     with FakeOpenAIServer(constraints="reject") as server:
         assert post(server, {"guided_choice": ["yes", "no"]})[0] == 400 and post(server, {}) == (200, "answer: judge")
+
+
+@pytest.mark.parametrize("stage", ["judge-vicuna", "judge-alpaca-eval"])
+def test_quickstart_judge_stages_give_a_verdict_for_every_question(tmp_path: Path, stage: str) -> None:
+    """The quickstart's own judge arguments: with constraints honoured, 0 failures; and every
+    constrained verdict fits its max_tokens even at one character per token (no truncation)."""
+    import argparse
+
+    from drover.commands.judge import add_arguments, build_config
+    from drover.recipes import base_variables, load_recipe, resolve
+
+    recipe = load_recipe("quickstart")
+    variables = {**base_variables(recipe), "services.teacher.url": "http://127.0.0.1:9/v1", "judge_limit": "3"}
+    args = [resolve(str(a), variables, stage) for a in next(s for s in recipe.stages if s.name == stage).args]
+    outputs = args[args.index("--model-outputs") + 1]
+    questions = [json.loads(line) for line in
+                 (Path(variables["drover_data"]) / "vicuna80" / "question.jsonl").read_text().splitlines()[:3]]
+    rows = ([_conversation(q["question_id"], q["text"], "gibberish answer") for q in questions]
+            if stage == "judge-vicuna" else [_conversation(n, i, "gibberish answer") for n, i in enumerate(ALPACA)])
+    args[args.index("--model-outputs") + 1] = _jsonl(tmp_path / Path(outputs).name, rows)
+    args[args.index("--run-dir") + 1] = str(tmp_path / "run")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = build_config(parser.parse_args(args))
+    record = run_judge(config, open_llm=lambda c, cache: FakeJudgeLLM("honour"), log=lambda *_: None)
+    assert record["failures"] == 0 and record["n_judgments"] > 0
+    pm = record["metrics"][record["primary_metric"]]
+    assert pm is not None and pm == pm
+    for example in _examples(tmp_path, record):
+        constraint = example["constraint"]
+        longest = (max(map(len, constraint["choice"])) if "choice" in constraint else
+                   max(len(sample_regex(constraint["regex"], random.Random(k))) for k in range(50)))
+        assert longest + 1 <= example["decoding"]["max_tokens"], (stage, constraint, example["decoding"])
