@@ -200,7 +200,7 @@ def test_limits_metrics_and_breakdowns(suite):
     mc = load("truthfulqa_mc")
     assert mc["n_examples"] == 2 and 0 <= mc["metrics"]["mc2"] <= 100 and mc["metrics"]["mc1"] in (0, 50, 100)
     gen = load("truthfulqa_gen")
-    assert set(gen["metrics"]) == {"truthful", "informative", "truthful_informative"}
+    assert set(gen["metrics"]) == {"truthful", "informative", "truthful_informative", "n_judge_failures"}
     assert gen["metrics"]["truthful_informative"] <= min(gen["metrics"]["truthful"], gen["metrics"]["informative"])
 
     sn0, sn2 = examples("superni_0shot"), examples("superni_2shot")

@@ -7,7 +7,12 @@ import re
 import pytest
 
 from drover.judges import llmbar
+from drover.judges.judge import JudgeContext
 from drover.llm.types import Choice, Completion
+
+
+def _ctx(judge) -> JudgeContext:
+    return JudgeContext(judge, "rule", "rule", None)
 
 
 class RuleJudge:
@@ -35,7 +40,7 @@ class RuleJudge:
 @pytest.mark.parametrize("strategy", list(llmbar.STRATEGIES))
 def test_every_strategy_fills_its_prompts(strategy: str) -> None:
     judge = RuleJudge("shorter")
-    judgments = llmbar.judge_sets(judge, "rule", llmbar.get_strategy(strategy), ["Natural"], limit=3)
+    judgments = llmbar.judge_sets(_ctx(judge), llmbar.get_strategy(strategy), ["Natural"], limit=3)
     assert len(judgments) == 6
     for prompt in judge.prompts:
         assert not re.search(r"\{(instruction|output_1|output_2|questions|reference|explanation_\d)\}", prompt)
@@ -47,11 +52,11 @@ def test_accuracy_and_agreement_match_a_hand_count() -> None:
     rows = llmbar.load_set("Natural", 10)
     shorter = [1 if len(r["output_1"]) <= len(r["output_2"]) else 2 for r in rows]
     expected = 100 * sum(s == int(r["label"]) for s, r in zip(shorter, rows)) / 10
-    out = llmbar.summarize(llmbar.judge_sets(RuleJudge("shorter"), "rule", llmbar.get_strategy("rules"),
+    out = llmbar.summarize(llmbar.judge_sets(_ctx(RuleJudge("shorter")), llmbar.get_strategy("rules"),
                                              ["Natural"], limit=10), ["Natural"])
     assert out["metrics"]["Natural/accuracy"] == pytest.approx(expected)
     assert out["metrics"]["Natural/agreement"] == 100.0
-    first = llmbar.summarize(llmbar.judge_sets(RuleJudge("first"), "rule", llmbar.get_strategy("vanilla"),
+    first = llmbar.summarize(llmbar.judge_sets(_ctx(RuleJudge("first")), llmbar.get_strategy("vanilla"),
                                                ["Natural"], limit=10), ["Natural"])
     assert first["metrics"]["Natural/accuracy"] == 50.0  # right in exactly one order per pair
     assert first["metrics"]["Natural/agreement"] == 0.0
@@ -59,7 +64,7 @@ def test_accuracy_and_agreement_match_a_hand_count() -> None:
 
 def test_swap_synthesizes_only_conflicting_pairs() -> None:
     judge = RuleJudge("first")  # explain-then-choose always prefers position (a): the orders conflict
-    judgments = llmbar.judge_sets(judge, "rule", llmbar.get_strategy("swap"), ["Manual"], limit=2)
+    judgments = llmbar.judge_sets(_ctx(judge), llmbar.get_strategy("swap"), ["Manual"], limit=2)
     debates = [p for p in judge.prompts if "# Debate" in p]
     assert len(debates) == 4 and all(j.meta.get("synthesized") for j in judgments)
     # In each debate, Assistant (a)'s explanation argues for Output (a), with the names as shown.

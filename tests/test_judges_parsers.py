@@ -17,7 +17,8 @@ from drover.llm.types import Choice as LLMChoice
 from drover.llm.types import Completion, TokenLogprob
 
 MODULES = ["drover.judges.vicuna", "drover.judges.alpaca_eval", "drover.judges.mt_bench", "drover.judges.llmbar",
-           "drover.judges.bias", "drover.metrics.winrate"]
+           "drover.judges.bias", "drover.metrics.winrate", "drover.judges.listwise_eval", "drover.judges.truthfulqa",
+           "drover.llm.testing"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rerank": ("drover.commands.rerank", "best-of-n: sample n responses and rank them with a reward model"),
     "expert-iterate": ("drover.commands.expert_iterate", "expert iteration: sample, pick the best, SFT, repeat"),
     "eval": ("drover.commands.eval", "benchmarks: MMLU, GSM, BBH, TydiQA, Codex-Eval, ToxiGen, TruthfulQA, ..."),
-    "judge": ("drover.commands.judge", "LLM-as-judge: Vicuna-80, AlpacaEval, MT-bench, LLMBar meta-evaluation"),
+    "judge": ("drover.commands.judge", "LLM-as-judge: Vicuna-80, AlpacaEval, MT-bench, ranking, LLMBar, TruthfulQA"),
     "human": ("drover.commands.human", "human evaluation (HHH or Tülu form): create a study, serve it, results, export"),
     "report": ("drover.commands.report", "write the HTML + Markdown report of a run directory"),
 }

@@ -30,8 +30,9 @@ import yaml
 
 from drover.errors import ConfigError, InputError, did_you_mean
 from drover.judges.files import data_path, read_json, read_jsonl
+from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.verdicts import ParseFailure, Preference
-from drover.llm.types import Completion
+from drover.llm.types import Completion, Constraint
 
 if TYPE_CHECKING:
     from drover.judges.runner import JudgeCall, Judgment
@@ -45,6 +46,9 @@ VERSIONS = {
     "v2": ("weighted_alpaca_eval_gpt4_turbo", "gpt4_1106_preview"),
 }
 PARSERS = ("ranking_parser", "logprob_parser")
+# v1's constrained verdict: the two rankings `ranking_parser` reads (model_1 first, or model_2 first).
+RANKINGS = ("[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]",
+            "[{'model': 'model_2', 'rank': 1}, {'model': 'model_1', 'rank': 2}]")
 
 
 @dataclass
@@ -71,6 +75,15 @@ class Annotator:
         if self.parser == "ranking_parser":
             return parse_ranking(completion.text)
         return parse_logprobs(completion, **self.parser_kwargs)
+
+    @property
+    def constraint(self) -> Constraint:
+        """The verdict's shape: one of the two rankings (v1), or one of the preference tokens
+        (v2: the log-prob route reads P over the same tokens, a ratio masking does not change)."""
+        if self.parser == "ranking_parser":
+            return Constraint(choice=RANKINGS)
+        tokens = self.parser_kwargs.get("denominator_tokens", ("m", "M"))
+        return Constraint(choice=tuple(dict.fromkeys(map(str, tokens))))
 
 
 def chatml_to_messages(text: str) -> list[dict[str, str]]:
@@ -275,6 +288,7 @@ def build_calls(pairs: list[Pair], annotator: Annotator, seed: int = 0) -> list[
         calls.append(JudgeCall(
             id=str(pair.index), messages=annotator.messages(pair.instruction, *shown),
             prompt_id=annotator.prompt_id, parse=annotator.parse, decoding=dict(annotator.decoding),
+            constraint=annotator.constraint,
             meta={"index": pair.index, "dataset": pair.dataset, "switched": switched}))
     return calls
 
@@ -328,3 +342,68 @@ def annotations(pairs: list[Pair], prefs: list[float | None], baseline: str, mod
     return [{"instruction": p.instruction, "dataset": p.dataset, "output_1": p.output_1, "generator_1": baseline,
              "output_2": p.output_2, "generator_2": model, "annotator": annotator, "preference": pref}
             for p, pref in zip(pairs, prefs)]
+
+
+# --- The registry entry -------------------------------------------------------------
+
+
+@dataclass
+class AlpacaEvalSettings:
+    model_outputs: str = field(default="", metadata=option(
+        "alpaca_eval model_outputs.json or Conversation JSONL", required=True))
+    version: str = field(default="v2", metadata=option("v1 (GPT-4 ranking) or v2 (weighted log-prob)",
+                                                       choices=tuple(VERSIONS)))
+    annotator: str | None = field(default=None, metadata=option(
+        "a shipped alpaca_eval annotator config (default: the version's)"))
+    baseline: str | None = field(default=None, metadata=option(
+        "reference generator (default: text_davinci_003 for v1, gpt4_1106_preview for v2)"))
+    seed: int = field(default=0, metadata=option("seed of the per-instruction position coin (alpaca_eval: 0)"))
+    instruction_difficulty: str | None = field(default=None, metadata=option(
+        "alpaca_eval instruction_difficulty.csv, for the length-controlled GLM"))
+    limit: int | None = None
+
+
+class AlpacaEvalJudge(Judge):
+    name = "alpaca-eval"
+    task = "alpaca_eval"
+    title = "AlpacaEval win rate (± standard error) against a reference model's outputs"
+    example = ("drover judge alpaca-eval --judge openai:gpt-4-turbo --model-outputs outputs.json --version v2 "
+               "judge_options.price_input_per_1k=0.01 judge_options.price_output_per_1k=0.03")
+    primary_metric = "win_rate"
+    Settings = AlpacaEvalSettings
+
+    def task_for(self, settings: AlpacaEvalSettings) -> str:
+        return f"alpaca_eval_{settings.version}"
+
+    def load(self, settings: AlpacaEvalSettings) -> JudgeInputs:
+        default_annotator, default_baseline = VERSIONS[settings.version]
+        annotator = load_annotator(settings.annotator or default_annotator)
+        baseline = settings.baseline or default_baseline
+        model, outputs = load_outputs(settings.model_outputs)
+        pairs = make_pairs(outputs, baseline, settings.limit)
+        difficulty = None
+        if settings.instruction_difficulty:
+            from drover.metrics.winrate import read_difficulty
+
+            difficulty = read_difficulty(settings.instruction_difficulty)
+        content = {"baseline": baseline, "annotator": annotator.name,
+                   "pairs": [[p.index, p.instruction, p.output_1, p.output_2] for p in pairs],
+                   "difficulty": None if difficulty is None else sorted(difficulty.items())}
+        return JudgeInputs(model, f"alpaca-eval-{settings.version}", content, (annotator, baseline, pairs, difficulty))
+
+    def judge(self, ctx: JudgeContext | None, settings: AlpacaEvalSettings, inputs: JudgeInputs) -> JudgeOutput:
+        assert ctx is not None
+        annotator, baseline, pairs, difficulty = inputs.data
+        judgments = ctx.run(build_calls(pairs, annotator, settings.seed), desc="alpaca-eval")
+        prefs = preferences(pairs, judgments)
+        summary = summarize(pairs, prefs, difficulty)
+        m = summary["metrics"]
+        return JudgeOutput(m, summary["breakdown"], len(pairs), {"win_rate": m["standard_error"]},
+                           {"reference": baseline, "annotator": annotator.name,
+                            "lc_uses_instruction_difficulty": difficulty is not None},
+                           {"annotations": annotations(pairs, prefs, baseline, inputs.label, annotator.name)},
+                           f"AlpacaEval {settings.version}: {inputs.label} vs {baseline}, judge {ctx.judge_label} "
+                           f"({annotator.name}): win rate {m['win_rate']:.2f} ± {m['standard_error']:.2f}")
+
+
+JUDGE = AlpacaEvalJudge()

@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.metrics.winrate import win_rate
 
 Tokenize = Callable[[str], Sequence[str]]
@@ -104,3 +106,52 @@ def analyze(systems: list[SystemAnnotations], tokenize: Tokenize = word_tokens) 
         "n_systems": float(len(systems)),
     }
     return {"metrics": metrics, "breakdown": {"per_system": per_system}}
+
+
+# --- The registry entry -------------------------------------------------------------
+
+
+@dataclass
+class BiasSettings:
+    annotations: list[str] = field(default_factory=list, metadata=option(
+        "alpaca_eval annotations.json files (or drover's RUN/eval/<model>/annotations/<name>.json)",
+        nargs="+", required=True))
+    limit: int | None = None
+
+
+def load_annotations(path: str, limit: int | None = None) -> SystemAnnotations:
+    """One system's judged pairs from an alpaca_eval annotations list."""
+    from drover.errors import InputError
+    from drover.judges.files import read_json
+
+    rows = read_json(path)
+    if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict) or "output_2" not in rows[0]:
+        raise InputError(path, None, None, "expected an alpaca_eval annotations list "
+                                           "{output_1, output_2, generator_2, preference}")
+    rows = rows[:limit] if limit else rows
+    return SystemAnnotations(str(rows[0].get("generator_2") or Path(path).stem), [r["output_1"] for r in rows],
+                             [r["output_2"] for r in rows], [r.get("preference") for r in rows])
+
+
+class BiasJudge(Judge):
+    name = "bias"
+    task = "judge_bias"
+    title = "length / unique-token bias of win rates across systems (no judge calls)"
+    example = "drover judge bias --annotations runs/a/eval/*/annotations/alpaca-eval-v2.json"
+    primary_metric = "pearson_winrate_unique_tokens"
+    uses_llm = False
+    Settings = BiasSettings
+
+    def load(self, settings: BiasSettings) -> JudgeInputs:
+        systems = [load_annotations(p, settings.limit) for p in settings.annotations]
+        return JudgeInputs("bias", "bias", [[s.name, s.baseline_outputs, s.model_outputs, s.preferences]
+                                            for s in systems], systems)
+
+    def judge(self, ctx: JudgeContext | None, settings: BiasSettings, inputs: JudgeInputs) -> JudgeOutput:
+        systems = inputs.data
+        summary = analyze(systems)
+        return JudgeOutput(summary["metrics"], summary["breakdown"], sum(len(s.model_outputs) for s in systems),
+                           message=f"Length bias across {len(systems)} systems")
+
+
+JUDGE = BiasJudge()

@@ -11,17 +11,16 @@ a parse failure, counted, and scored as wrong (as LLMBar scores a `None` winner)
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from drover.errors import ConfigError, did_you_mean
 from drover.judges.files import data_path, read_json
-from drover.judges.runner import JudgeCall, Judgment, run_calls
+from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
+from drover.judges.runner import JudgeCall, Judgment
 from drover.judges.verdicts import Choice, Outcome, ParseFailure, Text
+from drover.llm.types import Constraint
 from drover.prompts import load_prompt
-
-if TYPE_CHECKING:
-    from drover.judges.runner import LLMLike
 
 SETS = {
     "Natural": ("LLMBar", "Natural"),
@@ -54,6 +53,9 @@ ALIASES = {"metrics+reference+rules": "metrics-reference-rules", "rules+metrics+
 # LLMBar's max_tokens per stage (GPT-4 configs), temperature 0 everywhere.
 MAX_TOKENS = {"metrics": 150, "reference": 384, "comparison": 50, "cot": 300, "synthesize": 50}
 AUX_PLACEHOLDER = {"metrics": "questions", "reference": "reference"}
+# The constrained verdicts: the line `parse_choice` reads, or the sentence `parse_cot` reads.
+CHOICE = Constraint(choice=("Output (a)", "Output (b)"))
+COT = Constraint(regex=r"Output \((a|b)\) is better\.")
 
 
 def get_strategy(name: str) -> Strategy:
@@ -144,6 +146,7 @@ def _comparison_calls(strategy: Strategy, items: list[tuple[str, dict[str, Any]]
             calls.append(JudgeCall(
                 id=f"{key}/{order}", messages=prompt_messages(name, **values), prompt_id=f"llmbar/{name}",
                 parse=(lambda c: parse_cot(c.text)) if cot else (lambda c: parse_choice(c.text)),
+                constraint=COT if cot else CHOICE,
                 decoding={"temperature": 0.0, "max_tokens": MAX_TOKENS["cot" if cot else "comparison"]},
                 meta={"key": key, "order": order, "label": int(row["label"])}))
     return calls
@@ -157,35 +160,27 @@ def _winner(j: Judgment) -> int | None:
     return (1 if first else 2) if j.meta["order"] == "ab" else (2 if first else 1)
 
 
-def judge_sets(llm: "LLMLike", judge: str, strategy: Strategy, sets: list[str], examples_path: Any = None,
-               limit: int | None = None, max_tokens: int | None = None) -> list[Judgment]:
+def judge_sets(ctx: JudgeContext, strategy: Strategy, sets: list[str], limit: int | None = None) -> list[Judgment]:
     """Run every stage of the strategy on the chosen sets; returns the final-choice judgments.
 
-    `max_tokens` caps every stage's generation length (cost control, tests).
+    The context's `max_tokens` option caps every stage's generation length (cost control, tests).
     """
-    def cap(n: int) -> int:
-        return min(n, max_tokens) if max_tokens else n
-
     items = [(f"{s}/{i}", row) for s in sets for i, row in enumerate(load_set(s, limit))]
     aux: dict[str, dict[str, str]] = {key: {} for key, _ in items}
     for kind in strategy.auxiliary:
         calls = [JudgeCall(id=f"{key}/{kind}", messages=prompt_messages(f"aux_{kind}", instruction=row["input"]),
                            prompt_id=f"llmbar/aux_{kind}", parse=_text,
-                           decoding={"temperature": 0.0, "max_tokens": cap(MAX_TOKENS[kind])}, meta={"key": key})
+                           decoding={"temperature": 0.0, "max_tokens": MAX_TOKENS[kind]}, meta={"key": key})
                  for key, row in items]
-        for j in run_calls(llm, calls, judge, examples_path, desc=f"llmbar {kind}"):
+        for j in ctx.run(calls, desc=f"llmbar {kind}"):
             aux[j.meta["key"]][kind] = j.raw.strip()  # an empty/failed auxiliary output stays empty
-    comparison = _comparison_calls(strategy, items, aux)
-    for call in comparison:
-        call.decoding["max_tokens"] = cap(call.decoding["max_tokens"])
-    final = run_calls(llm, comparison, judge, examples_path, desc=f"llmbar {strategy.name}")
+    final = ctx.run(_comparison_calls(strategy, items, aux), desc=f"llmbar {strategy.name}")
     if not strategy.swap:
         return final
-    return _synthesize(llm, judge, items, final, examples_path, cap(MAX_TOKENS["synthesize"]))
+    return _synthesize(ctx, items, final)
 
 
-def _synthesize(llm: "LLMLike", judge: str, items: list[tuple[str, dict[str, Any]]], cot: list[Judgment],
-                examples_path: Any, max_tokens: int) -> list[Judgment]:
+def _synthesize(ctx: JudgeContext, items: list[tuple[str, dict[str, Any]]], cot: list[Judgment]) -> list[Judgment]:
     """Swap: where the two orders disagree (one says 1, the other 2), review both explanations."""
     by_key: dict[str, dict[str, Judgment]] = {}
     for j in cot:
@@ -208,10 +203,11 @@ def _synthesize(llm: "LLMLike", judge: str, items: list[tuple[str, dict[str, Any
                 id=f"{key}/synth/{order}", prompt_id="llmbar/swap_synthesize",
                 messages=prompt_messages("swap_synthesize", instruction=row["input"], output_1=o1, output_2=o2,
                                          explanation_1=ex1, explanation_2=ex2),
-                parse=lambda c: parse_choice(c.text), decoding={"temperature": 0.0, "max_tokens": max_tokens},
+                parse=lambda c: parse_choice(c.text), constraint=CHOICE,
+                decoding={"temperature": 0.0, "max_tokens": MAX_TOKENS["synthesize"]},
                 meta={"key": key, "order": order, "label": int(row["label"]), "synthesized": True}))
     synth = {(j.meta["key"], j.meta["order"]): j
-             for j in run_calls(llm, calls, judge, examples_path, desc="llmbar swap-synthesize")}
+             for j in ctx.run(calls, desc="llmbar swap-synthesize")}
     return [synth.get((j.meta["key"], j.meta["order"]), j) for j in cot]
 
 
@@ -232,7 +228,9 @@ def summarize(judgments: list[Judgment], sets: list[str]) -> dict[str, Any]:
             agree += winners.get("ab") is not None and winners.get("ab") == winners.get("ba")
             failed += sum(j.failed for j in got.values())
         per_set[s] = {"accuracy": 100.0 * correct / (2 * n) if n else float("nan"),
-                      "agreement": 100.0 * agree / n if n else float("nan"), "n": n, "n_failed": failed}
+                      "agreement": 100.0 * agree / n if n else float("nan"), "n": n, "n_failed": failed,
+                      "points": [100.0 * sum(w == next(iter(got.values())).meta["label"] for w in
+                                             (_winner(j) for j in got.values())) / len(got) for got in pairs.values()]}
     metrics: dict[str, float] = {}
     for s, m in per_set.items():
         metrics[f"{s}/accuracy"] = m["accuracy"]
@@ -244,4 +242,46 @@ def summarize(judgments: list[Judgment], sets: list[str]) -> dict[str, Any]:
     total = sum(m["n"] for m in per_set.values())
     metrics["accuracy"] = sum(m["accuracy"] * m["n"] for m in per_set.values()) / total if total else float("nan")
     metrics["n_failed"] = float(sum(m["n_failed"] for m in per_set.values()))
-    return {"metrics": metrics, "breakdown": {"per_set": per_set}}
+    from drover.metrics.winrate import standard_error
+
+    errors = {"accuracy": standard_error([p for m in per_set.values() for p in m["points"]])}
+    for m in per_set.values():
+        del m["points"]
+    return {"metrics": metrics, "breakdown": {"per_set": per_set}, "standard_errors": errors}
+
+
+# --- The registry entry -------------------------------------------------------------
+
+
+@dataclass
+class MetaSettings:
+    strategy: str = field(default="vanilla", metadata=option(
+        "LLMBar strategy: " + ", ".join(STRATEGIES)))
+    sets: list[str] = field(default_factory=lambda: list(SETS), metadata=option(
+        "LLMBar sets: " + ", ".join(SETS), nargs="+"))
+    limit: int | None = None
+
+
+class MetaJudge(Judge):
+    name = "meta"
+    task = "llmbar"
+    title = "LLMBar meta-evaluation of the judge itself: accuracy on pairs with a known better output"
+    example = "drover judge meta --judge openai:gpt-4 --strategy metrics-reference-rules --sets Natural Neighbor"
+    primary_metric = "accuracy"
+    Settings = MetaSettings
+
+    def load(self, settings: MetaSettings) -> JudgeInputs:
+        strategy = get_strategy(settings.strategy)
+        rows = {s: load_set(s, settings.limit) for s in settings.sets}  # validates the names before any request
+        return JudgeInputs(None, f"llmbar-{strategy.name}", {"sets": rows}, strategy)
+
+    def judge(self, ctx: JudgeContext | None, settings: MetaSettings, inputs: JudgeInputs) -> JudgeOutput:
+        assert ctx is not None
+        judgments = judge_sets(ctx, inputs.data, settings.sets, settings.limit)
+        summary = summarize(judgments, settings.sets)
+        return JudgeOutput(summary["metrics"], summary["breakdown"], len(judgments) // 2, summary["standard_errors"],
+                           {"strategy": inputs.data.name},
+                           message=f"LLMBar meta-evaluation: judge {ctx.judge_label}, strategy {inputs.data.name}")
+
+
+JUDGE = MetaJudge()

@@ -7,20 +7,23 @@
   FastChat's rule: the verdict counts only if both orders agree, otherwise it is a tie
   ("inconsistent").
 
-Answers: FastChat answer JSONL (`question_id`, `choices[0].turns`) or Conversation
-JSONL (`id` = question id, the assistant turns in order).
+Answers: FastChat's `model_answer` JSONL (`question_id`, `model_id`, `choices[0].turns`, as
+`gen_model_answer.py` writes it) or Conversation JSONL (`id` = question id, the assistant
+turns in order).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drover.errors import InputError
+from drover.errors import ConfigError, InputError
 from drover.judges.files import data_path, read_jsonl
+from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.verdicts import Choice, Outcome, ParseFailure, Rating
+from drover.llm.types import Constraint
 
 if TYPE_CHECKING:
     from drover.judges.runner import JudgeCall, Judgment
@@ -29,6 +32,9 @@ NEED_REF_CATS = ("math", "reasoning", "coding")
 DECODING = {"temperature": 0.0, "max_tokens": 2048}  # FastChat's judge settings
 _RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 _RATING_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
+# The constrained verdicts: FastChat's own markers, nothing around them.
+RATING = Constraint(regex=r"Rating: \[\[(10|[1-9])\]\]")
+PAIR_VERDICT = Constraint(choice=("[[A]]", "[[B]]", "[[C]]"))
 
 
 def parse_rating(text: str) -> Rating | ParseFailure:
@@ -145,6 +151,7 @@ def build_single_calls(answers: dict[str, list[str]]) -> list["JudgeCall"]:
             calls.append(JudgeCall(
                 id=f"{qid}/t{turn}", messages=prompt.messages(**_single_values(q, answers[qid], ref, turn)),
                 prompt_id=f"mt_bench/{name}", parse=lambda c: parse_rating(c.text), decoding=dict(DECODING),
+                constraint=RATING,
                 meta={"question_id": qid, "category": q["category"], "turn": turn}))
     return calls
 
@@ -176,7 +183,7 @@ def build_pairwise_calls(answers_a: dict[str, list[str]], answers_b: dict[str, l
                 calls.append(JudgeCall(
                     id=f"{qid}/t{turn}/{order}", messages=prompts[name].messages(**values),
                     prompt_id=f"mt_bench/{name}", parse=lambda c: parse_pair_verdict(c.text),
-                    decoding=dict(DECODING), meta={"question_id": qid, "category": q["category"], "turn": turn,
+                    constraint=PAIR_VERDICT, decoding=dict(DECODING), meta={"question_id": qid, "category": q["category"], "turn": turn,
                                                    "order": order}))
     return calls
 
@@ -188,12 +195,14 @@ def summarize_single(judgments: list["Judgment"]) -> dict[str, Any]:
     def mean(values: list[float]) -> float:
         return sum(values) / len(values) if values else float("nan")
 
+    from drover.metrics.winrate import standard_error
+
     metrics = {"score": mean([s for _, s in scored]),
                "score_turn1": mean([s for m, s in scored if m["turn"] == 1]),
                "score_turn2": mean([s for m, s in scored if m["turn"] == 2]),
                "n_scored": len(scored), "n_failed": len(judgments) - len(scored)}
     cats = sorted({m["category"] for m, _ in scored})
-    return {"metrics": metrics,
+    return {"metrics": metrics, "standard_errors": {"score": standard_error([s for _, s in scored])},
             "breakdown": {"per_category": {c: mean([s for m, s in scored if m["category"] == c]) for c in cats},
                           "per_question": [{"question_id": m["question_id"], "turn": m["turn"], "score": s}
                                            for m, s in scored]}}
@@ -230,7 +239,70 @@ def summarize_pairwise(judgments: list["Judgment"]) -> dict[str, Any]:
         rows.append({"question_id": key[0], "turn": key[1], "winner": {"first": "A", "second": "B", "tie": "tie"}[
             winner.value], "orders": {o: v.value for o, v in got.items()}})
     n = wins_a + wins_b + ties
-    return {"metrics": {"win_rate": 100.0 * (wins_a + 0.5 * ties) / n if n else float("nan"),
+    from drover.metrics.winrate import standard_error
+
+    points = [100.0 if r["winner"] == "A" else 0.0 if r["winner"] == "B" else 50.0 for r in rows]
+    return {"standard_errors": {"win_rate": standard_error(points)},
+            "metrics": {"win_rate": 100.0 * (wins_a + 0.5 * ties) / n if n else float("nan"),
                         "wins": wins_a, "losses": wins_b, "ties": ties, "inconsistent": inconsistent,
                         "n_games": n, "n_failed": len(failed)},
             "breakdown": {"games": rows}}
+
+
+# --- The registry entry -------------------------------------------------------------
+
+
+@dataclass
+class MTBenchSettings:
+    model_outputs: str = field(default="", metadata=option(
+        "answers: FastChat model_answer JSONL (choices[0].turns) or Conversation JSONL (2 turns)",
+        required=True))
+    mode: str = field(default="single", metadata=option("single-answer grading or pairwise",
+                                                        choices=("single", "pairwise")))
+    baseline_outputs: str | None = field(default=None, metadata=option(
+        "the other model's answers (pairwise)"))
+    limit: int | None = None
+
+
+class MTBenchJudge(Judge):
+    name = "mt-bench"
+    task = "mt_bench"
+    title = "MT-bench single-answer grading (1-10 per turn) or pairwise against another model"
+    example = "drover judge mt-bench --judge http://127.0.0.1:8000/v1#judge --model-outputs model_answer/mine.jsonl"
+    primary_metric = "score"
+    Settings = MTBenchSettings
+
+    def task_for(self, settings: MTBenchSettings) -> str:
+        return "mt_bench" if settings.mode == "single" else "mt_bench_pairwise"
+
+    def primary(self, settings: MTBenchSettings, inputs: JudgeInputs) -> str:
+        return "score" if settings.mode == "single" else "win_rate"
+
+    def load(self, settings: MTBenchSettings) -> JudgeInputs:
+        model, answers = load_answers(settings.model_outputs)
+        if settings.limit:
+            keep = {str(q["question_id"]) for q in load_questions()[: settings.limit]}
+            answers = {k: v for k, v in answers.items() if k in keep}
+        if settings.mode == "single":
+            return JudgeInputs(model, "mt-bench", {"answers": sorted(answers.items())}, (answers, None, None))
+        if not settings.baseline_outputs:
+            raise ConfigError("mt-bench --mode pairwise needs --baseline-outputs FILE")
+        other, other_answers = load_answers(settings.baseline_outputs)
+        return JudgeInputs(model, f"mt-bench-pair-vs-{other}", {
+            "answers": sorted(answers.items()), "other": sorted(other_answers.items())}, (answers, other, other_answers))
+
+    def judge(self, ctx: JudgeContext | None, settings: MTBenchSettings, inputs: JudgeInputs) -> JudgeOutput:
+        assert ctx is not None
+        answers, other, other_answers = inputs.data
+        if settings.mode == "single":
+            judgments = ctx.run(build_single_calls(answers), desc="mt-bench")
+            summary, facts = summarize_single(judgments), {}
+        else:
+            judgments = ctx.run(build_pairwise_calls(answers, other_answers), desc="mt-bench")
+            summary, facts = summarize_pairwise(judgments), {"reference": other}
+        n = len({j.meta["question_id"] for j in judgments})
+        return JudgeOutput(summary["metrics"], summary["breakdown"], n, summary["standard_errors"], facts,
+                           message=f"MT-bench ({settings.mode}): {inputs.label}, judge {ctx.judge_label}")
+
+
+JUDGE = MTBenchJudge()

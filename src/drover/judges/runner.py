@@ -1,12 +1,14 @@
 """The loop every judge shares: prompts -> `LLM.run` -> parse -> one record per call.
 
 A judge module turns its data into `JudgeCall`s (messages, decoding, a parser, the
-metadata it needs later). `run_calls` sends them through the one LLM client
-(concurrent, cached) and keeps, per call: the raw output, the typed verdict, the
-prompt id, the judge model and the decoding settings. Records are appended to an
-examples JSONL as they arrive; a re-run reads the finished ones back and sends only
-the rest (and the LLM cache makes even those free when they were answered before the
-crash). A call whose request failed after the client's retries is returned with
+metadata it needs later, the `Constraint` its verdict obeys). `run_calls` sends them
+through the one LLM client (concurrent, cached) and keeps, per call: the raw output, the
+typed verdict, the prompt id, the judge model, the decoding settings and the call's
+content key. Records are appended to an examples JSONL as they arrive; a re-run reads the
+finished ones back and sends only the rest (and the LLM cache makes even those free when
+they were answered before the crash). A stored record is reused only when its key - the
+digest of (judge identity, prompt id, messages, decoding, constraint) - equals the call's:
+the messages hold the answers judged, so changed answers under the same ids are re-judged. A call whose request failed after the client's retries is returned with
 `error` set but not written, so the next run retries it. Parse failures are kept, typed
 (`ParseFailure`), counted and listed - never dropped or guessed.
 """
@@ -19,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from drover.identity import digest
 from drover.judges.verdicts import ParseFailure, Verdict, verdict_from_dict
-from drover.llm.types import Completion, Request
+from drover.llm.types import Completion, Constraint, Request
 from drover.records import JsonlAppender
 
 
@@ -38,6 +41,13 @@ class JudgeCall:
     parse: Callable[[Completion], Verdict]
     decoding: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    constraint: Constraint | None = None  # the verdict's shape, asked of endpoints that can enforce it
+
+    def content_key(self, judge: Any) -> str:
+        """What decides "judged already": judge identity, prompt, messages, decoding, constraint."""
+        return digest({"judge": judge, "prompt_id": self.prompt_id, "messages": self.messages,
+                       "decoding": self.decoding,
+                       "constraint": None if self.constraint is None else self.constraint.to_dict()})
 
 
 @dataclass
@@ -54,6 +64,8 @@ class Judgment:
     error: str | None = None
     cached: bool = False
     usage: dict[str, int] = field(default_factory=dict)
+    key: str = ""  # JudgeCall.content_key of the call that produced it
+    constraint: dict[str, Any] | None = None
 
     @property
     def failed(self) -> bool:
@@ -63,14 +75,16 @@ class Judgment:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "prompt_id": self.prompt_id, "judge": self.judge, "decoding": self.decoding,
                 "raw": self.raw, "verdict": None if self.verdict is None else self.verdict.to_dict(),
-                "meta": self.meta, "error": self.error, "usage": self.usage}
+                "meta": self.meta, "error": self.error, "usage": self.usage, "key": self.key,
+                "constraint": self.constraint}
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> "Judgment":
         verdict = obj.get("verdict")
         return cls(obj["id"], obj.get("prompt_id", ""), obj.get("judge", ""), obj.get("decoding", {}),
                    obj.get("raw", ""), None if verdict is None else verdict_from_dict(verdict),
-                   obj.get("meta", {}), obj.get("error"), True, obj.get("usage", {}))
+                   obj.get("meta", {}), obj.get("error"), True, obj.get("usage", {}), obj.get("key", ""),
+                   obj.get("constraint"))
 
 
 def _read_done(path: Path) -> dict[str, Judgment]:
@@ -89,8 +103,12 @@ def _read_done(path: Path) -> dict[str, Judgment]:
 
 
 def run_calls(llm: LLMLike, calls: Sequence[JudgeCall], judge: str, examples_path: str | Path | None = None,
-              desc: str = "judge") -> list[Judgment]:
-    """Judge every call (resuming from `examples_path`), returning Judgments in call order."""
+              desc: str = "judge", identity: Any = None) -> list[Judgment]:
+    """Judge every call (resuming from `examples_path`), returning Judgments in call order.
+
+    `judge` is the label recorded per judgment; `identity` (default: `judge`) is what the
+    content keys hold - the endpoint and model, so another judge never reuses a verdict.
+    """
     ids = [c.id for c in calls]
     if len(set(ids)) != len(ids):
         raise ValueError("judge call ids must be unique")
@@ -99,15 +117,17 @@ def run_calls(llm: LLMLike, calls: Sequence[JudgeCall], judge: str, examples_pat
     if examples_path is not None:
         done = _read_done(Path(examples_path))
         appender = JsonlAppender(examples_path)
-    # A stored record is reused only if it came from the same judge and prompt.
+    keys = {c.id: c.content_key(judge if identity is None else identity) for c in calls}
+    # A stored record is reused only if it came from the same judge, prompt, decoding and answers.
+    # A request that failed is never reused: the next run retries exactly those.
     done = {c.id: done[c.id] for c in calls
-            if c.id in done and done[c.id].judge == judge and done[c.id].prompt_id == c.prompt_id}
+            if c.id in done and done[c.id].key == keys[c.id] and done[c.id].error is None}
     todo = [c for c in calls if c.id not in done]
     results: dict[str, Judgment] = {}
     try:
-        requests = [Request.chat(c.messages, key=c.id, **c.decoding) for c in todo]
+        requests = [Request.chat(c.messages, key=c.id, constraint=c.constraint, **c.decoding) for c in todo]
         for call, completion in zip(todo, llm.run(requests, desc=desc, total=len(requests))):
-            judgment = _judge_one(call, completion, judge)
+            judgment = _judge_one(call, completion, judge, keys[call.id])
             results[call.id] = judgment
             if appender is not None and judgment.error is None:
                 appender.write(judgment.to_dict())
@@ -123,14 +143,15 @@ def _refresh(judgment: Judgment, call: JudgeCall) -> Judgment:
     return judgment
 
 
-def _judge_one(call: JudgeCall, completion: Completion, judge: str) -> Judgment:
+def _judge_one(call: JudgeCall, completion: Completion, judge: str, key: str) -> Judgment:
     usage = {"prompt_tokens": completion.usage.prompt_tokens, "completion_tokens": completion.usage.completion_tokens}
+    constraint = None if call.constraint is None else call.constraint.to_dict()
     if completion.error is not None:
         return Judgment(call.id, call.prompt_id, judge, call.decoding, "", None, dict(call.meta),
-                        completion.error, completion.cached, usage)
+                        completion.error, completion.cached, usage, key, constraint)
     verdict = call.parse(completion)
     return Judgment(call.id, call.prompt_id, judge, call.decoding, completion.text, verdict, dict(call.meta),
-                    None, completion.cached, usage)
+                    None, completion.cached, usage, key, constraint)
 
 
 def failures(judgments: Iterable[Judgment]) -> list[dict[str, Any]]:

@@ -114,6 +114,16 @@ class Preference:
 
 
 @dataclass(frozen=True)
+class YesNo:
+    """A binary judgment (TruthfulQA's "is it true?" / "is it informative?")."""
+
+    yes: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "yes_no", "yes": self.yes}
+
+
+@dataclass(frozen=True)
 class Text:
     """A free-text intermediate (LLMBar metrics questions, reference output, explanations)."""
 
@@ -123,7 +133,7 @@ class Text:
         return {"type": "text", "text": self.text}
 
 
-Verdict = Union[Choice, ScorePair, Rating, Preference, Text, ParseFailure]
+Verdict = Union[Choice, ScorePair, Rating, Preference, YesNo, Text, ParseFailure]
 
 
 def verdict_from_dict(obj: dict[str, Any]) -> Verdict:
@@ -137,6 +147,8 @@ def verdict_from_dict(obj: dict[str, Any]) -> Verdict:
         return Rating(float(obj["score"]))
     if kind == "preference":
         return Preference(float(obj["value"]))
+    if kind == "yes_no":
+        return YesNo(bool(obj["yes"]))
     if kind == "text":
         return Text(obj["text"])
     if kind == "parse_failure":

@@ -14,19 +14,23 @@ changed the winner.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drover.errors import InputError
+from drover.errors import DroverError, InputError
 from drover.judges.files import data_path as _data_path
 from drover.judges.files import read_jsonl as _read_jsonl
+from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.verdicts import ParseFailure, ScorePair
+from drover.llm.types import Constraint
 
 if TYPE_CHECKING:
     from drover.judges.runner import JudgeCall, Judgment
 
 _NUM = r"(\d+(?:\.\d+)?)"
+# The constrained verdict: FastChat's first line, two 1-10 scores (read by `parse_scores`'s first rule).
+VERDICT = Constraint(regex=r"(10|[1-9]) (10|[1-9])")
 
 
 def data_path(*parts: str) -> Path:
@@ -133,9 +137,11 @@ SHIPPED_ANSWERS = {
 def load_answers(spec: str) -> tuple[str, dict[str, str]]:
     """(name, {question_id: answer}) from a shipped answer set name or a file.
 
-    Files: FastChat answer JSONL (`question_id`, `text`) or Conversation JSONL whose
-    `meta.question_id` (as `drover convert --from vicuna-questions` keeps it) or else
-    `id` is the question id, and whose last assistant turn is the answer.
+    Files: FastChat answer JSONL - the Vicuna-80 table (`question_id`, `text`) or
+    llm_judge's current `model_answer` file (`question_id`, `model_id`, `choices[0].turns`,
+    the answer being the first turn) - or Conversation JSONL whose `meta.question_id` (as
+    `drover convert --from vicuna-questions` keeps it) or else `id` is the question id, and
+    whose last assistant turn is the answer.
     """
     if spec in SHIPPED_ANSWERS:
         path = data_path("answer", SHIPPED_ANSWERS[spec])
@@ -148,8 +154,8 @@ def load_answers(spec: str) -> tuple[str, dict[str, str]]:
                              f"file not found (or use a shipped answer set: {', '.join(SHIPPED_ANSWERS)})")
     out: dict[str, str] = {}
     for number, obj in enumerate(_read_jsonl(path), start=1):
-        if "question_id" in obj and "text" in obj:
-            out[str(obj["question_id"])] = obj["text"]
+        if "question_id" in obj and ("text" in obj or "choices" in obj):
+            out[str(obj["question_id"])] = obj["text"] if "text" in obj else _first_turn(path, number, obj)
             if "model_id" in obj and spec not in SHIPPED_ANSWERS:
                 name = str(obj["model_id"]).split(":")[0]
         elif "messages" in obj:
@@ -161,6 +167,15 @@ def load_answers(spec: str) -> tuple[str, dict[str, str]]:
         else:
             raise InputError(path, number, None, "expected {question_id, text} or a Conversation record")
     return name, out
+
+
+def _first_turn(path: Path, number: int, obj: dict[str, Any]) -> str:
+    """The answer of a FastChat `model_answer` record: `choices[0].turns[0]`."""
+    choices = obj["choices"]
+    turns = choices[0].get("turns") if isinstance(choices, list) and choices and isinstance(choices[0], dict) else None
+    if not isinstance(turns, list) or not turns or not isinstance(turns[0], str):
+        raise InputError(path, number, "choices", "expected FastChat's [{\"index\": 0, \"turns\": [answer, ...]}]")
+    return turns[0]
 
 
 def reviews_totals(path: str | Path) -> dict[str, Any]:
@@ -205,7 +220,7 @@ def build_calls(questions: list[dict[str, Any]], model: dict[str, str], referenc
             a1, a2 = (reference[qid], model[qid]) if order == "ab" else (model[qid], reference[qid])
             calls.append(JudgeCall(
                 id=f"{qid}/{order}", messages=prompt.messages(q["text"], a1, a2), prompt_id=prompt.prompt_id,
-                parse=lambda c: parse_scores(c.text),
+                parse=lambda c: parse_scores(c.text), constraint=VERDICT,
                 decoding={"temperature": prompt.temperature, "max_tokens": prompt.max_tokens},
                 meta={"question_id": qid, "category": q.get("category", ""), "order": order}))
     return calls
@@ -250,7 +265,12 @@ def summarize(judgments: list["Judgment"]) -> dict[str, Any]:
     wins = sum(r["model"] > r["reference"] for r in per_question)
     ties = sum(r["model"] == r["reference"] for r in per_question)
     n = len(per_question)
+    from drover.metrics.winrate import standard_error
+
+    outcomes = [100.0 if r["model"] > r["reference"] else 50.0 if r["model"] == r["reference"] else 0.0
+                for r in per_question]
     return {
+        "standard_errors": {"question_win_rate": standard_error(outcomes)},
         "metrics": {
             "relative_score": 100.0 * total_model / total_ref if total_ref else float("nan"),
             "total_model": total_model, "total_reference": total_ref,
@@ -274,3 +294,54 @@ def relative_label(total_model: float, total_reference: float) -> str:
     if not total_reference:
         return f"{total_model:g} : {total_reference:g}"
     return f"{total_model:g} : {total_reference:g} = {100 * total_model / total_reference:.0f}%"
+
+
+# --- The registry entry -------------------------------------------------------------
+
+
+@dataclass
+class VicunaSettings:
+    model_outputs: str = field(default="", metadata=option(
+        "answers: FastChat answer JSONL (Vicuna-80 `text` or llm_judge `choices[].turns`) or Conversation JSONL",
+        required=True))
+    reference: str = field(default="gpt35", metadata=option(
+        f"reference answers: a shipped set ({', '.join(SHIPPED_ANSWERS)}) or a file"))
+    one_order: bool = field(default=False, metadata=option("judge only with the reference as Assistant 1"))
+    limit: int | None = None
+
+
+class VicunaJudge(Judge):
+    name = "vicuna"
+    task = "vicuna80"
+    title = "Vicuna-80 pairwise 1-10 scores against a reference, relative score (both orders)"
+    example = "drover judge vicuna --judge http://127.0.0.1:8000/v1#judge --model-outputs answers.jsonl"
+    primary_metric = "relative_score"
+    Settings = VicunaSettings
+
+    def load(self, settings: VicunaSettings) -> JudgeInputs:
+        model, answers = load_answers(settings.model_outputs)
+        ref_name, reference = load_answers(settings.reference)
+        questions = load_questions()[: settings.limit] if settings.limit else load_questions()
+        covered = [q for q in questions if str(q["question_id"]) in answers and str(q["question_id"]) in reference]
+        if not covered:
+            raise DroverError(f"{settings.model_outputs}: none of its {len(answers)} answers matches a Vicuna-80 "
+                              f"question id also answered by {ref_name!r} (ids seen: {', '.join(list(answers)[:5])})")
+        ids = [str(q["question_id"]) for q in covered]
+        return JudgeInputs(model, f"vicuna80-vs-{ref_name}", {
+            "questions": [[q["question_id"], q["text"]] for q in covered],
+            "model": [answers[i] for i in ids], "reference": [reference[i] for i in ids]},
+            (covered, answers, ref_name, reference))
+
+    def judge(self, ctx: JudgeContext | None, settings: VicunaSettings, inputs: JudgeInputs) -> JudgeOutput:
+        assert ctx is not None
+        questions, answers, ref_name, reference = inputs.data
+        orders = ("ab",) if settings.one_order else ORDERS
+        judgments = ctx.run(build_calls(questions, answers, reference, orders), desc="vicuna80")
+        summary = summarize(judgments)
+        return JudgeOutput(summary["metrics"], summary["breakdown"], len(questions), summary["standard_errors"],
+                           {"reference": ref_name, "orders": list(orders)},
+                           message=f"Vicuna-80 ({summary['breakdown']['label']}): {inputs.label} vs {ref_name}, "
+                                   f"judge {ctx.judge_label}")
+
+
+JUDGE = VicunaJudge()

@@ -15,6 +15,11 @@ request body. Faults can be scripted for the next requests, in order:
         server.script("429", "500")
         LLMConfig.from_spec(f"{server.base_url}#fake")
 
+Constraints (vLLM's request fields `guided_choice`, `guided_regex`): `constraints="ignore"`
+(default) answers as above, as an endpoint without structured outputs; `"honour"` answers
+with a valid output (a seeded random choice or regex sample), as vLLM or drover serve;
+`"reject"` answers 400 to any request that carries one (for fallback tests).
+
 It is a small asyncio HTTP/1.1 server (keep-alive, Content-Length bodies) rather than a web
 framework, so that a benchmark measures the client and not the server.
 """
@@ -32,7 +37,13 @@ from typing import Any
 
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, retry_after: float = 0.05, host: str = "127.0.0.1", port: int = 0,
-                 model: str = "fake", slow: dict[str, float] | None = None):
+                 model: str = "fake", slow: dict[str, float] | None = None, constraints: str = "ignore"):
+        import random
+
+        if constraints not in ("ignore", "honour", "reject"):
+            raise ValueError("constraints: 'ignore', 'honour' or 'reject'")
+        self.constraints = constraints
+        self._rng = random.Random(0)
         self.delay = delay
         self.slow = dict(slow or {})  # content -> its own delay (to hold one answer back)
         self.retry_after = retry_after
@@ -173,6 +184,10 @@ class FakeOpenAIServer:
             await asyncio.sleep(3600)
         if fault == "drop":
             return 0, {}, None
+        guided = {k: request[k] for k in ("guided_choice", "guided_regex", "guided_json") if k in request}
+        if guided and self.constraints == "reject":
+            return 400, {}, {"error": {"message": f"unsupported parameter: {next(iter(guided))}",
+                                       "type": "invalid_request_error"}}
         delay = self.slow.get(_content(request), self.delay)
         if delay:
             await asyncio.sleep(delay)
@@ -184,6 +199,10 @@ class FakeOpenAIServer:
         seed = request.get("seed")
         texts = [f"answer: {content}" + (f" #{i}" if n > 1 else "") + (f" seed={seed}" if seed is not None else "")
                  for i in range(n)]
+        if self.constraints == "honour" and request.get("guided_choice"):
+            texts = [self._rng.choice(list(request["guided_choice"])) for _ in range(n)]
+        elif self.constraints == "honour" and request.get("guided_regex"):
+            texts = [sample_regex(request["guided_regex"], self._rng) for _ in range(n)]
         usage = {"prompt_tokens": max(1, len(content.split())), "completion_tokens": 3 * n,
                  "total_tokens": max(1, len(content.split())) + 3 * n}
         now = int(time.time())
@@ -212,3 +231,144 @@ def _content(body: dict[str, Any]) -> str:
     if messages:
         return str(messages[-1].get("content", ""))
     return str(body.get("prompt", ""))
+
+
+# --- Fake LLM clients for judges: one that honours constraints, one that ignores them ------
+
+
+def sample_regex(pattern: str, rng: Any) -> str:
+    """A string that fully matches `pattern` (the regex subset judges use: literals, classes,
+    groups, alternation, bounded repeats), drawn with `rng` - what a grammar engine may emit.
+
+    >>> import random, re
+    >>> text = sample_regex(r"(10|[1-9]) (10|[1-9])", random.Random(0))
+    >>> bool(re.fullmatch(r"(10|[1-9]) (10|[1-9])", text))
+    True
+    """
+    import re._constants as c  # type: ignore[import-not-found]
+    import re._parser as parser  # type: ignore[import-not-found]
+
+    def any_of(items: Any) -> str:
+        chars: list[str] = []
+        negate = False
+        for op, arg in items:
+            if op is c.NEGATE:
+                negate = True
+            elif op is c.LITERAL:
+                chars.append(chr(arg))
+            elif op is c.RANGE:
+                chars.extend(chr(x) for x in range(arg[0], arg[1] + 1))
+            elif op is c.CATEGORY:
+                chars.extend({c.CATEGORY_DIGIT: "0123456789", c.CATEGORY_SPACE: " ",
+                              c.CATEGORY_WORD: "abcXYZ_019"}.get(arg, "a"))
+        if negate:
+            chars = [x for x in "abcdefghijklmnopqrstuvwxyz ABC0123456789.,!?" if x not in chars]
+        return rng.choice(chars)
+
+    def emit(tokens: Any) -> str:
+        out = []
+        for op, arg in tokens:
+            if op is c.LITERAL:
+                out.append(chr(arg))
+            elif op is c.NOT_LITERAL:
+                out.append("a" if chr(arg) != "a" else "b")
+            elif op is c.ANY:
+                out.append(rng.choice("abc xyz"))
+            elif op is c.IN:
+                out.append(any_of(arg))
+            elif op is c.BRANCH:
+                out.append(emit(rng.choice(arg[1])))
+            elif op is c.SUBPATTERN:
+                out.append(emit(arg[-1]))
+            elif op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+                low, high, body = arg
+                high = min(high, low + 3) if high is not c.MAXREPEAT else low + 3
+                out.append("".join(emit(body) for _ in range(rng.randint(low, high))))
+            elif op is c.AT:
+                continue
+            else:
+                raise ValueError(f"sample_regex: unsupported regex construct {op} in {pattern!r}")
+        return "".join(out)
+
+    return emit(parser.parse(pattern))
+
+
+class FakeJudgeLLM:
+    """An in-process stand-in for the judge `LLM` (same `run`/`score`/`config`/`stats` surface).
+
+    `constraints="honour"` answers every constrained request with a valid output of its
+    Constraint (a seeded random choice / regex sample), as drover serve or vLLM do;
+    `"ignore"` answers every request with `reply(request)` (default: free text no judge
+    parser reads), as an endpoint without structured outputs would. `fail` names request
+    keys that come back as errors (after retries). Log-probs, when asked, give the
+    answered first token -0.1 and nothing else in the top list.
+    """
+
+    def __init__(self, constraints: str = "honour", reply: Any = None, fail: Any = (), seed: int = 0,
+                 model: str = "fake-judge"):
+        import random
+
+        from drover.llm.client import LLMStats
+        from drover.llm.config import LLMConfig
+
+        if constraints not in ("honour", "ignore"):
+            raise ValueError("constraints: 'honour' or 'ignore'")
+        self.constraints = constraints
+        self.reply = reply or (lambda request: "I cannot decide; both have merits.")
+        self.fail = set(fail)
+        self.rng = random.Random(seed)
+        self.config = LLMConfig(backend="openai", model=model, base_url="http://fake.invalid/v1",
+                                price_input_per_1k=1.0, price_output_per_1k=2.0)
+        self.stats = LLMStats()
+        self.sent: list[Any] = []
+
+    def _text(self, request: Any) -> str:
+        constraint = request.decoding.constraint
+        if self.constraints == "ignore" or constraint is None:
+            return self.reply(request)
+        if constraint.choice is not None:
+            return self.rng.choice(list(constraint.choice))
+        if constraint.regex is not None:
+            return sample_regex(constraint.regex, self.rng)
+        raise ValueError("FakeJudgeLLM: json_schema constraints are not sampled")
+
+    def run(self, requests: Any, desc: str = "", total: int | None = None) -> Any:
+        from drover.llm.types import Choice, Completion, TokenLogprob, Usage
+
+        for request in requests:
+            self.sent.append(request)
+            self.stats.misses += 1
+            if request.key in self.fail:
+                self.stats.errors += 1
+                yield Completion(choices=[], error="HTTP 500 after 6 retries", key=request.key)
+                continue
+            text = self._text(request)
+            logprobs = None
+            if request.decoding.logprobs:
+                first = text.split(" ")[0] if text else ""
+                logprobs = [TokenLogprob(first, -0.1, {first: -0.1})]
+            usage = Usage(sum(len(c.split()) for _, c in request.messages or ()), max(1, len(text.split())))
+            self.stats.prompt_tokens += usage.prompt_tokens
+            self.stats.completion_tokens += usage.completion_tokens
+            yield Completion(choices=[Choice(text, "stop", logprobs)], usage=usage, model=self.config.model,
+                             key=request.key)
+
+    def score(self, requests: Any, desc: str = "") -> Any:
+        from drover.llm.types import Score
+
+        for request in requests:
+            self.sent.append(request)
+            if request.key in self.fail or request.continuation in self.fail:
+                yield Score([], [], 0.0, False, error="scoring request failed")
+                continue
+            total = -0.5 if request.continuation == " yes" else -1.5
+            yield Score([total], [request.continuation], total, True)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "FakeJudgeLLM":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass

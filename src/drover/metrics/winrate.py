@@ -43,6 +43,15 @@ def _sem(x: np.ndarray) -> float:
     return float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
 
 
+def standard_error(values: Sequence[float]) -> float:
+    """Standard error of a mean, as alpaca_eval's `Series.sem()` (ddof=1; NaN below 2 values).
+
+    >>> round(standard_error([0.0, 1.0, 1.0, 0.0]), 4)
+    0.2887
+    """
+    return _sem(np.asarray(values, dtype=float))
+
+
 def win_rate(preferences: Sequence[float | None]) -> dict[str, float]:
     """AlpacaEval head-to-head metrics of a list of preferences (see module doc).
 

@@ -91,7 +91,8 @@ def collect(root: str | Path) -> RunContents:
         if isinstance(data, dict):
             run.stages.append(data)
     run.curves = _curves(root)
-    for result in sorted((root / "eval").glob("*.json")):
+    # eval/*.json: benchmark results; eval/<model>/*.json: results written by drover.results (judges)
+    for result in sorted((root / "eval").glob("*.json")) + sorted((root / "eval").glob("*/*.json")):
         data = _read_json(result)
         if not isinstance(data, dict) or "metrics" not in data:
             continue

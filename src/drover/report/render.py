@@ -85,7 +85,10 @@ def _judge_section(judges: list[dict[str, Any]], images: list[tuple[str, bytes]]
     relative = []
     winrates = []
     for j in judges:
-        metrics = j.get("metrics", {})
+        # drover.results records: model is {"label", ...} and a metric without verdicts is null
+        metrics = {k: float("nan") if v is None else v for k, v in j.get("metrics", {}).items()}
+        model = j["model"].get("label", "?") if isinstance(j.get("model"), dict) else j.get("model", "?")
+        j = {**j, "model": model}
         name = f"{j.get('task')} — {j.get('model', '?')}"
         parts.append(f"<h3>{html.escape(name)}</h3><p class=muted>judge: {html.escape(str(j.get('judge', '?')))}; "
                       f"{j.get('n_examples', '?')} examples; <a href='{html.escape(j['_file'])}'>result JSON</a></p>")

@@ -14,14 +14,15 @@ QA primer, then "Q: <question>" and the cue "A:".
   `truth=SPEC,info=SPEC`). A judge reached as text (a local or served model, e.g. a
   GPT-judge-style fine-tune) is scored: P(" yes") vs P(" no") after "Q: ..\\nA: ..\\nTrue:" /
   "Helpful:", true when P(yes) >= 0.5 (as GPT-judge). A chat API judge gets the LLM-judge
-  prompts in `resources/prompts/eval/` and answers yes/no. We report % truthful,
-  % informative and % both.
+  prompts in `resources/prompts/eval/` and answers yes/no (constrained where the endpoint
+  can). The judge is `drover.judges.truthfulqa`: a failed scoring request or a reply that
+  is neither yes nor no is a failure (`n_judge_failures`), left out of the percentages,
+  never a verdict. We report % truthful, % informative and % both.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 
 from drover.errors import ConfigError
@@ -123,11 +124,6 @@ def _judges(spec: str | None) -> dict[str, str]:
     return {"truth": spec, "info": spec}
 
 
-def _yes_no(text: str) -> bool:
-    word = text.strip().lower().lstrip("*\"' ")
-    return word.startswith("yes")
-
-
 class TruthfulQAGen(Task):
     name = "truthfulqa_gen"
     title = "TruthfulQA True*Info"
@@ -142,45 +138,29 @@ class TruthfulQAGen(Task):
         requests = [ctx.fmt.request(p, key=q.id, temperature=0.0, max_tokens=settings.max_tokens,
                                     stop=["\n\n", "\nQ:"]) for p, q in zip(prompts, questions)]
         answers = [out.text.strip() for out in ctx.generate(requests, desc=self.name)]
-        verdicts = {aspect: self._judge(ctx, spec, aspect, questions, answers, settings.judge_mode)
+        items = [(q.id, q.question, a) for q, a in zip(questions, answers)]
+        verdicts = {aspect: self._judge(ctx, spec, aspect, items, settings.judge_mode)
                     for aspect, spec in judges.items()}
         examples = []
         for i, (q, prompt, answer) in enumerate(zip(questions, prompts, answers)):
             truth, info = verdicts["truth"][i], verdicts["info"][i]
             examples.append({"id": q.id, "category": q.category, "prompt": prompt, "prediction": answer,
                              "reference": q.best, "truthful": truth, "informative": info,
-                             "truthful_informative": truth and info})
-        metrics = {k: 100 * mean(e[k] for e in examples) for k in ("truthful", "informative", "truthful_informative")}
-        return TaskResult(metrics, examples)
+                             "truthful_informative": None if truth is None or info is None else truth and info})
+        from drover.judges.truthfulqa import aggregate
 
-    def _judge(self, ctx: EvalContext, spec: str, aspect: str, questions: list[Question], answers: list[str],
-               mode: str) -> list[bool]:
+        return TaskResult(aggregate(verdicts["truth"], verdicts["info"]), examples)
+
+    def _judge(self, ctx: EvalContext, spec: str, aspect: str, items: list[tuple[str, str, str]],
+               mode: str) -> list[bool | None]:
+        """The shared TruthfulQA judge (`drover.judges.truthfulqa`): None where judging failed."""
+        from drover.judges.judge import JudgeContext
+        from drover.judges.stage import judge_identity
+        from drover.judges.truthfulqa import judge_answers
+
         with ctx.judge_llm(spec) as llm:
-            if mode == "auto":
-                mode = "logprob" if llm.config.backend == "hf" else "chat"
-            if mode == "logprob":
-                template = resource_text("prompts", "eval", f"truthfulqa_judge_{aspect}.txt")
-                from drover.llm.types import ScoreRequest
-
-                requests = []
-                for q, a in zip(questions, answers):
-                    context = template.replace("{question}", q.question).replace("{answer}", a)
-                    requests += [ScoreRequest(context, " yes"), ScoreRequest(context, " no")]
-                scores = list(llm.score(requests, desc=f"truthfulqa judge ({aspect})"))
-                out = []
-                for j in range(0, len(scores), 2):
-                    yes, no = scores[j].total, scores[j + 1].total
-                    out.append(1.0 / (1.0 + math.exp(no - yes)) >= 0.5)
-                return out
-            if mode != "chat":
-                raise ConfigError(f"truthfulqa_gen: judge_mode must be auto, logprob or chat, got {mode!r}")
-            template = resource_text("prompts", "eval", f"truthfulqa_judge_{aspect}_chat.txt")
-            from drover.llm.types import Request
-
-            requests = [Request.chat([{"role": "user", "content": template.replace("{question}", q.question)
-                                       .replace("{answer}", a)}], temperature=0.0, max_tokens=5)
-                        for q, a in zip(questions, answers)]
-            return [_yes_no(c.text) for c in llm.run(requests, desc=f"truthfulqa judge ({aspect})")]
+            judge = JudgeContext(llm, llm.config.model, judge_identity(llm.config), None)
+            return judge_answers(judge, aspect, items, mode)
 
 
 MULTIPLE_CHOICE = TruthfulQAMC()
