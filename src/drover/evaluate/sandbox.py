@@ -138,7 +138,9 @@ def _python_paths() -> tuple[list[str], list[str]]:
     """
     stdlib = os.path.dirname(os.__file__)
     binds = [stdlib, sysconfig.get_path("platstdlib", vars={"platbase": sys.base_exec_prefix}) or stdlib]
-    binds += [p for p in ("/usr/lib", "/usr/lib64", "/usr/lib32", "/lib", "/lib64", "/lib32", "/etc/ld.so.cache")
+    multiarch = sysconfig.get_config_var("MULTIARCH")  # Debian's /usr/lib/x86_64-linux-gnu
+    libs = [f"/usr/lib/{multiarch}", f"/lib/{multiarch}"] if multiarch else ["/usr/lib", "/lib"]
+    binds += [p for p in (*libs, "/usr/lib64", "/lib64", "/etc/ld.so.cache")
               if os.path.exists(p) and not os.path.islink(p)]
     hide = set(glob.glob("/usr/lib/python3*/*-packages") + glob.glob("/usr/local/lib/python3*/*-packages")
                + glob.glob("/usr/lib/python3/dist-packages") + glob.glob(os.path.join(stdlib, "*-packages")))
@@ -159,10 +161,27 @@ _used_ids: set[int] = set()
 _ids_lock = threading.Lock()
 
 
+def _id_range() -> tuple[int, int]:
+    """Where throwaway ids come from: _UID_RANGE, or the top half of the largest range mapped
+    into this process's user namespace when that range is not (inside a container)."""
+    ranges = []
+    try:
+        for line in Path("/proc/self/uid_map").read_text().splitlines():
+            inner, _, count = map(int, line.split())
+            ranges.append((inner, inner + count))
+    except (OSError, ValueError):
+        return _UID_RANGE
+    if any(lo <= _UID_RANGE[0] and _UID_RANGE[1] <= hi for lo, hi in ranges) or not ranges:
+        return _UID_RANGE
+    lo, hi = max(ranges, key=lambda r: r[1] - r[0])
+    return (lo + hi) // 2, hi - 1  # the last id is often the overflow id (65534 of 65536)
+
+
 def _fresh_id() -> int:
+    low, high = _id_range()
     with _ids_lock:
         while True:
-            value = secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) + _UID_RANGE[0]
+            value = secrets.randbelow(high - low) + low
             if value not in _used_ids:
                 _used_ids.add(value)
                 return value
@@ -196,6 +215,10 @@ def _kill_run(proc: subprocess.Popen, cgroups: list[Path]) -> None:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    try:  # the child reaps its PID 1 once the kernel has emptied the namespace, then exits
+        proc.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

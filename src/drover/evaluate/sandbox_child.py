@@ -251,10 +251,10 @@ def main() -> None:
     with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as handle:
         last_cap = int(handle.read())
     try:
-        die_with_parent(cfg["parent"])
         join_cgroups(cfg["cgroup_procs"])
         if cfg["isolate"]:
             sources = enter_namespaces(cfg["uid"], cfg["gid"], cfg["binds"])
+        die_with_parent(cfg["parent"])  # after the id change, which clears it
     except SetupError as exc:
         _fail(str(exc))
     me = os.getpid()
@@ -267,6 +267,7 @@ def main() -> None:
                 drop_capabilities(last_cap)
             elif cfg["uid"] is not None:
                 become(cfg["uid"], cfg["gid"])
+                die_with_parent(me)  # the id change cleared it
             apply_limits(cfg)
         except (SetupError, OSError) as exc:
             _fail(str(exc))

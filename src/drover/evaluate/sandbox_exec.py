@@ -27,6 +27,7 @@ import types
 from drover.evaluate import sandbox_wire as wire
 
 _DETAIL = 1500
+_EXPORT_ITEMS = 100_000  # larger module-level values are not exported to the tests
 
 
 class ProgramError(Exception):
@@ -47,10 +48,10 @@ def _describe(namespace: dict) -> dict:
             names[name] = ["module", value.__name__]
         elif callable(value):
             names[name] = ["call"]
-        else:
+        elif not hasattr(value, "__len__") or len(value) <= _EXPORT_ITEMS:  # a module-level buffer stays home
             try:
                 names[name] = ["value", wire.encode(value)]
-            except (wire.WireError, RecursionError):
+            except (wire.WireError, RecursionError, MemoryError):
                 continue
     return names
 
