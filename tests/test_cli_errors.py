@@ -110,7 +110,7 @@ CASES = [
       "--policy", CLOSED, "--judge", CLOSED, "temperature=-1"], "temperature: must be >= 0"),
     # judge
     (["judge", "vicuna", "--judge", CLOSED, "--model-outputs", "nope.jsonl"], "nope.jsonl: file not found"),
-    (["judge", "vicuna", "--judge", CLOSED, "--model-outputs", "badjson.jsonl"], "badjson.jsonl:2: invalid JSON"),
+    (["judge", "vicuna", "--judge", CLOSED, "--model-outputs", "badjson.jsonl"], "badjson.jsonl:1: expected {question_id, text}"),
     (["judge", "mt-bench", "--judge", CLOSED, "--model-outputs", "conv.jsonl"], "two assistant turns"),
     (["judge", "rank", "--judge", CLOSED, "--model-outputs", "conv.jsonl"], "at least two --model-outputs"),
     (["judge", "meta", "--judge", CLOSED, "--strategy", "bogus"], "unknown LLMBar strategy 'bogus'"),
