@@ -110,7 +110,7 @@ CASES = [
       "--policy", CLOSED, "--judge", CLOSED, "temperature=-1"], "temperature: must be >= 0"),
     # judge
     (["judge", "vicuna", "--judge", CLOSED, "--model-outputs", "nope.jsonl"], "nope.jsonl: file not found"),
-    (["judge", "vicuna", "--judge", CLOSED, "--model-outputs", "badjson.jsonl"], "badjson.jsonl:2: invalid JSON"),
+    (["judge", "vicuna", "--judge", CLOSED, "--model-outputs", "badjson.jsonl"], "badjson.jsonl:1: expected {question_id, text}"),
     (["judge", "mt-bench", "--judge", CLOSED, "--model-outputs", "conv.jsonl"], "two assistant turns"),
     (["judge", "rank", "--judge", CLOSED, "--model-outputs", "conv.jsonl"], "at least two --model-outputs"),
     (["judge", "meta", "--judge", CLOSED, "--strategy", "bogus"], "unknown LLMBar strategy 'bogus'"),
@@ -166,3 +166,74 @@ def test_keyboard_interrupt_says_how_to_resume(workdir, capsys, monkeypatch):
     monkeypatch.setattr(stats, "run", interrupted)
     assert main(["stats", "conv.jsonl"]) == 130
     assert "interrupted; re-run the same command to resume" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the malformed-input matrix (issue #13)
+# Every command that reads a user's file, fed each kind of broken file: one line, exit 2, naming
+# the file; never a traceback, never a silent success.
+
+BAD_INPUTS = {
+    "empty": b"",
+    "binary": b"\x00\x01\x02garbage\xff\n",
+    "truncated-json": b'{"id": "a", "messages": [{"role": "user", "content": "hi"',
+    "wrong-types": b'{"id": 5, "messages": "hi", "instruction": 3, "output": [], "question_id": 1, "text": 7}\n',
+    "non-utf8": b'{"id": "caf\xe9", "messages": []}\n',
+    "50mb-line": b'{"id": "' + b"x" * (50 * 1024 * 1024),
+    "junk-array": b'[1, "x", null, [2], {"role": 3}]\n',
+    "directory": None,
+    "missing": None,
+}
+# wrong types for a whole-file JSON or YAML document
+WRONG_TYPES_DOCUMENT = {"json": b'{"instruction": 1, "output": 2}\n', "yaml": b"- 1\n- {a: 2}\n"}
+
+FILE_COMMANDS = {
+    "convert": (["convert", "--from", "alpaca", "{f}", "out.jsonl"], "json"),
+    "convert-jsonl": (["convert", "--from", "sharegpt", "{f}", "out.jsonl"], "jsonl"),
+    "stats": (["stats", "{f}"], "jsonl"),
+    "inspect-tokens": (["inspect-tokens", "{f}", "--model", "nope"], "jsonl"),
+    "generate-answers": (["generate", "answers", "--input", "{f}", "--output", "o/a.jsonl", "--teacher", CLOSED],
+                         "jsonl"),
+    "generate-feedback": (["generate", "feedback", "--input", "conv.jsonl", "--responses", "a={f}", "--output",
+                           "o/f.jsonl", "--judge", CLOSED], "jsonl"),
+    "generate-config": (["generate", "answers", "--input", "alpaca.json", "--output", "o/a.jsonl", "--teacher",
+                         CLOSED, "--config", "{f}"], "yaml"),
+    "judge-vicuna": (["judge", "vicuna", "--judge", CLOSED, "--model-outputs", "{f}"], "jsonl"),
+    "judge-mt-bench": (["judge", "mt-bench", "--judge", CLOSED, "--model-outputs", "{f}"], "jsonl"),
+    "judge-alpaca-eval-json": (["judge", "alpaca-eval", "--judge", CLOSED, "--model-outputs", "{f}"], "json"),
+    "judge-alpaca-eval-jsonl": (["judge", "alpaca-eval", "--judge", CLOSED, "--model-outputs", "{f}"], "jsonl"),
+    "judge-rank": (["judge", "rank", "--judge", CLOSED, "--model-outputs", "conv.jsonl", "{f}"],
+                   "jsonl"),
+    "judge-bias": (["judge", "bias", "--annotations", "{f}"], "json"),
+    "human-create": (["human", "create", "--a", "{f}", "--b", "conv.jsonl", "--out", "study"], "jsonl"),
+    "run": (["run", "{f}"], "yaml"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-inputs")
+    for case, content in BAD_INPUTS.items():
+        for ext in ("json", "jsonl", "yaml"):
+            path = root / f"{case}.{ext}"
+            if case == "directory":
+                path.mkdir()
+            elif case == "wrong-types" and ext in WRONG_TYPES_DOCUMENT:
+                path.write_bytes(WRONG_TYPES_DOCUMENT[ext])
+            elif content is not None:
+                path.write_bytes(content)
+    return root
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.parametrize("command", list(FILE_COMMANDS))
+def test_malformed_input_matrix(workdir, bad_files, capsys, command, case):
+    template, ext = FILE_COMMANDS[command]
+    path = bad_files / f"{case}.{ext}"
+    argv = [part.replace("{f}", str(path)) for part in template]
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    lines = err.splitlines()
+    assert code == 2, f"exit {code} for {argv}: {err[-2000:]}"
+    assert "Traceback" not in err
+    assert len(lines) == 1 and lines[0].startswith(f"drover {argv[0]}: error: "), err[-2000:]
+    assert path.name in lines[0], lines[0]

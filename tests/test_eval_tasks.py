@@ -123,14 +123,16 @@ def test_codex_canonical_solutions_pass_and_stubs_fail():
 
 
 def test_codex_whole_function_answers_from_chat_apis():
-    from drover.evaluate.tasks.codex import load_problems, program_for
+    from drover.evaluate.tasks.codex import job_for, load_problems
 
     problem = load_problems()[0]
     answer = "Sure:\n```python\n" + problem["prompt"] + problem["canonical_solution"] + "```\nDone."
-    program = program_for(problem, answer, whole_function=True)
-    from drover.evaluate.sandbox import Limits, run_program
+    code, tests = job_for(problem, answer, whole_function=True)
+    from drover.evaluate.sandbox import Limits, run_tests
 
-    assert run_program(program, Limits(timeout_s=5)).passed
+    assert run_tests(code, tests, Limits(timeout_s=5)).passed
+    assert not run_tests(*job_for(problem, "```python\ndef has_close_elements(n, t):\n    return 1\n```", True),
+                         Limits(timeout_s=5)).passed
 
 
 def test_chat_formats():

@@ -43,11 +43,18 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
+    from drover.inputs import read_text
+
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
+    text = read_text(path, "a YAML config file")
+    if not text.strip():
+        raise ConfigError(f"{path}: empty file: expected a mapping of config keys")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

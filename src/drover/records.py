@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar, Union
 
 from drover.atomic import atomic_open
 from drover.errors import InputError
+from drover.inputs import iter_json_lines  # noqa: F401 - the reader records use; importable from here too
 
 ROLES = ("system", "user", "assistant")
 Role = Literal["system", "user", "assistant"]
@@ -70,7 +71,7 @@ class Conversation:
         _require_object(obj, path, line)
         _no_unknown_keys(obj, {"id", "messages", "source", "meta"}, path, line)
         rid = _require_id(obj, path, line)
-        messages = _parse_messages(obj.get("messages"), "messages", path, line)
+        messages = parse_messages(obj.get("messages"), "messages", path, line)
         if require_assistant and not any(m.role == "assistant" for m in messages):
             raise InputError(path, line, "messages", f"record {rid!r} has no assistant turn")
         return cls(rid, messages, _opt_str(obj, "source", path, line), _opt_meta(obj, path, line))
@@ -124,7 +125,7 @@ class Ranked:
         _require_object(obj, path, line)
         _no_unknown_keys(obj, {"id", "messages", "responses", "reference", "meta"}, path, line)
         rid = _require_id(obj, path, line)
-        messages = _parse_messages(obj.get("messages"), "messages", path, line)
+        messages = parse_messages(obj.get("messages"), "messages", path, line)
         if messages[-1].role != "user":
             raise InputError(path, line, f"messages[{len(messages) - 1}].role",
                              "the prompt of a Ranked record must end with a user turn")
@@ -209,7 +210,8 @@ def _opt_meta(obj: dict, path: str, line: int | None) -> dict[str, Any]:
     return meta
 
 
-def _parse_messages(raw: Any, name: str, path: str, line: int | None) -> list[Message]:
+def parse_messages(raw: Any, name: str, path: str | Path, line: int | None) -> list[Message]:
+    """Validated chat turns of field `name`; InputError naming file, line and field otherwise."""
     if not isinstance(raw, list) or not raw:
         raise InputError(path, line, name, "expected a non-empty list of messages")
     out = []
@@ -229,37 +231,6 @@ def _parse_messages(raw: Any, name: str, path: str, line: int | None) -> list[Me
             raise InputError(path, line, f"{where}.content", "empty content")
         out.append(Message(role, content))
     return out
-
-
-def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed JSON) for each non-blank line, streaming.
-
-    Raises InputError for unreadable files, binary garbage, bad JSON and empty files.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, None, None, "file not found")
-    if path.is_dir():
-        raise InputError(path, None, None, "is a directory, expected a JSONL file")
-    seen = False
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if b"\x00" in raw:
-                raise InputError(path, number, None, "binary data (NUL byte), expected UTF-8 JSON lines")
-            try:
-                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(path, number, None, f"not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InputError(path, number, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-            seen = True
-            yield number, obj
-    if not seen:
-        raise InputError(path, None, None, "empty file: no JSON records")
 
 
 def read_conversations(path: str | Path, require_assistant: bool = False) -> Iterator[Conversation]:

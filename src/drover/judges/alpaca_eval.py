@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from drover.errors import ConfigError, InputError, did_you_mean
+from drover.inputs import iter_json_objects
 from drover.judges.files import data_path, read_json, read_jsonl
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.verdicts import ParseFailure, Preference
 from drover.llm.types import Completion, Constraint
+from drover.records import parse_messages
 
 if TYPE_CHECKING:
     from drover.judges.runner import JudgeCall, Judgment
@@ -227,8 +229,8 @@ def load_outputs(path: str | Path) -> tuple[str, dict[str, str]]:
     name = path.parent.name if path.name == "model_outputs.json" else path.stem
     if path.suffix == ".json":
         rows = read_json(path)
-        if not isinstance(rows, list):
-            raise InputError(path, None, None, "expected a JSON list of {instruction, output, generator}")
+        if not isinstance(rows, list) or not rows:
+            raise InputError(path, None, None, "expected a non-empty JSON list of {instruction, output, generator}")
         out = {}
         for i, row in enumerate(rows):
             if not isinstance(row, dict) or not isinstance(row.get("instruction"), str) \
@@ -238,16 +240,15 @@ def load_outputs(path: str | Path) -> tuple[str, dict[str, str]]:
             name = str(row.get("generator") or name)
         return name, out
     out = {}
-    for number, obj in enumerate(read_jsonl(path), start=1):
-        messages = obj.get("messages") if isinstance(obj, dict) else None
-        if not isinstance(messages, list):
-            raise InputError(path, number, "messages", "expected a Conversation record")
-        users = [m["content"] for m in messages if m.get("role") == "user"]
-        answers = [m["content"] for m in messages if m.get("role") == "assistant"]
+    for number, obj in iter_json_objects(path):
+        messages = parse_messages(obj.get("messages"), "messages", path, number)
+        users = [m.content for m in messages if m.role == "user"]
+        answers = [m.content for m in messages if m.role == "assistant"]
         if not users or not answers:
             raise InputError(path, number, "messages", "needs a user turn (instruction) and an assistant turn (output)")
         out[users[-1]] = answers[-1]
-        name = str(obj.get("meta", {}).get("generator") or obj.get("source") or name)
+        meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+        name = str(meta.get("generator") or obj.get("source") or name)
     return name, out
 
 

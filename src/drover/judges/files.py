@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from drover.errors import InputError
+from drover.inputs import iter_json_objects
+from drover.inputs import read_json  # noqa: F401 - the judges' reader of JSON documents
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
@@ -17,26 +17,6 @@ def data_path(*parts: str) -> Path:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a small JSONL file, with `file:line` on bad JSON."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, None, None, "file not found")
-    out = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise InputError(path, number, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None
-    return out
+    """All records of a small JSONL file, each a JSON object (`drover.inputs` checks the file)."""
+    return [obj for _, obj in iter_json_objects(path)]
 
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, None, None, "file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(path, exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})") from None

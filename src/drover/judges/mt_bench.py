@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drover.errors import ConfigError, InputError
+from drover.inputs import iter_json_objects
 from drover.judges.files import data_path, read_jsonl
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.verdicts import Choice, Outcome, ParseFailure, Rating
 from drover.llm.types import Constraint
+from drover.records import parse_messages
 
 if TYPE_CHECKING:
     from drover.judges.runner import JudgeCall, Judgment
@@ -107,12 +109,18 @@ def load_answers(path: str | Path) -> tuple[str, dict[str, list[str]]]:
     path = Path(path)
     name = path.stem
     out: dict[str, list[str]] = {}
-    for number, obj in enumerate(read_jsonl(path), start=1):
+    for number, obj in iter_json_objects(path):
         if "choices" in obj:
-            out[str(obj["question_id"])] = list(obj["choices"][0]["turns"])
+            choices = obj["choices"]
+            turns = choices[0].get("turns") if isinstance(choices, list) and choices and \
+                isinstance(choices[0], dict) else None
+            if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
+                raise InputError(path, number, "choices", "expected [{\"turns\": [str, ...]}]")
+            out[str(obj.get("question_id"))] = list(turns)
             name = str(obj.get("model_id") or name)
         elif "messages" in obj:
-            out[str(obj.get("id"))] = [m["content"] for m in obj["messages"] if m.get("role") == "assistant"]
+            messages = parse_messages(obj["messages"], "messages", path, number)
+            out[str(obj.get("id"))] = [m.content for m in messages if m.role == "assistant"]
         else:
             raise InputError(path, number, None, "expected a FastChat answer {question_id, choices} "
                                                  "or a Conversation record")

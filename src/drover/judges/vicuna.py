@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drover.errors import DroverError, InputError
+from drover.inputs import iter_json_objects
 from drover.judges.files import data_path as _data_path
 from drover.judges.files import read_jsonl as _read_jsonl
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.verdicts import ParseFailure, ScorePair
 from drover.llm.types import Constraint
+from drover.records import parse_messages
 
 if TYPE_CHECKING:
     from drover.judges.runner import JudgeCall, Judgment
@@ -153,13 +155,16 @@ def load_answers(spec: str) -> tuple[str, dict[str, str]]:
             raise InputError(path, None, None,
                              f"file not found (or use a shipped answer set: {', '.join(SHIPPED_ANSWERS)})")
     out: dict[str, str] = {}
-    for number, obj in enumerate(_read_jsonl(path), start=1):
+    for number, obj in iter_json_objects(path):
         if "question_id" in obj and ("text" in obj or "choices" in obj):
+            if "text" in obj and not isinstance(obj["text"], str):
+                raise InputError(path, number, "text", f"expected a string, got {type(obj['text']).__name__}")
             out[str(obj["question_id"])] = obj["text"] if "text" in obj else _first_turn(path, number, obj)
             if "model_id" in obj and spec not in SHIPPED_ANSWERS:
                 name = str(obj["model_id"]).split(":")[0]
         elif "messages" in obj:
-            answer = next((m["content"] for m in reversed(obj["messages"]) if m.get("role") == "assistant"), None)
+            messages = parse_messages(obj["messages"], "messages", path, number)
+            answer = next((m.content for m in reversed(messages) if m.role == "assistant"), None)
             if answer is None:
                 raise InputError(path, number, "messages", "no assistant turn (the answer to judge)")
             meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}

@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from drover.evaluate.sandbox import Limits, humaneval_program, isolation_report, run_programs
+from drover.evaluate.sandbox import Limits, humaneval_job, isolation_report, run_many
 from drover.evaluate.task import EvalContext, Task, TaskResult, resource_path
 from drover.metrics.passk import mean_pass_at_k
 
@@ -30,17 +30,18 @@ def load_problems() -> list[dict]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def program_for(problem: dict, completion: str, whole_function: bool) -> str:
-    """The program to run: prompt + completion (continuations), or, for chat API answers
+def job_for(problem: dict, completion: str, whole_function: bool) -> tuple[str, str]:
+    """(code, tests) to run: prompt + completion (continuations), or, for chat API answers
     that restate the whole function in a code block, the prompt closed off and the code."""
+    code_and_tests = humaneval_job(problem, completion)
     if not whole_function:
-        return humaneval_program(problem, completion)
+        return code_and_tests
     match = _FENCE.search(completion)
     code = match.group(1) if match else completion
     if f"def {problem['entry_point']}" not in code:
-        return humaneval_program(problem, completion)
+        return code_and_tests
     closed = problem["prompt"] + "    pass\n\n"
-    return closed + code + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+    return closed + code + "\n", code_and_tests[1]
 
 
 @dataclass
@@ -52,7 +53,9 @@ class CodexSettings:
     max_tokens: int = 512
     limit: int | None = None
     timeout_s: float = 3.0
-    memory_mb: int = 1024
+    memory_mb: int = 4096  # per process (RLIMIT_AS); human-eval's own guard allows a few GB
+    total_memory_mb: int = 4096  # per sample, /tmp included, where a cgroup is writable
+    unsafe_no_isolation: bool = False  # DANGEROUS: run model code unisolated where namespaces fail
 
 
 class Codex(Task):
@@ -80,13 +83,14 @@ class Codex(Task):
                                     stop=None if whole else stops)
                     for prompt, p in zip(prompts, problems)]
         outputs = ctx.generate(requests, desc=self.name)
-        programs, owners = [], []
+        jobs, owners = [], []
         for i, (problem, out) in enumerate(zip(problems, outputs)):
             for choice in out.choices:
-                programs.append(program_for(problem, choice.text, whole))
+                jobs.append(job_for(problem, choice.text, whole))
                 owners.append(i)
-        limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb)
-        results = run_programs(programs, limits)
+        limits = Limits(timeout_s=settings.timeout_s, memory_mb=settings.memory_mb,
+                        total_memory_mb=settings.total_memory_mb, unsafe_no_isolation=settings.unsafe_no_isolation)
+        results = run_many(jobs, limits)
         per_problem: list[list] = [[] for _ in problems]
         for owner, result in zip(owners, results):
             per_problem[owner].append(result)
