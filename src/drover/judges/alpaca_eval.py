@@ -30,7 +30,7 @@ import yaml
 
 from drover.errors import ConfigError, InputError, did_you_mean
 from drover.inputs import iter_json_objects
-from drover.judges.files import data_path, read_json, read_jsonl
+from drover.judges.files import data_path, read_json
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.verdicts import ParseFailure, Preference
 from drover.llm.types import Completion, Constraint

@@ -24,7 +24,7 @@ from drover.errors import ConfigError, InputError
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.runner import JudgeCall, Judgment
 from drover.judges.verdicts import ParseFailure, YesNo
-from drover.llm.types import Completion, Constraint
+from drover.llm.types import Constraint
 from drover.prompts import load_prompt
 
 ASPECTS = ("truth", "info")
