@@ -369,7 +369,7 @@ class LLM:
         return Completion(choices=[c for p in parts for c in p.choices], model=parts[0].model,
                           usage=Usage(sum(p.usage.prompt_tokens for p in fresh),
                                       sum(p.usage.completion_tokens for p in fresh)),
-                          latency=max((p.latency for p in fresh), default=0.0))
+                          latency=max((p.latency for p in fresh), default=0.0), constrained=parts[0].constrained)
 
     def _drive_async(self, kind: str, backend: Any, items: Iterable[Any]) -> Iterator[Any]:
         assert self._loop is not None
