@@ -87,21 +87,11 @@ def sse(obj: dict[str, Any] | str) -> bytes:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n".encode()
 
 
-def chat_chunk(ident: str, created: int, model: str, index: int, delta: dict[str, Any], finish: str | None = None,
-               logprobs: dict[str, Any] | None = None, include_usage: bool = False) -> dict[str, Any]:
-    chunk: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
-                             "choices": [{"index": index, "delta": delta, "logprobs": logprobs,
-                                          "finish_reason": finish}]}
-    if include_usage:
-        chunk["usage"] = None
-    return chunk
-
-
-def completion_chunk(ident: str, created: int, model: str, index: int, text: str, finish: str | None = None,
-                     logprobs: dict[str, Any] | None = None, include_usage: bool = False) -> dict[str, Any]:
-    chunk: dict[str, Any] = {"id": ident, "object": "text_completion", "created": created, "model": model,
-                             "choices": [{"index": index, "text": text, "logprobs": logprobs,
-                                          "finish_reason": finish}]}
+def stream_chunk(ident: str, created: int, model: str, kind: str, choice: dict[str, Any],
+                 include_usage: bool = False) -> dict[str, Any]:
+    """One streamed chunk of one choice: `kind` "chat.completion.chunk" (choice has a `delta`)
+    or "text_completion" (choice has `text`)."""
+    chunk: dict[str, Any] = {"id": ident, "object": kind, "created": created, "model": model, "choices": [choice]}
     if include_usage:
         chunk["usage"] = None
     return chunk

@@ -441,13 +441,14 @@ async def _chat_events(served: Served, call: ChatCall, prompt: _Prompt) -> Async
     ident, created, name = shape.new_id("chatcmpl"), int(time.time()), served.model_name
     usage = call.sampling.include_usage
     for j in range(call.sampling.n):
-        yield shape.sse(shape.chat_chunk(ident, created, name, j, {"role": "assistant", "content": ""},
-                                         include_usage=usage))
+        yield shape.sse(shape.stream_chunk(ident, created, name, "chat.completion.chunk", {
+            "index": j, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}, usage))
 
     def chunk(index: int, text: str, finish: str | None, logprobs: list[TokenLogprob]) -> dict[str, Any]:
         lp = shape.chat_logprobs(logprobs, call.top_logprobs) if call.logprobs else None
-        return shape.chat_chunk(ident, created, name, index, {"content": text} if text or not finish else {},
-                                finish, lp, usage)
+        delta = {"content": text} if text or not finish else {}
+        return shape.stream_chunk(ident, created, name, "chat.completion.chunk",
+                                  {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}, usage)
 
     async for event in _sample_events(served, [prompt.item], call.sampling.n, usage, chunk,
                                       "chat.completion.chunk", ident, created):
@@ -464,7 +465,8 @@ async def _completion_events(served: Served, call: CompletionCall, prompts: list
         if call.logprobs is not None:
             lp = shape.text_logprobs(None, logprobs, call.logprobs, offsets.get(index, 0))
             offsets[index] = offsets.get(index, 0) + sum(len(t.token) for t in logprobs)
-        return shape.completion_chunk(ident, created, name, index, text, finish, lp, usage)
+        return shape.stream_chunk(ident, created, name, "text_completion",
+                                  {"index": index, "text": text, "logprobs": lp, "finish_reason": finish}, usage)
 
     async for event in _sample_events(served, [p.item for p in prompts], call.sampling.n, usage, chunk,
                                       "text_completion", ident, created):
