@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from drover.llm.types import Constraint
@@ -35,7 +35,7 @@ class ServeLimits:
     """What one request may ask for; every bound is a `drover serve` option."""
 
     max_body_bytes: int = 4 * 1024 * 1024  # larger bodies get 413 before they are parsed
-    max_n: int = 16  # n and best_of
+    max_n: int = 128  # n and best_of (RSO samples 64 per prompt)
     max_logprobs: int = 20  # top_logprobs (chat) and logprobs (completions); OpenAI's own bound is 20
     max_prompts: int = 64  # prompts in one /v1/completions request
     max_stop: int = 16  # stop strings
@@ -55,7 +55,6 @@ class Sampling:
     stream: bool
     include_usage: bool
     constraint: Constraint | None
-    best_of: int | None = None
 
 
 @dataclass
@@ -73,7 +72,6 @@ class CompletionCall:
     logprobs: int | None  # None: no log-probs; k: the top k alternatives per token
     echo: bool
     best_of: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def number(body: dict[str, Any], name: str, default: Any, kind: type, low: float | None = None,
@@ -237,10 +235,6 @@ def parse_completion(body: dict[str, Any], limits: ServeLimits, vocab_size: int)
         raise RequestError("echo: expected true or false", param="echo")
     if echo and samp.stream:
         raise RequestError("echo: not supported with stream=true by drover serve", param="echo")
-    if len(prompts) * best_of > limits.max_n * limits.max_prompts:
-        raise RequestError(f"prompt: {len(prompts)} prompts x best_of {best_of} sequences is more than "
-                           f"{limits.max_n * limits.max_prompts}", param="prompt")
-    samp.best_of = best_of
     return CompletionCall(prompts, samp, number(body, "logprobs", None, int, 0, limits.max_logprobs), bool(echo),
                           best_of)
 

@@ -275,7 +275,7 @@ async def _parsed(request: Request, parse: Any, prepare: Any) -> tuple[Any, Any]
     served = _served(request)
     body = await read_body(request, served.limits)
     check_model(body, served.model_name)
-    call = parse(body)
+    call = await run_in_threadpool(parse, body)  # a body of up to max_body_bytes of token ids takes a while
     return call, await run_in_threadpool(prepare, served, call)
 
 
@@ -295,6 +295,8 @@ async def chat(request: Request) -> Any:
         call, prompt = await _parsed(request, lambda b: parse_chat(b, served.limits), prepare_chat)
     except RequestError as exc:
         return _error(exc)
+    except Exception as exc:  # a bug: an OpenAI-style 500, not a bare one
+        return _error(RequestError(f"internal error while reading the request: {exc}", status=500))
     if call.sampling.stream:
         return _stream(_chat_events(served, call, prompt))
     try:
@@ -313,6 +315,8 @@ async def completions(request: Request) -> Any:
                                       prepare_completion)
     except RequestError as exc:
         return _error(exc)
+    except Exception as exc:
+        return _error(RequestError(f"internal error while reading the request: {exc}", status=500))
     if call.sampling.stream:
         return _stream(_completion_events(served, call, prompts))
     try:
