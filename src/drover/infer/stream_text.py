@@ -30,10 +30,13 @@ class TextDelta:
             found = text.find(s)
             if found >= 0:  # a whole stop string: the row ends here, nothing from it on is sent
                 cut = min(cut, found)
-            for k in range(min(len(s) - 1, end), 0, -1):  # the longest suffix that may start s
-                if text[end - k:end] == s[:k]:
-                    cut = min(cut, end - k)
+            # The earliest position from which the rest of the text is a proper prefix of s.
+            p = text.find(s[0], max(0, end - len(s) + 1), end)
+            while p != -1:
+                if s.startswith(text[p:end]):
+                    cut = min(cut, p)
                     break
+                p = text.find(s[0], p + 1, end)
         return self._send(text[:cut])
 
     def finish(self, final_text: str) -> str:
