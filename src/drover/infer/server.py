@@ -16,10 +16,9 @@ threads, never on the event loop; every invalid value is a 400 naming the parame
 a prompt longer than the context is refused before tokenizing when its byte length
 alone proves it (each token covers at most `token_bytes` bytes), else after.
 
-Concurrent requests are batched onto the model: a single worker takes the first waiting
-request, collects more for a few milliseconds (up to `max_batch_size` sequences) and
-runs them as one batch in a model thread, so the event loop keeps answering (`/health`
-too) while the model computes. A request without `seed` samples with a fresh random seed
+Concurrent requests are batched onto the model by its one `ModelWorker`
+(`model_worker.py`), on a model thread, so the event loop keeps answering (`/health`
+too) while the model computes; streams are shaped in `serve_stream.py`. A request without `seed` samples with a fresh random seed
 (as hosted APIs do); with a seed its samples are reproducible.
 """
 
@@ -32,106 +31,22 @@ import random
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request  # at module level: FastAPI resolves the handlers' string annotations here
 
 from drover.infer import serve_responses as shape
-from drover.infer.generation import GenerationItem, GenerationResult, eos_ids, generate, max_positions, sample_seed
+from drover.infer import serve_stream
+from drover.infer.generation import GenerationItem, GenerationResult, eos_ids, max_positions, sample_seed
+from drover.infer.model_worker import ModelWorker
 from drover.infer.serve_requests import (ChatCall, CompletionCall, RequestError, Sampling, ServeLimits, check_context,
                                          check_model, parse_chat, parse_completion)
-from drover.infer.stream_text import TextDelta
-from drover.llm.types import Choice, TokenLogprob
+from drover.llm.types import Choice
 from drover.tokenization import encode_rendered, encode_rendered_offsets
 
 GREEDY_BELOW = 1e-5  # temperatures below this decode greedily (vLLM's rule): 1/T would overflow
-
-
-@dataclass
-class _Job:
-    kind: str  # "generate" | "echo"
-    payload: Any
-    future: asyncio.Future
-    rows: int
-
-
-class ModelWorker:
-    """Owns the model; batches jobs from many concurrent requests into one call."""
-
-    def __init__(self, model: Any, tokenizer: Any, max_batch_size: int = 8, batch_wait: float = 0.005,
-                 max_length: int | None = None):
-        self.model, self.tokenizer = model, tokenizer
-        self.max_batch_size = max_batch_size
-        self.batch_wait = batch_wait
-        self.max_length = max_length
-        self.queue: asyncio.Queue[_Job] | None = None
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drover-model")
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self.queue = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-    async def submit(self, kind: str, payload: Any, rows: int) -> Any:
-        assert self.queue is not None
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Job(kind, payload, future, rows))
-        return await future
-
-    async def _loop(self) -> None:
-        assert self.queue is not None
-        loop = asyncio.get_running_loop()
-        while True:
-            jobs = [await self.queue.get()]
-            rows = jobs[0].rows
-            deadline = loop.time() + self.batch_wait
-            while rows < self.max_batch_size:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(self.queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
-                jobs.append(job)
-                rows += job.rows
-            jobs = [j for j in jobs if not j.future.cancelled()]
-            if not jobs:
-                continue
-            try:
-                await loop.run_in_executor(self.executor, self._run, jobs, loop)
-            except Exception as exc:  # a bug or out-of-memory: fail these requests, keep serving
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-
-    def _run(self, jobs: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
-        from drover.infer.scoring import encoded_prompt_logprobs
-
-        def resolve(job: _Job, value: Any) -> None:
-            loop.call_soon_threadsafe(lambda: job.future.done() or job.future.set_result(value))
-
-        gen = [j for j in jobs if j.kind == "generate"]
-        echo = [j for j in jobs if j.kind == "echo"]
-        if echo:
-            top_k = max(j.payload[1] for j in echo)
-            for job, result in zip(echo, encoded_prompt_logprobs(self.model, self.tokenizer, [j.payload[0] for j in echo],
-                                                                 top_k=top_k, batch_size=self.max_batch_size)):
-                resolve(job, result)
-        if gen:
-            for index, result in generate(self.model, self.tokenizer, [j.payload for j in gen],
-                                          batch_size=self.max_batch_size, max_length=self.max_length):
-                resolve(gen[index], result)
 
 
 @dataclass
@@ -298,7 +213,8 @@ async def chat(request: Request) -> Any:
     except Exception as exc:  # a bug: an OpenAI-style 500, not a bare one
         return _error(RequestError(f"internal error while reading the request: {exc}", status=500))
     if call.sampling.stream:
-        return _stream(_chat_events(served, call, prompt))
+        return serve_stream.response(serve_stream.chat_events(served.worker, served.tokenizer, served.model_name,
+                                                              call, prompt.item))
     try:
         result: GenerationResult = await served.worker.submit("generate", prompt.item, prompt.item.n)
     except Exception as exc:  # the model failed (e.g. out of memory): a 500, the server goes on
@@ -318,7 +234,8 @@ async def completions(request: Request) -> Any:
     except Exception as exc:
         return _error(RequestError(f"internal error while reading the request: {exc}", status=500))
     if call.sampling.stream:
-        return _stream(_completion_events(served, call, prompts))
+        return serve_stream.response(serve_stream.completion_events(
+            served.worker, served.tokenizer, served.model_name, call, [p.item for p in prompts]))
     try:
         answers = await asyncio.gather(*(_complete_one(served, call, p) for p in prompts))
     except Exception as exc:
@@ -369,112 +286,6 @@ def _error(exc: RequestError) -> Any:
     from fastapi.responses import JSONResponse
 
     return JSONResponse(status_code=exc.status, content=shape.error_body(exc))
-
-
-# --- streaming ------------------------------------------------------------------------------
-
-def _stream(events: AsyncIterator[bytes]) -> Any:
-    from fastapi.responses import StreamingResponse
-
-    return StreamingResponse(events, media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-async def _tokens(served: Served, items: list[GenerationItem]) -> AsyncIterator[tuple[str, int, int, Any]]:
-    """Merge the token callbacks of several items' decoding into one async stream:
-    ("token", item, sample, (token, logprob)) as drawn, then ("done", item, -1, result)."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[str, int, int, Any]] = asyncio.Queue()
-    for p, item in enumerate(items):
-        def heard(sample: int, token: int, logprob: TokenLogprob | None, p: int = p) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, ("token", p, sample, (token, logprob)))
-        item.on_token = heard
-
-    async def run(p: int, item: GenerationItem) -> None:
-        try:
-            queue.put_nowait(("done", p, -1, await served.worker.submit("generate", item, item.n)))
-        except Exception as exc:
-            queue.put_nowait(("error", p, -1, exc))
-
-    tasks = [asyncio.ensure_future(run(p, item)) for p, item in enumerate(items)]
-    try:
-        remaining = len(items)
-        while remaining:
-            event = await queue.get()
-            remaining -= event[0] != "token"
-            yield event
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-async def _sample_events(served: Served, items: list[GenerationItem], n: int, include_usage: bool,
-                         chunk: Any, kind: str, ident: str, created: int) -> AsyncIterator[bytes]:
-    """The SSE events of sampled text, shared by chat and completions; `chunk(index, text,
-    finish, logprobs)` shapes one chunk."""
-    deltas = {(p, j): TextDelta(served.tokenizer, item.stop) for p, item in enumerate(items) for j in range(item.n)}
-    pending: dict[tuple[int, int], list[TokenLogprob]] = {key: [] for key in deltas}
-    sent: dict[tuple[int, int], int] = {key: 0 for key in deltas}
-    completion_tokens = 0
-    async for kind_, p, j, value in _tokens(served, items):
-        if kind_ == "token":
-            token, logprob = value
-            if logprob is not None:
-                pending[(p, j)].append(logprob)
-            text = deltas[(p, j)].push(token)
-            if text:
-                yield shape.sse(chunk(p * n + j, text, None, pending[(p, j)]))
-                sent[(p, j)] += len(pending[(p, j)])
-                pending[(p, j)] = []
-        elif kind_ == "error":
-            yield shape.sse(shape.error_body(RequestError(f"generation failed: {value}", status=500)))
-            return
-        else:
-            result: GenerationResult = value
-            completion_tokens += result.completion_tokens
-            for j, choice in enumerate(result.choices):
-                rest = (choice.logprobs or [])[sent[(p, j)]:] if items[p].logprobs else []
-                yield shape.sse(chunk(p * n + j, deltas[(p, j)].finish(choice.text), choice.finish_reason, rest))
-    if include_usage:
-        yield shape.sse(shape.usage_chunk(ident, created, served.model_name, kind,
-                                          sum(len(i.prompt_ids) for i in items), completion_tokens))
-    yield shape.sse("[DONE]")
-
-
-async def _chat_events(served: Served, call: ChatCall, prompt: _Prompt) -> AsyncIterator[bytes]:
-    ident, created, name = shape.new_id("chatcmpl"), int(time.time()), served.model_name
-    usage = call.sampling.include_usage
-    for j in range(call.sampling.n):
-        yield shape.sse(shape.stream_chunk(ident, created, name, "chat.completion.chunk", {
-            "index": j, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}, usage))
-
-    def chunk(index: int, text: str, finish: str | None, logprobs: list[TokenLogprob]) -> dict[str, Any]:
-        lp = shape.chat_logprobs(logprobs, call.top_logprobs) if call.logprobs else None
-        delta = {"content": text} if text or not finish else {}
-        return shape.stream_chunk(ident, created, name, "chat.completion.chunk",
-                                  {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}, usage)
-
-    async for event in _sample_events(served, [prompt.item], call.sampling.n, usage, chunk,
-                                      "chat.completion.chunk", ident, created):
-        yield event
-
-
-async def _completion_events(served: Served, call: CompletionCall, prompts: list[_Prompt]) -> AsyncIterator[bytes]:
-    ident, created, name = shape.new_id("cmpl"), int(time.time()), served.model_name
-    usage = call.sampling.include_usage
-    offsets: dict[int, int] = {}
-
-    def chunk(index: int, text: str, finish: str | None, logprobs: list[TokenLogprob]) -> dict[str, Any]:
-        lp = None
-        if call.logprobs is not None:
-            lp = shape.text_logprobs(None, logprobs, call.logprobs, offsets.get(index, 0))
-            offsets[index] = offsets.get(index, 0) + sum(len(t.token) for t in logprobs)
-        return shape.stream_chunk(ident, created, name, "text_completion",
-                                  {"index": index, "text": text, "logprobs": lp, "finish_reason": finish}, usage)
-
-    async for event in _sample_events(served, [p.item for p in prompts], call.sampling.n, usage, chunk,
-                                      "text_completion", ident, created):
-        yield event
 
 
 # --- the app --------------------------------------------------------------------------------
