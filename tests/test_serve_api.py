@@ -207,4 +207,4 @@ def test_constraints_off_sends_no_constraint_parameters():
         with LLM(LLMConfig.from_spec(f"{server.base_url}#fake", constraints="off"), None, progress=False) as llm:
             out = list(llm.run(_judge_requests()))
         assert not any(set(r) & {"guided_choice", "guided_regex", "response_format"} for r in server.requests)
-    assert [c.constrained for c in out] == [False] * 3
+    assert [c.constrained for c in out] == [None] * 3

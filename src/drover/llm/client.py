@@ -219,10 +219,16 @@ class LLM:
         try:
             return self._resolved[decoding]
         except KeyError:
-            resolved = self._resolved[decoding] = self.config.resolve(decoding)
+            resolved = self._resolved[decoding] = self._resolve_now(decoding)
             return resolved
         except TypeError:  # unhashable (a list in `stop`)
-            return self.config.resolve(decoding)
+            return self._resolve_now(decoding)
+
+    def _resolve_now(self, decoding: Decoding) -> Decoding:
+        resolved = self.config.resolve(decoding)
+        if self.config.constraints == "off" and resolved.constraint is not None:
+            resolved = replace(resolved, constraint=None)  # sent, keyed and cached as the plain request it is
+        return resolved
 
     def fingerprint(self, request: Request) -> str:
         return request_fingerprint(self.config.backend, self.config.model, request, self.resolve(request))

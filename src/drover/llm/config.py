@@ -54,7 +54,7 @@ class LLMConfig:
     lean_transport: bool = True  # plain-http:// endpoints: drover's lean HTTP/1.1 transport under openai
     # Constrained decoding of requests that carry a Constraint: "auto" asks for it and, when an
     # endpoint rejects the parameters (HTTP 400 naming them), sends the rest of the session
-    # without; "on" fails the job instead; "off" never constrains (callers parse the text).
+    # without; "on" fails the job instead; "off" drops constraints from requests (cached as plain ones).
     constraints: Literal["auto", "on", "off"] = "auto"
 
     # Accounting.

@@ -3,7 +3,8 @@
 Chat requests are rendered with the tokenizer's chat template (or the named
 `chat_template` when the tokenizer has none) with the generation prompt appended; raw
 `prompt` requests go to the model as they are. A request's `Constraint` is enforced in
-the decoding loop (`drover.infer.constrained`) unless the config says `constraints: off`. Each sample is seeded from the request's
+the decoding loop (`drover.infer.constrained`); `constraints: off` removes it before it
+gets here (`LLM.resolve`). Each sample is seeded from the request's
 cache fingerprint and its choice index, so a re-run reproduces it exactly.
 """
 
@@ -47,7 +48,7 @@ class HFBackend:
 
         n = decoding.n or 1
         base = decoding.seed if decoding.seed is not None else 0
-        constraint = self.constraint(decoding)
+        constraint = decoding.constraint
         if constraint is not None:
             from drover.infer.constrained import check
             from drover.infer.generation import eos_ids
@@ -58,9 +59,6 @@ class HFBackend:
             temperature=decoding.temperature or 0.0, top_p=decoding.top_p if decoding.top_p is not None else 1.0,
             stop=tuple(decoding.stop or ()), n=n, seeds=[sample_seed(seed_key, base, j) for j in range(n)],
             logprobs=bool(decoding.logprobs), top_logprobs=int(decoding.top_logprobs or 0), constraint=constraint)
-
-    def constraint(self, decoding: Decoding) -> Any:
-        return None if self.config.constraints == "off" else decoding.constraint
 
     def complete_batch(self, pairs: Sequence[tuple[Request, Decoding]]) -> Iterator[tuple[int, Completion]]:
         """Yield (index, Completion) as each request finishes (length-sorted batches)."""
@@ -74,7 +72,7 @@ class HFBackend:
                 key = request_fingerprint(self.name, self.config.model, request, decoding)
                 items.append(self.item(request, decoding, key))
                 index.append(i)
-                constrained.append(None if decoding.constraint is None else self.constraint(decoding) is not None)
+                constrained.append(None if decoding.constraint is None else True)
             except DroverError:
                 raise  # the same for every request: fail once
             except Exception as exc:  # e.g. a chat template that rejects the roles

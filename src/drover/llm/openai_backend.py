@@ -13,7 +13,7 @@ completions, `guided_choice` and `guided_regex`. With `constraints: auto`, an en
 that answers HTTP 400 naming one of those parameters is remembered as unconstrained for
 the session, and that request and all later ones go without; the Completion records
 whether it was constrained, so callers know to parse. `constraints: on` fails the job
-instead; `off` never sends them.
+instead; with `off` the client drops the constraint before it gets here (`LLM.resolve`).
 """
 
 from __future__ import annotations
@@ -179,8 +179,7 @@ class OpenAIBackend:
     async def complete(self, request: Request, decoding: Decoding) -> Completion:
         """One request (n choices); raises ItemError or LLMError."""
         chat = request.messages is not None
-        asked = decoding.constraint is not None and self.config.constraints != "off"
-        extra = constraint_params(decoding.constraint, chat) if asked and not self._unconstrained else {}
+        extra = constraint_params(decoding.constraint, chat) if not self._unconstrained else {}
         try:
             completion = await self._complete(request, decoding, extra)
         except ItemError as exc:

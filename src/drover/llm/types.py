@@ -119,8 +119,8 @@ class Completion:
     latency: float = 0.0
     error: str | None = None
     key: str | None = None
-    # Was the output constrained? None: no Constraint asked; False: asked, but the endpoint
-    # does not support it (or `constraints: off`), so the text must be parsed as it comes.
+    # Was the output constrained? None: no Constraint asked (or `constraints: off`); False:
+    # asked, but the endpoint does not support it, so the text must be parsed as it comes.
     constrained: bool | None = None
 
     @property
