@@ -1,6 +1,7 @@
 """lm-evaluation-harness's own request code against `drover serve`: its `local-completions`
 model with default settings (token-id prompts, echo + logprobs) and batch size 4 on a small
-local multiple-choice task, whose log-likelihoods must equal drover's own scoring; and its
+local multiple-choice task, whose log-likelihoods must equal drover's own scoring (and on a
+generation task, whose answers must equal drover's own generation); and its
 `local-chat-completions` model on a small generation task, whose answers must equal
 drover's own greedy chat generation."""
 
@@ -117,7 +118,8 @@ def test_local_completions_log_likelihoods_equal_drovers_scoring(served, recorde
 
     out = simple_evaluate(model="local-completions", model_args={"model": "tiny", "base_url": f"{served}/completions",
                                                                  "tokenizer": str(tiny_model_dir)},
-                          tasks=["drover_tiny_mc"], batch_size=4, log_samples=True, task_manager=tasks)
+                          tasks=["drover_tiny_mc", "drover_tiny_gen"], batch_size=4, log_samples=True,
+                          task_manager=tasks)
     samples = out["samples"]["drover_tiny_mc"]
     assert len(samples) == len(QUESTIONS)
     pairs, theirs = [], []
@@ -129,10 +131,15 @@ def test_local_completions_log_likelihoods_equal_drovers_scoring(served, recorde
     with LLM(LLMConfig.from_spec(f"hf:{tiny_model_dir}"), None, progress=False) as llm:
         ours = [s.total for s in llm.score(pairs)]
     assert theirs == pytest.approx(ours, abs=1e-4)
-    prompts = [body["prompt"] for path, body in recorder.bodies if path == "/v1/completions"]
+    prompts = [body["prompt"] for path, body in recorder.bodies if path == "/v1/completions" and body.get("echo")]
     assert max(len(p) for p in prompts) == 4 and all(isinstance(t, int) for p in prompts for q in p for t in q)
     assert sum(len(p) for p in prompts) == len(pairs)  # batches of token-id prompts, each scored once
     assert 0.0 <= out["results"]["drover_tiny_mc"]["acc,none"] <= 1.0
+    generated = [s["resps"][0][0] for s in sorted(out["samples"]["drover_tiny_gen"], key=lambda s: s["doc_id"])]
+    with LLM(LLMConfig.from_spec(f"hf:{tiny_model_dir}"), None, progress=False) as llm:
+        own = [c.text for c in llm.run([Request.text(q["question"], max_tokens=8, temperature=0, stop=["\n\n"])
+                                        for q in QUESTIONS])]
+    assert generated == own  # generate_until through token-id prompts, batched
 
 
 def test_local_chat_completions_answers_equal_drovers_generation(served, tasks, tiny_model_dir):
