@@ -62,6 +62,19 @@ def test_constraint_parameters_map_onto_one_constraint():
             parse_chat({**chat, **bad}, limits)
 
 
+def test_the_client_asks_with_vllm_and_openai_parameter_names():
+    from drover.llm.openai_backend import constraint_params
+
+    assert constraint_params(Constraint(choice=("A", "B")), chat=True) == {"guided_choice": ["A", "B"]}
+    assert constraint_params(Constraint(regex="[0-9]"), chat=False) == {"guided_regex": "[0-9]"}
+    assert constraint_params(Constraint.schema(SCHEMA), chat=True) == {"response_format": {
+        "type": "json_schema", "json_schema": {"name": "output", "schema": SCHEMA, "strict": True}}}
+    assert constraint_params(Constraint.schema(SCHEMA), chat=False) == {"guided_json": SCHEMA}
+    assert constraint_params(Constraint.schema({"type": "object"}), chat=True) == {
+        "response_format": {"type": "json_object"}}
+    assert constraint_params(None, chat=True) == {}
+
+
 def test_prompt_forms_and_best_of_rules():
     limits = ServeLimits(max_prompts=3)
     assert parse_completion({"prompt": "a"}, limits, 100).prompts == ["a"]

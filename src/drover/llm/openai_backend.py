@@ -291,6 +291,8 @@ def constraint_params(constraint: Constraint | None, chat: bool) -> dict[str, An
     if constraint.regex is not None:
         return {"guided_regex": constraint.regex}
     schema = json.loads(constraint.json_schema or "{}")
+    if chat and schema == {"type": "object"}:  # any JSON object: OpenAI's JSON mode
+        return {"response_format": {"type": "json_object"}}
     if chat:
         return {"response_format": {"type": "json_schema",
                                     "json_schema": {"name": "output", "schema": schema, "strict": True}}}
