@@ -253,8 +253,8 @@ async def _complete_one(served: Served, call: CompletionCall, prompt: _Prompt) -
     """One prompt's n choices ({text, finish_reason, logprobs}) and its completion tokens."""
     worker = served.worker
     echoed = None
-    if call.echo:
-        echoed = await worker.submit("echo", ((prompt.ids, prompt.offsets), max(1, call.logprobs or 1)), 1)
+    if call.echo and call.logprobs is not None:  # echo alone needs no model call
+        echoed = await worker.submit("echo", ((prompt.ids, prompt.offsets), max(1, call.logprobs)), 1)
     if prompt.item.max_tokens > 0 or not call.echo:
         result: GenerationResult = await worker.submit("generate", prompt.item, prompt.item.n)
     else:
