@@ -53,7 +53,9 @@ HOSTILE = {
                           "chat/completions", 400, "maximum context length"),
     "token id outside the vocabulary": (json.dumps({"model": "tiny", "prompt": [1, 2, 10 ** 9]}).encode(),
                                         "completions", 400, "outside the vocabulary"),
-    "10 MB body": (b'{"prompt": "' + b"x" * 10 * 1024 * 1024 + b'"}', "completions", 413, "larger than"),
+    "10 MB body": (lambda: b'{"prompt": "' + b"x" * 10 * 1024 * 1024 + b'"}', "completions", 413, "larger than"),
+    "50 MB body": (lambda: b'{"messages": "' + b"x" * 50 * 1024 * 1024 + b'"}', "chat/completions", 413,
+                   "larger than"),
     "deeply nested JSON": (b"[" * 100_000 + b"]" * 100_000, "completions", 400, "not valid JSON"),
     "not JSON": (b"\xff\xfe garbage", "chat/completions", 400, "not valid JSON"),
     "bad regex": (_raw('"guided_regex": "(("'), "chat/completions", 400, "regex"),
@@ -74,6 +76,7 @@ def _normal_request_is_quick(base: str) -> None:
 @pytest.mark.parametrize("name", list(HOSTILE))
 def test_hostile_request_is_refused_then_a_normal_one_is_answered(served, name):
     body, endpoint, status, message = HOSTILE[name]
+    body = body() if callable(body) else body  # the large ones are built only when they run
     r = httpx.post(f"{served}/v1/{endpoint}", content=body, headers={"content-type": "application/json"}, timeout=60)
     assert r.status_code == status, r.text[:300]
     error = r.json()["error"]
