@@ -86,3 +86,13 @@ def test_constraint_option_is_validated():
 
     with pytest.raises(ConfigError, match="constraints"):
         LLMConfig.from_spec("openai:gpt-4o", constraints="sometimes").validate()
+
+
+def test_one_rows_grammar_trouble_never_fails_its_batch(local):
+    """A choice spelling a special token's text makes llguidance refuse a token its mask
+    allowed; that row ends, its neighbours in the batch are answered as usual."""
+    special = Request.chat([("user", "x")], max_tokens=8, constraint=Constraint(choice=("<|user|>",)))
+    plain = Request.chat([("user", "Tell me about 0")], max_tokens=12)
+    odd, normal = list(local.run([special, plain]))
+    assert odd.ok and odd.choices[0].finish_reason == "stop"
+    assert normal.ok and normal.text == list(local.run([plain]))[0].text

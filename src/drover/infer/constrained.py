@@ -97,10 +97,10 @@ class RowMatcher:
         return torch.from_numpy(bits[:self.vocab_size].astype(bool))
 
     def advance(self, token: int) -> bool:
-        """Consume `token`; True when the grammar admits nothing more (the row is complete)."""
-        if not self.matcher.consume_token(token):
-            raise ConstraintError(f"the grammar engine refused token {token}: {self.matcher.get_error()}")
-        return self.matcher.is_stopped()
+        """Consume `token`; True when the row must end: the grammar admits nothing more, or the
+        engine refused a token its own mask allowed (seen with a choice spelling a special
+        token's text) — one row's grammar must never fail the whole batch."""
+        return not self.matcher.consume_token(token) or self.matcher.is_stopped()
 
     @property
     def accepting(self) -> bool:

@@ -169,7 +169,11 @@ def _decode_batch(model: Any, tokenizer: Any, batch: list[_Row], items: list[Gen
                     continue
                 row_logits = logits[b]
                 if matchers[b] is not None:
-                    row_logits = row_logits.masked_fill(~matchers[b].allowed().to(row_logits.device), float("-inf"))
+                    allowed = matchers[b].allowed().to(row_logits.device)
+                    if not bool(allowed.any()):  # nothing can follow: the row ends here
+                        row.finish, active[b] = "stop", False
+                        continue
+                    row_logits = row_logits.masked_fill(~allowed, float("-inf"))
                     if temps[b] <= 0:
                         next_ids[b] = row_logits.argmax()
                 if temps[b] > 0:
