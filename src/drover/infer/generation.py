@@ -221,8 +221,16 @@ def _matchers(model: Any, tokenizer: Any, items: list[GenerationItem], stops: se
         return [None] * len(items)
     from drover.infer.constrained import RowMatcher
 
-    vocab = int(model.config.vocab_size)  # the logits' width (may exceed the tokenizer's own)
+    vocab = logits_width(model)
     return [None if it.constraint is None else RowMatcher(it.constraint, tokenizer, vocab, stops) for it in items]
+
+
+def logits_width(model: Any) -> int:
+    """The size of the model's output vocabulary (may exceed the tokenizer's own)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and getattr(head, "weight", None) is not None:
+        return int(head.weight.shape[0])
+    return int(model.config.vocab_size)
 
 
 def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> int:

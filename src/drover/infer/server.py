@@ -39,7 +39,8 @@ from fastapi import Request  # at module level: FastAPI resolves the handlers' s
 
 from drover.infer import serve_responses as shape
 from drover.infer import serve_stream
-from drover.infer.generation import GenerationItem, GenerationResult, eos_ids, max_positions, sample_seed
+from drover.infer.generation import (GenerationItem, GenerationResult, eos_ids, logits_width, max_positions,
+                                     sample_seed)
 from drover.infer.model_worker import ModelWorker
 from drover.infer.serve_requests import (ChatCall, CompletionCall, RequestError, Sampling, ServeLimits, check_context,
                                          check_model, parse_chat, parse_completion)
@@ -298,7 +299,7 @@ def create_app(model: Any, tokenizer: Any, model_name: str, max_batch_size: int 
     limits = limits or ServeLimits(default_max_tokens=default_max_tokens)
     worker = ModelWorker(model, tokenizer, max_batch_size, batch_wait, max_length)
     served = Served(worker, tokenizer, model_name, limits, max_positions(model, tokenizer, max_length),
-                    int(model.config.vocab_size), eos_ids(model, tokenizer), _longest_token(tokenizer))
+                    logits_width(model), eos_ids(model, tokenizer), _longest_token(tokenizer))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:

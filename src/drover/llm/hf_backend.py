@@ -51,9 +51,9 @@ class HFBackend:
         constraint = decoding.constraint
         if constraint is not None:
             from drover.infer.constrained import check
-            from drover.infer.generation import eos_ids
+            from drover.infer.generation import eos_ids, logits_width
 
-            check(constraint, self.tokenizer, int(self.model.config.vocab_size), eos_ids(self.model, self.tokenizer))
+            check(constraint, self.tokenizer, logits_width(self.model), eos_ids(self.model, self.tokenizer))
         return GenerationItem(
             prompt_ids=self.render(request), max_tokens=decoding.max_tokens if decoding.max_tokens is not None else 256,
             temperature=decoding.temperature or 0.0, top_p=decoding.top_p if decoding.top_p is not None else 1.0,
