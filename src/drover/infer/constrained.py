@@ -11,8 +11,9 @@ the grammar admits no continuation at all (a choice fully written) the row stops
 
 JSON schemas compile without flexible whitespace (`{"a":1}`, items separated by `,`),
 so a weak model cannot wander through unbounded whitespace; the output is still JSON.
-llguidance was chosen over xgrammar because it has no torch dependency (xgrammar pulls
-torch, transformers and triton) and reads our tokenizers through `tokenizers`' own JSON.
+llguidance was chosen over xgrammar because its wheel has no dependencies (xgrammar 0.2.9
+adds triton and apache-tvm-ffi) and it reads any fast tokenizer, our tiny byte-level BPE
+ones included, through `tokenizers`' own JSON.
 """
 
 from __future__ import annotations
