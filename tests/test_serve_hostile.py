@@ -123,3 +123,18 @@ def test_health_answers_while_a_long_request_computes(served):
 
     times = _health_times(served, threading.Thread(target=long_request))
     assert results == [200] and len(times) > 3 and max(times) < 1.0
+
+
+def test_an_abandoned_stream_frees_the_model(served):
+    """A client that starts a long stream and hangs up must not keep the model busy: its rows
+    stop at the next step, and the next request is answered within a second."""
+    long_text = "word " * 600  # forced by the constraint: no EOS until all of it is written
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1500, "stream": True,
+            "guided_choice": [long_text]}
+    with httpx.stream("POST", f"{served}/v1/chat/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        assert r.status_code == 200 and next(lines).startswith("data: ")
+        for _ in range(3):
+            next(lines)
+    time.sleep(0.2)  # the server notices the disconnect
+    _normal_request_is_quick(served)

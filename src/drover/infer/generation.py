@@ -30,8 +30,9 @@ from typing import Any
 
 from drover.llm.types import Choice, Constraint, TokenLogprob
 
-# on_token(sample index, token id, its log-prob entry or None): called on the worker thread.
-TokenCallback = Callable[[int, int, "TokenLogprob | None"], None]
+# on_token(sample index, token id, its log-prob entry or None): called on the worker thread;
+# returning False ends that row at once (finish_reason "abort": the stream's client left).
+TokenCallback = Callable[[int, int, "TokenLogprob | None"], "bool | None"]
 
 
 @dataclass
@@ -190,9 +191,10 @@ def _decode_batch(model: Any, tokenizer: Any, batch: list[_Row], items: list[Gen
                 row.out.append(token)
                 if items[b].logprobs:
                     row.logprobs.append(_token_logprob(tokenizer, logp[b], token, items[b].top_logprobs))
-                if items[b].on_token is not None:
-                    items[b].on_token(row.sample, token, row.logprobs[-1] if items[b].logprobs else None)
-                if items[b].stop and _hit_stop(tokenizer, row, items[b].stop):
+                if items[b].on_token is not None and items[b].on_token(
+                        row.sample, token, row.logprobs[-1] if items[b].logprobs else None) is False:
+                    row.finish, active[b] = "abort", False
+                elif items[b].stop and _hit_stop(tokenizer, row, items[b].stop):
                     active[b] = False
                 elif matchers[b] is not None and matchers[b].advance(token):
                     row.finish = "stop"  # the grammar is complete and admits nothing more

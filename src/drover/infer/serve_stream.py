@@ -5,7 +5,8 @@ model thread); `_tokens` carries those reports onto the event loop and merges th
 each item's final result. Text goes out through `TextDelta` (held back while it may be a
 stop string's start or half a UTF-8 character), so what was streamed equals the
 non-streamed answer; the final chunk of a choice carries its finish_reason, and with
-`include_usage` a last chunk without choices carries the usage.
+`include_usage` a last chunk without choices carries the usage. When the client
+disconnects, its rows stop at the next decoding step (the rest of the batch goes on).
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ async def _tokens(worker: ModelWorker, items: list[GenerationItem]) -> AsyncIter
     ("token", item, sample, (token, logprob)) as drawn, then ("done", item, -1, result)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, int, int, Any]] = asyncio.Queue()
+    listening = [True]  # False once the client has gone: the decoding loop then drops the rows
     for p, item in enumerate(items):
-        def heard(sample: int, token: int, logprob: TokenLogprob | None, p: int = p) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, ("token", p, sample, (token, logprob)))
+        def heard(sample: int, token: int, logprob: TokenLogprob | None, p: int = p) -> bool:
+            if listening[0]:
+                loop.call_soon_threadsafe(queue.put_nowait, ("token", p, sample, (token, logprob)))
+            return listening[0]
         item.on_token = heard
 
     async def run(p: int, item: GenerationItem) -> None:
@@ -53,7 +57,8 @@ async def _tokens(worker: ModelWorker, items: list[GenerationItem]) -> AsyncIter
             event = await queue.get()
             remaining -= event[0] != "token"
             yield event
-    finally:
+    finally:  # done, or the client disconnected (the response task is cancelled)
+        listening[0] = False
         for task in tasks:
             task.cancel()
 
