@@ -11,19 +11,28 @@ needs three things `generate` does not give together:
 
 Prompts are left-padded (so every row's next token is at the last position) and rows
 are sorted by prompt length before batching, so little compute goes to padding.
-Log-probs are those of the model's own distribution (temperature 1, no top_p), as in
-OpenAI's and vLLM's APIs. Stop strings truncate the text at the first occurrence
-(finish_reason "stop", like an EOS token); hitting max_tokens gives "length".
+Log-probs are those of the model's own distribution (temperature 1, no top_p, no
+constraint mask), as in OpenAI's and vLLM's APIs. A row with a `Constraint` draws only
+tokens its grammar allows (`drover.infer.constrained`); rows without one are untouched.
+`on_token` (streaming) hears every token of a row as soon as it is drawn.
+
+Stop strings truncate the text at the first occurrence (finish_reason "stop", like an
+EOS token, or a constrained output whose grammar admits nothing more); hitting
+max_tokens gives "length".
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drover.llm.types import Choice, TokenLogprob
+from drover.llm.types import Choice, Constraint, TokenLogprob
+
+# on_token(sample index, token id, its log-prob entry or None): called on the worker thread;
+# returning False ends that row at once (finish_reason "abort": the stream's client left).
+TokenCallback = Callable[[int, int, "TokenLogprob | None"], "bool | None"]
 
 
 @dataclass
@@ -39,6 +48,8 @@ class GenerationItem:
     seeds: list[int] = field(default_factory=list)  # one per sample; derived from the request if empty
     logprobs: bool = False
     top_logprobs: int = 0
+    constraint: Constraint | None = None
+    on_token: TokenCallback | None = None
 
 
 @dataclass
@@ -137,6 +148,7 @@ def _decode_batch(model: Any, tokenizer: Any, batch: list[_Row], items: list[Gen
     generators = [torch.Generator().manual_seed(r.seed) for r in batch]
     temps = [float(it.temperature or 0.0) for it in items]
     active = [it.max_tokens > 0 for it in items]
+    matchers = _matchers(model, tokenizer, items, stops)
     for b, it in enumerate(items):
         if it.max_tokens <= 0:
             batch[b].finish = "length"
@@ -154,9 +166,19 @@ def _decode_batch(model: Any, tokenizer: Any, batch: list[_Row], items: list[Gen
             logp = torch.log_softmax(logits, dim=-1)
             next_ids = logits.argmax(-1)
             for b, row in enumerate(batch):
-                if not active[b] or temps[b] <= 0:
+                if not active[b]:
                     continue
-                next_ids[b] = _sample(logits[b], temps[b], items[b].top_p, generators[b])
+                row_logits = logits[b]
+                if matchers[b] is not None:
+                    allowed = matchers[b].allowed().to(row_logits.device)
+                    if not bool(allowed.any()):  # nothing can follow: the row ends here
+                        row.finish, active[b] = "stop", False
+                        continue
+                    row_logits = row_logits.masked_fill(~allowed, float("-inf"))
+                    if temps[b] <= 0:
+                        next_ids[b] = row_logits.argmax()
+                if temps[b] > 0:
+                    next_ids[b] = _sample(row_logits, temps[b], items[b].top_p, generators[b])
             next_cpu = next_ids.tolist()
             for b, row in enumerate(batch):
                 if not active[b]:
@@ -169,7 +191,13 @@ def _decode_batch(model: Any, tokenizer: Any, batch: list[_Row], items: list[Gen
                 row.out.append(token)
                 if items[b].logprobs:
                     row.logprobs.append(_token_logprob(tokenizer, logp[b], token, items[b].top_logprobs))
-                if items[b].stop and _hit_stop(tokenizer, row, items[b].stop):
+                if items[b].on_token is not None and items[b].on_token(
+                        row.sample, token, row.logprobs[-1] if items[b].logprobs else None) is False:
+                    row.finish, active[b] = "abort", False
+                elif items[b].stop and _hit_stop(tokenizer, row, items[b].stop):
+                    active[b] = False
+                elif matchers[b] is not None and matchers[b].advance(token):
+                    row.finish = "stop"  # the grammar is complete and admits nothing more
                     active[b] = False
                 elif len(row.out) >= items[b].max_tokens:
                     row.finish = "length"
@@ -187,6 +215,24 @@ def _decode_batch(model: Any, tokenizer: Any, batch: list[_Row], items: list[Gen
             row.finish = "length"
         if not row.cut:
             row.text = tokenizer.decode(row.out, skip_special_tokens=True)
+
+
+def _matchers(model: Any, tokenizer: Any, items: list[GenerationItem], stops: set[int]) -> list[Any]:
+    """One grammar matcher per constrained row (None for the others)."""
+    if not any(it.constraint is not None for it in items):
+        return [None] * len(items)
+    from drover.infer.constrained import RowMatcher
+
+    vocab = logits_width(model)
+    return [None if it.constraint is None else RowMatcher(it.constraint, tokenizer, vocab, stops) for it in items]
+
+
+def logits_width(model: Any) -> int:
+    """The size of the model's output vocabulary (may exceed the tokenizer's own)."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and getattr(head, "weight", None) is not None:
+        return int(head.weight.shape[0])
+    return int(model.config.vocab_size)
 
 
 def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> int:

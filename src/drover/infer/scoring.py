@@ -230,15 +230,31 @@ class PromptLogprobs:
 def prompt_logprobs(model: Any, tokenizer: Any, texts: Sequence[str], top_k: int = 1,
                     batch_size: int = 8) -> list[PromptLogprobs]:
     """Log-prob of every prompt token given its prefix (for `echo=True` requests)."""
-    import torch
-
-    device = next(model.parameters()).device
     encodings = []
     for text in texts:
         ids, offsets = encode_rendered_offsets(tokenizer, text)
         encodings.append((ids, [int(s) for s, _ in offsets]))
-    results: list[PromptLogprobs | None] = [None] * len(texts)
-    order = sorted(range(len(texts)), key=lambda i: -len(encodings[i][0]))
+    return encoded_prompt_logprobs(model, tokenizer, encodings, top_k=top_k, batch_size=batch_size)
+
+
+def token_offsets(tokenizer: Any, ids: Sequence[int]) -> list[int]:
+    """Character offsets of given token ids in the concatenation of their decoded strings
+    (the text a token-id prompt echoes as)."""
+    offsets, position = [], 0
+    for token in ids:
+        offsets.append(position)
+        position += len(tokenizer.decode([token]))
+    return offsets
+
+
+def encoded_prompt_logprobs(model: Any, tokenizer: Any, encodings: Sequence[tuple[list[int], list[int]]],
+                            top_k: int = 1, batch_size: int = 8) -> list[PromptLogprobs]:
+    """`prompt_logprobs` of prompts given as (token ids, character offsets), e.g. token-id prompts."""
+    import torch
+
+    device = next(model.parameters()).device
+    results: list[PromptLogprobs | None] = [None] * len(encodings)
+    order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i][0]))
     for start in range(0, len(order), batch_size):
         part = order[start:start + batch_size]
         width = max(1, max(len(encodings[i][0]) for i in part))

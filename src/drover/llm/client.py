@@ -219,10 +219,16 @@ class LLM:
         try:
             return self._resolved[decoding]
         except KeyError:
-            resolved = self._resolved[decoding] = self.config.resolve(decoding)
+            resolved = self._resolved[decoding] = self._resolve_now(decoding)
             return resolved
         except TypeError:  # unhashable (a list in `stop`)
-            return self.config.resolve(decoding)
+            return self._resolve_now(decoding)
+
+    def _resolve_now(self, decoding: Decoding) -> Decoding:
+        resolved = self.config.resolve(decoding)
+        if self.config.constraints == "off" and resolved.constraint is not None:
+            resolved = replace(resolved, constraint=None)  # sent, keyed and cached as the plain request it is
+        return resolved
 
     def fingerprint(self, request: Request) -> str:
         return request_fingerprint(self.config.backend, self.config.model, request, self.resolve(request))
@@ -369,7 +375,7 @@ class LLM:
         return Completion(choices=[c for p in parts for c in p.choices], model=parts[0].model,
                           usage=Usage(sum(p.usage.prompt_tokens for p in fresh),
                                       sum(p.usage.completion_tokens for p in fresh)),
-                          latency=max((p.latency for p in fresh), default=0.0))
+                          latency=max((p.latency for p in fresh), default=0.0), constrained=parts[0].constrained)
 
     def _drive_async(self, kind: str, backend: Any, items: Iterable[Any]) -> Iterator[Any]:
         assert self._loop is not None

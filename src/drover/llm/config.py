@@ -52,6 +52,10 @@ class LLMConfig:
     backoff_max: float = 60.0
     supports_n: bool = True  # False: n samples are n calls with distinct sample indices
     lean_transport: bool = True  # plain-http:// endpoints: drover's lean HTTP/1.1 transport under openai
+    # Constrained decoding of requests that carry a Constraint: "auto" asks for it and, when an
+    # endpoint rejects the parameters (HTTP 400 naming them), sends the rest of the session
+    # without; "on" fails the job instead; "off" drops constraints from requests (cached as plain ones).
+    constraints: Literal["auto", "on", "off"] = "auto"
 
     # Accounting.
     price_input_per_1k: float = 0.0
@@ -69,6 +73,8 @@ class LLMConfig:
             raise ConfigError(f"llm: backend: {self.backend!r} is not one of 'openai', 'hf'")
         if not self.model:
             raise ConfigError("llm: model: required (a model name, or a local path for the hf backend)")
+        if self.constraints not in ("auto", "on", "off"):
+            raise ConfigError(f"llm: constraints: {self.constraints!r} is not one of 'auto', 'on', 'off'")
         if self.concurrency < 1:
             raise ConfigError(f"llm: concurrency: must be >= 1, got {self.concurrency}")
         if self.batch_size < 1:

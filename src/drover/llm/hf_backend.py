@@ -2,7 +2,9 @@
 
 Chat requests are rendered with the tokenizer's chat template (or the named
 `chat_template` when the tokenizer has none) with the generation prompt appended; raw
-`prompt` requests go to the model as they are. Each sample is seeded from the request's
+`prompt` requests go to the model as they are. A request's `Constraint` is enforced in
+the decoding loop (`drover.infer.constrained`); `constraints: off` removes it before it
+gets here (`LLM.resolve`). Each sample is seeded from the request's
 cache fingerprint and its choice index, so a re-run reproduces it exactly.
 """
 
@@ -46,11 +48,17 @@ class HFBackend:
 
         n = decoding.n or 1
         base = decoding.seed if decoding.seed is not None else 0
+        constraint = decoding.constraint
+        if constraint is not None:
+            from drover.infer.constrained import check
+            from drover.infer.generation import eos_ids, logits_width
+
+            check(constraint, self.tokenizer, logits_width(self.model), eos_ids(self.model, self.tokenizer))
         return GenerationItem(
             prompt_ids=self.render(request), max_tokens=decoding.max_tokens if decoding.max_tokens is not None else 256,
             temperature=decoding.temperature or 0.0, top_p=decoding.top_p if decoding.top_p is not None else 1.0,
             stop=tuple(decoding.stop or ()), n=n, seeds=[sample_seed(seed_key, base, j) for j in range(n)],
-            logprobs=bool(decoding.logprobs), top_logprobs=int(decoding.top_logprobs or 0))
+            logprobs=bool(decoding.logprobs), top_logprobs=int(decoding.top_logprobs or 0), constraint=constraint)
 
     def complete_batch(self, pairs: Sequence[tuple[Request, Decoding]]) -> Iterator[tuple[int, Completion]]:
         """Yield (index, Completion) as each request finishes (length-sorted batches)."""
@@ -58,12 +66,13 @@ class HFBackend:
 
         from drover.infer.generation import generate
 
-        items, index = [], []
+        items, index, constrained = [], [], []
         for i, (request, decoding) in enumerate(pairs):
             try:
                 key = request_fingerprint(self.name, self.config.model, request, decoding)
                 items.append(self.item(request, decoding, key))
                 index.append(i)
+                constrained.append(None if decoding.constraint is None else True)
             except DroverError:
                 raise  # the same for every request: fail once
             except Exception as exc:  # e.g. a chat template that rejects the roles
@@ -72,7 +81,8 @@ class HFBackend:
         for j, result in generate(self.model, self.tokenizer, items, batch_size=self.config.batch_size,
                                   max_length=self.config.max_length):
             yield index[j], Completion(choices=result.choices, usage=Usage(result.prompt_tokens, result.completion_tokens),
-                                       model=self.config.model, latency=time.perf_counter() - start)
+                                       model=self.config.model, latency=time.perf_counter() - start,
+                                       constrained=constrained[j])
 
     def score_batch(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, Score]]:
         from drover.infer.scoring import score_pairs

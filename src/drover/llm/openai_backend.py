@@ -6,6 +6,14 @@ by token buckets. Chat requests go to `/v1/chat/completions`, raw-text requests 
 `/v1/completions`; scoring uses `/v1/completions` with `echo=True, logprobs=1,
 max_tokens=0` (supported by `drover serve` and vLLM) and keeps the prompt tokens that
 belong to the continuation (by `text_offset`).
+
+Constraints (`Decoding.constraint`) go out as vLLM's OpenAI server names them:
+`response_format` json_schema on chat (which OpenAI itself also takes), `guided_json` on
+completions, `guided_choice` and `guided_regex`. With `constraints: auto`, an endpoint
+that answers HTTP 400 naming one of those parameters is remembered as unconstrained for
+the session, and that request and all later ones go without; the Completion records
+whether it was constrained, so callers know to parse. `constraints: on` fails the job
+instead; with `off` the client drops the constraint before it gets here (`LLM.resolve`).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import asyncio
 import json
 import os
 import ssl
+import sys
 import time
 from typing import Any
 
@@ -21,7 +30,8 @@ from drover.errors import LLMError
 from drover.llm.config import LLMConfig
 from drover.llm.ratelimit import RateLimiter, estimate_tokens
 from drover.llm.retry import Verdict, backoff_delay, classify_status, redact, retry_after_seconds
-from drover.llm.types import Choice, Completion, Decoding, Request, Score, ScoreRequest, TokenLogprob, Usage
+from drover.llm.types import (Choice, Completion, Constraint, Decoding, Request, Score, ScoreRequest, TokenLogprob,
+                              Usage)
 
 
 POOL_SHARD = 8  # connections per httpx pool (see OpenAIBackend.start)
@@ -29,6 +39,13 @@ POOL_SHARD = 8  # connections per httpx pool (see OpenAIBackend.start)
 
 class ItemError(Exception):
     """This one request failed for good (after retries, or a non-retryable 4xx)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+CONSTRAINT_PARAMS = ("guided_choice", "guided_regex", "guided_json", "response_format")
 
 
 class OpenAIBackend:
@@ -41,6 +58,7 @@ class OpenAIBackend:
         self._slots: asyncio.Queue[Any] | None = None
         self.limiter = RateLimiter(config.rpm, config.tpm)
         self._reached = False  # has any request got an HTTP answer from the endpoint?
+        self._unconstrained = False  # did the endpoint reject constraint parameters (constraints: auto)?
 
     # --- lifecycle (called on the client's event-loop thread) ---------------------------
     async def start(self) -> None:
@@ -140,7 +158,7 @@ class OpenAIBackend:
                 raise LLMError(f"{where} refused model {self.config.model!r}: {message} "
                                f"(check {self.config.api_key_env}, the model name and base_url)")
             if verdict is Verdict.RECORD:
-                raise ItemError(message)
+                raise ItemError(message, status)
             if attempt >= self.config.max_retries:
                 if status is None and not self._reached:
                     # Nothing ever answered: every other item would fail the same way.
@@ -160,8 +178,30 @@ class OpenAIBackend:
     # --- completions ----------------------------------------------------------------------
     async def complete(self, request: Request, decoding: Decoding) -> Completion:
         """One request (n choices); raises ItemError or LLMError."""
+        chat = request.messages is not None
+        extra = constraint_params(decoding.constraint, chat) if not self._unconstrained else {}
+        try:
+            completion = await self._complete(request, decoding, extra)
+        except ItemError as exc:
+            if not extra or exc.status != 400 or not any(name in str(exc) for name in extra):
+                raise
+            where = self.config.base_url or "the OpenAI API"
+            if self.config.constraints == "on":
+                raise LLMError(f"{where} rejects constrained decoding ({exc}); set the LLM option constraints: "
+                               "auto (parse unconstrained outputs) or off") from None
+            if not self._unconstrained:
+                print(f"drover: {where} rejects constrained decoding ({exc}); sending requests unconstrained "
+                      "for the rest of this session", file=sys.stderr, flush=True)
+            self._unconstrained = True
+            extra = {}
+            completion = await self._complete(request, decoding, extra)
+        if decoding.constraint is not None:
+            completion.constrained = bool(extra)
+        return completion
+
+    async def _complete(self, request: Request, decoding: Decoding, extra: dict[str, Any]) -> Completion:
         n = decoding.n or 1
-        kwargs = _sampling_kwargs(self.config.model, decoding)
+        kwargs = {**_sampling_kwargs(self.config.model, decoding), **extra}
         if request.messages is not None:
             kwargs["messages"] = request.message_dicts()
             if decoding.logprobs:
@@ -240,6 +280,23 @@ def _sampling_kwargs(model: str, d: Decoding) -> dict[str, Any]:
     if d.n and d.n > 1:
         kwargs["n"] = d.n
     return kwargs
+
+
+def constraint_params(constraint: Constraint | None, chat: bool) -> dict[str, Any]:
+    """The request fields that ask an OpenAI-compatible server for `constraint`."""
+    if constraint is None:
+        return {}
+    if constraint.choice is not None:
+        return {"guided_choice": list(constraint.choice)}
+    if constraint.regex is not None:
+        return {"guided_regex": constraint.regex}
+    schema = json.loads(constraint.json_schema or "{}")
+    if chat and schema == {"type": "object"}:  # any JSON object: OpenAI's JSON mode
+        return {"response_format": {"type": "json_object"}}
+    if chat:
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "output", "schema": schema, "strict": True}}}
+    return {"guided_json": schema}
 
 
 def _status_message(exc: Any) -> str:

@@ -11,6 +11,9 @@ request body. Faults can be scripted for the next requests, in order:
     "hang"  never answer (the client must time out)
     "drop"  close the connection without answering
 
+`reject_params` makes it answer like an endpoint without those parameters (OpenAI's
+400 "Unrecognized request argument supplied: guided_choice"), e.g. constraint parameters.
+
     with FakeOpenAIServer(delay=0.01) as server:
         server.script("429", "500")
         LLMConfig.from_spec(f"{server.base_url}#fake")
@@ -37,7 +40,8 @@ from typing import Any
 
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, retry_after: float = 0.05, host: str = "127.0.0.1", port: int = 0,
-                 model: str = "fake", slow: dict[str, float] | None = None, constraints: str = "ignore"):
+                 model: str = "fake", slow: dict[str, float] | None = None, constraints: str = "ignore",
+                 reject_params: tuple[str, ...] = ()):
         import random
 
         if constraints not in ("ignore", "honour", "reject"):
@@ -45,6 +49,7 @@ class FakeOpenAIServer:
         self.constraints = constraints
         self._rng = random.Random(0)
         self.delay = delay
+        self.reject_params = reject_params
         self.slow = dict(slow or {})  # content -> its own delay (to hold one answer back)
         self.retry_after = retry_after
         self.model = model
@@ -172,6 +177,10 @@ class FakeOpenAIServer:
             self.headers_seen.append(headers)
             self.paths.append(path)
             fault = self.faults.popleft() if self.faults else None
+        unknown = [name for name in self.reject_params if name in request]
+        if unknown:
+            return 400, {}, {"error": {"message": f"Unrecognized request argument supplied: {unknown[0]}",
+                                       "type": "invalid_request_error", "param": None, "code": None}}
         if fault == "429":
             return 429, {"retry-after": f"{self.retry_after:g}"}, {"error": {"message": "rate limited", "type": "rate_limit"}}
         if fault in ("500", "400", "401"):

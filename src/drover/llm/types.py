@@ -119,6 +119,9 @@ class Completion:
     latency: float = 0.0
     error: str | None = None
     key: str | None = None
+    # Was the output constrained? None: no Constraint asked (or `constraints: off`); False:
+    # asked, but the endpoint does not support it, so the text must be parsed as it comes.
+    constrained: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -138,6 +141,7 @@ class Completion:
                              for t in c.logprobs]} for c in self.choices],
             "usage": {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens},
             "model": self.model, "cached": self.cached, "latency": self.latency, "error": self.error, "key": self.key,
+            "constrained": self.constrained,
         }
 
     @classmethod
@@ -151,7 +155,7 @@ class Completion:
         usage = obj.get("usage")
         return cls(choices, Usage(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)) if usage else Usage(),
                    obj.get("model", ""), obj.get("cached", False), obj.get("latency", 0.0), obj.get("error"),
-                   obj.get("key"))
+                   obj.get("key"), obj.get("constrained"))
 
 
 @dataclass(frozen=True)
