@@ -51,8 +51,8 @@ def load_task(path: Path) -> dict:
     return task
 
 
-def superni_rouge(prediction: str, references: list[str]) -> float:
-    return metric_max_over_ground_truths(lambda p, r: rouge_l(p, r, use_stemmer=True), prediction, references)
+def superni_rouge(prediction: str, references: list[str], use_stemmer: bool = True) -> float:
+    return metric_max_over_ground_truths(lambda p, r: rouge_l(p, r, use_stemmer=use_stemmer), prediction, references)
 
 
 @dataclass
@@ -60,6 +60,7 @@ class SuperNISettings:
     shots: int = 0
     limit: int | None = 100  # instances per task
     max_tokens: int = 128
+    use_stemmer: bool = True  # the official compute_metrics stems (rouge-score's Porter stemmer, nltk)
 
 
 class SuperNI(Task):
@@ -95,7 +96,7 @@ class SuperNI(Task):
         for (iid, name, prompt, refs), out in zip(items, outputs):
             prediction = out.text.strip().split("\n")[0].strip()
             examples.append({"id": iid, "task": name, "prompt": prompt, "prediction": prediction, "reference": refs,
-                             "rougeL": 100 * superni_rouge(prediction, refs),
+                             "rougeL": 100 * superni_rouge(prediction, refs, settings.use_stemmer),
                              "exact_match": 100 * metric_max_over_ground_truths(exact_match_score, prediction, refs)})
         metrics = {"rougeL": mean(e["rougeL"] for e in examples),
                    "exact_match": mean(e["exact_match"] for e in examples)}
