@@ -170,7 +170,7 @@ def test_limits_metrics_and_breakdowns(suite):
     assert max(r["shots"] for r in five) == 5
 
     gsm = examples("gsm_cot")
-    assert len(gsm) == 2 and all(r["prompt"].count("The answer is") == 8 for r in gsm)
+    assert len(gsm) == 2 and all(r["prompt"].count("So the answer is") == 8 for r in gsm)
     assert all(r["prompt"].endswith("<|assistant|>\nAnswer:") for r in gsm)
     assert examples("gsm_direct")[0]["prompt"].count("Let's think") == 0
 
