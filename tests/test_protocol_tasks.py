@@ -160,3 +160,39 @@ def test_tydiqa_defaults_are_tulus_100_per_language_one_shot():
     for task in (GOLD_PASSAGE, CLOSED_BOOK):
         settings = task.settings(EvalOptions())
         assert settings.limit == 100 and settings.shots == 1 and settings.max_context_tokens == 512
+
+
+def test_auto_chat_format_resolution(tiny_tokenizer):
+    import copy
+    from types import SimpleNamespace
+
+    from drover.evaluate.prompting import resolve_chat_format
+    from drover.templates import chat_template_text
+
+    local = SimpleNamespace(backend="hf", model="/nonexistent", base_url=None)
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.chat_template = chat_template_text("tulu")
+    assert resolve_chat_format("auto", local, tok)[0] == "tulu"  # trained by drover in the Tülu format
+    tok.chat_template = chat_template_text("chatml")
+    assert resolve_chat_format("auto", local, tok) == ("model", "auto: the model's own chat template")
+    tok.chat_template = None
+    assert resolve_chat_format("auto", local, tok)[0] == "tulu"  # a base model
+    api = SimpleNamespace(backend="openai", model="gpt-4", base_url=None)
+    assert resolve_chat_format("auto", api)[0] == "model"
+    served = SimpleNamespace(backend="openai", model="tiny", base_url="http://127.0.0.1:8000/v1")
+    assert resolve_chat_format("auto", served)[0] == "tulu"
+    assert resolve_chat_format("none", api) == ("none", "as requested")
+    from drover.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="auto"):
+        resolve_chat_format("autoo", api)
+
+
+def test_eval_cli_prints_and_records_the_resolved_chat_format(tiny_model_dir, tmp_path, capsys):
+    from drover.cli import main
+
+    run = tmp_path / "run"
+    assert main(["eval", "--model", str(tiny_model_dir), "--tasks", "gsm_direct", "--limit", "1",
+                 "-o", "max_tokens=2", "--run-dir", str(run)]) == 0
+    assert "chat format: tulu (auto: the model's template is drover's Tülu template)" in capsys.readouterr().out
+    assert json.loads((run / "eval" / "gsm_direct.json").read_text())["settings"]["chat_format"] == "tulu"
