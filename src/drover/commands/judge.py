@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", help="reference generator (default: text_davinci_003 for v1, gpt4_1106_preview for v2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-instruction position coin (alpaca_eval: 0)")
     p.add_argument("--instruction-difficulty", help="alpaca_eval instruction_difficulty.csv, for the LC GLM")
+    p.add_argument("--gamed-baselines", help="alpaca_eval df_gamed.csv: with it (v2), the LC win rate is computed "
+                                             "the official way (lc_win_rate), else it is an estimate")
 
     p = sub.add_parser("mt-bench", parents=[with_judge], help="MT-bench single-answer grading or pairwise")
     p.add_argument("--model-outputs", required=True, help="FastChat answer JSONL or Conversation JSONL (2 turns)")
@@ -165,7 +167,7 @@ def _alpaca_eval(args: argparse.Namespace, run_dir: Any) -> dict[str, Any]:
     from drover.atomic import write_json
     from drover.judges import alpaca_eval as ae
     from drover.judges.runner import run_calls
-    from drover.metrics.winrate import read_difficulty
+    from drover.metrics.winrate import read_difficulty, read_gamed
 
     default_annotator, default_baseline = ae.VERSIONS[args.version]
     annotator = ae.load_annotator(args.annotator or default_annotator)
@@ -179,15 +181,20 @@ def _alpaca_eval(args: argparse.Namespace, run_dir: Any) -> dict[str, Any]:
         lambda llm, path: run_calls(llm, _capped(calls, args), llm.config.model, path, desc="alpaca-eval"))
     prefs = ae.preferences(pairs, judgments)
     difficulty = read_difficulty(args.instruction_difficulty) if args.instruction_difficulty else None
-    summary = ae.summarize(pairs, prefs, difficulty)
+    gamed = read_gamed(args.gamed_baselines) if args.gamed_baselines else None
+    summary = ae.summarize(pairs, prefs, difficulty, version=args.version, gamed=gamed)
     write_json(run_dir.eval / f"judge-{name}.annotations.json",
                ae.annotations(pairs, prefs, baseline, model, annotator.name), indent=None)
     m = summary["metrics"]
     print(f"AlpacaEval {args.version}: {model} vs {baseline}, judge {judge} ({annotator.name}): "
-          f"win rate {m['win_rate']:.2f} ± {m['standard_error']:.2f}")
+          f"win rate {m['win_rate']:.2f} ± {m['standard_error']:.2f}"
+          + (f"; LC win rate {m['lc_win_rate']:.2f}" if "lc_win_rate" in m else "")
+          + (f"; LC win rate (estimate) {m['lc_win_rate_estimate']:.2f}" if "lc_win_rate_estimate" in m else ""))
     return _result(f"alpaca_eval_{args.version}", name, model, judge, summary, "win_rate",
                    {"reference": baseline, "annotator": annotator.name, "seed": args.seed,
-                    "lc_uses_instruction_difficulty": difficulty is not None}, len(pairs), examples, usage,
+                    "lc_uses_instruction_difficulty": difficulty is not None,
+                    "lc_method": None if args.version != "v2" else "official" if gamed is not None else "estimate"},
+                   len(pairs), examples, usage,
                    judgments)
 
 

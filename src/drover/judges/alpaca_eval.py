@@ -298,13 +298,33 @@ def preferences(pairs: list[Pair], judgments: list["Judgment"]) -> list[float | 
     return out
 
 
-def summarize(pairs: list[Pair], prefs: list[float | None],
-              difficulty: dict[int, float] | None = None) -> dict[str, Any]:
-    """Win rate, standard error, discrete win rate, counts, average length, LC estimate, per subset."""
-    from drover.metrics.winrate import avg_length, length_controlled_win_rate, win_rate
+def summarize(pairs: list[Pair], prefs: list[float | None], difficulty: dict[int, float] | None = None,
+              version: str = "v2", gamed: Any = None) -> dict[str, Any]:
+    """Win rate, standard error, discrete win rate, counts, average length, per subset, and
+    for v2 only the length-controlled win rate: `lc_win_rate` when computed the official
+    way (alpaca_eval's df_gamed.csv given as `gamed`, a `metrics.winrate.GamedAnnotations`),
+    else `lc_win_rate_estimate` (drover's fit on these annotations alone; `difficulty`, an
+    instruction_difficulty.csv, adds the difficulty term). AlpacaEval 1 has no LC metric.
+    """
+    from drover.metrics.winrate import (avg_length, length_controlled_win_rate, official_length_controlled_win_rate,
+                                        win_rate)
 
     metrics: dict[str, Any] = dict(win_rate(prefs))
     metrics["avg_length"] = avg_length([p.output_2 for p in pairs])
+    subsets: dict[str, list[float | None]] = {}
+    for pair, pref in zip(pairs, prefs):
+        subsets.setdefault(pair.dataset, []).append(pref)
+    breakdown: dict[str, Any] = {"per_dataset": {name: win_rate(values) for name, values in sorted(subsets.items())}}
+    if version != "v2":
+        return {"metrics": metrics, "breakdown": breakdown}
+    model_lengths, baseline_lengths = [len(p.output_2) for p in pairs], [len(p.output_1) for p in pairs]
+    if gamed is not None:
+        lc = official_length_controlled_win_rate(prefs, model_lengths, baseline_lengths, [p.index for p in pairs],
+                                                 gamed)
+        metrics["lc_win_rate"] = lc.win_rate
+        breakdown["length_controlled"] = {**lc.to_dict(), "method": "official (alpaca_eval length_controlled_v1 "
+                                                                    "with df_gamed.csv)"}
+        return {"metrics": metrics, "breakdown": breakdown}
     diff = None
     if difficulty is not None:
         missing = [p.index for p in pairs if p.index not in difficulty]
@@ -312,13 +332,10 @@ def summarize(pairs: list[Pair], prefs: list[float | None],
             raise InputError("--instruction-difficulty", None, None,
                              f"no difficulty for {len(missing)} instructions (e.g. index {missing[0]})")
         diff = [difficulty[p.index] for p in pairs]
-    lc = length_controlled_win_rate(prefs, [len(p.output_2) for p in pairs], [len(p.output_1) for p in pairs], diff)
-    metrics["length_controlled_winrate"] = lc.win_rate
-    subsets: dict[str, list[float | None]] = {}
-    for pair, pref in zip(pairs, prefs):
-        subsets.setdefault(pair.dataset, []).append(pref)
-    breakdown = {"per_dataset": {name: win_rate(values) for name, values in sorted(subsets.items())},
-                 "length_controlled": lc.to_dict()}
+    lc = length_controlled_win_rate(prefs, model_lengths, baseline_lengths, diff)
+    metrics["lc_win_rate_estimate"] = lc.win_rate
+    breakdown["length_controlled"] = {**lc.to_dict(), "method": "estimate (no df_gamed.csv: fitted on these "
+                                                                "annotations only; not the leaderboard number)"}
     return {"metrics": metrics, "breakdown": breakdown}
 
 
