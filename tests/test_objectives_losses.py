@@ -111,16 +111,24 @@ def test_ipo_by_hand():
     assert run("ipo", batch, beta=0.5, length_normalise=False).loss_sum.item() == pytest.approx(1.0)
 
 
-def test_slic_hinge_plus_nll_on_reference_or_best():
+def test_slic_hinge_minus_reference_sequence_log_likelihood():
     # hinge = max(0, 1 + (-5) - (-5.5)) = 0.5 for the one pair
-    rows = [(0, 0, 1.0, -5.0, 5), (0, 1, 0.0, -5.5, 5)]
+    rows = [(0, 0, 1.0, -5.0, 5), (0, 1, 0.0, -5.5, 5), (0, -1, NAN, -6.0, 3)]
     assert run("slic", make_batch(rows), delta=1.0, nll_weight=0.0).loss_sum.item() == pytest.approx(0.5)
-    # no reference: NLL of the best response, per token = 5 / 5 = 1
-    assert run("slic", make_batch(rows), delta=1.0, nll_weight=0.1).loss_sum.item() == pytest.approx(0.5 + 0.1)
-    # reference (rank -1): -6 over 3 tokens → 2
-    out = run("slic", make_batch(rows + [(0, -1, NAN, -6.0, 3)]), delta=1.0, nll_weight=0.1)
-    assert out.loss_sum.item() == pytest.approx(0.5 + 0.2)
+    # the paper's eq. 1: - λ log π(y_ref|x), a sequence sum: 0.1 · 6 (not the best response's -5)
+    out = run("slic", make_batch(rows), delta=1.0, nll_weight=0.1)
+    assert out.loss_sum.item() == pytest.approx(0.5 + 0.6)
     assert out.units == 1
+    # drover's option: per-token mean, 6 / 3 = 2
+    assert run("slic", make_batch(rows), delta=1.0, nll_weight=0.1, nll_per_token=True).loss_sum.item() == \
+        pytest.approx(0.5 + 0.2)
+    # two records, one pair each: each reference counts once per pair of its record
+    two = rows + [(1, 0, 1.0, -1.0, 2), (1, 1, 0.0, -3.0, 2), (1, -1, NAN, -2.0, 4)]
+    assert run("slic", make_batch(two), delta=1.0, nll_weight=0.1).loss_sum.item() == pytest.approx(
+        0.5 + 0.0 + 0.1 * (6 + 2))
+    from drover.train.objectives import slic
+
+    assert slic.SPEC.needs_reference_text  # records without `reference` are reported before training
 
 
 RANK3 = [(0, 0, 3.0, -4.0, 4), (0, 1, 2.0, -1.0, 2), (0, 2, 1.0, -6.0, 3)]  # v = -1, -0.5, -2
@@ -265,5 +273,5 @@ def test_every_objective_declares_its_paper_params_and_needs(name):
         assert spec.fn(make_batch([(0, 0, NAN, -1.0, 1)], ref=[0.0], rewards=[0.0]), {}).units == 0
     assert spec.needs_reference == (name in ("dpo", "dpo-ln", "ipo"))
     assert spec.scalar_head == (name == "reward")
-    assert spec.needs_reference_text == (name == "tuna")
+    assert spec.needs_reference_text == (name in ("tuna", "slic"))  # both regularise toward the SFT target
     assert inspect.signature(spec.fn).parameters.keys() == {"batch", "params"}
