@@ -196,3 +196,19 @@ def test_eval_cli_prints_and_records_the_resolved_chat_format(tiny_model_dir, tm
                  "-o", "max_tokens=2", "--run-dir", str(run)]) == 0
     assert "chat format: tulu (auto: the model's template is drover's Tülu template)" in capsys.readouterr().out
     assert json.loads((run / "eval" / "gsm_direct.json").read_text())["settings"]["chat_format"] == "tulu"
+
+
+def test_sharegpt_splits_at_tulus_2048_tokens_by_default():
+    from drover.formats.base import ConvertOptions, ConvertStats
+    from drover.formats.chat import split_rounds
+    from drover.records import Message
+
+    assert ConvertOptions().max_tokens == 2048  # open-instruct split_sharegpt_conversations.py --max-length
+    words = lambda n: " ".join(["w"] * n)  # noqa: E731
+    messages = [Message("user", words(500)), Message("assistant", words(494)),  # round 1: 500+6 + 494+6 = 1006
+                Message("user", words(500)), Message("assistant", words(494)),  # round 2: 1006 -> 2012 fits
+                Message("user", words(10)), Message("assistant", words(10))]    # round 3: 32 -> 2044 fits
+    count = lambda text: len(text.split())  # noqa: E731
+    assert split_rounds(messages, 2048, count, ConvertStats()) == [(0, 6)]
+    messages[4] = Message("user", words(30))  # round 3: 52 -> 2064 > 2048: a new piece
+    assert split_rounds(messages, 2048, count, ConvertStats()) == [(0, 4), (4, 6)]
