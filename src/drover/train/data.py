@@ -23,6 +23,7 @@ from typing import Any
 
 from drover.errors import DataError
 from drover.records import Conversation, Ranked, Record
+from drover.templates import alpaca_fields
 from drover.tokenization import EncodedExample, encode_conversation, encode_prompt_response
 from drover.train.objective import ObjectiveSpec
 
@@ -84,7 +85,8 @@ def _problems(record: Record, spec: ObjectiveSpec) -> str | None:
 
 def _encode(record: Record, spec: ObjectiveSpec, tokenizer: Any, max_length: int, index: int) -> Example:
     if isinstance(record, Conversation):
-        seq = encode_conversation(tokenizer, record.messages, max_length, record.id)
+        messages = alpaca_fields(record.messages, record.meta)  # the alpaca template's with-input prompt
+        seq = encode_conversation(tokenizer, messages, max_length, record.id)
         return Example(index, record.id, [seq], [0], [math.nan])
     texts = [(r.content, k, math.nan if r.score is None else r.score) for k, r in enumerate(record.responses)]
     if spec.needs_reference_text:
