@@ -212,3 +212,22 @@ def test_sharegpt_splits_at_tulus_2048_tokens_by_default():
     assert split_rounds(messages, 2048, count, ConvertStats()) == [(0, 6)]
     messages[4] = Message("user", words(30))  # round 3: 52 -> 2064 > 2048: a new piece
     assert split_rounds(messages, 2048, count, ConvertStats()) == [(0, 4), (4, 6)]
+
+
+def test_codex_chat_prompt_and_limit_as_open_instruct():
+    from drover.evaluate.tasks.codex import PASS_AT_1, load_problems
+
+    problems = {p["task_id"]: p for p in load_problems()}
+    llm = ScriptedLLM(lambda r: problems[r.key]["canonical_solution"])
+    opts = EvalOptions(limit=2, overrides={"*": {"n": 1, "ks": [1]}})
+    result = PASS_AT_1.run(ctx(llm), PASS_AT_1.settings(opts))
+    # random.seed(42); random.sample(range(164), 2) == [163, 28]
+    assert [e["id"] for e in result.examples] == ["HumanEval/163", "HumanEval/28"]
+    p = problems["HumanEval/163"]["prompt"]
+    assert result.examples[0]["prompt"] == ("<|user|>\nComplete the following python function.\n\n\n" + p
+                                            + "\n<|assistant|>\nHere is the completed function:\n\n\n" + p)
+    assert "```" not in llm.requests[0].decoding.stop and result.metrics["pass@1"] == 100.0
+    fenced = ScriptedLLM(lambda r: problems[r.key]["canonical_solution"])
+    PASS_AT_1.run(ctx(fenced), PASS_AT_1.settings(EvalOptions(limit=1, overrides={"*": {
+        "n": 1, "ks": [1], "code_fence": True}})))
+    assert "```" in fenced.requests[0].decoding.stop
