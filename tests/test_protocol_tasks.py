@@ -231,3 +231,25 @@ def test_codex_chat_prompt_and_limit_as_open_instruct():
     PASS_AT_1.run(ctx(fenced), PASS_AT_1.settings(EvalOptions(limit=1, overrides={"*": {
         "n": 1, "ks": [1], "code_fence": True}})))
     assert "```" in fenced.requests[0].decoding.stop
+
+
+def test_every_benchmark_judge_and_objective_names_its_protocol():
+    import importlib
+    import pkgutil
+
+    import drover.evaluate.tasks
+    import drover.judges
+    import drover.train.objectives
+
+    modules = [f"drover.evaluate.tasks.{m.name}" for m in pkgutil.iter_modules(drover.evaluate.tasks.__path__)]
+    modules += [f"drover.train.objectives.{m.name}" for m in pkgutil.iter_modules(drover.train.objectives.__path__)
+                if m.name != "pairs"]
+    modules += [f"drover.judges.{name}" for name in ("alpaca_eval", "vicuna", "mt_bench", "llmbar", "listwise",
+                                                     "listwise_eval", "rating", "bias")]
+    modules += ["drover.generate.rank_contextual", "drover.generate.rank_probabilistic", "drover.generate.feedback",
+                "drover.metrics.extract"]
+    missing = [name for name in modules if "Protocol:" not in (importlib.import_module(name).__doc__ or "")]
+    assert not missing, f"no 'Protocol:' section in the docstring of {missing}"
+    from drover.formats.chat import convert_sharegpt
+
+    assert "Protocol:" in convert_sharegpt.__doc__

@@ -1,5 +1,13 @@
 """AlpacaEval: 805 instructions judged against a reference model's outputs (Tülu §4.2).
 
+Protocol: tatsu-lab/alpaca_eval at the shipped configs' commit cd543a1:
+`annotators/pairwise_evaluator.py` (PairwiseAnnotator), `processors.py`
+(RandomSwitchTwoColumnsProcessor), `completion_parsers.py` (ranking_parser, logprob_parser),
+`metrics/helpers.py` (win rate, SE, discrete win rate) and `metrics/glm_winrate.py` (the
+AlpacaEval-2 length-controlled win rate: `lc_win_rate` when df_gamed.csv is given, else the
+labelled `lc_win_rate_estimate`; none for AlpacaEval 1). All 805 instructions are judged.
+Deliberate difference: function-calling annotators are not supported.
+
 An annotator is the shipped alpaca_eval config (`evaluators_configs/<name>/configs.yaml`:
 prompt template, decoding, parser), read as data:
 

@@ -1,5 +1,10 @@
 """Super-NaturalInstructions (Wang et al. 2022) test tasks, 0-shot and 2-shot, ROUGE-L.
 
+Protocol: yizhongw/Tk-Instruct `src/ni_collator.py` (the encoding) and
+`src/compute_metrics.py` (rouge-score RougeScorer(["rougeL"], use_stemmer=True) for English,
+max over references, exact match after SQuAD normalisation), as allenai/open-instruct
+`eval/superni/` (Tülu-1-era commit cd06c6fb0) runs them; `use_stemmer=false` is an option.
+
 As Tk-Instruct and the Tuna paper: the 119 tasks of the default test split (shipped list),
 the first 100 instances of each, read from a user-given checkout (`--data-dir` holding
 `tasks/<name>.json` in the official format). Prompt (Tk-Instruct encoding):

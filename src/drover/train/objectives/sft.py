@@ -1,5 +1,10 @@
 """Supervised fine-tuning: masked negative log-likelihood of the target (assistant) tokens.
 
+Protocol: allenai/open-instruct `open_instruct/finetune.py` (Tülu-1 era): labels only on
+assistant content and its EOS (`encode_with_messages_format`), loss summed over target
+tokens and divided by their count in the batch (its "sum" reduction, here over the whole
+accumulated batch).
+
 loss = - sum_{target tokens} log p(token) / number of target tokens in the whole
 (accumulated, global) batch — each token weighs the same however the batch is split,
 as in open-instruct's `sum` loss reduction.
