@@ -92,8 +92,8 @@ class GSM(Task):
         rows = [(f"test/{line}", obj) for line, obj in iter_json_lines(path)]
         rows, exemplars = sample_problems(rows, settings.limit, settings.shots, ctx.options.seed)
         prefix = prompt_prefix(exemplars, settings.cot)
-        prompts = [ctx.fmt.render(prefix + "Question: " + obj["question"].strip(), chat_cue="Answer:", raw_cue="\nAnswer:")
-                   for _, obj in rows]
+        prompts = [ctx.fmt.render(prefix + "Question: " + obj["question"].strip(), chat_cue="Answer:",
+                                  raw_cue="\nAnswer:") for _, obj in rows]
         stop = ["\n"] if settings.stop_at_newline or not ctx.fmt.is_chat else None
         requests = [ctx.fmt.request(p, key=rid, temperature=0.0, max_tokens=settings.max_tokens, stop=stop)
                     for p, (rid, _) in zip(prompts, rows)]

@@ -13,9 +13,11 @@ hendrycks/test `evaluate.py`.
   subject, per category (hendrycks/test `categories.py`) and overall, averaged over examples.
 - `--limit N` is the reference's `--n_instances`: `test_df.sample(N, random_state=42)`
   (pandas: numpy `RandomState(seed).permutation(len)[:N]`), `--seed` the random state.
-Deliberate difference: the letters are scored as " A" (a leading space) for every tokenizer;
+Deliberate differences: the letters are scored as " A" (a leading space) for every tokenizer;
 the reference takes the first token of tokenizer.encode("A"), which is "▁A" for LLaMA's
-SentencePiece (the same) but a bare "A" for byte-level BPEs.
+SentencePiece (the same) but a bare "A" for byte-level BPEs. The CSV text is used as written,
+where the reference's pandas `read_csv` turns numeric-looking options into numbers ("1.50" is
+shown as "1.5").
 """
 
 from __future__ import annotations
