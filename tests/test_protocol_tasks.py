@@ -253,3 +253,15 @@ def test_every_benchmark_judge_and_objective_names_its_protocol():
     from drover.formats.chat import convert_sharegpt
 
     assert "Protocol:" in convert_sharegpt.__doc__
+
+
+def test_tulu_recipe_generates_alpaca_eval_answers_as_open_instruct():
+    import yaml
+
+    from drover.recipes import RECIPES_DIR
+
+    stages = {s["name"]: s for s in yaml.safe_load((RECIPES_DIR / "tulu.yaml").read_text(encoding="utf-8"))["stages"]}
+    args = stages["policy-alpaca-eval"]["args"]
+    # open-instruct eval/alpaca_farm/run_eval.py: greedy, max_new_tokens=2048, on all 805 instructions
+    assert args[args.index("--max-tokens") + 1] == "2048" and args[args.index("--temperature") + 1] == "0"
+    assert "--limit" not in args
