@@ -137,3 +137,14 @@ def test_gamed_file_errors_name_file_line_and_field(tmp_path):
                    "x,0,half,0.1,0.2,False\n")
     with pytest.raises(InputError, match=r"df_gamed.csv:2.*preference"):
         read_gamed(bad)
+
+
+def test_cli_refuses_gamed_baselines_for_alpaca_eval_1(tmp_path, capsys):
+    from drover.cli import main
+
+    _write_gamed(tmp_path / "df_gamed.csv", 5)
+    outputs = tmp_path / "model_outputs.json"
+    outputs.write_text('[{"instruction": "What color is the sky", "output": "Blue.", "generator": "m"}]')
+    code = main(["judge", "alpaca-eval", "--version", "v1", "--judge", "openai:gpt-4", "--model-outputs",
+                 str(outputs), "--gamed-baselines", str(tmp_path / "df_gamed.csv"), "--run-dir", str(tmp_path / "r")])
+    assert code == 2 and "AlpacaEval 2 only" in capsys.readouterr().err

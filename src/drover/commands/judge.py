@@ -170,6 +170,12 @@ def _alpaca_eval(args: argparse.Namespace, run_dir: Any) -> dict[str, Any]:
     from drover.metrics.winrate import read_difficulty, read_gamed
 
     default_annotator, default_baseline = ae.VERSIONS[args.version]
+    if args.gamed_baselines and args.version != "v2":
+        from drover.errors import ConfigError
+
+        raise ConfigError("--gamed-baselines: the length-controlled win rate is defined for AlpacaEval 2 only "
+                          "(--version v2)")
+    gamed = read_gamed(args.gamed_baselines) if args.gamed_baselines else None
     annotator = ae.load_annotator(args.annotator or default_annotator)
     baseline = args.baseline or default_baseline
     model, outputs = ae.load_outputs(args.model_outputs)
@@ -181,7 +187,6 @@ def _alpaca_eval(args: argparse.Namespace, run_dir: Any) -> dict[str, Any]:
         lambda llm, path: run_calls(llm, _capped(calls, args), llm.config.model, path, desc="alpaca-eval"))
     prefs = ae.preferences(pairs, judgments)
     difficulty = read_difficulty(args.instruction_difficulty) if args.instruction_difficulty else None
-    gamed = read_gamed(args.gamed_baselines) if args.gamed_baselines else None
     summary = ae.summarize(pairs, prefs, difficulty, version=args.version, gamed=gamed)
     write_json(run_dir.eval / f"judge-{name}.annotations.json",
                ae.annotations(pairs, prefs, baseline, model, annotator.name), indent=None)

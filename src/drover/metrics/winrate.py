@@ -233,6 +233,7 @@ class GamedAnnotations:
     std_delta_len: np.ndarray
     difficulty: np.ndarray
     not_gamed: np.ndarray
+    path: str = "df_gamed.csv"
 
     def difficulty_by_label(self) -> dict[int, float]:
         """pandas `drop_duplicates("index")["instruction_difficulty"]`: row label -> value."""
@@ -267,7 +268,7 @@ def read_gamed(path: str | Path) -> GamedAnnotations:
                 columns[name].append(value)
     arrays = {k: np.asarray(v, dtype=float) for k, v in columns.items()}
     return GamedAnnotations(arrays["index"].astype(int), arrays["preference"], arrays["std_delta_len"],
-                            arrays["instruction_difficulty"], arrays["not_gamed_baseline"])
+                            arrays["instruction_difficulty"], arrays["not_gamed_baseline"], str(path))
 
 
 def _soft_logloss_sum(x: np.ndarray, y: np.ndarray, s: np.ndarray, w: np.ndarray) -> float:
@@ -348,7 +349,7 @@ def official_length_controlled_win_rate(preferences: Sequence[float | None], mod
     by_label = gamed.difficulty_by_label()
     missing = [i for i in indices if int(i) not in by_label]
     if missing:
-        raise InputError("df_gamed.csv", None, "instruction_difficulty", f"no difficulty for index {missing[0]}")
+        raise InputError(gamed.path, None, "instruction_difficulty", f"no difficulty for index {missing[0]}")
     difficulty = np.array([by_label[int(i)] for i in indices])
     model_x = np.stack([np.tanh(std_delta), difficulty, np.ones_like(delta)], axis=1)
     gamed_x = np.stack([np.tanh(gamed.std_delta_len), gamed.difficulty, gamed.not_gamed], axis=1)
