@@ -152,6 +152,7 @@ def test_unnatural_limit_is_a_seeded_random_sample(tmp_path):
     # random.Random(42).sample(range(10), 3) == [1, 0, 4]; ids are "<line>/<instance>".
     assert random.Random(42).sample(range(10), 3) == [1, 0, 4]
     assert [e["id"] for e in result.examples] == ["2/0", "1/0", "5/0"]
+    assert TASK.settings(EvalOptions()).limit == 9000  # GPT-4-LLM's h9000 sample
 
 
 def test_tydiqa_defaults_are_tulus_100_per_language_one_shot():

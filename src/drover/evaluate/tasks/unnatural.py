@@ -8,8 +8,8 @@ Protocol: the paper's §4.3 (no code released): 9K instances sampled at random f
 
 Data from a user-given file (`--data-dir` holding `core_data.jsonl`, the official format:
 one instruction per line with `instances: [{instruction_with_input, constraints, output}]`),
-one example per instance; `--limit N` takes a seeded random sample of N of them
-(`random.Random(--seed).sample`), as the paper sampled 9,000 at random (all when unset).
+one example per instance; a seeded random sample of 9,000 of them
+(`random.Random(--seed).sample`), as the paper sampled 9,000 at random; `--limit N` changes N.
 The user turn is `instruction_with_input` followed by the constraints. Greedy, 256 new
 tokens. ROUGE-L F against the reference (Porter stemming, as the Super-NI metric the
 Unnatural Instructions paper used), in percent, overall and per ground-truth length in
@@ -36,7 +36,7 @@ def length_bucket(reference: str) -> str:
 
 @dataclass
 class UnnaturalSettings:
-    limit: int | None = None
+    limit: int | None = 9000  # the paper's random sample (its plots/data/*_h9000_*.json)
     max_tokens: int = 256
     file: str = "core_data.jsonl"
     use_stemmer: bool = True
