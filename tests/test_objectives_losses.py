@@ -126,9 +126,8 @@ def test_slic_hinge_minus_reference_sequence_log_likelihood():
     two = rows + [(1, 0, 1.0, -1.0, 2), (1, 1, 0.0, -3.0, 2), (1, -1, NAN, -2.0, 4)]
     assert run("slic", make_batch(two), delta=1.0, nll_weight=0.1).loss_sum.item() == pytest.approx(
         0.5 + 0.0 + 0.1 * (6 + 2))
-    from drover.train.objectives import slic
-
-    assert slic.SPEC.needs_reference_text  # records without `reference` are reported before training
+    # a record without a reference (RSO / HH pairs) falls back to its best response: 0.1 · 5
+    assert run("slic", make_batch(rows[:2]), delta=1.0, nll_weight=0.1).loss_sum.item() == pytest.approx(0.5 + 0.5)
 
 
 RANK3 = [(0, 0, 3.0, -4.0, 4), (0, 1, 2.0, -1.0, 2), (0, 2, 1.0, -6.0, 3)]  # v = -1, -0.5, -2
@@ -273,5 +272,18 @@ def test_every_objective_declares_its_paper_params_and_needs(name):
         assert spec.fn(make_batch([(0, 0, NAN, -1.0, 1)], ref=[0.0], rewards=[0.0]), {}).units == 0
     assert spec.needs_reference == (name in ("dpo", "dpo-ln", "ipo"))
     assert spec.scalar_head == (name == "reward")
-    assert spec.needs_reference_text == (name in ("tuna", "slic"))  # both regularise toward the SFT target
+    assert spec.needs_reference_text == (name == "tuna")
+    assert spec.wants_reference_text == (name == "slic")  # the SFT target when the record has one
     assert inspect.signature(spec.fn).parameters.keys() == {"batch", "params"}
+
+
+def test_slic_data_takes_the_reference_when_a_record_has_one(tiny_tokenizer):
+    from drover.records import Message, Ranked, Response
+    from drover.train.data import build_examples
+
+    spec = get_objective("slic")
+    prompt = [Message("user", "Say hi.")]
+    with_ref = Ranked("a", prompt, [Response("hi there", 2.0), Response("no", 1.0)], "hello")
+    without = Ranked("b", prompt, [Response("hi", 2.0), Response("go away", 1.0)], None)
+    examples, report = build_examples([with_ref, without], spec, tiny_tokenizer, 64)
+    assert [e.rank for e in examples] == [[0, 1, -1], [0, 1]] and not report.dropped

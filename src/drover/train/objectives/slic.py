@@ -9,8 +9,9 @@ Per derived pair (w better than l), with log π the policy's sequence log-prob s
 Protocol: the paper's eq. 1 (no code released). The hinge asks the better response to be
 more likely by a margin δ; the regulariser is the sequence log-likelihood (a sum over its
 tokens) of y_ref, the SFT target, which drover reads from the Ranked record's `reference`
-(the engine adds it as the rank -1 sequence; records without one are reported before
-training). The regulariser counts once per pair, so units stay pairs. λ = 0 gives the
+(the engine adds it as the rank -1 sequence). A record without one (RSO or HH-RLHF pairs)
+is regularised toward its best response instead; with λ = 0 no target is needed at all.
+The regulariser counts once per pair, so units stay pairs. λ = 0 gives the
 plain hinge loss, which equals TRL's `hinge` DPO loss with β = 1/δ, scaled by δ, when the
 reference log-probs are zero.
 Deliberate, optional difference: `nll_per_token=true` divides the regulariser by the
@@ -55,7 +56,7 @@ def slic_objective(batch: SequenceBatch, params: Any = None) -> ObjectiveOutput:
     nll_sum = batch.seq_logps.new_zeros(())
     if p.nll_weight:
         index, _ = ordered_lists(batch)                          # (G, K)
-        targets = nll_target(batch, index)                       # (G,) the reference (rank -1) of each record
+        targets = nll_target(batch, index)                       # (G,) each record's reference (rank -1), else best
         row_group = batch.group[index[:, 0]]                     # (G,)
         pairs_per_record = (batch.group[hi][None, :] == row_group[:, None]).sum(dim=1)
         logps = mean_token_logps(batch) if p.nll_per_token else batch.seq_logps   # (N,)
@@ -68,7 +69,7 @@ def slic_objective(batch: SequenceBatch, params: Any = None) -> ObjectiveOutput:
 
 
 SPEC = ObjectiveSpec(
-    name="slic", fn=slic_objective, data="ranked", needs_reference_text=True, min_responses=2, needs_scores=True,
+    name="slic", fn=slic_objective, data="ranked", wants_reference_text=True, min_responses=2, needs_scores=True,
     paper="Zhao et al. 2023, SLiC-HF: Sequence Likelihood Calibration with Human Feedback",
     params=SLiCParams,
 )
