@@ -170,7 +170,7 @@ def test_limits_metrics_and_breakdowns(suite):
     assert max(r["shots"] for r in five) == 5
 
     gsm = examples("gsm_cot")
-    assert len(gsm) == 2 and all(r["prompt"].count("The answer is") == 8 for r in gsm)
+    assert len(gsm) == 2 and all(r["prompt"].count("So the answer is") == 8 for r in gsm)
     assert all(r["prompt"].endswith("<|assistant|>\nAnswer:") for r in gsm)
     assert examples("gsm_direct")[0]["prompt"].count("Let's think") == 0
 
@@ -211,7 +211,9 @@ def test_limits_metrics_and_breakdowns(suite):
     un = load("unnatural")
     assert un["n_examples"] == 2
     assert {b["n"] for b in un["breakdown"]["length_bucket"].values()} == {0, 1}
-    assert un["breakdown"]["length_bucket"]["0-2"]["n"] == 1 and un["breakdown"]["length_bucket"]["6-10"]["n"] == 1
+    # --limit 2 is a seeded random sample of the 3 instances: random.Random(42).sample(range(3), 2) == [2, 0]
+    assert [e["id"] for e in examples("unnatural")] == ["2/1", "1/0"]
+    assert un["breakdown"]["length_bucket"]["0-2"]["n"] == 1 and un["breakdown"]["length_bucket"][">10"]["n"] == 1
 
 
 @pytest.mark.slow
@@ -251,7 +253,7 @@ def test_served_model_and_raw_format(suite, tmp_path):
         assert record["settings"]["chat_format"] == "none"
         rows[name] = [json.loads(x) for x in (tmp_path / name / record["examples_file"]).read_text().splitlines()]
     assert [r["prompt"] for r in rows["local"]] == [r["prompt"] for r in rows["served"]]
-    assert rows["local"][0]["prompt"].startswith("Answer the following questions.\n\nQuestion: ")
+    assert rows["local"][0]["prompt"].startswith("Answer the following questions.\n\nQuesion: ")  # sic, as open-instruct
     assert rows["local"][0]["prompt"].endswith("\nAnswer:")
     assert [r["output"] for r in rows["local"]] == [r["output"] for r in rows["served"]]  # greedy
 

@@ -85,7 +85,9 @@ def test_alpaca_eval_outputs_pair_up_by_id():
     base, _ = convert("alpaca-eval", data_path("alpaca_eval", "results", "gpt4_1106_preview", "model_outputs.json"))
     old, stats = convert("alpaca-eval", data_path("alpaca_eval", "results", "text_davinci_003", "model_outputs.json"))
     assert len(base) == 805 and base[0].source == "gpt4_1106_preview"
-    assert len(old) + stats.skipped["empty outputs"] == 805 and old[0].source == "text_davinci_003"
+    # All 805 prompts: the two empty text_davinci_003 outputs become prompt-only records, not dropped rows.
+    assert len(old) == 805 and not stats.skipped and old[0].source == "text_davinci_003"
+    assert sum(len(r.messages) == 1 for r in old) == 2
     base_by_id = {r.id: r for r in base}
     for rec in old:
         assert rec.messages[0].content == base_by_id[rec.id].messages[0].content

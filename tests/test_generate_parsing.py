@@ -354,6 +354,33 @@ def test_contextual_rank_diversity_loop_and_judge_order(tmp_path, monkeypatch):
     assert "### Instruction:\nGive tips for sleep." in judge_prompt and "###Response 3:\n" in judge_prompt
 
 
+def test_contextual_rank_never_writes_near_duplicates_and_judges_at_temperature_0(tmp_path, monkeypatch):
+    import drover.generate.rank_contextual as rc
+
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps([{"id": "q1", "instruction": "Give tips for sleep.", "input": "", "output": "S."},
+                                   {"id": "q2", "instruction": "Name a fruit.", "input": "", "output": "Apple."}]))
+    same = "go to bed early and avoid coffee in the evening"
+    distinct = ["take a warm bath", "read a paper book before sleeping", "keep the room cool and dark"]
+
+    def policy_reply(request):
+        if request.key == "q1":  # every resample repeats itself: the pair stays at ROUGE-L 1.0
+            return same if request.sample_index in (0, 1) or request.sample_index >= 4 else distinct[0]
+        return (distinct + ["an apple a day"])[request.sample_index % 4]
+
+    policy = ScriptedLLM(policy_reply)
+    judge = ScriptedLLM(lambda r: "rank: [1, 0, 3, 2]")
+    _patch(monkeypatch, rc, {"policy": policy, "judge": judge})
+    out = tmp_path / "rc.jsonl"
+    rc.run_rank_contextual(rc.RankContextualConfig(input=str(prompts), output=str(out), policy="p", judge="j"))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q2"]  # q1 kept a near-duplicate pair after 3 trials: not ranked
+    (failure,) = [json.loads(line) for line in (tmp_path / "rc.failures.jsonl").read_text().splitlines()]
+    assert failure["id"] == "q1" and "after 3 resampling trials" in failure["reason"]
+    assert len(judge.seen) == 1 and judge.seen[0].decoding.temperature == 0.0  # Tuna's paper: temperature 0
+    assert len([r for r in policy.seen if r.key == "q1" and r.sample_index >= 4]) == 3
+
+
 def test_probabilistic_rank_uses_length_normalised_logprob(tmp_path, monkeypatch):
     import drover.generate.rank_probabilistic as rp
 

@@ -1,4 +1,5 @@
-"""Answer extraction on hand-written tricky outputs (GSM, BBH, MMLU-style letters)."""
+"""drover's own extraction options (GSM `match=value`, BBH `match=lenient`, letters); the
+reference (default) behaviour is pinned in tests/test_protocol_extraction.py."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import pytest
 import drover.metrics.classification as classification
 import drover.metrics.extract as extract
 from drover.metrics.classification import argmax, mc1, mc2
-from drover.metrics.extract import (answer_after_phrase, bbh_match, choice_letter, gsm_reference, last_number,
-                                    numbers_equal)
+from drover.metrics.extract import choice_letter, gsm_reference, last_number, numbers_equal
+from drover.metrics.extract import lenient_bbh_correct as bbh_match
+from drover.metrics.extract import lenient_bbh_prediction as answer_after_phrase
 
 
 def test_doctests():
@@ -27,6 +29,7 @@ def test_doctests():
     ("The answer is 42.\n\nQuestion: Tom has 7 apples", "7"),  # the last number, as the paper (no stop cut)
     ("No numbers at all.", None),
     ("Costs rose 12% to 1,050,000.00 dollars", "1050000.00"),
+    ("The values are 1,2,18", "18"),  # not a thousands group: three numbers
 ])
 def test_gsm_last_number(output, expected):
     assert last_number(output) == expected

@@ -111,16 +111,23 @@ def test_ipo_by_hand():
     assert run("ipo", batch, beta=0.5, length_normalise=False).loss_sum.item() == pytest.approx(1.0)
 
 
-def test_slic_hinge_plus_nll_on_reference_or_best():
+def test_slic_hinge_minus_reference_sequence_log_likelihood():
     # hinge = max(0, 1 + (-5) - (-5.5)) = 0.5 for the one pair
-    rows = [(0, 0, 1.0, -5.0, 5), (0, 1, 0.0, -5.5, 5)]
+    rows = [(0, 0, 1.0, -5.0, 5), (0, 1, 0.0, -5.5, 5), (0, -1, NAN, -6.0, 3)]
     assert run("slic", make_batch(rows), delta=1.0, nll_weight=0.0).loss_sum.item() == pytest.approx(0.5)
-    # no reference: NLL of the best response, per token = 5 / 5 = 1
-    assert run("slic", make_batch(rows), delta=1.0, nll_weight=0.1).loss_sum.item() == pytest.approx(0.5 + 0.1)
-    # reference (rank -1): -6 over 3 tokens → 2
-    out = run("slic", make_batch(rows + [(0, -1, NAN, -6.0, 3)]), delta=1.0, nll_weight=0.1)
-    assert out.loss_sum.item() == pytest.approx(0.5 + 0.2)
+    # the paper's eq. 1: - λ log π(y_ref|x), a sequence sum: 0.1 · 6 (not the best response's -5)
+    out = run("slic", make_batch(rows), delta=1.0, nll_weight=0.1)
+    assert out.loss_sum.item() == pytest.approx(0.5 + 0.6)
     assert out.units == 1
+    # drover's option: per-token mean, 6 / 3 = 2
+    assert run("slic", make_batch(rows), delta=1.0, nll_weight=0.1, nll_per_token=True).loss_sum.item() == \
+        pytest.approx(0.5 + 0.2)
+    # two records, one pair each: each reference counts once per pair of its record
+    two = rows + [(1, 0, 1.0, -1.0, 2), (1, 1, 0.0, -3.0, 2), (1, -1, NAN, -2.0, 4)]
+    assert run("slic", make_batch(two), delta=1.0, nll_weight=0.1).loss_sum.item() == pytest.approx(
+        0.5 + 0.0 + 0.1 * (6 + 2))
+    # a record without a reference (RSO / HH pairs) falls back to its best response: 0.1 · 5
+    assert run("slic", make_batch(rows[:2]), delta=1.0, nll_weight=0.1).loss_sum.item() == pytest.approx(0.5 + 0.5)
 
 
 RANK3 = [(0, 0, 3.0, -4.0, 4), (0, 1, 2.0, -1.0, 2), (0, 2, 1.0, -6.0, 3)]  # v = -1, -0.5, -2
@@ -266,4 +273,17 @@ def test_every_objective_declares_its_paper_params_and_needs(name):
     assert spec.needs_reference == (name in ("dpo", "dpo-ln", "ipo"))
     assert spec.scalar_head == (name == "reward")
     assert spec.needs_reference_text == (name == "tuna")
+    assert spec.wants_reference_text == (name == "slic")  # the SFT target when the record has one
     assert inspect.signature(spec.fn).parameters.keys() == {"batch", "params"}
+
+
+def test_slic_data_takes_the_reference_when_a_record_has_one(tiny_tokenizer):
+    from drover.records import Message, Ranked, Response
+    from drover.train.data import build_examples
+
+    spec = get_objective("slic")
+    prompt = [Message("user", "Say hi.")]
+    with_ref = Ranked("a", prompt, [Response("hi there", 2.0), Response("no", 1.0)], "hello")
+    without = Ranked("b", prompt, [Response("hi", 2.0), Response("go away", 1.0)], None)
+    examples, report = build_examples([with_ref, without], spec, tiny_tokenizer, 64)
+    assert [e.rank for e in examples] == [[0, 1, -1], [0, 1]] and not report.dropped

@@ -22,7 +22,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     """`a.b=1e-5` -> (["a", "b"], 1e-05); values are parsed as YAML scalars/lists.
 
     `key=@file.yaml` takes the value from a YAML file: the file's `key` entry if it has
-    one at the top level, else the whole file (e.g. `mixture=@recipes/train/tulu-mixture.yaml`).
+    one at the top level, else the whole file (e.g. `mixture=@recipes/train/tulu-human-gpt.yaml`).
     """
     import yaml
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from drover.errors import ConfigError, TemplateError, did_you_mean
 
-CHAT_TEMPLATES = ("tulu", "chatml")
+CHAT_TEMPLATES = ("tulu", "chatml", "alpaca")  # alpaca: the Alpaca prompt as a training template
 MODEL_TEMPLATE = "model"  # keep the tokenizer's own chat_template
 
 _PLACEHOLDER = re.compile(r"\{(instruction|input)\}")
@@ -38,8 +38,25 @@ def render_alpaca(instruction: str, input: str = "") -> str:  # noqa: A002 - the
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
+def alpaca_fields(messages: list[Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Messages as dicts, the single user turn carrying the record's Alpaca `instruction` and
+    `input` (from `meta`, as drover's converters keep them) when its content is exactly their
+    Tülu join: what the `alpaca` template needs to pick the with-input prompt. Other
+    templates ignore the extra keys.
+    """
+    from drover.formats.instruction import join_instruction
+
+    out = [m.to_dict() if hasattr(m, "to_dict") else dict(m) for m in messages]
+    instruction, input_ = meta.get("instruction"), meta.get("input", "")
+    users = [m for m in out if m.get("role") == "user"]
+    if isinstance(instruction, str) and isinstance(input_, str) and len(users) == 1 \
+            and users[0].get("content") == join_instruction(instruction, input_):
+        users[0].update(instruction=instruction, input=input_)
+    return out
+
+
 def chat_template_text(name: str) -> str:
-    """The Jinja source of a named chat template (`tulu`, `chatml`)."""
+    """The Jinja source of a named chat template (`tulu`, `chatml`, `alpaca`)."""
     if name not in CHAT_TEMPLATES:
         raise ConfigError(f"unknown chat template {name!r}{did_you_mean(name, CHAT_TEMPLATES)}; "
                           f"choose one of: {', '.join(CHAT_TEMPLATES)} (or {MODEL_TEMPLATE!r} for the model's own)")

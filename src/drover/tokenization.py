@@ -52,13 +52,18 @@ class EncodedExample:
 MessageLike = Message | dict[str, Any]
 
 
+# Extra string fields a message may carry into the chat template (the `alpaca` template's).
+TEMPLATE_FIELDS = ("instruction", "input")
+
+
 def _as_dicts(messages: Sequence[MessageLike], record_id: str) -> list[dict[str, str]]:
     out = []
     for i, m in enumerate(messages):
         role, content = (m.role, m.content) if isinstance(m, Message) else (m.get("role"), m.get("content"))
         if role not in ROLES or not isinstance(content, str):
             raise DataError(f"record {record_id!r}: messages[{i}] needs a role in {ROLES} and string content")
-        out.append({"role": role, "content": content})
+        extra = {} if isinstance(m, Message) else {k: m[k] for k in TEMPLATE_FIELDS if isinstance(m.get(k), str)}
+        out.append({"role": role, "content": content, **extra})
     return out
 
 

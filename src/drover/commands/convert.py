@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", metavar="OUT", help="output JSONL file (written atomically)")
     parser.add_argument("--source", help="dataset name used as id prefix and record source (default: per format)")
     parser.add_argument("--max-tokens", type=int,
-                        help="sharegpt: split conversations longer than this many tokens (0: never; default 4096)")
+                        help="sharegpt: split conversations longer than this many tokens "
+                             "(0: never; default 2048, as Tülu)")
     parser.add_argument("--tokenizer", metavar="PATH",
                         help="sharegpt: count tokens with this local tokenizer (default: a word/character heuristic)")
     parser.add_argument("--oasst-mode", choices=("all", "top"), default="all",

@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", default="shipped", help="comma-separated tasks or groups (default: shipped)")
     parser.add_argument("--limit", type=int, default=None,
                         help="examples per subject/task/language/group for grouped benchmarks, in total otherwise")
-    parser.add_argument("--chat-format", default="tulu", choices=("tulu", "model", "none"),
-                        help="tulu: drover's Tülu template; model: the model's own; none: raw text (base models)")
+    parser.add_argument("--chat-format", default="auto", choices=("auto", "tulu", "model", "none"),
+                        help="auto (default): the model's own template if its tokenizer has one, else Tülu's; "
+                             "tulu: drover's Tülu template; model: the model's own; none: raw text (base models)")
     parser.add_argument("--run-dir", default="runs/eval", help="run directory (results go to RUN/eval/)")
     parser.add_argument("--data-dir", default=None, help="data for tydiqa / superni / unnatural (not shipped)")
     parser.add_argument("--toxigen-classifier", default=None, help="sequence-classification model dir for toxigen")
@@ -72,7 +73,12 @@ def run(args: argparse.Namespace) -> int:
         if key not in known:
             raise ConfigError(f"-o {key}=...: no task has a setting {key!r}"
                               f"{did_you_mean(key, known)}; known: {', '.join(sorted(known))}")
-    options = EvalOptions(limit=args.limit, chat_format=args.chat_format, data_dir=args.data_dir, seed=args.seed,
+    from drover.evaluate.prompting import resolve_chat_format
+    from drover.llm.config import LLMConfig
+
+    chat_format, why = resolve_chat_format(args.chat_format, LLMConfig.from_spec(args.model))
+    print(f"chat format: {chat_format} ({why})")
+    options = EvalOptions(limit=args.limit, chat_format=chat_format, data_dir=args.data_dir, seed=args.seed,
                           toxigen_classifier=args.toxigen_classifier, truthfulqa_judge=args.truthfulqa_judge,
                           overrides=overrides)
     from drover.evaluate.runner import evaluate

@@ -1,4 +1,4 @@
-"""Chat formatting of benchmark prompts, in one place (`--chat-format tulu|model|none`).
+"""Chat formatting of benchmark prompts, in one place (`--chat-format auto|tulu|model|none`).
 
 Every task builds its prompt as one user turn plus an answer cue (the Tülu evaluation
 convention): with a chat format the user turn is rendered with the chat template and the
@@ -10,6 +10,11 @@ cue is appended after the assistant header ("<|assistant|>\\nThe answer is:"); w
   disk here (a local model, or a served model named by its path); otherwise the turn is
   sent as chat messages and the server applies the model's template.
 - `none`: raw text (base models).
+
+`auto` (the `drover eval` default) is resolved once, by `resolve_chat_format`, before any
+task runs, and the resolved name is what every result records: the model's own template
+when its tokenizer has one, Tülu's when it has none (a base model) or when its template is
+drover's Tülu template (a model drover trained in that format).
 
 API chat models (an `openai:` spec, or any endpoint with no local tokenizer, under a chat
 format) get chat messages: they cannot continue a partial assistant turn, so the cue is
@@ -26,6 +31,48 @@ from drover.errors import ConfigError
 from drover.llm.types import Request, ScoreRequest
 
 CHAT_FORMATS = ("tulu", "model", "none")
+AUTO = "auto"
+
+
+def _is_local(config: Any) -> bool:
+    return config.backend == "hf" or Path(str(config.model)).is_dir()
+
+
+def _api_chat(config: Any) -> bool:
+    return not _is_local(config) and (config.base_url is None or "api.openai.com" in str(config.base_url))
+
+
+def resolve_chat_format(requested: str, config: Any, tokenizer: Any = None) -> tuple[str, str]:
+    """(chat format, why) for `--chat-format requested` and an `LLMConfig`.
+
+    `auto`: a local tokenizer with its own template -> `model` (unless that template is
+    drover's Tülu template -> `tulu`); a tokenizer without one (a base model) -> `tulu`; an
+    API chat model -> `model` (its server applies the model's template); any other endpoint
+    without a local tokenizer -> `tulu` (its template cannot be read here).
+    """
+    if requested != AUTO:
+        if requested not in CHAT_FORMATS:
+            from drover.errors import did_you_mean
+
+            raise ConfigError(f"--chat-format: unknown {requested!r}{did_you_mean(requested, CHAT_FORMATS + (AUTO,))}; "
+                              f"choose one of: {AUTO}, {', '.join(CHAT_FORMATS)}")
+        return requested, "as requested"
+    if tokenizer is None and _is_local(config):
+        from drover.models import load_tokenizer
+
+        tokenizer = load_tokenizer(config.model)
+    if tokenizer is None:
+        if _api_chat(config):
+            return "model", "auto: a chat API model; its server applies the model's own template"
+        return "tulu", "auto: no local tokenizer to read the served model's template from; Tülu's"
+    own = getattr(tokenizer, "chat_template", None)
+    if not own:
+        return "tulu", "auto: the tokenizer has no chat template (a base model); Tülu's"
+    from drover.templates import chat_template_text
+
+    if own.strip() == chat_template_text("tulu").strip():
+        return "tulu", "auto: the model's template is drover's Tülu template"
+    return "model", "auto: the model's own chat template"
 
 
 @dataclass
@@ -48,13 +95,13 @@ class PromptFormatter:
     def for_llm(cls, config: Any, chat_format: str) -> "PromptFormatter":
         """The formatter for an `LLMConfig`: text prompts for local and served models."""
         tokenizer = None
-        local = config.backend == "hf" or Path(str(config.model)).is_dir()
-        if local:
+        if _is_local(config):
             from drover.models import load_tokenizer
 
             tokenizer = load_tokenizer(config.model)
-        api_chat = not local and (config.base_url is None or "api.openai.com" in str(config.base_url))
-        send = chat_format != "none" and (api_chat or (chat_format == "model" and tokenizer is None))
+        if chat_format == AUTO:
+            chat_format, _ = resolve_chat_format(chat_format, config, tokenizer)
+        send = chat_format != "none" and (_api_chat(config) or (chat_format == "model" and tokenizer is None))
         return cls(chat_format, tokenizer, send)
 
     @property

@@ -109,7 +109,7 @@ class ConvertOptions:
     """Every converter option; each converter reads the ones that concern it."""
 
     source: str | None = None          # dataset name: id prefix and `source` (default: the format's)
-    max_tokens: int | None = 4096      # ShareGPT: split longer conversations (None/0: never)
+    max_tokens: int | None = 2048      # ShareGPT: split longer conversations (None/0: never); Tülu: 2048
     tokenizer: str | None = None       # ShareGPT: count tokens with this tokenizer (default: heuristic)
     oasst_mode: Literal["all", "top"] = "all"  # OASST: every root-to-assistant path, or top-ranked replies only
     shots: int = 0                     # Super-NI: positive examples in the prompt

@@ -61,6 +61,12 @@ def split_rounds(messages: list[Message], max_tokens: int, count: TokenCounter, 
 def convert_sharegpt(rows: Iterable[Row], opts: ConvertOptions, stats: ConvertStats) -> Iterator[Conversation]:
     """ShareGPT `{id, conversations: [{from, value}]}`.
 
+    Protocol: allenai/open-instruct `scripts/split_sharegpt_conversations.py` (Tülu-1 era,
+    after FastChat's `fastchat/data/split_long_conversation.py`): split between rounds at
+    `--max-length` 2048 tokens (the default here), each turn costing its tokens + 6, a round
+    longer than the budget dropped. Deliberate difference: turns are counted without the
+    BOS token the reference's `tokenizer(value)` adds (one token per turn).
+
     human/user -> user, gpt/chatgpt/bard -> assistant; system and bing turns are dropped.
     A conversation must then alternate user/assistant: leading assistant turns and a final
     unanswered user turn are trimmed, and one that still does not alternate is skipped

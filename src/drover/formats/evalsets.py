@@ -13,7 +13,9 @@ def convert_alpaca_eval(rows: Iterable[Row], opts: ConvertOptions, stats: Conver
     """AlpacaEval `model_outputs.json`: `[{dataset, instruction, output, generator}]`.
 
     Ids are `alpaca_eval_<index>` whatever the generator, so two models' outputs pair up
-    by id; `source` is the generator.
+    by id; `source` is the generator. All 805 instructions are kept, as alpaca_eval
+    evaluates all of them: an instruction whose output is empty (text_davinci_003 has two)
+    becomes a prompt without an assistant turn, never a dropped row.
     """
     prefix = opts.name("alpaca_eval")
     for number, row in enumerate(rows):
@@ -24,12 +26,9 @@ def convert_alpaca_eval(rows: Iterable[Row], opts: ConvertOptions, stats: Conver
         if not instruction.strip():
             stats.skip("empty instructions")
             continue
-        if not output.strip():
-            stats.skip("empty outputs")
-            continue
         meta = extra_meta(obj, ("instruction", "output", "generator"))
-        yield Conversation(f"{prefix}_{number}", [Message("user", instruction), Message("assistant", output)],
-                           generator, meta)
+        turns = [Message("user", instruction)] + ([Message("assistant", output)] if output.strip() else [])
+        yield Conversation(f"{prefix}_{number}", turns, generator, meta)
 
 
 def convert_questions(rows: Iterable[Row], opts: ConvertOptions, stats: ConvertStats,

@@ -61,10 +61,25 @@ def convert_dolly(rows: Iterable[Row], opts: ConvertOptions, stats: ConvertStats
 
 def convert_self_instruct(rows: Iterable[Row], opts: ConvertOptions,
                           stats: ConvertStats) -> Iterator[Conversation]:
-    """Self-Instruct seed tasks and user-oriented tasks: one record per instance."""
+    """Self-Instruct, both released shapes, one record per instance:
+
+    - seed tasks and user-oriented tasks: `{id, instruction, instances: [{input, output}]}`;
+    - the generated data, `all_instances_82K.jsonl` (yizhongw/self-instruct
+      data/gpt3_generations/batch_221203, the file Tülu trains on): flat
+      `{instruction, input, output}` lines without an id, named `<source>_<line index>` as
+      open-instruct's reformat_datasets.py names them.
+    """
     source = opts.name("self_instruct")
-    for row in rows:
+    for number, row in enumerate(rows):
         obj = row.object()
+        if "instances" not in obj and "output" in obj:
+            instruction, input_ = row.text("instruction"), row.text("input", required=False)
+            record = _pair(f"{source}_{number}", source, join_instruction(instruction, input_), row.text("output"),
+                           {"instruction": instruction, "input": input_,
+                            **extra_meta(obj, ("instruction", "input", "output"))}, stats)
+            if record:
+                yield record
+            continue
         task_id = row.get("id", (str, int))
         instruction = row.text("instruction")
         instances = row.array("instances")

@@ -1,5 +1,9 @@
 """`drover generate feedback`: comparison data, K responses rated 1-10 by a judge.
 
+Protocol: "Instruction Tuning with GPT-4" §3.2 (comparison data) with FastChat's reviewer
+prompt (`drover.judges.rating`); the released data is Instruction-Tuning-with-GPT-4/GPT-4-LLM
+`data/comparision_data_v1.json` / `v2`, which `drover convert --from gpt4llm-comparison` reads.
+
 "Instruction Tuning with GPT-4" (Sections 2 and 3.2) had GPT-4 rate the responses of
 several models to each prompt from 1 to 10 and trained reward models on the resulting
 orderings. Responses come from files (any model's outputs, matched to prompts by id:

@@ -1,10 +1,14 @@
 """`drover generate rank --method contextual` (Tuna_c, Li et al. 2023).
 
+Protocol: Tuna (Li et al. 2023, "Tuna: Instruction Tuning using Feedback from Large
+Language Models", §2.2 contextual ranking), prompt from its released `gpt-eval.py`.
 For each instruction the *policy* (e.g. the SFT model) samples N = 4 responses. They
 must be diverse: while some pair has ROUGE-L >= τ (0.8), the later response of the pair
 is resampled with the temperature raised by 0.1 per trial, at most 3 trials, keeping
-whichever candidate is least similar to the others. A judge then ranks the N responses
-in one prompt (Tuna's contextual-ranking prompt, `drover.judges.listwise`): it writes its
+whichever candidate is least similar to the others; an instruction whose responses are
+still near-duplicates after that is not ranked (it goes to the failures file), so no
+written ranking breaks the rule. A judge then ranks the N responses, at temperature 0 as
+the paper (the released script's default is 1.0: `judge_temperature`), in one prompt (Tuna's contextual-ranking prompt, `drover.judges.listwise`): it writes its
 own reference as Response N, drops duplicates, scores each 0-15 and ends with
 `rank: [...]`. Unreadable rankings go to `<output>.failures.jsonl` with the raw text.
 
@@ -43,7 +47,7 @@ class RankContextualConfig:
     rouge_threshold: float = 0.8  # τ: pairwise ROUGE-L must stay below this
     temperature_step: float = 0.1
     max_trials: int = 3
-    judge_temperature: float = 1.0  # Tuna's gpt-eval.py default
+    judge_temperature: float = 0.0  # the paper's setting (Tuna's released gpt-eval.py defaults to 1.0)
     judge_max_tokens: int = 2048
     prompt: Literal["alpaca", "chat"] = "alpaca"
     min_responses: int = 2
@@ -146,8 +150,15 @@ def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
                     if sum(t is not None for t in it.texts) < config.n:
                         bad.write({"id": it.prompt.id, "reason": "policy samples failed or empty"})
                         summary.add("records failed (sampling)")
-                    else:
-                        ready.append(it)
+                        continue
+                    pair = too_similar_pair([tokenize(t) for t in it.texts], config.rouge_threshold)
+                    if pair is not None:  # the diversity rule holds for every ranking that is written
+                        bad.write({"id": it.prompt.id, "responses": it.texts,
+                                   "reason": f"responses {pair[0]} and {pair[1]} still have ROUGE-L >= "
+                                             f"{config.rouge_threshold} after {config.max_trials} resampling trials"})
+                        summary.add("records failed (near-duplicates after resampling)")
+                        continue
+                    ready.append(it)
                 shown = [render_alpaca(it.prompt.instruction, it.prompt.input) if it.prompt.instruction is not None
                          else it.prompt.user_text for it in ready]
                 requests = [Request.chat(build_prompt(s, it.texts), key=it.prompt.id,

@@ -1,5 +1,8 @@
 """`drover generate rank --method probabilistic` (Tuna_p, Li et al. 2023).
 
+Protocol: Tuna (Li et al. 2023) §2.1, probabilistic ranking; microsoft/LMOps `tuna/`
+(no released scoring script for this step): N = 4 samples at temperature 1, β = 1.3.
+
 For each instruction, N = 4 responses are sampled from the teacher at temperature 1 with
 their token log-probs, and ranked by the length-normalised log-likelihood
 s = log p(r | i) / |r|^β (β = 1.3): a high-probability response under a strong teacher is

@@ -1,5 +1,13 @@
 """AlpacaEval: 805 instructions judged against a reference model's outputs (Tülu §4.2).
 
+Protocol: tatsu-lab/alpaca_eval at the shipped configs' commit cd543a1:
+`annotators/pairwise_evaluator.py` (PairwiseAnnotator), `processors.py`
+(RandomSwitchTwoColumnsProcessor), `completion_parsers.py` (ranking_parser, logprob_parser),
+`metrics/helpers.py` (win rate, SE, discrete win rate) and `metrics/glm_winrate.py` (the
+AlpacaEval-2 length-controlled win rate: `lc_win_rate` when df_gamed.csv is given, else the
+labelled `lc_win_rate_estimate`; none for AlpacaEval 1). All 805 instructions are judged.
+Deliberate difference: function-calling annotators are not supported.
+
 An annotator is the shipped alpaca_eval config (`evaluators_configs/<name>/configs.yaml`:
 prompt template, decoding, parser), read as data:
 
@@ -29,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from drover.errors import ConfigError, InputError, did_you_mean
+from drover.identity import file_fingerprint
 from drover.inputs import iter_json_objects
 from drover.judges.files import data_path, read_json
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
@@ -313,13 +322,33 @@ def preferences(pairs: list[Pair], judgments: list["Judgment"]) -> list[float | 
     return out
 
 
-def summarize(pairs: list[Pair], prefs: list[float | None],
-              difficulty: dict[int, float] | None = None) -> dict[str, Any]:
-    """Win rate, standard error, discrete win rate, counts, average length, LC estimate, per subset."""
-    from drover.metrics.winrate import avg_length, length_controlled_win_rate, win_rate
+def summarize(pairs: list[Pair], prefs: list[float | None], difficulty: dict[int, float] | None = None,
+              version: str = "v2", gamed: Any = None) -> dict[str, Any]:
+    """Win rate, standard error, discrete win rate, counts, average length, per subset, and
+    for v2 only the length-controlled win rate: `lc_win_rate` when computed the official
+    way (alpaca_eval's df_gamed.csv given as `gamed`, a `metrics.winrate.GamedAnnotations`),
+    else `lc_win_rate_estimate` (drover's fit on these annotations alone; `difficulty`, an
+    instruction_difficulty.csv, adds the difficulty term). AlpacaEval 1 has no LC metric.
+    """
+    from drover.metrics.winrate import (avg_length, length_controlled_win_rate, official_length_controlled_win_rate,
+                                        win_rate)
 
     metrics: dict[str, Any] = dict(win_rate(prefs))
     metrics["avg_length"] = avg_length([p.output_2 for p in pairs])
+    subsets: dict[str, list[float | None]] = {}
+    for pair, pref in zip(pairs, prefs):
+        subsets.setdefault(pair.dataset, []).append(pref)
+    breakdown: dict[str, Any] = {"per_dataset": {name: win_rate(values) for name, values in sorted(subsets.items())}}
+    if version != "v2":
+        return {"metrics": metrics, "breakdown": breakdown}
+    model_lengths, baseline_lengths = [len(p.output_2) for p in pairs], [len(p.output_1) for p in pairs]
+    if gamed is not None:
+        lc = official_length_controlled_win_rate(prefs, model_lengths, baseline_lengths, [p.index for p in pairs],
+                                                 gamed)
+        metrics["lc_win_rate"] = lc.win_rate
+        breakdown["length_controlled"] = {**lc.to_dict(), "method": "official (alpaca_eval length_controlled_v1 "
+                                                                    "with df_gamed.csv)"}
+        return {"metrics": metrics, "breakdown": breakdown}
     diff = None
     if difficulty is not None:
         missing = [p.index for p in pairs if p.index not in difficulty]
@@ -327,13 +356,10 @@ def summarize(pairs: list[Pair], prefs: list[float | None],
             raise InputError("--instruction-difficulty", None, None,
                              f"no difficulty for {len(missing)} instructions (e.g. index {missing[0]})")
         diff = [difficulty[p.index] for p in pairs]
-    lc = length_controlled_win_rate(prefs, [len(p.output_2) for p in pairs], [len(p.output_1) for p in pairs], diff)
-    metrics["length_controlled_winrate"] = lc.win_rate
-    subsets: dict[str, list[float | None]] = {}
-    for pair, pref in zip(pairs, prefs):
-        subsets.setdefault(pair.dataset, []).append(pref)
-    breakdown = {"per_dataset": {name: win_rate(values) for name, values in sorted(subsets.items())},
-                 "length_controlled": lc.to_dict()}
+    lc = length_controlled_win_rate(prefs, model_lengths, baseline_lengths, diff)
+    metrics["lc_win_rate_estimate"] = lc.win_rate
+    breakdown["length_controlled"] = {**lc.to_dict(), "method": "estimate (no df_gamed.csv: fitted on these "
+                                                                "annotations only; not the leaderboard number)"}
     return {"metrics": metrics, "breakdown": breakdown}
 
 
@@ -361,6 +387,9 @@ class AlpacaEvalSettings:
     seed: int = field(default=0, metadata=option("seed of the per-instruction position coin (alpaca_eval: 0)"))
     instruction_difficulty: str | None = field(default=None, metadata=option(
         "alpaca_eval instruction_difficulty.csv, for the length-controlled GLM"))
+    gamed_baselines: str | None = field(default=None, metadata=option(
+        "alpaca_eval df_gamed.csv: with it (v2), the LC win rate is computed the official way (lc_win_rate), "
+        "else it is an estimate (lc_win_rate_estimate)"))
     limit: int | None = None
 
 
@@ -377,6 +406,12 @@ class AlpacaEvalJudge(Judge):
         return f"alpaca_eval_{settings.version}"
 
     def load(self, settings: AlpacaEvalSettings) -> JudgeInputs:
+        from drover.metrics.winrate import read_gamed
+
+        if settings.gamed_baselines and settings.version != "v2":
+            raise ConfigError("--gamed-baselines: the length-controlled win rate is defined for AlpacaEval 2 only "
+                              "(--version v2)")
+        gamed = read_gamed(settings.gamed_baselines) if settings.gamed_baselines else None
         default_annotator, default_baseline = VERSIONS[settings.version]
         annotator = load_annotator(settings.annotator or default_annotator)
         baseline = settings.baseline or default_baseline
@@ -389,22 +424,28 @@ class AlpacaEvalJudge(Judge):
             difficulty = read_difficulty(settings.instruction_difficulty)
         content = {"baseline": baseline, "annotator": annotator.name,
                    "pairs": [[p.index, p.instruction, p.output_1, p.output_2] for p in pairs],
-                   "difficulty": None if difficulty is None else sorted(difficulty.items())}
-        return JudgeInputs(model, f"alpaca-eval-{settings.version}", content, (annotator, baseline, pairs, difficulty))
+                   "difficulty": None if difficulty is None else sorted(difficulty.items()),
+                   "gamed": None if gamed is None else file_fingerprint(settings.gamed_baselines)}
+        return JudgeInputs(model, f"alpaca-eval-{settings.version}", content,
+                           (annotator, baseline, pairs, difficulty, gamed))
 
     def judge(self, ctx: JudgeContext | None, settings: AlpacaEvalSettings, inputs: JudgeInputs) -> JudgeOutput:
         assert ctx is not None
-        annotator, baseline, pairs, difficulty = inputs.data
+        annotator, baseline, pairs, difficulty, gamed = inputs.data
         judgments = ctx.run(build_calls(pairs, annotator, settings.seed), desc="alpaca-eval")
         prefs = preferences(pairs, judgments)
-        summary = summarize(pairs, prefs, difficulty)
+        summary = summarize(pairs, prefs, difficulty, version=settings.version, gamed=gamed)
         m = summary["metrics"]
+        lc = ((f"; LC win rate {m['lc_win_rate']:.2f}" if "lc_win_rate" in m else "")
+              + (f"; LC win rate (estimate) {m['lc_win_rate_estimate']:.2f}" if "lc_win_rate_estimate" in m else ""))
         return JudgeOutput(m, summary["breakdown"], len(pairs), {"win_rate": m["standard_error"]},
                            {"reference": baseline, "annotator": annotator.name,
-                            "lc_uses_instruction_difficulty": difficulty is not None},
+                            "lc_uses_instruction_difficulty": difficulty is not None,
+                            "lc_method": None if settings.version != "v2" else "official" if gamed is not None
+                            else "estimate"},
                            {"annotations": annotations(pairs, prefs, baseline, inputs.label, annotator.name)},
                            f"AlpacaEval {settings.version}: {inputs.label} vs {baseline}, judge {ctx.judge_label} "
-                           f"({annotator.name}): win rate {m['win_rate']:.2f} ± {m['standard_error']:.2f}")
+                           f"({annotator.name}): win rate {m['win_rate']:.2f} ± {m['standard_error']:.2f}{lc}")
 
 
 JUDGE = AlpacaEvalJudge()

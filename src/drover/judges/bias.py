@@ -1,5 +1,8 @@
 """How much of a win rate is length? (Tülu §5.4 and Appendix H; Tuna §3.4.)
 
+Protocol: Tülu §5.4 / Appendix H and Tuna §3.4 describe these statistics; no code was
+released, so the computation is drover's (Pearson r as scipy.stats.pearsonr).
+
 Across systems judged against the same baseline: Pearson r between the win rate and
 the average number of unique tokens per output, and between the win rate and the
 average output length. Per system, the "dummy evaluator" that simply prefers the

@@ -1,5 +1,9 @@
 """Tuna's contextual (listwise) ranking judge (Li et al. 2023, microsoft/LMOps `tuna/src/gpt-eval.py`).
 
+Protocol: microsoft/LMOps `tuna/src/gpt-eval.py` (the prompt and its `rank:` reading).
+Deliberate difference: the parser below reads the bracketed list and rejects malformed
+rankings instead of reading every integer after "rank:".
+
 The judge sees an instruction and N responses (numbered 0..N-1), decides whether the
 instruction is open- or close-ended, writes its own reference as Response N, drops
 duplicate responses, scores every response 0-15 (three 0-5 criteria) and ends with

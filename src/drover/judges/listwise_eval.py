@@ -1,5 +1,9 @@
 """Listwise ranking as an evaluation: rank K systems' responses per prompt (Tuna's judge).
 
+Protocol: Tuna's contextual-ranking judge (`drover.judges.listwise`, after microsoft/LMOps
+`tuna/src/gpt-eval.py`) used as an evaluation; there is no reference implementation of this
+evaluation mode: judging both orders and averaging ranks is drover's.
+
 The prompt and parser are helper E's `drover.judges.listwise` (Tuna's contextual
 ranking, `rank: [...]` best first). Position matters, so each prompt is judged twice:
 in a seeded random order of the systems and in the reverse of that order. A system's

@@ -1,5 +1,9 @@
 """LLMBar meta-evaluation: how often a judge picks the better output (Zeng et al. 2023).
 
+Protocol: princeton-nlp/LLMBar `LLMEvaluator/` (the evaluators' prompts in
+`evaluators/prompts/`, accuracy and positional agreement as its scoring); the prompt wording
+is LLMBar's, the placeholders and layout drover's (`resources/prompts/judges/llmbar/README.md`).
+
 Each pair of the shipped LLMBar sets (Natural; Adversarial Neighbor, GPTInst, GPTOut,
 Manual) is judged in both orders. Accuracy is the mean over both orders (LLMBar's
 `correct_average`); positional agreement is the fraction of pairs with the same winner

@@ -1,5 +1,9 @@
 """MT-bench (Zheng et al. 2023), as FastChat's `llm_judge` runs it, with its shipped prompts.
 
+Protocol: lm-sys/FastChat `fastchat/llm_judge/common.py` (run_judge_single, run_judge_pair,
+play_a_match_single, play_a_match_pair) and `gen_judgment.py`, with `data/judge_prompts.jsonl`
+and `show_result.py`'s averages; no deliberate differences in the defaults.
+
 - Single-answer grading: each of the two turns gets a `[[rating]]` (1-10). Questions
   of the math, reasoning and coding categories use the reference-guided prompts with
   the shipped GPT-4 reference answers (`single-math-v1`, `single-math-v1-multi-turn`).

@@ -1,5 +1,10 @@
 """The 1-10 rating judge of "Instruction Tuning with GPT-4" (FastChat's Vicuna reviewer prompt).
 
+Protocol: lm-sys/FastChat `fastchat/eval/table/prompt.jsonl` (the "general" reviewer prompt)
+and `eval_gpt_review.py` parse_score, as "Instruction Tuning with GPT-4" §3.2 used them for its
+comparison data. Deliberate differences: the single- and K-answer forms of the prompt are
+drover's generalisations, and an unreadable reply is retried once, never scored [-1, -1].
+
 GPT-4 rates the helpfulness, relevance, accuracy and level of details of one or more
 answers, scores on the first line, explanation after. With two answers the prompt is
 FastChat's exactly; with one it is its single-answer form; with K it asks for K scores.

@@ -1,5 +1,10 @@
 """Vicuna-80 pairwise scoring (Chiang et al. 2023; GPT-4-LLM Figures 4/5).
 
+Protocol: lm-sys/FastChat `fastchat/eval/eval_gpt_review.py` (get_eval, parse_score) with its
+`fastchat/eval/table/prompt.jsonl` and `reviewer.jsonl` (the April-2023 Vicuna-80 evaluation that
+GPT-4-LLM's Figures 4/5 use). Deliberate difference: both answer orders are judged by default (the
+reference judges once, the reference answer as Assistant 1: `--one-order`).
+
 The judge sees a question and two answers and gives each a 1-10 score; totals over
 the 80 questions give the relative score `total_model / total_reference` ("624 : 667
 = 94%"). The prompts are FastChat's own (shipped `vicuna80/prompt.jsonl` and

@@ -215,3 +215,163 @@ def read_difficulty(path: str | Path) -> dict[int, float]:
             except (ValueError, IndexError):
                 raise InputError(path, line, None, "expected `index,instruction_difficulty`") from None
     return out
+
+
+# --- The official LC fit (when the user supplies alpaca_eval's df_gamed.csv) ----------
+#
+# alpaca_eval `metrics/glm_winrate.py` (get_length_controlled_winrate, _get_featurized_data,
+# fit_LogisticRegressionCV): the model's rows (not_gamed_baseline = 1) are fitted together
+# with the annotations of two "gamed" baselines from df_gamed.csv (not_gamed_baseline = 0,
+# sample weight 0.2 / 2), soft labels, no intercept, an L1 penalty whose C is picked among
+# numpy.logspace(-4, 4, 10) by 5-fold GroupKFold cross-validation on the weighted log loss,
+# then refitted on everything (sklearn LogisticRegressionCV, liblinear). The instruction
+# difficulty is df_gamed's first row per instruction, looked up by row label as there.
+
+GAMED_COLUMNS = ("index", "preference", "std_delta_len", "instruction_difficulty", "not_gamed_baseline")
+GAMED_WEIGHT = 0.2 / 2  # regularize_to_baseline_lambda over the two gamed baselines
+CS = tuple(float(c) for c in np.logspace(-4, 4, 10))
+N_SPLITS = 5
+
+
+@dataclass
+class GamedAnnotations:
+    """df_gamed.csv: per row, the instruction `index`, soft `preference` in [0, 1], features."""
+
+    index: np.ndarray
+    preference: np.ndarray
+    std_delta_len: np.ndarray
+    difficulty: np.ndarray
+    not_gamed: np.ndarray
+    path: str = "df_gamed.csv"
+
+    def difficulty_by_label(self) -> dict[int, float]:
+        """pandas `drop_duplicates("index")["instruction_difficulty"]`: row label -> value."""
+        seen: set[int] = set()
+        out: dict[int, float] = {}
+        for row, idx in enumerate(self.index):
+            if int(idx) not in seen:
+                seen.add(int(idx))
+                out[row] = float(self.difficulty[row])
+        return out
+
+
+def read_gamed(path: str | Path) -> GamedAnnotations:
+    """alpaca_eval's df_gamed.csv (tatsu-lab/alpaca_eval dataset on the HF hub), by path."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, None, None, "file not found")
+    columns: dict[str, list[float]] = {c: [] for c in GAMED_COLUMNS}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in GAMED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(path, 1, missing[0], f"missing column (expected alpaca_eval's df_gamed.csv: "
+                                                  f"{', '.join(GAMED_COLUMNS)})")
+        for line, row in enumerate(reader, start=2):
+            for name in GAMED_COLUMNS:
+                raw = row[name]
+                try:
+                    value = {"True": 1.0, "False": 0.0}[raw] if name == "not_gamed_baseline" else float(raw)
+                except (KeyError, ValueError):
+                    raise InputError(path, line, name, f"expected a number (or True/False), got {raw!r}") from None
+                columns[name].append(value)
+    arrays = {k: np.asarray(v, dtype=float) for k, v in columns.items()}
+    return GamedAnnotations(arrays["index"].astype(int), arrays["preference"], arrays["std_delta_len"],
+                            arrays["instruction_difficulty"], arrays["not_gamed_baseline"], str(path))
+
+
+def _soft_logloss_sum(x: np.ndarray, y: np.ndarray, s: np.ndarray, w: np.ndarray) -> float:
+    z = x @ w
+    return float(np.sum(s * (np.logaddexp(0.0, z) - y * z)))
+
+
+def fit_l1_logistic(x: np.ndarray, y: np.ndarray, s: np.ndarray, c: float, iters: int = 500,
+                    tol: float = 1e-10) -> np.ndarray:
+    """argmin_w ||w||_1 + c * sum_i s_i * logloss(y_i, sigmoid(x_i . w)), soft labels y in [0, 1].
+
+    The problem liblinear solves for sklearn's LogisticRegression(penalty="l1",
+    fit_intercept=False) on rows duplicated with labels 1 / 0 and weights s*y / s*(1-y).
+    Cyclic coordinate descent: a Newton step per coordinate, soft-thresholded, halved
+    until the objective does not increase. x: (n, d).
+    """
+    w = np.zeros(x.shape[1])
+    objective = lambda v: c * _soft_logloss_sum(x, y, s, v) + float(np.abs(v).sum())  # noqa: E731
+    current = objective(w)
+    for _ in range(iters):
+        start = current
+        for j in range(x.shape[1]):
+            p = _sigmoid(x @ w)
+            g = c * float(np.sum(s * (p - y) * x[:, j]))
+            h = c * float(np.sum(s * p * (1 - p) * x[:, j] ** 2)) + 1e-12
+            u = w[j] - g / h
+            target = np.sign(u) * max(abs(u) - 1.0 / h, 0.0)
+            step = target - w[j]
+            while True:
+                trial = w.copy()
+                trial[j] = w[j] + step
+                value = objective(trial)
+                if value <= current + 1e-15 or abs(step) < 1e-14:
+                    break
+                step /= 2
+            if value <= current:
+                w, current = trial, value
+        if start - current <= tol * max(1.0, abs(start)):
+            break
+    return w
+
+
+def group_kfold_folds(n: int, n_splits: int = N_SPLITS) -> np.ndarray:
+    """sklearn GroupKFold's fold of each of n equal-sized groups (rows here): the groups go,
+    last first, to the currently lightest fold, i.e. fold (n - 1 - g) mod n_splits."""
+    return (n - 1 - np.arange(n)) % n_splits
+
+
+def official_lc_fit(x: np.ndarray, y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, float]:
+    """LogisticRegressionCV(Cs=10, cv=GroupKFold(5), penalty="l1", scoring=weighted soft log
+    loss), refit with the best C: (weights, C)."""
+    folds = group_kfold_folds(len(y))
+    scores = np.zeros(len(CS))
+    for k in range(N_SPLITS):
+        train, test = folds != k, folds == k
+        for i, c in enumerate(CS):
+            w = fit_l1_logistic(x[train], y[train], s[train], c)
+            q = np.clip(_sigmoid(x[test] @ w), 1e-15, 1 - 1e-15)
+            scores[i] += float(np.mean(s[test] * (y[test] * np.log(q) + (1 - y[test]) * np.log(1 - q))))
+    best = CS[int(np.argmax(scores))]
+    return fit_l1_logistic(x, y, s, best), best
+
+
+def official_length_controlled_win_rate(preferences: Sequence[float | None], model_lengths: Sequence[int],
+                                        baseline_lengths: Sequence[int], indices: Sequence[int],
+                                        gamed: GamedAnnotations) -> LengthControlled:
+    """AlpacaEval 2's LC win rate computed as alpaca_eval does, given its df_gamed.csv.
+
+    `indices` are the instructions' positions in the 805-instruction set (alpaca_eval's
+    `index`), aligned with the preferences and lengths (characters).
+    """
+    pref = np.array([np.nan if p is None else float(p) for p in preferences], dtype=float)
+    pref[pref == 0.0] = 1.5
+    pref = pref - 1.0
+    delta = np.asarray(baseline_lengths, dtype=float) - np.asarray(model_lengths, dtype=float)
+    std = float(np.std(delta, ddof=1)) if len(delta) > 1 else 0.0
+    std_delta = delta / std if std > 0 else np.zeros_like(delta)
+    by_label = gamed.difficulty_by_label()
+    missing = [i for i in indices if int(i) not in by_label]
+    if missing:
+        raise InputError(gamed.path, None, "instruction_difficulty", f"no difficulty for index {missing[0]}")
+    difficulty = np.array([by_label[int(i)] for i in indices])
+    model_x = np.stack([np.tanh(std_delta), difficulty, np.ones_like(delta)], axis=1)
+    gamed_x = np.stack([np.tanh(gamed.std_delta_len), gamed.difficulty, gamed.not_gamed], axis=1)
+    x = np.concatenate([gamed_x, model_x])
+    y = np.concatenate([gamed.preference, pref])
+    s = np.concatenate([np.where(gamed.not_gamed > 0, 1.0, GAMED_WEIGHT), np.ones(len(pref))])
+    keep = ~np.isnan(y)
+    if int((~np.isnan(pref)).sum()) < 2:
+        nan_weights = {LEN_FEATURE: float("nan"), DIFF_FEATURE: float("nan"), BASE_FEATURE: float("nan")}
+        return LengthControlled(float("nan"), nan_weights, True, int((~np.isnan(pref)).sum()))
+    w, _ = official_lc_fit(x[keep], y[keep], s[keep])
+    test = model_x.copy()
+    test[:, 0] = 0.0
+    lc = float(_sigmoid(test @ w).mean() * 100)
+    weights = {LEN_FEATURE: float(w[0]), DIFF_FEATURE: float(w[1]), BASE_FEATURE: float(w[2])}
+    return LengthControlled(lc, weights, True, int((~np.isnan(pref)).sum()))

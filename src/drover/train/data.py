@@ -3,7 +3,8 @@
 A Conversation becomes one sequence (labels on every assistant turn). A Ranked record with
 K responses becomes K sequences prompt + response_k (rank k, its score), plus the record's
 `reference` answer as one more sequence with rank -1 when the objective asks for it
-(`ObjectiveSpec.needs_reference_text`). Sequences of one record always travel together.
+(`ObjectiveSpec.needs_reference_text`; `wants_reference_text`: only when the record has one).
+Sequences of one record always travel together.
 
 Records an objective cannot use (too few responses, all scores tied, no reference, no
 assistant turn) are collected with their ids and either dropped or reported as one
@@ -23,6 +24,7 @@ from typing import Any
 
 from drover.errors import DataError
 from drover.records import Conversation, Ranked, Record
+from drover.templates import alpaca_fields
 from drover.tokenization import EncodedExample, encode_conversation, encode_prompt_response
 from drover.train.objective import ObjectiveSpec
 
@@ -84,10 +86,11 @@ def _problems(record: Record, spec: ObjectiveSpec) -> str | None:
 
 def _encode(record: Record, spec: ObjectiveSpec, tokenizer: Any, max_length: int, index: int) -> Example:
     if isinstance(record, Conversation):
-        seq = encode_conversation(tokenizer, record.messages, max_length, record.id)
+        messages = alpaca_fields(record.messages, record.meta)  # the alpaca template's with-input prompt
+        seq = encode_conversation(tokenizer, messages, max_length, record.id)
         return Example(index, record.id, [seq], [0], [math.nan])
     texts = [(r.content, k, math.nan if r.score is None else r.score) for k, r in enumerate(record.responses)]
-    if spec.needs_reference_text:
+    if spec.needs_reference_text or (spec.wants_reference_text and record.reference):
         texts.append((record.reference or "", -1, math.nan))
     seqs = [encode_prompt_response(tokenizer, record.messages, text, max_length, record.id) for text, _, _ in texts]
     return Example(index, record.id, seqs, [k for _, k, _ in texts], [s for _, _, s in texts])

@@ -82,6 +82,7 @@ class ObjectiveSpec:
     data: Literal["conversation", "ranked"] = "conversation"
     needs_reference: bool = False        # frozen reference log-probs, computed once and cached
     needs_reference_text: bool = False   # the Ranked.reference response as an extra sequence (rank -1)
+    wants_reference_text: bool = False   # the same when the record has one; records without are kept
     scalar_head: bool = False            # reward model: a scalar per sequence instead of LM log-probs
     min_responses: int = 1               # records with fewer responses are reported before training
     needs_scores: bool = False           # records whose scores are all tied are reported

@@ -1,27 +1,43 @@
 """BIG-Bench Hard (Suzgun et al. 2022): 27 tasks, 3-shot, chain-of-thought and direct.
 
-Prompts: the shipped `cot-prompts/<task>.txt` (canary header removed). The direct variant
-replaces each exemplar's "Let's think step by step. ... So the answer is X." by "X."
-Query: "<prompt>\\n\\nQ: <input>" with the cue "A:" (with CoT, the model is expected to
-reason then write "So the answer is ..."). Greedy, 512 new tokens; raw text stops at the
-first blank line, chat formats at the end of the turn, as open-instruct.
-Prediction: the text after "the answer is" (else the first line), compared to the target
-after case and whitespace normalization (`drover.metrics.extract.bbh_match`). 40
-examples per task by default (seeded), as the Tülu evaluation; the score is the mean
-of the per-task accuracies.
+Protocol: allenai/open-instruct `eval/bbh/run_eval.py`, main() and eval_hf_model(), at the
+Tülu-1-era commit cd06c6fb0 (July 2023).
+- Prompts: the shipped `cot-prompts/<task>.txt` without their first two lines (canary,
+  "-----"), stripped. Direct: the prompt split at "\\n\\n"; every field starting "Q:" becomes
+  its question (up to "\\nA:") + "\\nA: " + the text after its last "So the answer is"
+  (period kept, e.g. "(A).").
+- Query: "<prompt>\\n\\nQ: <input>" and the cue "\\nA:" (chat: one user turn, the assistant
+  turn starts "A:"). Greedy, 512 new tokens, stopped at the first blank line (the reference
+  stops direct runs there and cuts CoT outputs there afterwards; the verdicts are the same
+  except for an output that starts with a blank line).
+- Prediction (CoT and direct alike): the output stripped and cut at its first blank line,
+  then the text between "So the answer is " and the next period; else that paragraph.
+  Verdict: `evaluate`'s exact_match ignoring case and punctuation (`drover.metrics.extract`).
+- 40 examples per task (`random.sample` after `random.seed(42)`); the score is the mean of
+  the per-task accuracies. Deliberate difference: the reference draws the tasks' samples
+  from one generator in `glob` (file-system) order, which is not reproducible across
+  machines; drover seeds one generator per task (`--seed`), in sorted order.
+Deliberate, optional difference: `match=lenient` reads the answer after any "the answer
+is" to the end of its line and accepts "X" or "(X) text" for an option "(X)" while keeping
+punctuation (Dyck answers). Recorded in settings.
 """
 
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from drover.errors import ConfigError, did_you_mean
 from drover.evaluate.task import EvalContext, Task, TaskResult, resource_path, subsample
 from drover.metrics.classification import mean
-from drover.metrics.extract import answer_after_phrase, bbh_match
+from drover.metrics.extract import bbh_prediction, bbh_reference_correct, lenient_bbh_correct, lenient_bbh_prediction
 
-_COT_ANSWER = re.compile(r"A: Let's think step by step\.\s.*?So the answer is (.*?)\.?\n*$", re.DOTALL)
+# match setting -> (extract a prediction from the output, is it correct for the target)
+MATCHERS: dict[str, tuple[Callable[[str], str], Callable[[str, str], bool]]] = {
+    "exact": (bbh_prediction, bbh_reference_correct),          # open-instruct (the default)
+    "lenient": (lenient_bbh_prediction, lenient_bbh_correct),  # drover
+}
 
 
 def task_names() -> list[str]:
@@ -29,17 +45,18 @@ def task_names() -> list[str]:
 
 
 def base_prompt(task: str, cot: bool) -> str:
-    text = resource_path("data", "bbh", "cot-prompts", f"{task}.txt").read_text(encoding="utf-8")
-    text = text.split("-----\n", 1)[1].strip()
+    lines = resource_path("data", "bbh", "cot-prompts", f"{task}.txt").read_text(encoding="utf-8").splitlines(True)
+    text = "".join(lines[2:])
     if cot:
-        return text
-    blocks = text.split("\n\nQ: ")
-    direct = [blocks[0]]
-    for block in blocks[1:]:
-        question, sep, answer = block.partition("\nA: ")
-        match = _COT_ANSWER.match("A: " + answer.strip() + "\n")
-        direct.append(question + sep + (match.group(1).strip() + "." if match else answer))
-    return "\n\nQ: ".join(direct)
+        return text.strip()
+    fields = []
+    for field in text.split("\n\n"):
+        if field.startswith("Q:"):
+            if "So the answer is" not in field or "\nA:" not in field:
+                raise ConfigError(f"bbh: {task}.txt has an exemplar without 'So the answer is' or '\\nA:'")
+            field = field.split("\nA:")[0].strip() + "\nA: " + field.split("So the answer is")[-1].strip()
+        fields.append(field)
+    return "\n\n".join(fields).strip()
 
 
 @dataclass
@@ -48,6 +65,7 @@ class BBHSettings:
     limit: int | None = 40  # examples per task
     max_tokens: int = 512
     tasks: list[str] | None = None  # None = all 27
+    match: str = "exact"  # exact (open-instruct) | lenient (drover)
 
 
 class BBH(Task):
@@ -61,6 +79,10 @@ class BBH(Task):
         return BBHSettings(cot=self.cot)
 
     def run(self, ctx: EvalContext, settings: BBHSettings) -> TaskResult:
+        if settings.match not in MATCHERS:
+            raise ConfigError(f"{self.name}: unknown match={settings.match!r}{did_you_mean(settings.match, MATCHERS)}; "
+                              f"choose one of: {', '.join(MATCHERS)}")
+        extract, correct_for = MATCHERS[settings.match]
         names = settings.tasks or task_names()
         items = []
         for task in names:
@@ -72,18 +94,13 @@ class BBH(Task):
                 user = prompt_base + "\n\nQ: " + example["input"]
                 prompt = ctx.fmt.render(user, chat_cue="A:", raw_cue="\nA:")
                 items.append((f"{task}/{i}", task, example["target"], prompt))
-        stop = None if ctx.fmt.is_chat else ["\n\n"]
-        requests = [ctx.fmt.request(p, key=eid, temperature=0.0, max_tokens=settings.max_tokens, stop=stop)
+        requests = [ctx.fmt.request(p, key=eid, temperature=0.0, max_tokens=settings.max_tokens, stop=["\n\n"])
                     for eid, _, _, p in items]
         outputs = ctx.generate(requests, desc=self.name)
         examples, per_task = [], {}
         for (eid, task, target, prompt), out in zip(items, outputs):
-            prediction = answer_after_phrase(out.text) if settings.cot else out.text.strip().split("\n")[0].strip()
-            if not settings.cot and prediction.lower().startswith("the answer is"):
-                prediction = answer_after_phrase(out.text)
-            if not settings.cot and prediction.endswith("."):
-                prediction = prediction[:-1]
-            correct = bbh_match(prediction, target)
+            prediction = extract(out.text)
+            correct = correct_for(prediction, target)
             per_task.setdefault(task, []).append(correct)
             examples.append({"id": eid, "task": task, "prompt": prompt, "output": out.text,
                              "prediction": prediction, "reference": target, "correct": correct})

@@ -1,13 +1,21 @@
 """Codex-Eval: HumanEval (Chen et al. 2021) pass@1 and pass@10, as the Tülu evaluation.
 
+Protocol: allenai/open-instruct `eval/codex_humaneval/run_eval.py`, main(), at the
+Tülu-1-era commit cd06c6fb0 (July 2023); execution and pass@k as openai/human-eval
+(`execution.py` check_correctness, `evaluation.py` estimate_pass_at_k).
 n = 20 samples per problem (top-p 0.95; temperature 0.1 for the pass@1 run, 0.8 for the
 pass@10 run), at most 512 new tokens, stopped at the Codex paper's sequences ("\\nclass",
-"\\ndef", "\\n#", "\\nif", "\\nprint"; and "```" under a chat format). Raw format: the
-prompt is the problem's code. Chat formats: "Complete the following python function.\\n\\n\\n"
-+ code as the user turn, and the assistant turn starts with "Here is the completed
-function:\\n\\n\\n```python\\n" + code, so the model continues the function body.
-Each sample runs with the problem's tests in the sandbox (`drover.evaluate.sandbox`);
-scores are the unbiased pass@k estimator (`drover.metrics.passk`), in percent.
+"\\ndef", "\\n#", "\\nif", "\\nprint"). Raw format: the prompt is the problem's code. Chat
+formats: "Complete the following python function.\\n\\n\\n" + code as the user turn, and the
+assistant turn starts with "Here is the completed function:\\n\\n\\n" + code, so the model
+continues the function body. `--limit N`: `random.seed(42)` then `random.sample(problems,
+N)` as the reference's --max_num_examples (`--seed` is the seed). Each sample runs with
+the problem's tests in the sandbox (`drover.evaluate.sandbox`); scores are the unbiased
+pass@k estimator (`drover.metrics.passk`), in percent.
+Deliberate differences: each completion runs in drover's isolated sandbox (human-eval's
+own is "not a security sandbox"); chat API models, which cannot continue an assistant
+turn, answer the whole function and its code block is run. Optional: `code_fence=true`
+opens a ```python block in the chat cue and also stops at "```".
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from drover.evaluate.sandbox import Limits, humaneval_job, isolation_report, run_many
-from drover.evaluate.task import EvalContext, Task, TaskResult, resource_path
+from drover.evaluate.task import EvalContext, Task, TaskResult, resource_path, subsample
 from drover.metrics.passk import mean_pass_at_k
 
 STOPS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
@@ -48,6 +56,7 @@ def job_for(problem: dict, completion: str, whole_function: bool) -> tuple[str, 
 class CodexSettings:
     temperature: float = 0.1
     top_p: float = 0.95
+    code_fence: bool = False  # drover option: the chat cue opens a ```python block, "```" stops
     n: int = 20
     ks: list[int] = field(default_factory=lambda: [1, 10])
     max_tokens: int = 512
@@ -69,12 +78,10 @@ class Codex(Task):
         return CodexSettings(temperature=self.temperature)
 
     def run(self, ctx: EvalContext, settings: CodexSettings) -> TaskResult:
-        problems = load_problems()
-        if settings.limit is not None:
-            problems = problems[: settings.limit]
+        problems = subsample(load_problems(), settings.limit, ctx.options.seed)
         instruction = "Complete the following python function.\n\n\n"
-        cue = "Here is the completed function:\n\n\n```python\n"
-        stops = STOPS + (["```"] if ctx.fmt.is_chat else [])
+        cue = "Here is the completed function:\n\n\n" + ("```python\n" if settings.code_fence else "")
+        stops = STOPS + (["```"] if ctx.fmt.is_chat and settings.code_fence else [])
         prompts = [ctx.fmt.render(instruction + p["prompt"], chat_cue=cue + p["prompt"]) if ctx.fmt.is_chat
                    else ctx.fmt.render(p["prompt"]) for p in problems]
         whole = not all(isinstance(p, str) for p in prompts)

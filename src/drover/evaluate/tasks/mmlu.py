@@ -1,12 +1,23 @@
 """MMLU (Hendrycks et al. 2021), 0-shot and 5-shot, as the official script and Tülu.
 
-Prompt: "The following are multiple choice questions (with answers) about <subject>.\\n\\n",
-k dev exemplars, the question with "A. ..".."D. .." and "Answer:". With a chat format the
-whole text is one user turn and the assistant turn starts "The answer is:". Shots are
-dropped one at a time until the prompt fits `max_prompt_tokens` (as the official script
-does at 2048). The prediction is the highest-scoring of " A"/" B"/" C"/" D" as the next
-token. Accuracy per subject, per category (hendrycks/test `categories.py`) and overall,
-all averaged over examples.
+Protocol: allenai/open-instruct `eval/mmlu/run_eval.py` (gen_prompt, format_subject,
+format_example, eval_hf_model, main) at the Tülu-1-era commit cd06c6fb0 (July 2023), itself
+hendrycks/test `evaluate.py`.
+- Prompt: "The following are multiple choice questions (with answers) about" + format_subject
+  (every word preceded by a space, hence the double space: "about  abstract algebra.") +
+  ".\\n\\n", k dev exemplars, the question with "\\nA. ..".."\\nD. .." and "\\nAnswer:".
+  With a chat format the whole text is one user turn and the assistant turn starts "The
+  answer is:". Shots are dropped one at a time until the raw (unformatted) prompt fits
+  `max_prompt_tokens` (2048 in the reference).
+- Prediction: the highest-scoring of " A"/" B"/" C"/" D" as the next token. Accuracy per
+  subject, per category (hendrycks/test `categories.py`) and overall, averaged over examples.
+- `--limit N` is the reference's `--n_instances`: `test_df.sample(N, random_state=42)`
+  (pandas: numpy `RandomState(seed).permutation(len)[:N]`), `--seed` the random state.
+Deliberate differences: the letters are scored as " A" (a leading space) for every tokenizer;
+the reference takes the first token of tokenizer.encode("A"), which is "▁A" for LLaMA's
+SentencePiece (the same) but a bare "A" for byte-level BPEs. The CSV text is used as written,
+where the reference's pandas `read_csv` turns numeric-looking options into numbers ("1.50" is
+shown as "1.5").
 """
 
 from __future__ import annotations
@@ -87,15 +98,30 @@ def format_example(row: Row, include_answer: bool) -> str:
     return text
 
 
+def format_subject(subject: str) -> str:
+    """The reference's subject text: each word preceded by a space (" abstract algebra")."""
+    return "".join(" " + word for word in subject.split("_"))
+
+
+def sample_rows(rows: list[Row], limit: int | None, seed: int) -> list[tuple[int, Row]]:
+    """pandas `DataFrame.sample(limit, random_state=seed)` as indexed rows, in its order."""
+    if limit is None or limit >= len(rows):
+        return list(enumerate(rows))
+    import numpy as np
+
+    order = np.random.RandomState(seed).permutation(len(rows))[:limit]
+    return [(int(i), rows[int(i)]) for i in order]
+
+
 def format_prompt(subject: str, shots: list[Row], row: Row) -> str:
-    header = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+    header = f"The following are multiple choice questions (with answers) about {format_subject(subject)}.\n\n"
     return header + "".join(format_example(s, True) for s in shots) + format_example(row, False)
 
 
 @dataclass
 class MMLUSettings:
     shots: int = 0
-    limit: int | None = None  # examples per subject
+    limit: int | None = None  # examples per subject, sampled with --seed (the reference's --n_instances)
     max_prompt_tokens: int = 2048
     subjects: list[str] | None = None  # None = all 57
 
@@ -120,16 +146,12 @@ class MMLU(Task):
 
                 raise ConfigError(f"mmlu: unknown subject {subject!r}{did_you_mean(subject, SUBCATEGORY)}")
             dev = read_rows(root / "dev" / f"{subject}_dev.csv")[: settings.shots]
-            test = read_rows(root / "test" / f"{subject}_test.csv")
-            if settings.limit is not None:
-                test = test[: settings.limit]
-            for i, row in enumerate(test):
+            test = sample_rows(read_rows(root / "test" / f"{subject}_test.csv"), settings.limit, ctx.options.seed)
+            for i, row in test:
                 k = len(dev)
-                while True:
-                    prompt = ctx.fmt.render(format_prompt(subject, dev[:k], row), chat_cue="The answer is:")
-                    if k == 0 or ctx.fmt.count_tokens(prompt) <= settings.max_prompt_tokens:
-                        break
+                while k > 0 and ctx.fmt.count_tokens(format_prompt(subject, dev[:k], row)) > settings.max_prompt_tokens:
                     k -= 1
+                prompt = ctx.fmt.render(format_prompt(subject, dev[:k], row), chat_cue="The answer is:")
                 dropped += len(dev) - k
                 items.append((f"{subject}/{i}", subject, row, prompt, k))
                 requests += [ctx.fmt.score_request(prompt, " " + letter, key=f"{subject}/{i}") for letter in CHOICES]

@@ -1,5 +1,10 @@
 """Super-NaturalInstructions (Wang et al. 2022) test tasks, 0-shot and 2-shot, ROUGE-L.
 
+Protocol: yizhongw/Tk-Instruct `src/ni_collator.py` (the encoding) and
+`src/compute_metrics.py` (rouge-score RougeScorer(["rougeL"], use_stemmer=True) for English,
+max over references, exact match after SQuAD normalisation), as allenai/open-instruct
+`eval/superni/` (Tülu-1-era commit cd06c6fb0) runs them; `use_stemmer=false` is an option.
+
 As Tk-Instruct and the Tuna paper: the 119 tasks of the default test split (shipped list),
 the first 100 instances of each, read from a user-given checkout (`--data-dir` holding
 `tasks/<name>.json` in the official format). Prompt (Tk-Instruct encoding):
@@ -51,8 +56,8 @@ def load_task(path: Path) -> dict:
     return task
 
 
-def superni_rouge(prediction: str, references: list[str]) -> float:
-    return metric_max_over_ground_truths(lambda p, r: rouge_l(p, r, use_stemmer=True), prediction, references)
+def superni_rouge(prediction: str, references: list[str], use_stemmer: bool = True) -> float:
+    return metric_max_over_ground_truths(lambda p, r: rouge_l(p, r, use_stemmer=use_stemmer), prediction, references)
 
 
 @dataclass
@@ -60,6 +65,7 @@ class SuperNISettings:
     shots: int = 0
     limit: int | None = 100  # instances per task
     max_tokens: int = 128
+    use_stemmer: bool = True  # the official compute_metrics stems (rouge-score's Porter stemmer, nltk)
 
 
 class SuperNI(Task):
@@ -95,7 +101,7 @@ class SuperNI(Task):
         for (iid, name, prompt, refs), out in zip(items, outputs):
             prediction = out.text.strip().split("\n")[0].strip()
             examples.append({"id": iid, "task": name, "prompt": prompt, "prediction": prediction, "reference": refs,
-                             "rougeL": 100 * superni_rouge(prediction, refs),
+                             "rougeL": 100 * superni_rouge(prediction, refs, settings.use_stemmer),
                              "exact_match": 100 * metric_max_over_ground_truths(exact_match_score, prediction, refs)})
         metrics = {"rougeL": mean(e["rougeL"] for e in examples),
                    "exact_match": mean(e["exact_match"] for e in examples)}

@@ -1,5 +1,13 @@
 """ToxiGen (Hartvigsen et al. 2022): how often the model continues hateful prompts toxically.
 
+Protocol: allenai/open-instruct `eval/toxigen/run_eval.py`, main(), as of commit d1e2ed8d0
+(August 2023, the first with per-group prompt files): per group `random.shuffle` then the
+first `--max_prompts_per_group` 500, "\\\\n" in a line read as a newline, the classifier
+"tomh/toxigen_roberta" (given here by path: nothing is downloaded). Deliberate differences:
+the reference shuffles every group from one `random.seed(42)` stream in `glob` order (not
+reproducible across machines), drover takes a seeded sample per group; the reference also
+stops raw text at "\\n-" bullets, which the first-newline stop already covers.
+
 As the Tülu evaluation: the 14 `hate_<group>` prompt files of its download script (all
 shipped groups but bisexual and immigrant), up to 500 prompts per group (seeded), the
 literal "\\n" in each line turned into newlines. Chat formats ask "Complete the following: "

@@ -1,14 +1,20 @@
 """TruthfulQA (Lin et al. 2021): multiple choice (MC1/MC2) and generation judged for truth
 and informativeness.
 
+Protocol: sylinrl/TruthfulQA `truthfulqa/models.py` (run_probs, MC_calcs) and
+`utilities.py` (split_multi_answer, format_best, the "qa" preset), as allenai/open-instruct
+`eval/truthfulqa/run_eval.py` (run_hf_model_mc, first version, August 2023) runs them.
+
 Data: the v1 CSV (817 questions, `data/v1/TruthfulQA.csv`, UTF-8 with BOM), the set
 papers before 2025 report on. Prompts follow the official "qa" preset: the six-question
 QA primer, then "Q: <question>" and the cue "A:".
 
 - MC (official `MC_calcs`): each reference answer is scored as the continuation
-  " <answer>" (summed log-likelihood). True answers are "Correct Answers" plus "I have no
-  comment." (as the official code adds); false ones "Incorrect Answers". MC1: the best
-  answer beats every false one; MC2: probability mass of the true answers.
+  " <answer>" (summed log-likelihood). True answers are exactly "Correct Answers" and false
+  ones "Incorrect Answers" (`split_multi_answer`, a period closing each); the official code
+  adds "I have no comment." to the true answers only for its BLEU/ROUGE/BLEURT metrics, and
+  open-instruct's MC evaluation does not either. MC1: the best answer beats every false one;
+  MC2: probability mass of the true answers.
 - Generation: greedy, 50 new tokens, cut at the first blank line. Each answer is judged
   for truth and informativeness by `--truthfulqa-judge SPEC` (one model for both, or
   `truth=SPEC,info=SPEC`). A judge reached as text (a local or served model, e.g. a
@@ -59,9 +65,7 @@ def load_questions() -> list[Question]:
     for i, row in enumerate(rows):
         best = row["Best Answer"].strip()
         best = best if best.endswith(".") else best + "."
-        correct = _split(row["Correct Answers"])
-        if "I have no comment." not in correct:
-            correct.append("I have no comment.")
+        correct = _split(row["Correct Answers"])  # no "I have no comment.": the reference adds it for BLEU/ROUGE only
         out.append(Question(str(i), row["Category"], row["Question"].strip(), best, correct,
                             _split(row["Incorrect Answers"])))
     return out

@@ -1,6 +1,15 @@
 """TyDi QA gold passage (Clark et al. 2020), 1-shot with per-language instructions, and
 its closed-book variant, as the Tülu evaluation.
 
+Protocol: allenai/open-instruct `eval/tydiqa/run_eval.py`, main(), at the Tülu-1-era commit
+cd06c6fb0 (July 2023), run as the Tülu paper's scripts do: `--n_shot 1
+--max_num_examples_per_lang 100 --max_context_length 512` (so 100 seeded examples per
+language by default; `--limit` changes it). Metric: the SQuAD v1.1 script (`evaluate`'s
+"squad"), per language, averaged over languages. Deliberate differences: each language's
+sample and exemplar come from generators seeded with `--seed` (the reference draws all
+languages from one `random.seed(42)` stream), and without the train file the exemplar is
+another dev question of the same language.
+
 Data from a user-given directory (`--data-dir`) with the official GoldP dev file
 `tydiqa-goldp-v1.1-dev.json` (SQuAD format; the language is the id's prefix). The one
 exemplar per language comes from `tydiqa-goldp-v1.1-train.json` when present (seeded
@@ -51,7 +60,7 @@ def read_squad(path: Path) -> list[dict]:
 class TydiQASettings:
     gold_passage: bool = True
     shots: int = 1
-    limit: int | None = None  # examples per language
+    limit: int | None = 100  # examples per language (Tülu: --max_num_examples_per_lang 100)
     max_context_tokens: int = 512
     max_tokens: int = 50
 

@@ -1,9 +1,15 @@
 """Unnatural Instructions (Honovich et al. 2022): ROUGE-L bucketed by reference length, as
 Figure 6 of "Instruction Tuning with GPT-4" (Peng et al. 2023).
 
+Protocol: the paper's §4.3 (no code released): 9K instances sampled at random from
+`core_data.jsonl`, ROUGE-L F per ground-truth length bucket; the ROUGE-L is google-research
+`rouge-score` (rouge_scorer.py, `use_stemmer=True`), which drover's `metrics.rouge` equals
+(tests/test_rouge.py). Deliberate difference: the paper does not give its sampling seed.
+
 Data from a user-given file (`--data-dir` holding `core_data.jsonl`, the official format:
 one instruction per line with `instances: [{instruction_with_input, constraints, output}]`),
-one example per instance, in file order; `--limit` caps the total (the paper used 9,000).
+one example per instance; a seeded random sample of 9,000 of them
+(`random.Random(--seed).sample`), as the paper sampled 9,000 at random; `--limit N` changes N.
 The user turn is `instruction_with_input` followed by the constraints. Greedy, 256 new
 tokens. ROUGE-L F against the reference (Porter stemming, as the Super-NI metric the
 Unnatural Instructions paper used), in percent, overall and per ground-truth length in
@@ -15,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drover.errors import ConfigError, InputError
-from drover.evaluate.task import EvalContext, Task, TaskResult, require_data_dir
+from drover.evaluate.task import EvalContext, Task, TaskResult, require_data_dir, subsample
 from drover.metrics.classification import grouped_mean, mean
 from drover.metrics.rouge import rouge_l
 from drover.records import iter_json_lines
@@ -30,7 +36,7 @@ def length_bucket(reference: str) -> str:
 
 @dataclass
 class UnnaturalSettings:
-    limit: int | None = None
+    limit: int | None = 9000  # the paper's random sample (its plots/data/*_h9000_*.json)
     max_tokens: int = 256
     file: str = "core_data.jsonl"
     use_stemmer: bool = True
@@ -60,10 +66,7 @@ class Unnatural(Task):
                 if inst.get("constraints"):
                     user += "\n" + inst["constraints"].strip()
                 items.append((f"{line}/{j}", user, inst["output"]))
-                if settings.limit is not None and len(items) >= settings.limit:
-                    break
-            if settings.limit is not None and len(items) >= settings.limit:
-                break
+        items = subsample(items, settings.limit, ctx.options.seed)
         prompts = [ctx.fmt.render(user) for _, user, _ in items]
         requests = [ctx.fmt.request(p, key=i, temperature=0.0, max_tokens=settings.max_tokens)
                     for (i, _, _), p in zip(items, prompts)]

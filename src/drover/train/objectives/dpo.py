@@ -1,5 +1,8 @@
 """Direct Preference Optimization, and its length-normalised variant.
 
+Protocol: the paper's eq. 7; equal to huggingface/trl `DPOTrainer._compute_loss` (trl 1.16,
+loss_type "sigmoid"; "sigmoid_norm" for dpo-ln) on the same log-probs (tests/test_objectives_losses.py).
+
 DPO (Rafailov et al. 2023, eq. 7), per derived pair (w better than l):
 
     ρ(y)  = log π(y|x) - log π_ref(y|x)                 (sequence log-prob sums)

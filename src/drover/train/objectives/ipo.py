@@ -1,6 +1,9 @@
 """Identity Preference Optimisation (Azar et al. 2023, A General Theoretical Paradigm
 to Understand Learning from Human Preferences, eq. 17).
 
+Protocol: the paper's eq. 17; equal to huggingface/trl `DPOTrainer._compute_loss` (trl 1.16,
+loss_type "ipo", length-normalised as TRL) on the same log-probs (tests/test_objectives_losses.py).
+
 Per derived pair (w better than l), with h = ρ(y_w) - ρ(y_l) and ρ the policy/reference
 log-ratio,
 

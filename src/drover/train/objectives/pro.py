@@ -1,6 +1,10 @@
 """PRO: Preference Ranking Optimization (Song et al. 2023, Preference Ranking
 Optimization for Human Alignment, eq. 6-9).
 
+Protocol: the paper's eq. 6-9 (AlibabaResearch/DAMO-ConvAI
+`PRO/train/utils/process_manager.py`, its training loss). Deliberate difference: T is a
+constant; the paper's reward-difference-dependent temperature is not implemented.
+
 Per record with responses y_1 ≻ y_2 ≻ ... ≻ y_n (best first) and length-normalised
 scores π_k = log π(y_k|x) / (|y_k| · T),
 

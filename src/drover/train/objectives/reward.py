@@ -1,5 +1,9 @@
 """Pairwise (Bradley-Terry) reward-model loss on a scalar head.
 
+Protocol: InstructGPT eq. 1, in the form of huggingface/trl `RewardTrainer.compute_loss`
+(trl 1.16: the optional `margin` column, `center_rewards_coefficient`); checked on
+hand-derived values (tests/test_objectives_losses.py).
+
 Ouyang et al. 2022 (InstructGPT, eq. 1) and OpenAI 2023 (GPT-4 technical report,
 §3.2): for every derived pair (h better than l) of a record,
 

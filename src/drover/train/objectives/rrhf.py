@@ -1,6 +1,9 @@
 """RRHF: Rank Responses to align language models with Human Feedback (Yuan et al.
 2023, eq. 2-4).
 
+Protocol: GanjinZero/RRHF `train.py` (RRHFTrainer.rrhf_loss, sft_loss, compute_loss):
+length-normalised log-probs, hinge over score-ordered pairs, per-token NLL of the best response.
+
 Per record with K scored responses, p_i = log π(y_i|x) / |y_i| (length-normalised),
 
     loss = Σ_{s_i < s_j} max(0, p_i - p_j)  +  λ · NLL(y_best|x)

@@ -1,5 +1,11 @@
 """Supervised fine-tuning: masked negative log-likelihood of the target (assistant) tokens.
 
+Protocol: allenai/open-instruct `open_instruct/finetune.py`: labels only on assistant
+content and its EOS (`encode_with_messages_format`, Tülu-1-era commit cd06c6fb0); the
+normalisation is its later `--reduce_loss sum` (January 2024) over the whole accumulated
+batch. Deliberate difference: the Tülu-1 script used the model's per-micro-batch mean
+(`outputs.loss`), which weighs tokens of short and long micro-batches differently.
+
 loss = - sum_{target tokens} log p(token) / number of target tokens in the whole
 (accumulated, global) batch — each token weighs the same however the batch is split,
 as in open-instruct's `sum` loss reduction.

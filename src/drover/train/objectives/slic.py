@@ -4,17 +4,19 @@ SLiC-HF: Sequence Likelihood Calibration with Human Feedback, eq. 1).
 Per derived pair (w better than l), with log π the policy's sequence log-prob sums
 (no reference model):
 
-    loss = max(0, δ - log π(y_w|x) + log π(y_l|x))  +  λ · NLL(y_ref|x)
+    loss = max(0, δ - log π(y_w|x) + log π(y_l|x))  -  λ · log π(y_ref|x)
 
-The hinge asks the better response to be more likely by a margin δ; the
-regulariser keeps the model close to a target. SLiC-HF's y_ref is the SFT target; on
-preference data drover uses the record's best response (SLiC does not ask the engine
-for the `reference` text, so pair data without one stays usable; a batch that does
-carry a rank -1 sequence uses it instead).
-NLL here is the per-token mean, not the paper's sequence sum, so λ means the same
-thing whatever the response lengths (and the same as in RRHF/PRO/Tuna). λ = 0 gives
-the plain hinge loss, which equals TRL's `hinge` DPO loss with β = 1/δ, scaled by δ,
-when the reference log-probs are zero. Units are pairs.
+Protocol: the paper's eq. 1 (no code released). The hinge asks the better response to be
+more likely by a margin δ; the regulariser is the sequence log-likelihood (a sum over its
+tokens) of y_ref, the SFT target, which drover reads from the Ranked record's `reference`
+(the engine adds it as the rank -1 sequence). A record without one (RSO or HH-RLHF pairs)
+is regularised toward its best response instead; with λ = 0 no target is needed at all.
+The regulariser counts once per pair, so units stay pairs. λ = 0 gives the
+plain hinge loss, which equals TRL's `hinge` DPO loss with β = 1/δ, scaled by δ, when the
+reference log-probs are zero.
+Deliberate, optional difference: `nll_per_token=true` divides the regulariser by the
+reference's token count (as RRHF/PRO/Tuna's NLL terms), so λ means the same whatever the
+lengths.
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class SLiCParams:
-    delta: float = 1.0       # δ: required log-likelihood gap
-    nll_weight: float = 0.1  # λ: weight of the per-token NLL on the reference/best response
+    delta: float = 1.0           # δ: required log-likelihood gap
+    nll_weight: float = 0.1      # λ: weight of -log π(y_ref|x)
+    nll_per_token: bool = False  # drover option: per-token mean instead of the paper's sequence sum
 
 
 def slic_hinge(logp_w: "torch.Tensor", logp_l: "torch.Tensor", delta: float) -> "torch.Tensor":
@@ -53,11 +56,11 @@ def slic_objective(batch: SequenceBatch, params: Any = None) -> ObjectiveOutput:
     nll_sum = batch.seq_logps.new_zeros(())
     if p.nll_weight:
         index, _ = ordered_lists(batch)                          # (G, K)
-        targets = nll_target(batch, index)                       # (G,)
+        targets = nll_target(batch, index)                       # (G,) each record's reference (rank -1), else best
         row_group = batch.group[index[:, 0]]                     # (G,)
         pairs_per_record = (batch.group[hi][None, :] == row_group[:, None]).sum(dim=1)
-        # the regulariser counts once per pair, so units stay pairs
-        nll_sum = -(mean_token_logps(batch)[targets] * pairs_per_record).sum()
+        logps = mean_token_logps(batch) if p.nll_per_token else batch.seq_logps   # (N,)
+        nll_sum = -(logps[targets] * pairs_per_record).sum()
         loss = loss + p.nll_weight * nll_sum
     gap = (batch.seq_logps[hi] - batch.seq_logps[lo]).detach()
     metrics = {"hinge": float(hinge.detach().sum()), "nll": float(nll_sum.detach()),
@@ -66,7 +69,7 @@ def slic_objective(batch: SequenceBatch, params: Any = None) -> ObjectiveOutput:
 
 
 SPEC = ObjectiveSpec(
-    name="slic", fn=slic_objective, data="ranked", min_responses=2, needs_scores=True,
+    name="slic", fn=slic_objective, data="ranked", wants_reference_text=True, min_responses=2, needs_scores=True,
     paper="Zhao et al. 2023, SLiC-HF: Sequence Likelihood Calibration with Human Feedback",
     params=SLiCParams,
 )

@@ -1,6 +1,9 @@
 """Tuna: instruction tuning with feedback from large language models (Li et al. 2023,
 Tuna: Instruction Tuning using Feedback from Large Language Models, eq. 2-3).
 
+Protocol: the paper's eq. 2-3 and microsoft/LMOps `tuna/src/train_tuna.py` (its loss;
+`mle_on=all` reproduces the released code, `reference` the paper).
+
 Per record with N responses ordered best first (positions 0..N-1) and
 v = log p(r|i) / |r| (mean token log-prob),
 
