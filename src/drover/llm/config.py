@@ -83,6 +83,33 @@ class LLMConfig:
             raise ConfigError("llm: api_key_env: give the NAME of the environment variable that holds "
                               "the key (e.g. OPENAI_API_KEY), never the key itself")
 
+    def identity(self) -> dict[str, Any]:
+        """What decides this LLM's answers: the one place the cache key takes the model from.
+
+        An endpoint is its base URL plus the served model name (two servers serving
+        different weights under one name are different models). A local model is the
+        content fingerprint of its directory (weights, tokenizer, its own chat template)
+        plus what shapes its prompts and numerics: the named chat template (and that
+        template's text), `max_length` (left truncation) and `dtype`. Concurrency, rate
+        limits, timeouts, retries, prices and `batch_size` (outputs are the same at any
+        batch size) cannot change an answer and stay out. Decoding defaults are not here:
+        the cache key holds each request's resolved decoding.
+        """
+        if self.backend == "openai":
+            url = (self.base_url or "https://api.openai.com/v1").strip().rstrip("/")
+            return {"backend": "openai", "base_url": url, "model": self.model}
+        from drover.identity import digest, dir_fingerprint
+
+        path = Path(self.model)
+        template = None
+        if self.chat_template:
+            from drover.templates import CHAT_TEMPLATES, chat_template_text
+
+            text = chat_template_text(self.chat_template) if self.chat_template in CHAT_TEMPLATES else None
+            template = {"name": self.chat_template, "text": digest(text) if text else None}
+        return {"backend": "hf", "model": dir_fingerprint(path) if path.is_dir() else self.model,
+                "chat_template": template, "max_length": self.max_length, "dtype": self.dtype}
+
     def defaults(self) -> Decoding:
         return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
                         stop=tuple(self.stop) if self.stop else None, n=self.n, seed=self.seed,
