@@ -89,6 +89,15 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     return from_dict(cls, data, where=str(path) if path else "config")
 
 
+def stage_config(cls: type[C], path: str | Path | None, flags: dict[str, Any], overrides: list[str] | None = None,
+                 where: str = "command line") -> C:
+    """A stage's config from `--config FILE.yaml`, then its flags (those given: not None),
+    then `key=value` overrides: the one way every stage's command line becomes its config."""
+    data = read_yaml(path) if path else {}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    return from_dict(cls, merge_overrides(data, list(overrides or [])), where=str(path) if path else where)
+
+
 def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
     """Recursively build a dataclass from plain data, validating keys and types."""
     if not isinstance(data, dict):

@@ -5,8 +5,10 @@
     drover run tulu --only sft,eval             # some stages only
     drover run tulu --list                      # show the stages and which are done
 
-Finished stages (same resolved command line) are skipped, so re-running the same
-command after a crash or Ctrl-C continues where it stopped.
+A finished stage is skipped while its command line and the content of its inputs are
+unchanged, so re-running the same command after a crash or Ctrl-C continues where it
+stopped, and retraining a model re-runs exactly the stages that read it. A stage whose
+items failed is not done: the run exits 1 with the count, and a re-run retries them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="a recipe YAML path or the name of a shipped recipe")
     parser.add_argument("overrides", nargs="*", help="key=value overrides (e.g. run_dir=runs/x vars.model=PATH)")
     parser.add_argument("--only", default="", help="comma-separated stage names to run")
-    parser.add_argument("--force", action="store_true", help="re-run stages even if marked done")
+    parser.add_argument("--force", action="store_true",
+                        help="re-run every stage from scratch, even those marked done")
     parser.add_argument("--list", action="store_true", help="list the stages and their status, run nothing")
 
 
@@ -33,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         run_dir = RunDir(variables["run_dir"])
         for stage in recipe.stages:
-            done = (run_dir.root / "stages" / f"{stage.name}.json").exists()
-            print(f"{'done ' if done else 'todo '} {stage.name:<18} drover {stage.command} "
-                  f"{' '.join(stage.args)}")
+            marker = run_dir.stage_marker(stage.name) or {}
+            state = {"done": "done ", "failed": "FAIL "}.get(marker.get("status", "done") if marker else "", "todo ")
+            print(f"{state} {stage.name:<18} drover {stage.command} {' '.join(stage.args)}")
         return 0
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     names = [stage.name for stage in recipe.stages]
@@ -55,4 +58,10 @@ def run(args: argparse.Namespace) -> int:
     report = RunDir(variables["run_dir"]).root / "report.html"
     if report.exists():
         print(f"report: {report.resolve()}")
+    failed = [(name, status) for name, status, _ in rows if status.startswith("failed")]
+    if failed:
+        count = sum(int(status.split("(")[1].split()[0]) for _, status in failed)
+        print(f"{count} item(s) failed in {len(failed)} stage(s) ({', '.join(n for n, _ in failed)}); "
+              f"re-run the same command to retry them")
+        return 1
     return 0

@@ -91,11 +91,13 @@ def collect(root: str | Path) -> RunContents:
         if isinstance(data, dict):
             run.stages.append(data)
     run.curves = _curves(root)
-    for result in sorted((root / "eval").glob("*.json")):
+    for result in sorted([*(root / "eval").glob("*.json"), *(root / "eval").glob("*/*.json")]):
         data = _read_json(result)
         if not isinstance(data, dict) or "metrics" not in data:
             continue
         data["_file"] = str(result.relative_to(root))
+        if isinstance(data.get("model"), dict):  # per-model results (drover.results): shown by label
+            data["model_info"], data["model"] = data["model"], data["model"].get("label", "?")
         (run.judges if data.get("kind") == "judge" else run.benchmarks).append(data)
     for summary in sorted(root.glob("stats/**/*.json")):
         data = _read_json(summary)
