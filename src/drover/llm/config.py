@@ -25,6 +25,16 @@ from drover.errors import ConfigError
 from drover.llm.types import Decoding
 
 
+def _declared_endpoints() -> dict[str, str]:
+    import json
+
+    try:
+        data = json.loads(os.environ.get("DROVER_ENDPOINT_IDENTITIES") or "{}")
+    except ValueError:
+        return {}
+    return {str(k).rstrip("/"): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 @dataclass
 class LLMConfig:
     backend: Literal["openai", "hf"] = "openai"
@@ -94,9 +104,17 @@ class LLMConfig:
         limits, timeouts, retries, prices and `batch_size` (outputs are the same at any
         batch size) cannot change an answer and stay out. Decoding defaults are not here:
         the cache key holds each request's resolved decoding.
+
+        A recipe's service listens on a free port that changes every run; the recipe runner
+        declares its identity (its command line and the fingerprint of the model it
+        serves) in `$DROVER_ENDPOINT_IDENTITIES` ({base URL: identity}), and that replaces
+        the URL here, so a re-run finds its cached answers and another model never does.
         """
         if self.backend == "openai":
             url = (self.base_url or "https://api.openai.com/v1").strip().rstrip("/")
+            declared = _declared_endpoints().get(url)
+            if declared:
+                return {"backend": "openai", "endpoint": declared, "model": self.model}
             return {"backend": "openai", "base_url": url, "model": self.model}
         from drover.identity import digest, dir_fingerprint
 
