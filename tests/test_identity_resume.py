@@ -9,20 +9,10 @@ import json
 import shutil
 
 import pytest
-from test_train_engine import codealpaca_jsonl, train_config
+from test_train_engine import _one_thread, codealpaca_jsonl, train_config  # noqa: F401 (autouse fixture)
 
 from drover.cli import main
 from drover.errors import ConfigError
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _snapshot(root):
