@@ -121,6 +121,7 @@ def test_dir_fingerprint_is_remembered_but_never_stale(model_copy, monkeypatch):
     from drover import identity
     from drover.provenance import provenance, stamp_model
 
+    (model_copy / FINGERPRINT_FILE).unlink(missing_ok=True)
     first = dir_fingerprint(model_copy)
     stamped = stamp_model(model_copy, provenance(inputs={"x": "y"}))
     assert stamped == first  # provenance.json and drover-fingerprint.json are not part of it
@@ -141,6 +142,8 @@ def test_foreign_directory_fingerprints_are_cached_outside_it(model_copy, monkey
 
     cache = tmp_path / "user-cache"
     monkeypatch.setenv("DROVER_CACHE_DIR", str(cache))
+    for name in (FINGERPRINT_FILE, "provenance.json"):  # a directory drover did not write
+        (model_copy / name).unlink(missing_ok=True)
     value = dir_fingerprint(model_copy)
     assert not (model_copy / FINGERPRINT_FILE).exists() and list(cache.rglob("*.json"))
     identity._FILE_MEMO.clear()
