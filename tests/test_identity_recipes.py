@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from drover.cli import main
@@ -74,3 +75,39 @@ def test_failed_items_leave_the_stage_failed_and_a_rerun_retries_exactly_them(tm
         assert len(server.requests) == asked + 1  # only the failed item was asked again
         assert len(_answers(tmp_path)) == 3
         assert json.loads((tmp_path / "run" / "stages" / "answers.json").read_text())["status"] == "done"
+
+
+@pytest.mark.slow
+def test_retraining_in_a_recipe_reruns_the_benchmarks_and_the_report_shows_the_new_numbers(tmp_path, tiny_model_dir):
+    """The issue's first example: `vars.epochs=5` after a finished run re-trains into the same
+    policy_dir; the benchmark stage must re-run (not "already done") on the new weights."""
+    from test_train_engine import codealpaca_jsonl
+
+    codealpaca_jsonl(tmp_path / "d.jsonl", 8)
+    stages = [
+        {"name": "sft", "command": "sft",
+         "args": ["--model", str(tiny_model_dir), "--data", str(tmp_path / "d.jsonl"), "--run-dir", "${run_dir}/sft",
+                  "--no-progress", "epochs=${epochs}", "lr=1e-2", "max_length=96", "micro_batch_size=4",
+                  "mixed_precision=no"]},
+        {"name": "benchmarks", "command": "eval",
+         "args": ["--model", "${run_dir}/sft/model", "--tasks", "truthfulqa_mc", "--limit", "2", "--run-dir",
+                  "${run_dir}", "--chat-format", "none"]},
+        {"name": "report", "command": "report", "always": True, "args": ["${run_dir}"]},
+    ]
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "t", "run_dir": str(tmp_path / "run"), "vars": {"epochs": 1},
+                                      "stages": stages}))
+    result = tmp_path / "run" / "eval" / "sft-model" / "truthfulqa_mc.json"
+    assert main(["run", str(recipe)]) == 0
+    first = json.loads(result.read_text())
+    assert main(["run", str(recipe), "vars.epochs=3"]) == 0
+    second = json.loads(result.read_text())
+    assert second["model"]["fingerprint"] != first["model"]["fingerprint"]
+    assert second["key"] != first["key"]
+    assert (second["metrics"], second["provenance"]["inputs"]) != (first["metrics"], first["provenance"]["inputs"])
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    shown = [b for b in report["benchmarks"] if b["task"] == "truthfulqa_mc"]
+    assert [b["metrics"] for b in shown] == [second["metrics"]]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "sft" / "log.jsonl").read_text().splitlines()
+             if json.loads(x)["event"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]  # retrained from scratch (--force), one line per step
