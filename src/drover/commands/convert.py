@@ -37,15 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from drover.config import stage_config
+    from drover.config import split_overrides, stage_config
     from drover.formats import CONVERTERS
     from drover.formats.base import ConvertConfig
     from drover.formats.driver import convert_file
 
-    names = ("fmt", "input", "output", "source", "max_tokens", "tokenizer", "oasst_mode", "shots", "max_instances",
-             "reformulations", "only")
-    config = stage_config(ConvertConfig, args.config, {k: getattr(args, k) for k in names}, args.overrides,
-                          where="drover convert")
+    paths, overrides = split_overrides([args.input, args.output, *args.overrides])
+    names = ("fmt", "source", "max_tokens", "tokenizer", "oasst_mode", "shots", "max_instances", "reformulations",
+             "only")
+    flags = {k: getattr(args, k) for k in names} | dict(zip(("input", "output"), paths))
+    config = stage_config(ConvertConfig, args.config, flags, overrides, where="drover convert")
     if config.fmt not in CONVERTERS:
         CONVERTERS.get(config.fmt)  # raises ConfigError with "did you mean"
     stats = convert_file(config.fmt, config.input, config.output, config.options())

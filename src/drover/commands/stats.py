@@ -53,12 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from drover.atomic import write_json
-    from drover.config import stage_config
+    from drover.config import split_overrides, stage_config
     from drover.errors import ConfigError
     from drover.stats import compute, load_spacy, plot
 
-    files = [a for a in args.inputs if "=" not in a or Path(a).exists()]
-    overrides = [a for a in args.inputs if a not in files]
+    files, overrides = split_overrides(args.inputs)
     flags = {"inputs": files or None, "out": args.out, "tokenizer": args.tokenizer, "spacy_model": args.spacy_model,
              "verb_noun_of": args.verb_noun_of, "top": args.top, "verb_noun": False if args.no_verb_noun else None}
     config = stage_config(StatsConfig, args.config, flags, overrides, where="drover stats")
