@@ -143,3 +143,25 @@ def test_base_and_tuned_results_coexist_and_retraining_reruns(tiny_model_dir, tm
     assert "eval truthfulqa_mc: running" in capsys.readouterr().out
     again = next(r for r in iter_results(run) if r["model"]["label"] == "train/sft/model")
     assert again["key"] != tuned_result["key"] and again["model"]["fingerprint"] != tuned_result["model"]["fingerprint"]
+
+
+def test_rerank_under_other_settings_refuses_and_force_starts_fresh(tiny_model_dir, tmp_path, capsys):
+    from drover.records import Message, Ranked, Response, read_ranked, write_jsonl
+
+    src = [Ranked(f"q{j}", [Message("user", f"question {j}?")],
+                  [Response(f"reply {j} number {i} " + "word " * i) for i in range(4)]) for j in range(3)]
+    write_jsonl(tmp_path / "in.jsonl", src)
+    base = ["rerank", "--input", str(tmp_path / "in.jsonl"), "--reward-model", str(tiny_model_dir),
+            "--run-dir", str(tmp_path / "run"), "--select", "rso", "--rso-k", "2"]
+    ranked = tmp_path / "run" / "data" / "ranked.jsonl"
+    assert main([*base, "--limit", "2"]) == 0
+    assert main([*base, "--limit", "3"]) == 0  # a larger limit continues
+    assert len(list(read_ranked(ranked))) == 3
+    before = ranked.read_bytes()
+    capsys.readouterr()
+    assert main([*base, "--rso-beta", "2.0"]) == 2
+    err = capsys.readouterr().err
+    assert "rso_beta" in err and "--force" in err
+    assert ranked.read_bytes() == before
+    assert main([*base, "--rso-beta", "2.0", "--force"]) == 0
+    assert len(list(read_ranked(ranked))) == 3

@@ -143,10 +143,8 @@ class RunDir:
         marker = self.stage_marker(stage)
         if marker is None or marker.get("status", "done") != "done":
             return False
-        if marker.get("key") not in (None, digest(to_dict(config))):
-            return False
-        if marker.get("key") is None and marker.get("config_hash") != config_hash(config):
-            return False
+        if marker.get("key") != digest(to_dict(config)):
+            return False  # another config, or a marker from before inputs were recorded: run again
         inputs = marker.get("inputs") or {}
         if fingerprints(list(inputs)) != inputs:
             return False

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 
+FRESH_FLAG = "--force"  # what a recipe passes when this stage's inputs or settings changed
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of RerankConfig keys")
@@ -48,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="RSO: (y1,y2),(y3,y4)... as 2-response records (paper's best), a single-elimination "
                              "tournament (k-1 pairs), or all k in one record")
     parser.add_argument("--rso-out", help="RSO output (default RUN/data/rso.jsonl)")
+    parser.add_argument("--force", action="store_true", help="start the outputs fresh instead of resuming them")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="RerankConfig overrides (win over flags)")
 
 
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     import itertools
     import time
 
+    from drover.generate.stage import claim_output
     from drover.infer.best_of_n import SampleOptions, best_of_n, rerank_file
     from drover.infer.reward_scorer import load_reward_scorer
     from drover.records import read_ranked, read_records
@@ -74,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     run_dir = RunDir(cfg.run_dir).ensure()
     ranked_path = cfg.out or run_dir.data / "ranked.jsonl"
     best_path = cfg.best or run_dir.data / "best.jsonl"
+    rso_path = cfg.rso_out or run_dir.data / "rso.jsonl"
     scorer = load_reward_scorer(cfg.reward_model, batch_size=cfg.batch_size)
+    claim_output(cfg, force=args.force, output=ranked_path, also=(best_path, rso_path))
     report_stage(inputs=[cfg.reward_model, cfg.input or cfg.prompts])
     start = time.monotonic()
     limit = cfg.limit or None
@@ -96,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
     if cfg.select == "rso":
         from drover.infer.rso import rso_file
 
-        rso_path = cfg.rso_out or run_dir.data / "rso.jsonl"
         rso = rso_file(read_ranked(ranked_path), rso_path, cfg.rso_k, cfg.rso_beta, cfg.seed, cfg.rso_pairs)
         run_dir.log("rerank-rso", k=cfg.rso_k, beta=cfg.rso_beta, pairing=cfg.rso_pairs, **vars(rso))
         print(f"  rso:     {rso_path} ({rso.written} records written, {rso.skipped_done} already there, "

@@ -47,9 +47,13 @@ def task_settings(task: Task, options: EvalOptions) -> dict[str, Any]:
 
 
 def task_inputs(task: Task, options: EvalOptions) -> dict[str, str]:
-    """Content fingerprints of what a task reads besides the model: its own code (the
-    protocol) and the user-given paths among the options it uses (data dir, classifier)."""
-    inputs = {"code": file_fingerprint(inspect.getfile(type(task)))}
+    """Content fingerprints of what a task reads besides the model: the protocol (the task's
+    module and the shared prompt formatting) and the user-given paths among the options it
+    uses (data dir, classifier)."""
+    from drover.evaluate import prompting
+
+    inputs = {"code": file_fingerprint(inspect.getfile(type(task))),
+              "prompting": file_fingerprint(inspect.getfile(prompting))}
     for name in getattr(task, "uses", ()):
         value = getattr(options, name)
         if isinstance(value, str) and value and Path(value).exists():

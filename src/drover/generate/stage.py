@@ -153,21 +153,23 @@ def _identify(value: Any) -> Any:
 
 
 def stage_key_settings(config: Any) -> dict[str, Any]:
-    """What decides a generation stage's records (see the module docstring)."""
-    grows = set(getattr(config, "GROWS", GROWS))
-    return {f.name: _identify(getattr(config, f.name)) for f in dataclasses.fields(config)
-            if f.name not in grows and f.name not in QUIET}
+    """What decides a stage's records (see the module docstring); a config class names its
+    extra output paths in `OUTPUTS` (they are written, not read: not part of the key)."""
+    skip = set(getattr(config, "GROWS", GROWS)) | set(getattr(config, "OUTPUTS", ())) | QUIET
+    return {f.name: _identify(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in skip}
 
 
-def claim_output(config: Any, force: bool = False) -> None:
-    """Refuse to resume an output written under other settings; `force` starts it fresh."""
+def claim_output(config: Any, force: bool = False, output: str | Path | None = None,
+                 also: tuple[str | Path, ...] = ()) -> None:
+    """Refuse to resume an output written under other settings; `force` starts it (and the
+    stage's other outputs, `also`) fresh. The key goes to `<output>.stage.json`."""
     from drover.identity import digest
 
-    output = Path(config.output)
+    output = Path(output or config.output)
     marker = sidecar(output, "stage.json")
     settings = stage_key_settings(config)
     if force:
-        for path in [output, *(sidecar(output, s) for s in SIDECARS)]:
+        for path in [output, *(sidecar(output, s) for s in SIDECARS), *map(Path, also)]:
             path.unlink(missing_ok=True)
     elif marker.exists() and output.exists():
         try:

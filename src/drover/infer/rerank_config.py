@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from drover.errors import ConfigError
 
 
 @dataclass
 class RerankConfig:
+    GROWS: ClassVar[tuple[str, ...]] = ("limit",)  # a larger limit continues the same outputs
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("out", "best", "rso_out")
+
     reward_model: str = ""                 # a reward model directory saved by `drover reward`
     prompts: str = ""                      # Conversation/Ranked JSONL whose prompts are sampled (with policy)
     input: str = ""                        # or: a Ranked JSONL file to re-rank (no sampling)
