@@ -70,6 +70,8 @@ def test_failed_items_leave_the_stage_failed_and_a_rerun_retries_exactly_them(tm
         marker = json.loads((tmp_path / "run" / "stages" / "answers.json").read_text())
         assert marker["status"] == "failed" and marker["failed"] == 1
         assert len(_answers(tmp_path)) == 2
+        assert main(["run", str(recipe), "--list"]) == 0
+        assert "FAIL  answers" in capsys.readouterr().out
         asked = len(server.requests)
         assert main(["run", str(recipe)]) == 0
         assert len(server.requests) == asked + 1  # only the failed item was asked again
