@@ -41,7 +41,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from drover.config import from_dict, merge_overrides, read_yaml
 from drover.errors import ConfigError, DroverError
@@ -253,14 +253,24 @@ def service_identity(name: str, service: Service, variables: dict[str, Any], run
     return digest({"command": service.command, "args": args, "inputs": fingerprints(path_args(args, run_root))})
 
 
+@dataclass
+class StageRun:
+    """What happened to one stage in a `drover run`."""
+
+    name: str
+    status: Literal["done", "skipped", "failed"]
+    seconds: float = 0.0
+    failed: int = 0  # items that failed (status "failed")
+
+
 def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = False,
-               echo=print) -> list[tuple[str, str, float]]:
-    """Run the stages in order; returns (stage, "done"|"skipped"|"failed (N items)", seconds) rows."""
+               echo=print) -> list[StageRun]:
+    """Run the stages in order; returns what happened to each."""
     variables = base_variables(recipe)
     run = RunDir(variables["run_dir"]).ensure()
     run.save_config(recipe)  # the recipe as run (overrides applied): RUN/config.yaml
     stages = [s for s in recipe.stages if not only or s.name in only]
-    rows: list[tuple[str, str, float]] = []
+    rows: list[StageRun] = []
     with ExitStack() as stack:
         started: dict[str, str] = {}
         identities: dict[str, str] = {}
@@ -272,13 +282,11 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
             key_args = [resolve(a, key_vars, f"stages.{stage.name}") for a in stage.args]
             used = {u: service_identity(u, recipe.services[u], variables, run.root) for u in stage.uses}
             key = {"command": stage.command, "args": key_args, **({"services": used} if used else {})}
-            if not force and not stage.always and run.stage_done(stage.name, key):
+            state = run.stage_state(stage.name, key)
+            if not force and not stage.always and state == "done":
                 echo(f"[{index}/{len(stages)}] {stage.name}: already done, skipped")
-                rows.append((stage.name, "skipped", 0.0))
+                rows.append(StageRun(stage.name, "skipped"))
                 continue
-            marker = run.stage_marker(stage.name)
-            changed = marker is not None and marker.get("key") != digest(key) or marker is not None and \
-                fingerprints(list(marker.get("inputs") or {})) != (marker.get("inputs") or {})
             concurrent = 1 + len(stage.uses)  # idle services cost no CPU
             for use in stage.uses:
                 if use not in started:
@@ -289,7 +297,7 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
                     identities[started[use]] = used[use]
                     local[f"services.{use}.url"] = started[use]
             args = [resolve(a, local, f"stages.{stage.name}") for a in stage.args]
-            flag = fresh_flag(stage.command) if (force or changed) and not stage.always else None
+            flag = fresh_flag(stage.command) if (force or state == "stale") and not stage.always else None
             if flag and flag not in args:
                 args.append(flag)  # what it did was computed from other inputs or settings
             candidates = path_args(key_args, run.root)
@@ -312,15 +320,11 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
             inputs = {p: fp for p, fp in after.items() if before.get(p) == fp}
             inputs.update(fingerprints([p for p in report["inputs"] if p not in after]))
             outputs = [p for p in after if before.get(p) != after[p]]
-            services = {u: recipe.services[u] for u in stage.uses}
-            for use, service in services.items():  # what a service serves is an input too
-                service_args = [resolve(a, {**variables, "port": "<port>"}, "") for a in service.args]
-                inputs.update(fingerprints(path_args(service_args, run.root)))
             failed = report["failed"]
             run.mark_done(stage.name, key, {"seconds": round(seconds, 2)}, inputs=inputs, outputs=outputs,
                           failed=failed)
             run.log("stage", name=stage.name, seconds=seconds, failed=failed)
-            rows.append((stage.name, f"failed ({failed} items)" if failed else "done", seconds))
+            rows.append(StageRun(stage.name, "failed" if failed else "done", seconds, failed))
             if failed:
                 echo(f"[{index}/{len(stages)}] {stage.name}: {failed} item(s) failed; re-run to retry them")
     return rows

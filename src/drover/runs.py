@@ -138,17 +138,25 @@ class RunDir:
             return None
         return data if isinstance(data, dict) else None
 
+    def stage_state(self, stage: str, config: Any) -> str:
+        """"todo" (never finished), "stale" (finished under another config, or an input's
+        content changed since), "failed" (finished with failed items), "missing" (finished,
+        but an output is gone) or "done"."""
+        marker = self.stage_marker(stage)
+        if marker is None:
+            return "todo"
+        inputs = marker.get("inputs") or {}
+        if marker.get("key") != digest(to_dict(config)) or fingerprints(list(inputs)) != inputs:
+            return "stale"  # (a marker from before inputs were recorded has no key: stale too)
+        if marker.get("status", "done") != "done":
+            return "failed"
+        if not all(Path(p).exists() for p in marker.get("outputs") or []):
+            return "missing"
+        return "done"
+
     def stage_done(self, stage: str, config: Any) -> bool:
         """Done with this config, on inputs whose content is unchanged, outputs still present."""
-        marker = self.stage_marker(stage)
-        if marker is None or marker.get("status", "done") != "done":
-            return False
-        if marker.get("key") != digest(to_dict(config)):
-            return False  # another config, or a marker from before inputs were recorded: run again
-        inputs = marker.get("inputs") or {}
-        if fingerprints(list(inputs)) != inputs:
-            return False
-        return all(Path(p).exists() for p in marker.get("outputs") or [])
+        return self.stage_state(stage, config) == "done"
 
     def mark_done(self, stage: str, config: Any, summary: dict[str, Any] | None = None,
                   inputs: dict[str, str] | None = None, outputs: list[str] | None = None, failed: int = 0) -> None:

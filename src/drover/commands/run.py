@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         run_dir = RunDir(variables["run_dir"])
         for stage in recipe.stages:
-            marker = run_dir.stage_marker(stage.name) or {}
-            state = {"done": "done ", "failed": "FAIL "}.get(marker.get("status", "done") if marker else "", "todo ")
+            marker = run_dir.stage_marker(stage.name)
+            state = "todo " if marker is None else "FAIL " if marker.get("status") == "failed" else "done "
             print(f"{state} {stage.name:<18} drover {stage.command} {' '.join(stage.args)}")
         return 0
     only = [s.strip() for s in args.only.split(",") if s.strip()]
@@ -53,15 +53,15 @@ def run(args: argparse.Namespace) -> int:
     rows = run_recipe(recipe, only=only, force=args.force)
     total = time.monotonic() - start
     print(f"\n{recipe.name}: finished in {total / 60:.1f} min")
-    for name, status, seconds in rows:
-        print(f"  {name:<18} {status:<8} {seconds:7.1f}s")
+    for row in rows:
+        status = f"failed ({row.failed} items)" if row.status == "failed" else row.status
+        print(f"  {row.name:<18} {status:<18} {row.seconds:7.1f}s")
     report = RunDir(variables["run_dir"]).root / "report.html"
     if report.exists():
         print(f"report: {report.resolve()}")
-    failed = [(name, status) for name, status, _ in rows if status.startswith("failed")]
+    failed = [row for row in rows if row.status == "failed"]
     if failed:
-        count = sum(int(status.split("(")[1].split()[0]) for _, status in failed)
-        print(f"{count} item(s) failed in {len(failed)} stage(s) ({', '.join(n for n, _ in failed)}); "
-              f"re-run the same command to retry them")
+        print(f"{sum(r.failed for r in failed)} item(s) failed in {len(failed)} stage(s) "
+              f"({', '.join(r.name for r in failed)}); re-run the same command to retry them")
         return 1
     return 0
