@@ -66,3 +66,13 @@ def test_an_unknown_key_names_the_file_and_the_key(tmp_path, capsys):
     assert main(["eval", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "limitt" in err and "did you mean 'limit'" in err
+
+
+def test_eval_task_options_from_the_file_and_the_command_line_merge(tmp_path):
+    from drover.commands.eval import config_from_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"model": "m", "options": {"codex_pass1.n": 4, "max_tokens": 64}}))
+    config = config_from_args(_args("eval", ["--config", str(path), "-o", "max_tokens=128"]))
+    assert config.options == {"codex_pass1.n": 4, "max_tokens": 128}
+    assert config.task_overrides() == {"codex_pass1": {"n": 4}, "*": {"max_tokens": 128}}

@@ -107,7 +107,11 @@ def stage_config(cls: type[C], path: str | Path | None, flags: dict[str, Any], o
     """A stage's config from `--config FILE.yaml`, then its flags (those given: not None),
     then `key=value` overrides: the one way every stage's command line becomes its config."""
     data = read_yaml(path) if path else {}
-    data.update({k: v for k, v in flags.items() if v is not None})
+    for key, value in flags.items():
+        if value is None:
+            continue
+        known = data.get(key)
+        data[key] = {**known, **value} if isinstance(known, dict) and isinstance(value, dict) else value
     return from_dict(cls, merge_overrides(data, list(overrides or [])), where=str(path) if path else where)
 
 

@@ -55,13 +55,9 @@ def config_from_args(args: argparse.Namespace):
     flags = {"model": args.model, "name": args.name, "tasks": args.tasks, "limit": args.limit,
              "chat_format": args.chat_format, "run_dir": args.run_dir, "data_dir": args.data_dir,
              "toxigen_classifier": args.toxigen_classifier, "truthfulqa_judge": args.truthfulqa_judge,
-             "seed": args.seed, "batch_size": args.batch_size, "force": args.force}
-    overrides = list(args.overrides)
-    for item in args.option:
-        path, value = parse_override(item)
-        flags.setdefault("options", {})
-        flags["options"] = {**(flags["options"] or {}), ".".join(path): value}
-    return stage_config(EvalConfig, args.config, flags, overrides, where="drover eval")
+             "seed": args.seed, "batch_size": args.batch_size, "force": args.force,
+             "options": {".".join(path): value for path, value in map(parse_override, args.option)} or None}
+    return stage_config(EvalConfig, args.config, flags, args.overrides, where="drover eval")
 
 
 def run(args: argparse.Namespace) -> int:
