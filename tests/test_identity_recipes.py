@@ -107,7 +107,12 @@ def test_retraining_in_a_recipe_reruns_the_benchmarks_and_the_report_shows_the_n
     assert second["model"]["fingerprint"] != first["model"]["fingerprint"]
     assert second["key"] != first["key"]
     assert (second["metrics"], second["provenance"]["inputs"]) != (first["metrics"], first["provenance"]["inputs"])
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    report = json.loads((tmp_path / "run" / "report.json").read_text(), parse_constant=refuse)  # strict parser
+    for path in (tmp_path / "run").rglob("*.json"):
+        json.loads(path.read_text(), parse_constant=refuse)
     shown = [b for b in report["benchmarks"] if b["task"] == "truthfulqa_mc"]
     assert [b["metrics"] for b in shown] == [second["metrics"]]
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "sft" / "log.jsonl").read_text().splitlines()

@@ -99,7 +99,7 @@ def _write_manifest(path: Path, fingerprint: str, files: dict[str, list[Any]]) -
     """Best effort: a read-only directory or cache only costs a re-hash next time."""
     from drover.atomic import write_json
 
-    with contextlib.suppress(OSError, Exception):
+    with contextlib.suppress(Exception):  # (InputError included: a DroverError)
         write_json(path, {"fingerprint": fingerprint, "files": files})
 
 
