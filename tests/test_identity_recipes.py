@@ -49,6 +49,8 @@ def test_changed_upstream_output_reruns_downstream_and_unchanged_skips(tmp_path,
         assert main(["run", str(recipe)]) == 0  # nothing changed: both skipped
         assert capsys.readouterr().out.count("already done, skipped") == 2
         _alpaca(tmp_path, ["one", "two", "four"])  # the upstream input changed in place
+        assert main(["run", str(recipe), "--list"]) == 0
+        assert "stale    prep" in capsys.readouterr().out
         assert main(["run", str(recipe)]) == 0
         out = capsys.readouterr().out
         assert "already done" not in out and "--force" in out  # downstream starts fresh
@@ -71,7 +73,7 @@ def test_failed_items_leave_the_stage_failed_and_a_rerun_retries_exactly_them(tm
         assert marker["status"] == "failed" and marker["failed"] == 1
         assert len(_answers(tmp_path)) == 2
         assert main(["run", str(recipe), "--list"]) == 0
-        assert "FAIL  answers" in capsys.readouterr().out
+        assert "failed   answers" in capsys.readouterr().out
         asked = len(server.requests)
         assert main(["run", str(recipe)]) == 0
         assert len(server.requests) == asked + 1  # only the failed item was asked again

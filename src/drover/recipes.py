@@ -253,6 +253,15 @@ def service_identity(name: str, service: Service, variables: dict[str, Any], run
     return digest({"command": service.command, "args": args, "inputs": fingerprints(path_args(args, run_root))})
 
 
+def stage_key(recipe: Recipe, stage: Stage, variables: dict[str, Any], run_root: Path) -> dict[str, Any]:
+    """What a stage's marker is keyed by: its command line with service URLs as placeholders
+    (ports change between runs) and the identities of the services it uses."""
+    key_vars = {**variables, **{f"services.{k}.url": f"<{k}>" for k in recipe.services}}
+    args = [resolve(a, key_vars, f"stages.{stage.name}") for a in stage.args]
+    used = {u: service_identity(u, recipe.services[u], variables, run_root) for u in stage.uses}
+    return {"command": stage.command, "args": args, **({"services": used} if used else {})}
+
+
 @dataclass
 class StageRun:
     """What happened to one stage in a `drover run`."""
@@ -276,12 +285,7 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
         identities: dict[str, str] = {}
         for index, stage in enumerate(stages, start=1):
             local = {**variables, **{f"services.{k}.url": v for k, v in started.items()}}
-            # Resolve once without service URLs to decide whether the stage is done: the
-            # port of a service changes between runs and must not invalidate the marker.
-            key_vars = {**local, **{f"services.{k}.url": f"<{k}>" for k in recipe.services}}
-            key_args = [resolve(a, key_vars, f"stages.{stage.name}") for a in stage.args]
-            used = {u: service_identity(u, recipe.services[u], variables, run.root) for u in stage.uses}
-            key = {"command": stage.command, "args": key_args, **({"services": used} if used else {})}
+            key = stage_key(recipe, stage, variables, run.root)
             state = run.stage_state(stage.name, key)
             if not force and not stage.always and state == "done":
                 echo(f"[{index}/{len(stages)}] {stage.name}: already done, skipped")
@@ -294,13 +298,13 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
                     started[use] = stack.enter_context(
                         start_service(use, recipe.services[use], variables, run.root / "logs",
                                       env=thread_env(1 + len(recipe.services))))
-                    identities[started[use]] = used[use]
+                    identities[started[use]] = key["services"][use]
                     local[f"services.{use}.url"] = started[use]
             args = [resolve(a, local, f"stages.{stage.name}") for a in stage.args]
             flag = fresh_flag(stage.command) if (force or state == "stale") and not stage.always else None
             if flag and flag not in args:
                 args.append(flag)  # what it did was computed from other inputs or settings
-            candidates = path_args(key_args, run.root)
+            candidates = path_args(key["args"], run.root)
             before = fingerprints(candidates)
             echo(f"[{index}/{len(stages)}] {stage.name}: drover {stage.command} {' '.join(args)}")
             status_file = run.status_file(stage.name)

@@ -28,17 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from drover.errors import ConfigError, did_you_mean
-    from drover.recipes import base_variables, load_recipe, run_recipe
+    from drover.recipes import base_variables, load_recipe, run_recipe, stage_key
     from drover.runs import RunDir
 
     recipe = load_recipe(args.recipe, args.overrides)
     variables = base_variables(recipe)
     if args.list:
         run_dir = RunDir(variables["run_dir"])
-        for stage in recipe.stages:
-            marker = run_dir.stage_marker(stage.name)
-            state = "todo " if marker is None else "FAIL " if marker.get("status") == "failed" else "done "
-            print(f"{state} {stage.name:<18} drover {stage.command} {' '.join(stage.args)}")
+        for stage in recipe.stages:  # todo, done, stale (inputs or settings changed), failed, missing (outputs)
+            state = run_dir.stage_state(stage.name, stage_key(recipe, stage, variables, run_dir.root))
+            print(f"{state:<8} {stage.name:<18} drover {stage.command} {' '.join(stage.args)}")
         return 0
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     names = [stage.name for stage in recipe.stages]
