@@ -18,6 +18,7 @@ subject/task/language/group for grouped benchmarks) and --max-tokens. --limit 0 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from drover.evaluate.registry import TASKS
 from drover.evaluate.runner import evaluate
-from drover.evaluate.task import EvalOptions
+from drover.evaluate.config import EvalConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_eval_suite import build_classifier, write_superni, write_tydiqa, write_unnatural  # noqa: E402
@@ -52,22 +53,19 @@ def main() -> None:
     write_superni(data)
     write_unnatural(data)
     classifier = build_classifier(Path(model), work / "classifier")
-    overrides: dict[str, dict[str, object]] = {"*": {}}
+    options: dict[str, object] = {"codex_pass1.n": args.samples, "codex_pass10.n": max(10, args.samples)}
     if args.max_tokens:
-        overrides["*"]["max_tokens"] = args.max_tokens
-    overrides["codex_pass1"] = {"n": args.samples}
-    overrides["codex_pass10"] = {"n": max(10, args.samples)}
-    options = EvalOptions(limit=args.limit or None, chat_format="tulu", data_dir=str(data),
-                          toxigen_classifier=str(classifier), truthfulqa_judge=model, overrides=overrides)
+        options["max_tokens"] = args.max_tokens
     names = TASKS.names()
-    run = work / "run"
+    config = EvalConfig(model=model, tasks=names, limit=args.limit or None, chat_format="tulu", run_dir=str(work / "run"),
+                        data_dir=str(data), toxigen_classifier=str(classifier), truthfulqa_judge=model, options=options)
     quiet = lambda _msg: None  # noqa: E731
 
     start = time.perf_counter()
-    fresh = evaluate(model, names, run, options, log=quiet)
+    fresh = evaluate(config, log=quiet)
     fresh_s = time.perf_counter() - start
     start = time.perf_counter()
-    cached = evaluate(model, names, run, options, force=True, log=quiet)
+    cached = evaluate(dataclasses.replace(config, force=True), log=quiet)
     cached_s = time.perf_counter() - start
 
     print(f"eval suite on {model}: {len(names)} tasks, --limit {args.limit}, max_tokens {args.max_tokens or 'default'}")

@@ -11,6 +11,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="drover-hf-home-"))
+os.environ.setdefault("DROVER_CACHE_DIR", tempfile.mkdtemp(prefix="drover-cache-"))  # fingerprint memo
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 

@@ -123,7 +123,7 @@ def suite(tiny_model_dir, tmp_path_factory):
     write_unnatural(data)
     classifier = build_classifier(Path(tiny_model_dir), base / "classifier")
     run = base / "run"
-    argv = ["eval", "--model", str(tiny_model_dir), "--tasks", ",".join(TASKS.names()), "--limit", "2",
+    argv = ["eval", "--model", str(tiny_model_dir), "--name", "tiny", "--tasks", ",".join(TASKS.names()), "--limit", "2",
             "--run-dir", str(run), "--data-dir", str(data), "--toxigen-classifier", str(classifier),
             "--truthfulqa-judge", str(tiny_model_dir), *OPTIONS]
     return {"argv": argv, "run": run, "code": main(argv), "model": str(tiny_model_dir)}
@@ -134,9 +134,10 @@ def test_every_task_writes_the_report_format(suite, capsys):
     assert suite["code"] == 0
     run = suite["run"]
     for name in TASKS.names():
-        record = json.loads((run / "eval" / f"{name}.json").read_text())
+        record = json.loads((run / "eval" / "tiny" / f"{name}.json").read_text())
         assert REQUIRED <= set(record), name
-        assert record["task"] == name and record["kind"] == "benchmark" and record["model"] == suite["model"]
+        assert record["task"] == name and record["kind"] == "benchmark" and record["model"]["spec"] == suite["model"]
+        assert record["model"]["label"] == "tiny" and record["model"]["fingerprint"].startswith("sha256:")
         assert record["primary_metric"] in record["metrics"], name
         assert all(isinstance(v, float) for v in record["metrics"].values())
         assert set(record["usage"]) == {"prompt_tokens", "completion_tokens", "cost"}
@@ -151,7 +152,7 @@ def test_every_task_writes_the_report_format(suite, capsys):
 
 @pytest.mark.slow
 def test_limits_metrics_and_breakdowns(suite):
-    ev = suite["run"] / "eval"
+    ev = suite["run"] / "eval" / "tiny"
     load = lambda name: json.loads((ev / f"{name}.json").read_text())  # noqa: E731
     examples = lambda name: [json.loads(x) for x in (ev / f"{name}.examples.jsonl").read_text().splitlines()]  # noqa: E731
 
@@ -218,7 +219,7 @@ def test_limits_metrics_and_breakdowns(suite):
 
 @pytest.mark.slow
 def test_resume_skips_done_tasks_and_reruns_changed_ones(suite, capsys):
-    ev = suite["run"] / "eval"
+    ev = suite["run"] / "eval" / "tiny"
     before = {p.name: p.stat().st_mtime_ns for p in ev.glob("*.json")}
     capsys.readouterr()
     assert main(suite["argv"]) == 0
@@ -243,13 +244,13 @@ def test_served_model_and_raw_format(suite, tmp_path):
 
     local = tmp_path / "local"
     common = ["--tasks", "gsm_direct", "--limit", "2", "--chat-format", "none", "-o", "max_tokens=8"]
-    assert main(["eval", "--model", suite["model"], "--run-dir", str(local), *common]) == 0
+    assert main(["eval", "--model", suite["model"], "--name", "tiny", "--run-dir", str(local), *common]) == 0
     with serve_in_thread(suite["model"]) as url:
         served = tmp_path / "served"
         assert main(["eval", "--model", f"{url}#tiny", "--run-dir", str(served), *common]) == 0
     rows = {}
     for name in ("local", "served"):
-        record = json.loads((tmp_path / name / "eval" / "gsm_direct.json").read_text())
+        record = json.loads((tmp_path / name / "eval" / "tiny" / "gsm_direct.json").read_text())
         assert record["settings"]["chat_format"] == "none"
         rows[name] = [json.loads(x) for x in (tmp_path / name / record["examples_file"]).read_text().splitlines()]
     assert [r["prompt"] for r in rows["local"]] == [r["prompt"] for r in rows["served"]]

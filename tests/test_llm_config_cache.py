@@ -68,7 +68,7 @@ def _completion(text: str) -> Completion:
 
 def test_cache_round_trip_and_stats(tmp_path):
     path = tmp_path / "llm-cache.sqlite"
-    keys = [request_fingerprint("openai", "m", Request.chat([("user", f"q{i}")]), Decoding()) for i in range(600)]
+    keys = [request_fingerprint({"backend": "openai", "model": "m"}, Request.chat([("user", f"q{i}")]), Decoding()) for i in range(600)]
     with LLMCache(path) as cache:
         for i, key in enumerate(keys[:550]):
             cache.put(key, "completion", "openai", "m", _completion(f"a{i}").to_dict(), 3, 4, 0.002, 0.5)

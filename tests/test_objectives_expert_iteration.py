@@ -111,6 +111,12 @@ def test_expert_iteration_rounds_are_resumable_stages(tiny_model_dir, tmp_path, 
     # the same command again: every stage is done, nothing is sampled or trained
     expert_iterate(config, make_llm=lambda spec, cache: FakePolicy(spec, calls), train=train, scorer=by_length)
     assert len(calls) == 8 and len(trained) == 2
+    # round 1 retrained under another lr: its samples stay, everything that read its model is redone
+    from dataclasses import replace
+
+    changed = replace(config, sft={**config.sft, "lr": 1e-3, "warmup_ratio": 0.0})  # (warmup: its 1 step has lr 0)
+    expert_iterate(changed, make_llm=lambda spec, cache: FakePolicy(spec, calls), train=train, scorer=by_length)
+    assert len(trained) == 4 and len(calls) == 12
 
 
 class FakeJudge:

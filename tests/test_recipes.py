@@ -153,7 +153,7 @@ def test_quickstart_end_to_end_report(tmp_path):
         assert f"<section id='{section}'>" in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) >= 4  # lengths, training, 2 judge plots
     for task in ["mmlu_0shot", "gsm_cot", "bbh_cot", "codex_pass1", "truthfulqa_mc"]:
-        assert json.loads((run_dir / "eval" / f"{task}.json").read_text())["kind"] == "benchmark"
+        assert json.loads((run_dir / "eval" / "train-sft-model" / f"{task}.json").read_text())["kind"] == "benchmark"
     assert (run_dir / "train" / "sft" / "model" / "config.json").exists()
     assert "no training logs" not in page and "no benchmark results" not in page
 

@@ -96,6 +96,32 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     return from_dict(cls, data, where=str(path) if path else "config")
 
 
+def split_overrides(items: list[str | None]) -> tuple[list[str], list[str]]:
+    """Positional arguments as (values, key=value overrides): `lr=1e-5` is an override unless
+    a file of that name exists (commands whose positionals are paths take both)."""
+    values, overrides = [], []
+    for item in items:
+        if item is None:
+            continue
+        key = item.partition("=")[0]
+        is_override = "=" in item and key.replace(".", "_").isidentifier() and not Path(item).exists()
+        (overrides if is_override else values).append(item)
+    return values, overrides
+
+
+def stage_config(cls: type[C], path: str | Path | None, flags: dict[str, Any], overrides: list[str] | None = None,
+                 where: str = "command line") -> C:
+    """A stage's config from `--config FILE.yaml`, then its flags (those given: not None),
+    then `key=value` overrides: the one way every stage's command line becomes its config."""
+    data = read_yaml(path) if path else {}
+    for key, value in flags.items():
+        if value is None:
+            continue
+        known = data.get(key)
+        data[key] = {**known, **value} if isinstance(known, dict) and isinstance(value, dict) else value
+    return from_dict(cls, merge_overrides(data, list(overrides or [])), where=str(path) if path else where)
+
+
 def from_dict(cls: type[C], data: dict[str, Any], where: str = "config") -> C:
     """Recursively build a dataclass from plain data, validating keys and types."""
     if not isinstance(data, dict):

@@ -233,4 +233,8 @@ def build_tiny(out_dir: str | Path, hidden: int = 64, layers: int = 2, heads: in
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig(**ids, do_sample=False)
     model.save_pretrained(out)
+    from drover.provenance import provenance, stamp_model
+
+    stamp_model(out, provenance({"hidden": hidden, "layers": layers, "heads": heads, "vocab": vocab, "seed": seed,
+                                 "arch": arch}, device="cpu", precision="float32"))
     return out

@@ -10,9 +10,18 @@
 
 Each stage runs `python -m drover <command> <args>` in a subprocess (a crash or
 out-of-memory in one stage cannot corrupt the runner) and, on success, is marked done
-in `RUN/stages/<name>.json` with the hash of its resolved command line. A re-run skips
-stages marked done for the same command line; an interrupted stage runs again and
-resumes from its own partial outputs (every long command is resumable).
+in `RUN/stages/<name>.json`, keyed by content: its resolved command line (and those of
+the services it uses) plus the fingerprints of its inputs. Inputs are the paths named
+in its arguments that existed before it ran and that it did not change (a model
+directory, a data file, a config file), plus what the command itself reports reading
+(`runs.report_stage`: e.g. the datasets a training config names); paths it created or
+changed are its outputs. A re-run skips a stage only when that key and every input's
+fingerprint are unchanged: retraining a model re-runs every stage that reads it, and
+nothing else. A stage that is re-run because its key changed starts fresh (its
+command's `FRESH_FLAG`, e.g. `--force`), since resuming would mix settings. A stage whose
+items failed is marked "failed": the next run retries it (only the failed items: done
+records are kept) and `drover run` exits non-zero with the count. An interrupted stage
+runs again and resumes from its own partial outputs (every long command is resumable).
 `${drover_data}` is the directory of the datasets shipped with drover and
 `${recipes}` that of the shipped recipes (e.g. `${recipes}/train/sft-tulu.yaml`);
 `${services.NAME.url}` is the base URL of a started service (its `--port` is picked
@@ -21,6 +30,8 @@ free at start).
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import re
 import socket
@@ -30,11 +41,14 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 from drover.config import from_dict, merge_overrides, read_yaml
 from drover.errors import ConfigError, DroverError
-from drover.runs import RunDir
+from drover.identity import digest
+from drover.runs import RunDir, fingerprints, read_stage_report
+
+ENDPOINTS_ENV = "DROVER_ENDPOINT_IDENTITIES"  # {base URL: identity} of the services a stage uses
 
 RECIPES_DIR = Path(__file__).parent / "resources" / "recipes"
 _VAR = re.compile(r"\$\{([A-Za-z0-9_.\-]+)\}")
@@ -202,26 +216,80 @@ def start_service(name: str, service: Service, variables: dict[str, Any], log_di
         log.close()
 
 
+def path_args(args: list[str], run_root: Path) -> list[str]:
+    """The existing paths an argument list names (`PATH`, `key=PATH`, `key=[A,B]`, `hf:PATH`),
+    leaving out the run directory itself and its parents (every stage writes below them)."""
+    skip = {run_root.resolve(), *run_root.resolve().parents}
+    found: list[str] = []
+    for arg in args:
+        values = [arg]
+        if "=" in arg and not arg.startswith("-"):
+            values = [v.strip(" \"'") for v in arg.partition("=")[2].strip("[]").split(",")]
+        for value in values:
+            value = value.removeprefix("hf:")
+            if not value or "://" in value or value.startswith("-"):
+                continue
+            path = Path(value)
+            try:
+                if path.exists() and path.resolve() not in skip and value not in found:
+                    found.append(value)
+            except OSError:
+                continue
+    return found
+
+
+def fresh_flag(command: str) -> str | None:
+    """The flag that makes `command` start over instead of resuming (its module's FRESH_FLAG)."""
+    from drover.cli import COMMANDS
+
+    module = importlib.import_module(COMMANDS[command][0])
+    return getattr(module, "FRESH_FLAG", None)
+
+
+def service_identity(name: str, service: Service, variables: dict[str, Any], run_root: Path) -> str:
+    """A service's identity, stable across runs (its port is not in it): its command line
+    and the fingerprints of the paths it names (e.g. the model it serves)."""
+    args = [resolve(a, {**variables, "port": "<port>"}, f"services.{name}.args") for a in service.args]
+    return digest({"command": service.command, "args": args, "inputs": fingerprints(path_args(args, run_root))})
+
+
+def stage_key(recipe: Recipe, stage: Stage, variables: dict[str, Any], run_root: Path) -> dict[str, Any]:
+    """What a stage's marker is keyed by: its command line with service URLs as placeholders
+    (ports change between runs) and the identities of the services it uses."""
+    key_vars = {**variables, **{f"services.{k}.url": f"<{k}>" for k in recipe.services}}
+    args = [resolve(a, key_vars, f"stages.{stage.name}") for a in stage.args]
+    used = {u: service_identity(u, recipe.services[u], variables, run_root) for u in stage.uses}
+    return {"command": stage.command, "args": args, **({"services": used} if used else {})}
+
+
+@dataclass
+class StageRun:
+    """What happened to one stage in a `drover run`."""
+
+    name: str
+    status: Literal["done", "skipped", "failed"]
+    seconds: float = 0.0
+    failed: int = 0  # items that failed (status "failed")
+
+
 def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = False,
-               echo=print) -> list[tuple[str, str, float]]:
-    """Run the stages in order; returns (stage, "done"|"skipped", seconds) rows."""
+               echo=print) -> list[StageRun]:
+    """Run the stages in order; returns what happened to each."""
     variables = base_variables(recipe)
     run = RunDir(variables["run_dir"]).ensure()
     run.save_config(recipe)  # the recipe as run (overrides applied): RUN/config.yaml
     stages = [s for s in recipe.stages if not only or s.name in only]
-    rows: list[tuple[str, str, float]] = []
+    rows: list[StageRun] = []
     with ExitStack() as stack:
         started: dict[str, str] = {}
+        identities: dict[str, str] = {}
         for index, stage in enumerate(stages, start=1):
             local = {**variables, **{f"services.{k}.url": v for k, v in started.items()}}
-            # Resolve once without service URLs to decide whether the stage is done: the
-            # port of a service changes between runs and must not invalidate the marker.
-            key_vars = {**local, **{f"services.{k}.url": f"<{k}>" for k in recipe.services}}
-            key = {"command": stage.command,
-                   "args": [resolve(a, key_vars, f"stages.{stage.name}") for a in stage.args]}
-            if not force and not stage.always and run.stage_done(stage.name, key):
+            key = stage_key(recipe, stage, variables, run.root)
+            state = run.stage_state(stage.name, key)
+            if not force and not stage.always and state == "done":
                 echo(f"[{index}/{len(stages)}] {stage.name}: already done, skipped")
-                rows.append((stage.name, "skipped", 0.0))
+                rows.append(StageRun(stage.name, "skipped"))
                 continue
             concurrent = 1 + len(stage.uses)  # idle services cost no CPU
             for use in stage.uses:
@@ -230,17 +298,37 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
                     started[use] = stack.enter_context(
                         start_service(use, recipe.services[use], variables, run.root / "logs",
                                       env=thread_env(1 + len(recipe.services))))
+                    identities[started[use]] = key["services"][use]
                     local[f"services.{use}.url"] = started[use]
             args = [resolve(a, local, f"stages.{stage.name}") for a in stage.args]
+            flag = fresh_flag(stage.command) if (force or state == "stale") and not stage.always else None
+            if flag and flag not in args:
+                args.append(flag)  # what it did was computed from other inputs or settings
+            candidates = path_args(key["args"], run.root)
+            before = fingerprints(candidates)
             echo(f"[{index}/{len(stages)}] {stage.name}: drover {stage.command} {' '.join(args)}")
+            status_file = run.status_file(stage.name)
+            status_file.unlink(missing_ok=True)
             start = time.monotonic()
-            env = {**os.environ, **thread_env(concurrent), "DROVER_STAGE": stage.name}
+            env = {**os.environ, **thread_env(concurrent), "DROVER_STAGE": stage.name,
+                   "DROVER_STAGE_STATUS": str(status_file),
+                   ENDPOINTS_ENV: json.dumps({url: identities[url] for url in started.values()})}
             code = subprocess.call([sys.executable, "-m", "drover", stage.command, *args], env=env)
             seconds = time.monotonic() - start
             if code != 0:
                 raise DroverError(f"stage {stage.name!r} failed (exit {code}); fix the cause and re-run "
                                   f"the same command: finished stages are skipped, this one resumes")
-            run.mark_done(stage.name, key, {"seconds": round(seconds, 2)})
-            run.log("stage", name=stage.name, seconds=seconds)
-            rows.append((stage.name, "done", seconds))
+            report = read_stage_report(status_file)
+            status_file.unlink(missing_ok=True)
+            after = fingerprints(candidates)
+            inputs = {p: fp for p, fp in after.items() if before.get(p) == fp}
+            inputs.update(fingerprints([p for p in report["inputs"] if p not in after]))
+            outputs = [p for p in after if before.get(p) != after[p]]
+            failed = report["failed"]
+            run.mark_done(stage.name, key, {"seconds": round(seconds, 2)}, inputs=inputs, outputs=outputs,
+                          failed=failed)
+            run.log("stage", name=stage.name, seconds=seconds, failed=failed)
+            rows.append(StageRun(stage.name, "failed" if failed else "done", seconds, failed))
+            if failed:
+                echo(f"[{index}/{len(stages)}] {stage.name}: {failed} item(s) failed; re-run to retry them")
     return rows

@@ -11,12 +11,13 @@ Reading streams line by line and validates every record, reporting
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from drover.atomic import atomic_open
+from drover.atomic import atomic_open, strict_dumps
 from drover.errors import InputError
 from drover.inputs import iter_json_lines  # noqa: F401 - the reader records use; importable from here too
 
@@ -260,7 +261,7 @@ def write_jsonl(path: str | Path, records: Iterable[Record | dict[str, Any]]) ->
     with atomic_open(path) as handle:
         for record in records:
             obj = record if isinstance(record, dict) else record.to_dict()
-            handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            handle.write(strict_dumps(obj, ensure_ascii=False) + "\n")
             count += 1
     return count
 
@@ -268,8 +269,12 @@ def write_jsonl(path: str | Path, records: Iterable[Record | dict[str, Any]]) ->
 class JsonlAppender:
     """Append records one at a time, flushed per line, for resumable stages.
 
-    A resumed stage reads back the ids already present (`done_ids`) and skips them. A
-    torn last line (killed mid-write) is dropped on open.
+    A resumed stage reads back the ids already present (`done_ids`) and skips them. Only a
+    torn tail is ever removed: a last line without its newline that does not parse (the
+    process was killed mid-write). A complete last record that merely lacks the newline
+    (a file written by another tool) is kept and the newline added. A file that is not
+    JSONL of records (a JSON array, a line that is not a JSON object) is refused, never
+    rewritten: appending to it would destroy what it holds.
     """
 
     def __init__(self, path: str | Path):
@@ -280,21 +285,49 @@ class JsonlAppender:
             self._recover()
         self._handle = open(self.path, "a", encoding="utf-8")
 
+    def _refuse(self, line: int, problem: str) -> InputError:
+        return InputError(self.path, line, None, f"{problem}; this output must be a JSONL file of records "
+                                                 "drover appends to (give a new --output path)")
+
     def _recover(self) -> None:
         data = self.path.read_bytes()
-        keep = data if data.endswith(b"\n") or not data else data[: data.rfind(b"\n") + 1]
-        if len(keep) != len(data):
-            self.path.write_bytes(keep)
-        for raw in keep.splitlines():
+        lines = data.split(b"\n")
+        tail = lines.pop()  # b"" when the file ends with a newline
+        for number, raw in enumerate(lines, start=1):
             if raw.strip():
-                try:
-                    self.done_ids.add(str(json.loads(raw)["id"]))
-                except (ValueError, KeyError, TypeError):
-                    continue
+                self._take(self._parse(raw, number), number)
+        if not tail.strip():
+            return
+        number = len(lines) + 1
+        try:
+            obj = json.loads(tail)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            with open(self.path, "ab") as handle:  # a complete record: only the newline is missing
+                handle.write(b"\n")
+            self._take(obj, number)
+        elif tail.lstrip().startswith(b"{") and obj is None:
+            os.truncate(self.path, len(data) - len(tail))  # a torn record: drop exactly that tail
+        else:
+            raise self._refuse(number, "is not a JSON object")
+
+    def _parse(self, raw: bytes, number: int) -> dict[str, Any]:
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            raise self._refuse(number, "is not valid JSON") from None
+        if not isinstance(obj, dict):
+            raise self._refuse(number, f"is a JSON {type(obj).__name__}, not a record object")
+        return obj
+
+    def _take(self, obj: dict[str, Any], number: int) -> None:
+        if "id" in obj:
+            self.done_ids.add(str(obj["id"]))
 
     def write(self, record: Record | dict[str, Any]) -> None:
         obj = record if isinstance(record, dict) else record.to_dict()
-        self._handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self._handle.write(strict_dumps(obj, ensure_ascii=False) + "\n")
         self._handle.flush()
         self.done_ids.add(str(obj["id"]))
 

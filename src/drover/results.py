@@ -23,28 +23,16 @@ returns a previous record only when its `key` equals the new one: a resume by co
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from drover.atomic import write_json
+from drover.atomic import strict, write_json
 from drover.errors import InputError
 from drover.records import write_jsonl
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def strict(obj: Any) -> Any:
-    """`obj` with every float NaN/Infinity replaced by None (valid JSON for any parser)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict(v) for v in obj]
-    return obj
 
 
 def model_slug(label: str) -> str:

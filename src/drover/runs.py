@@ -3,22 +3,62 @@
     runs/<name>/config.yaml  data/*.jsonl  llm-cache.sqlite  checkpoints/  eval/*.json
                stages/<stage>.json  report.html  log.jsonl
 
-A stage marks itself done by writing `stages/<stage>.json` (atomically) with the hash
-of its resolved config; a re-run with the same config skips it, a changed config
-re-runs it, and an interrupted stage (no marker) resumes from its own partial outputs.
+A stage marks itself done by writing `stages/<stage>.json` (atomically) with the digest
+of its resolved config and the content fingerprints of its inputs. A re-run skips it only
+when the config is the same, every recorded input still has the same fingerprint and its
+recorded outputs still exist; anything else re-runs it. A stage whose items failed is
+marked "failed" with the count, never "done", so a re-run retries exactly those items.
+An interrupted stage (no marker) resumes from its own partial outputs.
+
+A command run as a recipe stage reports what it read and what failed through
+`report_stage(...)` (a JSON file named by `$DROVER_STAGE_STATUS`, set by the recipe runner);
+run on its own it reports nothing and behaves the same.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drover.atomic import write_json, write_text
-from drover.config import config_hash, dump_yaml
+from drover.atomic import strict_dumps, write_json, write_text
+from drover.config import config_hash, dump_yaml, to_dict
 from drover.errors import ConfigError
+from drover.identity import digest, path_fingerprint
+
+STATUS_ENV = "DROVER_STAGE_STATUS"
+
+
+def report_stage(inputs: list[str | Path] | None = None, failed: int = 0) -> None:
+    """Tell the recipe runner (if any) which files this stage read and how many items failed.
+
+    Repeated calls add up (inputs are merged, failures summed); a no-op outside a recipe."""
+    target = os.environ.get(STATUS_ENV)
+    if not target:
+        return
+    path = Path(target)
+    try:
+        current = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        current = {}
+    names = list(dict.fromkeys([*current.get("inputs", []), *(str(p) for p in inputs or [])]))
+    write_json(path, {"inputs": names, "failed": int(current.get("failed", 0)) + int(failed)})
+
+
+def read_stage_report(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"inputs": [], "failed": 0}
+    return {"inputs": list(data.get("inputs", [])), "failed": int(data.get("failed", 0))}
+
+
+def fingerprints(paths: list[str | Path]) -> dict[str, str]:
+    """{path: content fingerprint} of the paths that exist."""
+    return {str(p): path_fingerprint(p) for p in paths if Path(p).exists()}
 
 
 @dataclass
@@ -62,29 +102,71 @@ class RunDir:
         return path
 
     def log(self, event: str, **fields: Any) -> None:
-        """Append one JSON line to log.jsonl (training metrics, stage events)."""
+        """Append one strict JSON line to log.jsonl (training metrics, stage events)."""
         self.ensure()
         with open(self.log_path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"time": time.time(), "event": event, **fields}, default=str) + "\n")
+            handle.write(strict_dumps({"time": time.time(), "event": event, **fields}, default=str) + "\n")
+
+    def truncate_log(self, after_step: int, events: tuple[str, ...] = ("train", "eval")) -> None:
+        """Drop `events` logged after `after_step` (a resume redoes those steps and logs them
+        again), so log.jsonl keeps exactly one line per step however often a run resumes."""
+        if not self.log_path.exists():
+            return
+        kept = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a torn line from a kill mid-write
+            if isinstance(event, dict) and event.get("event") in events and int(event.get("step", 0)) > after_step:
+                continue
+            kept.append(line + "\n")
+        write_text(self.log_path, "".join(kept))
 
     def _marker(self, stage: str) -> Path:
         return self.root / "stages" / f"{stage.replace(' ', '-').replace('/', '-')}.json"
 
-    def stage_done(self, stage: str, config: Any) -> bool:
+    def status_file(self, stage: str) -> Path:
+        """Where a recipe stage's command reports its inputs and failures (`report_stage`)."""
         marker = self._marker(stage)
-        if not marker.exists():
-            return False
-        try:
-            return json.loads(marker.read_text())["config_hash"] == config_hash(config)
-        except (ValueError, KeyError):
-            return False
+        return marker.with_name(f".{marker.stem}.status.json")
 
-    def mark_done(self, stage: str, config: Any, summary: dict[str, Any] | None = None) -> None:
-        write_json(self._marker(stage), {"stage": stage, "config_hash": config_hash(config),
-                                         "finished": time.time(), "summary": summary or {}})
+    def stage_marker(self, stage: str) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self._marker(stage).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def stage_state(self, stage: str, config: Any) -> str:
+        """"todo" (never finished), "stale" (finished under another config, or an input's
+        content changed since), "failed" (finished with failed items), "missing" (finished,
+        but an output is gone) or "done"."""
+        marker = self.stage_marker(stage)
+        if marker is None:
+            return "todo"
+        inputs = marker.get("inputs") or {}
+        if marker.get("key") != digest(to_dict(config)) or fingerprints(list(inputs)) != inputs:
+            return "stale"  # (a marker from before inputs were recorded has no key: stale too)
+        if marker.get("status", "done") != "done":
+            return "failed"
+        if not all(Path(p).exists() for p in marker.get("outputs") or []):
+            return "missing"
+        return "done"
+
+    def stage_done(self, stage: str, config: Any) -> bool:
+        """Done with this config, on inputs whose content is unchanged, outputs still present."""
+        return self.stage_state(stage, config) == "done"
+
+    def mark_done(self, stage: str, config: Any, summary: dict[str, Any] | None = None,
+                  inputs: dict[str, str] | None = None, outputs: list[str] | None = None, failed: int = 0) -> None:
+        """Record a finished stage ("failed" with the count when items failed: not done)."""
+        write_json(self._marker(stage), {"stage": stage, "status": "failed" if failed else "done",
+                                         "failed": failed, "key": digest(to_dict(config)),
+                                         "config_hash": config_hash(config), "inputs": inputs or {},
+                                         "outputs": outputs or [], "finished": time.time(),
+                                         "summary": summary or {}})
 
     def stage_summary(self, stage: str) -> dict[str, Any] | None:
-        marker = self._marker(stage)
-        if not marker.exists():
-            return None
-        return json.loads(marker.read_text()).get("summary")
+        marker = self.stage_marker(stage)
+        return None if marker is None else marker.get("summary")

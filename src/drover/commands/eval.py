@@ -1,10 +1,12 @@
 """Benchmarks: MMLU, GSM, BBH, TydiQA, Codex-Eval (HumanEval), ToxiGen, TruthfulQA, Super-NI,
 Unnatural Instructions.
 
-Writes RUN/eval/<task>.json (metrics, breakdown, settings, usage, time) and
-RUN/eval/<task>.examples.jsonl (the exact prompt, prediction and reference per example),
-skips tasks already done with the same settings, and prints a table like Table 8 of the
-Tülu paper. Groups: mmlu, gsm, bbh, tydiqa, codex, truthfulqa, superni, tulu (the Tülu
+Writes RUN/eval/<model>/<task>.json (metrics, breakdown, settings, usage, time,
+provenance) and RUN/eval/<model>/<task>.examples.jsonl (the exact prompt, prediction and
+reference per example), one folder per model (--name, default: the model directory
+relative to the run), so base and tuned results sit side by side. A task is skipped only
+when its result was computed from the same model content, data and settings; and it
+prints a table like Table 8 of the Tülu paper. Groups: mmlu, gsm, bbh, tydiqa, codex, truthfulqa, superni, tulu (the Tülu
 columns), shipped (everything whose data ships). Override a task setting with
 -o TASK.KEY=VALUE (or -o KEY=VALUE for every task that has it), e.g. -o codex_pass1.n=5.
 
@@ -12,76 +14,57 @@ examples:
   drover eval --model runs/demo/checkpoints/final --tasks mmlu,gsm --limit 20
   drover eval --model http://127.0.0.1:8000/v1#tiny --tasks bbh_cot --chat-format none
   drover eval --model openai:gpt-4 --tasks gsm_cot,tydiqa --data-dir ~/data/tydiqa --chat-format model
+  drover eval --config eval.yaml limit=20 name=base    # any EvalConfig key
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+FRESH_FLAG = "--force"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
+    parser.add_argument("--config", help="YAML file of EvalConfig keys (drover/evaluate/config.py)")
+    parser.add_argument("--model",
                         help="a local model directory, http://host:port/v1#MODEL (e.g. drover serve), or openai:MODEL")
-    parser.add_argument("--tasks", default="shipped", help="comma-separated tasks or groups (default: shipped)")
-    parser.add_argument("--limit", type=int, default=None,
+    parser.add_argument("--name", help="the model's label in results and the report "
+                                       "(default: the model directory relative to the run directory)")
+    parser.add_argument("--tasks", help="comma-separated tasks or groups (default: shipped)")
+    parser.add_argument("--limit", type=int,
                         help="examples per subject/task/language/group for grouped benchmarks, in total otherwise")
-    parser.add_argument("--chat-format", default="auto", choices=("auto", "tulu", "model", "none"),
+    parser.add_argument("--chat-format", choices=("auto", "tulu", "model", "none"),
                         help="auto (default): the model's own template if its tokenizer has one, else Tülu's; "
                              "tulu: drover's Tülu template; model: the model's own; none: raw text (base models)")
-    parser.add_argument("--run-dir", default="runs/eval", help="run directory (results go to RUN/eval/)")
-    parser.add_argument("--data-dir", default=None, help="data for tydiqa / superni / unnatural (not shipped)")
-    parser.add_argument("--toxigen-classifier", default=None, help="sequence-classification model dir for toxigen")
-    parser.add_argument("--truthfulqa-judge", default=None,
-                        help="judge LLM spec for truthfulqa_gen, or truth=SPEC,info=SPEC")
-    parser.add_argument("--seed", type=int, default=42, help="seed of every subsample")
+    parser.add_argument("--run-dir", help="run directory (results go to RUN/eval/<model>/; default runs/eval)")
+    parser.add_argument("--data-dir", help="data for tydiqa / superni / unnatural (not shipped)")
+    parser.add_argument("--toxigen-classifier", help="sequence-classification model dir for toxigen")
+    parser.add_argument("--truthfulqa-judge", help="judge LLM spec for truthfulqa_gen, or truth=SPEC,info=SPEC")
+    parser.add_argument("--seed", type=int, help="seed of every subsample (default 42)")
     parser.add_argument("-o", "--option", action="append", default=[], metavar="[TASK.]KEY=VALUE",
                         help="override a task setting (repeatable)")
-    parser.add_argument("--batch-size", type=int, default=None, help="local model batch size")
-    parser.add_argument("--force", action="store_true", help="re-run tasks that are already done")
+    parser.add_argument("--batch-size", type=int, help="local model batch size")
+    parser.add_argument("--force", action="store_true", default=None, help="re-run tasks that are already done")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="EvalConfig overrides (win over flags)")
+
+
+def config_from_args(args: argparse.Namespace):
+    """The resolved EvalConfig: --config file, then flags, then key=value overrides."""
+    from drover.config import parse_override, stage_config
+    from drover.evaluate.config import EvalConfig
+
+    flags = {"model": args.model, "name": args.name, "tasks": args.tasks, "limit": args.limit,
+             "chat_format": args.chat_format, "run_dir": args.run_dir, "data_dir": args.data_dir,
+             "toxigen_classifier": args.toxigen_classifier, "truthfulqa_judge": args.truthfulqa_judge,
+             "seed": args.seed, "batch_size": args.batch_size, "force": args.force,
+             "options": {".".join(path): value for path, value in map(parse_override, args.option)} or None}
+    return stage_config(EvalConfig, args.config, flags, args.overrides, where="drover eval")
 
 
 def run(args: argparse.Namespace) -> int:
-    from drover.config import parse_override
-    from drover.errors import ConfigError
-    from drover.errors import did_you_mean
-    from drover.evaluate.registry import TASKS, expand_tasks
-    from drover.evaluate.task import EvalOptions
-
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1 (leave it out for each task's default), got {args.limit}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise ConfigError(f"--data-dir {args.data_dir}: directory not found")
-    names = expand_tasks(args.tasks)
-    overrides: dict[str, dict[str, object]] = {}
-    for item in args.option:
-        path, value = parse_override(item)
-        if len(path) == 1:
-            overrides.setdefault("*", {})[path[0]] = value
-        elif len(path) == 2:
-            if path[0] not in TASKS:
-                raise ConfigError(f"-o {item}: unknown task {path[0]!r}{did_you_mean(path[0], TASKS.names())}")
-            overrides.setdefault(path[0], {})[path[1]] = value
-        else:
-            raise ConfigError(f"-o {item}: expected KEY=VALUE or TASK.KEY=VALUE")
-    import dataclasses
-
-    known = {f.name for name in TASKS.names() for f in dataclasses.fields(TASKS.get(name).Settings)}
-    for key in overrides.get("*", {}):
-        if key not in known:
-            raise ConfigError(f"-o {key}=...: no task has a setting {key!r}"
-                              f"{did_you_mean(key, known)}; known: {', '.join(sorted(known))}")
-    from drover.evaluate.prompting import resolve_chat_format
-    from drover.llm.config import LLMConfig
-
-    chat_format, why = resolve_chat_format(args.chat_format, LLMConfig.from_spec(args.model))
-    print(f"chat format: {chat_format} ({why})")
-    options = EvalOptions(limit=args.limit, chat_format=chat_format, data_dir=args.data_dir, seed=args.seed,
-                          toxigen_classifier=args.toxigen_classifier, truthfulqa_judge=args.truthfulqa_judge,
-                          overrides=overrides)
     from drover.evaluate.runner import evaluate
 
-    evaluate(args.model, names, args.run_dir, options, force=args.force, batch_size=args.batch_size)
+    config = config_from_args(args)
+    config.task_overrides()  # every -o checked before any model is loaded
+    evaluate(config)
     return 0

@@ -31,16 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from drover.config import from_dict, merge_overrides, read_yaml
+    from drover.config import stage_config
     from drover.train.expert_iteration import ExpertIterationConfig, expert_iterate
 
-    data = read_yaml(args.config) if args.config else {}
     flags = {"policy": args.policy, "prompts": args.prompts, "reward_model": args.reward_model,
              "select": args.select, "judge": args.judge, "rounds": args.rounds, "n": args.n,
              "conditional_tokens": args.conditional_tokens, "run_dir": args.run_dir}
-    data.update({k: v for k, v in flags.items() if v is not None})
-    config = from_dict(ExpertIterationConfig, merge_overrides(data, list(args.overrides or [])),
-                       where=args.config or "command line")
+    config = stage_config(ExpertIterationConfig, args.config, flags, args.overrides)
     final = expert_iterate(config)
     print(f"drover expert-iterate: {config.rounds} rounds done; final policy: {final}")
     return 0

@@ -12,13 +12,17 @@ Every stage takes `--config stage.yaml` (keys of its config) and `key=value` ove
 (they win over flags, which win over the file). LLMs are spec strings:
 `http://host:port/v1#MODEL`, `openai:MODEL` (key from $OPENAI_API_KEY) or `hf:PATH`.
 Re-running the same command resumes: finished records are skipped and LLM calls come
-from the run's cache (`RUN/llm-cache.sqlite`).
+from the run's cache (`RUN/llm-cache.sqlite`). A re-run under settings that change the
+records (--max-tokens, teacher, input...) refuses, naming what changed; a larger --limit
+continues; `--force` starts the output fresh.
 """
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+FRESH_FLAG = "--force"  # what a recipe passes when this stage's inputs or settings changed
 
 # subcommand -> (config class, runner), as "module:attr" strings so that --help stays light.
 STAGES: dict[str, tuple[str, str]] = {
@@ -71,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--config", help="YAML file with this stage's config keys")
         for flag, kwargs in {**_COMMON, **_FLAGS[name]}.items():
             p.add_argument(f"--{flag}", dest=flag.replace("-", "_"), default=None, **kwargs)
+        p.add_argument("--force", action="store_true", help="start the output fresh instead of resuming it")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (win over flags)")
 
 
@@ -125,6 +130,11 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from drover.generate.stage import claim_output
+    from drover.runs import report_stage
+
     config, runner = build_config(args)
+    claim_output(config, force=args.force)
     runner(config)
+    report_stage(inputs=[p for p in (getattr(config, "input", ""), getattr(config, "seed_tasks", "")) if p])
     return 0

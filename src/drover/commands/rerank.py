@@ -12,89 +12,98 @@ re-running the same command resumes.
 `--select rso` also writes RUN/data/rso.jsonl: RSO (Liu et al. 2023) rejection-samples
 --rso-k of the n scored responses from pi_sft * exp(r / beta) and pairs them
 (first-round ranking), ready for `drover tune --objective dpo|slic --data rso.jsonl`.
+
+Every setting is a key of `drover.infer.rerank_config.RerankConfig`: `--config FILE.yaml`
+and `key=value` overrides work as on every stage.
 """
 
 from __future__ import annotations
 
 import argparse
 
+FRESH_FLAG = "--force"  # what a recipe passes when this stage's inputs or settings changed
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--reward-model", required=True, help="a reward model directory saved by `drover reward`")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--prompts", help="Conversation or Ranked JSONL whose prompts are sampled (with --policy)")
-    source.add_argument("--input", help="a Ranked JSONL file to re-rank (no sampling)")
+    parser.add_argument("--config", help="YAML file of RerankConfig keys")
+    parser.add_argument("--reward-model", help="a reward model directory saved by `drover reward`")
+    parser.add_argument("--prompts", help="Conversation or Ranked JSONL whose prompts are sampled (with --policy)")
+    parser.add_argument("--input", help="a Ranked JSONL file to re-rank (no sampling)")
     parser.add_argument("--policy", help="the sampling model: a local directory, hf:PATH or http://host:port/v1#MODEL")
-    parser.add_argument("-n", type=int, default=8, help="responses sampled per prompt (default 8)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=0, help="only the first N records (0 = all)")
-    parser.add_argument("--batch-size", type=int, default=8, help="reward-model scoring batch size")
-    parser.add_argument("--run-dir", default="runs/rerank")
+    parser.add_argument("-n", type=int, help="responses sampled per prompt (default 8)")
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--max-tokens", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--limit", type=int, help="only the first N records (0 = all)")
+    parser.add_argument("--batch-size", type=int, help="reward-model scoring batch size")
+    parser.add_argument("--run-dir", help="run directory (default runs/rerank)")
     parser.add_argument("--out", help="ranked output (default RUN/data/ranked.jsonl)")
     parser.add_argument("--best", help="top-1 output (default RUN/data/best.jsonl)")
-    parser.add_argument("--select", choices=("best", "rso"), default="best",
+    parser.add_argument("--select", choices=("best", "rso"),
                         help="best: ranking + top-1 only (default); rso: also RSO preference pairs "
                              "sampled from the reward-tilted policy (Liu et al. 2023)")
-    parser.add_argument("--rso-k", type=int, default=8, help="RSO: responses accepted per prompt (clipped to n)")
-    parser.add_argument("--rso-beta", type=float, default=0.5,
-                        help="RSO: temperature of exp(r / beta); small = best-of-n pairs, large = uniform")
-    parser.add_argument("--rso-pairs", choices=("first-round", "tournament", "all"), default="first-round",
+    parser.add_argument("--rso-k", type=int, help="RSO: responses accepted per prompt (clipped to n; default 8)")
+    parser.add_argument("--rso-beta", type=float,
+                        help="RSO: temperature of exp(r / beta); small = best-of-n pairs, large = uniform (default 0.5)")
+    parser.add_argument("--rso-pairs", choices=("first-round", "tournament", "all"),
                         help="RSO: (y1,y2),(y3,y4)... as 2-response records (paper's best), a single-elimination "
                              "tournament (k-1 pairs), or all k in one record")
     parser.add_argument("--rso-out", help="RSO output (default RUN/data/rso.jsonl)")
+    parser.add_argument("--force", action="store_true", help="start the outputs fresh instead of resuming them")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="RerankConfig overrides (win over flags)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from drover.config import stage_config
+    from drover.infer.rerank_config import RerankConfig
+
+    names = ("reward_model", "prompts", "input", "policy", "n", "temperature", "top_p", "max_tokens", "seed", "limit",
+             "batch_size", "run_dir", "out", "best", "select", "rso_k", "rso_beta", "rso_pairs", "rso_out")
+    return stage_config(RerankConfig, args.config, {k: getattr(args, k) for k in names}, args.overrides,
+                        where="drover rerank")
 
 
 def run(args: argparse.Namespace) -> int:
     import itertools
-    import math
     import time
 
-    from drover.errors import ConfigError
+    from drover.generate.stage import claim_output
     from drover.infer.best_of_n import SampleOptions, best_of_n, rerank_file
     from drover.infer.reward_scorer import load_reward_scorer
     from drover.records import read_ranked, read_records
-    from drover.runs import RunDir
+    from drover.runs import RunDir, report_stage
 
-    if args.prompts and not args.policy:
-        raise ConfigError("rerank: --prompts needs --policy (the model to sample from)")
-    if args.n < 1:
-        raise ConfigError(f"rerank: -n must be >= 1, got {args.n}")
-    if args.select == "rso" and args.rso_k < 2:
-        raise ConfigError(f"rerank: --rso-k must be >= 2 (pairs need two responses), got {args.rso_k}")
-    if args.select == "rso" and not (args.rso_beta > 0 and math.isfinite(args.rso_beta)):
-        raise ConfigError(f"rerank: --rso-beta must be a positive number, got {args.rso_beta}")
-    run_dir = RunDir(args.run_dir).ensure()
-    ranked_path = args.out or run_dir.data / "ranked.jsonl"
-    best_path = args.best or run_dir.data / "best.jsonl"
-    scorer = load_reward_scorer(args.reward_model, batch_size=args.batch_size)
+    cfg = config_from_args(args)
+    run_dir = RunDir(cfg.run_dir).ensure()
+    ranked_path = cfg.out or run_dir.data / "ranked.jsonl"
+    best_path = cfg.best or run_dir.data / "best.jsonl"
+    rso_path = cfg.rso_out or run_dir.data / "rso.jsonl"
+    scorer = load_reward_scorer(cfg.reward_model, batch_size=cfg.batch_size)
+    claim_output(cfg, force=args.force, output=ranked_path, also=(best_path, rso_path))
+    report_stage(inputs=[cfg.reward_model, cfg.input or cfg.prompts])
     start = time.monotonic()
-    if args.limit is not None and args.limit < 0:
-        raise ConfigError(f"--limit must be >= 0 (0: all records), got {args.limit}")
-    limit = args.limit or None
-    if args.input:
-        summary = rerank_file(itertools.islice(read_ranked(args.input), limit), scorer, ranked_path, best_path)
+    limit = cfg.limit or None
+    if cfg.input:
+        summary = rerank_file(itertools.islice(read_ranked(cfg.input), limit), scorer, ranked_path, best_path)
     else:
         from drover.llm.client import LLM
         from drover.llm.config import LLMConfig
 
-        options = SampleOptions(args.n, args.temperature, args.top_p, args.max_tokens, args.seed)
-        with LLM(LLMConfig.from_spec(args.policy), run_dir.llm_cache) as llm:
-            summary = best_of_n(llm, itertools.islice(read_records(args.prompts), limit), scorer, ranked_path,
-                                best_path, options, policy_name=args.policy)
+        options = SampleOptions(cfg.n, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
+        with LLM(LLMConfig.from_spec(cfg.policy), run_dir.llm_cache) as llm:
+            summary = best_of_n(llm, itertools.islice(read_records(cfg.prompts), limit), scorer, ranked_path,
+                                best_path, options, policy_name=cfg.policy)
     run_dir.log("rerank", **vars(summary))
     print(f"drover rerank: {summary.written} prompts ranked ({summary.skipped_done} already done, "
           f"{summary.no_samples} without samples) in {time.monotonic() - start:.1f}s; "
           f"mean reward best {summary.mean_best:.3f} vs all {summary.mean_all:.3f}")
     print(f"  ranking: {ranked_path}\n  best:    {best_path}")
-    if args.select == "rso":
+    if cfg.select == "rso":
         from drover.infer.rso import rso_file
 
-        rso_path = args.rso_out or run_dir.data / "rso.jsonl"
-        rso = rso_file(read_ranked(ranked_path), rso_path, args.rso_k, args.rso_beta, args.seed, args.rso_pairs)
-        run_dir.log("rerank-rso", k=args.rso_k, beta=args.rso_beta, pairing=args.rso_pairs, **vars(rso))
+        rso = rso_file(read_ranked(ranked_path), rso_path, cfg.rso_k, cfg.rso_beta, cfg.seed, cfg.rso_pairs)
+        run_dir.log("rerank-rso", k=cfg.rso_k, beta=cfg.rso_beta, pairing=cfg.rso_pairs, **vars(rso))
         print(f"  rso:     {rso_path} ({rso.written} records written, {rso.skipped_done} already there, "
               f"{rso.no_pairs} prompts without a pair; mean reward accepted {rso.mean_accepted:.3f} "
               f"vs all {rso.mean_all:.3f})")

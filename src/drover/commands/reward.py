@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from drover.commands.tune import add_common_arguments, build_config, train
+from drover.commands.tune import FRESH_FLAG, add_common_arguments, build_config, train  # noqa: F401 (recipes read it)
 
 # InstructGPT/GPT-4-style reward models train for one epoch (more overfits, Ouyang et al. 2022).
 DEFAULTS = {"lr": 1e-5, "epochs": 1, "warmup_ratio": 0.03, "run_dir": "runs/reward"}

@@ -11,7 +11,9 @@ key is in `drover.train.config.TrainConfig`. Mixtures say what a number means:
 `mixture={answers: {count: 1000}, alpaca: {fraction: 0.5}}`.
 
 A run directory that holds a checkpoint resumes from it: re-run the same command after a
-crash. The final model goes to <run-dir>/model (Hugging Face format, with tokenizer and
+crash. A resume under settings that would change what is already trained (lr, data, seed,
+a schedule the done steps were not taken under...) is refused with one line naming what
+changed, before anything is written; `--force` starts fresh instead. The final model goes to <run-dir>/model (Hugging Face format, with tokenizer and
 chat template); metrics to <run-dir>/log.jsonl.
 
 Multi-GPU / multi-node (the same code; configs in recipes/accelerate/):
@@ -26,6 +28,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+FRESH_FLAG = "--force"  # what a recipe passes when this stage's inputs or settings changed
+
 
 def add_training_arguments(parser: argparse.ArgumentParser, default_run_dir: str) -> None:
     """Flags shared by every training command (sft, reward, tune)."""
@@ -36,6 +40,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, default_run_dir: str
     parser.add_argument("--run-dir", help=f"run directory (default {default_run_dir})")
     parser.add_argument("--resume", help="resume from this checkpoint or run directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--force", action="store_true",
+                        help="start fresh: replace the run directory's checkpoints, model and log instead of resuming")
 
 
 def config_from_args(args: argparse.Namespace, objective: str, default_run_dir: str) -> Any:
@@ -54,6 +60,8 @@ def config_from_args(args: argparse.Namespace, objective: str, default_run_dir: 
         flags.append(f"resume_from={args.resume}")
     if args.no_progress:
         flags.append("progress=false")
+    if getattr(args, "force", False):
+        flags.append("force=true")
     config = load_config(TrainConfig, shipped_config(args.config), flags + list(args.overrides))
     if not args.run_dir and not args.config and "run_dir=" not in " ".join(args.overrides):
         config.run_dir = default_run_dir

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "tuna": {"lr": 1e-5, "epochs": 1},
 }
 TUNE_OBJECTIVES = tuple(DEFAULTS)
+FRESH_FLAG = "--force"  # what a recipe passes when this stage's inputs or settings changed
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", action="append", help="a Ranked JSONL file or dataset name (repeat for more)")
     parser.add_argument("--eval-data", action="append", help="a held-out Ranked JSONL file (repeatable)")
     parser.add_argument("--run-dir", help="where checkpoints, logs and the final model go")
+    parser.add_argument("--force", action="store_true", default=None,
+                        help="start fresh: replace the run directory's checkpoints, model and log instead of resuming")
     parser.add_argument("overrides", nargs="*", help="TrainConfig key=value overrides (e.g. lr=1e-6 epochs=1)")
 
 
@@ -66,7 +69,8 @@ def build_config(args: argparse.Namespace, objective: str, defaults: dict[str, A
     if args.config:
         data.update(read_yaml(args.config))
     data["objective"] = objective
-    flags = {"model": args.model, "data": args.data, "eval_data": args.eval_data, "run_dir": args.run_dir}
+    flags = {"model": args.model, "data": args.data, "eval_data": args.eval_data, "run_dir": args.run_dir,
+             "force": getattr(args, "force", None)}
     data.update({k: v for k, v in flags.items() if v})
     data = merge_overrides(data, list(args.overrides or []))
     return from_dict(TrainConfig, data, where=args.config or "command line")

@@ -1,32 +1,39 @@
 """Run benchmark tasks into a run directory and print the Tülu Table-8-style table.
 
-Per task it writes `RUN/eval/<task>.json`:
+Per task and model it writes, through `drover.results` (the one result writer),
+`RUN/eval/<model-slug>/<task>.json`:
 
-    {"task", "kind": "benchmark", "model", "metrics": {name: float}, "primary_metric",
-     "higher_is_better", "title", "breakdown": {...}, "settings": {...}, "n_examples",
-     "examples_file": "eval/<task>.examples.jsonl",
-     "usage": {"prompt_tokens", "completion_tokens", "cost"}, "time_s"}
+    {"kind": "benchmark", "name", "task", "title", "model": {"label", "spec", "fingerprint"},
+     "key", "metrics": {name: float | null}, "primary_metric", "higher_is_better",
+     "breakdown", "settings", "n_examples", "failures": 0, "examples_file",
+     "usage": {"prompt_tokens", "completion_tokens", "cost"}, "time_s", "provenance"}
 
-and `RUN/eval/<task>.examples.jsonl` (id, the exact prompt, prediction, reference,
-score/correct per example). A task whose JSON exists with the same model and settings
-is skipped (resume); an interrupted task re-runs from the LLM cache, paying nothing twice.
+and `RUN/eval/<model-slug>/<task>.examples.jsonl` (id, the exact prompt, prediction,
+reference, score per example). Results live per model, so base and tuned models
+evaluated into one run sit side by side. A task is skipped only when a result with the
+same `key` exists: the digest of the model's content identity (`LLMConfig.identity()`:
+the model directory's fingerprint, or the endpoint's URL and served name), the task's
+code and data inputs, and its resolved settings. Retraining a model in place therefore
+re-runs its benchmarks; a re-run with nothing changed is free, and an interrupted task
+re-runs from the LLM cache, paying nothing twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drover.atomic import write_json
-from drover.evaluate.prompting import PromptFormatter, prompt_text
+from drover.evaluate.prompting import PromptFormatter, prompt_text, resolve_chat_format
 from drover.evaluate.registry import TASKS
 from drover.evaluate.task import EvalContext, EvalOptions, Task
-from drover.records import write_jsonl
-from drover.runs import RunDir
+from drover.identity import digest, file_fingerprint, path_fingerprint
+from drover.results import find_result, model_slug, write_result
+from drover.runs import RunDir, report_stage
 
 
 def task_settings(task: Task, options: EvalOptions) -> dict[str, Any]:
@@ -39,6 +46,59 @@ def task_settings(task: Task, options: EvalOptions) -> dict[str, Any]:
     return json.loads(json.dumps(settings, default=str))
 
 
+def task_inputs(task: Task, options: EvalOptions) -> dict[str, str]:
+    """Content fingerprints of what a task reads besides the model: the protocol (the task's
+    module and the shared prompt formatting) and the user-given paths among the options it
+    uses (data dir, classifier)."""
+    from drover.evaluate import prompting
+
+    inputs = {"code": file_fingerprint(inspect.getfile(type(task))),
+              "prompting": file_fingerprint(inspect.getfile(prompting))}
+    for name in getattr(task, "uses", ()):
+        value = getattr(options, name)
+        if isinstance(value, str) and value and Path(value).exists():
+            inputs[name] = path_fingerprint(value)
+    return inputs
+
+
+def result_key(model_identity: dict[str, Any], task: Task, options: EvalOptions) -> str:
+    return digest({"model": model_identity, "task": task.name, "inputs": task_inputs(task, options),
+                   "settings": task_settings(task, options)})
+
+
+@dataclasses.dataclass
+class ModelRef:
+    """The evaluated model as results name it: a readable label, the spec as given, its identity."""
+
+    label: str
+    spec: str
+    identity: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        return digest(self.identity)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "spec": self.spec, "fingerprint": self.fingerprint}
+
+
+def model_label(spec: str, run_root: str | Path, name: str = "") -> str:
+    """`name` if given; a local model directory relative to the run (`train/sft/model`), else
+    as given; an endpoint's served model name (its URL and port change between runs)."""
+    if name:
+        return name
+    path = Path(spec.removeprefix("hf:"))
+    if "://" not in spec and path.is_dir():
+        try:
+            return path.resolve().relative_to(Path(run_root).resolve()).as_posix()
+        except ValueError:
+            return str(path)
+    for sep in ("#", "openai:"):
+        if sep in spec:
+            return spec.rsplit(sep, 1)[1]
+    return spec.partition("@")[0] or spec
+
+
 def _usage(llm: Any) -> dict[str, float]:
     stats = getattr(llm, "stats", None)
     if stats is None:
@@ -46,30 +106,23 @@ def _usage(llm: Any) -> dict[str, float]:
     return {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens, "cost": stats.cost}
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def run_tasks(llm: Any, fmt: PromptFormatter, model: str, names: list[str], run: RunDir, options: EvalOptions,
-              force: bool = False, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run (or skip, when done with the same settings) each task; returns their result records."""
+def run_tasks(llm: Any, fmt: PromptFormatter, model: ModelRef, names: list[str], run: RunDir, options: EvalOptions,
+              force: bool = False, log: Callable[[str], None] = print,
+              provenance: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run (or skip, when done from the same inputs and settings) each task; returns their records."""
     run.ensure()
     results = []
     for name in names:
         task = TASKS.get(name)
         settings = task.settings(options)
         recorded = task_settings(task, options)
-        path = run.eval / f"{name}.json"
-        previous = _load(path)
-        if (not force and previous is not None and previous.get("model") == model
-                and {k: v for k, v in (previous.get("settings") or {}).items() if k != "run_info"} == recorded):
-            log(f"eval {name}: done already with the same settings ({path}); skipping")
+        key = result_key(model.identity, task, options)
+        previous = None if force else find_result(run.root, model.label, name, key)
+        if previous is not None:
+            log(f"eval {name}: done already for {model.label} with the same model, data and settings; skipping")
             results.append(previous)
             continue
-        log(f"eval {name}: running")
+        log(f"eval {name}: running on {model.label}")
         before = _usage(llm)
         start = time.perf_counter()
         ctx = EvalContext(llm, fmt, options, cache_path=run.llm_cache)
@@ -78,14 +131,13 @@ def run_tasks(llm: Any, fmt: PromptFormatter, model: str, names: list[str], run:
         after = _usage(llm)
         for judge in ctx.judges:  # judge models' tokens and cost belong to this task too
             after = {k: after[k] + v for k, v in _usage(judge).items()}
-        examples_file = f"eval/{name}.examples.jsonl"
-        write_jsonl(run.root / examples_file, [{**e, "prompt": prompt_text(e["prompt"])} if "prompt" in e else e
-                                               for e in result.examples])
         record = {
-            "task": name,
             "kind": "benchmark",
+            "name": name,
+            "task": name,
             "title": task.title,
-            "model": model,
+            "model": model.to_dict(),
+            "key": key,
             "metrics": {k: float(v) for k, v in result.metrics.items()},
             "primary_metric": task.primary_metric,
             "higher_is_better": task.higher_is_better,
@@ -93,13 +145,18 @@ def run_tasks(llm: Any, fmt: PromptFormatter, model: str, names: list[str], run:
             # What was learned while running (e.g. shots dropped) is kept apart from what is compared.
             "settings": {**recorded, "run_info": result.extra_settings} if result.extra_settings else recorded,
             "n_examples": len(result.examples),
-            "examples_file": examples_file,
+            "failures": 0,  # a benchmark request that fails after retries raises: nothing is guessed
             "usage": {k: after[k] - before[k] for k in after},
             "time_s": round(elapsed, 3),
+            "provenance": {**(provenance or {}), "inputs": {"model": model.fingerprint,
+                                                           **task_inputs(task, options)}},
         }
-        write_json(path, record)
-        run.log("eval", task=name, metrics=record["metrics"], time_s=record["time_s"])
-        log(f"eval {name}: {task.primary_metric} = {record['metrics'].get(task.primary_metric, float('nan')):.2f} "
+        examples = [{**e, "prompt": prompt_text(e["prompt"])} if "prompt" in e else e for e in result.examples]
+        path = write_result(run.root, record, examples)
+        record = json.loads(path.read_text(encoding="utf-8"))  # exactly what was written (strict JSON)
+        run.log("eval", task=name, model=model.label, metrics=record["metrics"], time_s=record["time_s"])
+        value = record["metrics"].get(task.primary_metric)
+        log(f"eval {name}: {task.primary_metric} = {'-' if value is None else f'{value:.2f}'} "
             f"({record['n_examples']} examples, {elapsed:.1f} s)")
         results.append(record)
     return results
@@ -139,7 +196,7 @@ def details(records: list[dict[str, Any]]) -> str:
     headers = ["task", "metrics", "n", "time (s)", "tokens"]
     rows = []
     for r in records:
-        metrics = ", ".join(f"{k}={v:.2f}" for k, v in r["metrics"].items())
+        metrics = ", ".join(f"{k}={'-' if v is None else f'{v:.2f}'}" for k, v in r["metrics"].items())
         tokens = int(r["usage"]["prompt_tokens"] + r["usage"]["completion_tokens"])
         rows.append([r["task"], metrics, str(r["n_examples"]), f"{r['time_s']:.1f}", str(tokens)])
     return _grid(headers, rows)
@@ -152,24 +209,36 @@ def _grid(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), sep] + [line(r) for r in rows])
 
 
-def evaluate(model: str, names: list[str], run_dir: str | Path, options: EvalOptions, force: bool = False,
-             batch_size: int | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """`drover eval`: open the model through the LLM client, run the tasks, print the tables."""
+def evaluate(config: Any, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """`drover eval` (an `EvalConfig`): open the model through the LLM client, run the tasks, print the tables."""
+    from drover.evaluate.registry import expand_tasks
     from drover.llm.client import LLM
     from drover.llm.config import LLMConfig
+    from drover.provenance import provenance
 
-    overrides = {"batch_size": batch_size} if batch_size else {}
-    config = LLMConfig.from_spec(model, **overrides)
-    run = RunDir(run_dir).ensure()
-    fmt = PromptFormatter.for_llm(config, options.chat_format)
+    config.validate()
+    names = expand_tasks(config.tasks)
+    options = config.eval_options()
+    overrides = {"batch_size": config.batch_size} if config.batch_size else {}
+    llm_config = LLMConfig.from_spec(config.model, **overrides)
+    chat_format, why = resolve_chat_format(options.chat_format, llm_config)
+    log(f"chat format: {chat_format} ({why})")
+    options = dataclasses.replace(options, chat_format=chat_format)
+    run = RunDir(config.run_dir).ensure()
+    fmt = PromptFormatter.for_llm(llm_config, options.chat_format)
     start = time.perf_counter()
-    with LLM(config, run.llm_cache) as llm:
-        records = run_tasks(llm, fmt, model, names, run, options, force=force, log=log)
+    if Path(llm_config.model).is_dir():
+        report_stage(inputs=[llm_config.model])
+    with LLM(llm_config, run.llm_cache) as llm:
+        model = ModelRef(model_label(config.model, run.root, config.name), config.model, llm.identity)
+        record = provenance(config, device=llm_config.device if llm_config.backend == "hf" else None,
+                            precision=llm_config.dtype if llm_config.backend == "hf" else None)
+        records = run_tasks(llm, fmt, model, names, run, options, force=config.force, log=log, provenance=record)
     log("")
-    log(table8({model: records}))
+    log(table8({model.label: records}))
     log("")
     log(details(records))
     usage = {k: sum(r["usage"][k] for r in records) for k in ("prompt_tokens", "completion_tokens", "cost")}
     log(f"\n{len(records)} task(s) in {time.perf_counter() - start:.1f} s; tokens: {int(usage['prompt_tokens'])} prompt + "
-        f"{int(usage['completion_tokens'])} completion; cost ${usage['cost']:.4f}; results in {run.eval}/")
+        f"{int(usage['completion_tokens'])} completion; cost ${usage['cost']:.4f}; results in {run.eval}/{model_slug(model.label)}/")
     return records

@@ -123,6 +123,45 @@ class ConvertOptions:
 
 
 @dataclass
+class ConvertConfig:
+    """`drover convert`: which converter, from where to where, and its options (one typed
+    config, so `--config FILE.yaml key=value` works as on every stage)."""
+
+    fmt: str = ""                      # input format (a name in drover.formats.FORMATS)
+    input: str = ""                    # a file, or a directory of them (e.g. Super-NI tasks/)
+    output: str = ""                   # output JSONL (written atomically)
+    source: str | None = None
+    max_tokens: int | None = None      # ShareGPT: split longer conversations (0: never; default 4096)
+    tokenizer: str | None = None
+    oasst_mode: Literal["all", "top"] = "all"
+    shots: int = 0
+    max_instances: int | None = None
+    reformulations: bool = False
+    only: str | None = None            # directory input: a file listing the names to convert
+
+    def validate(self) -> None:
+        from drover.errors import ConfigError
+
+        for name in ("fmt", "input", "output"):
+            if not getattr(self, name):
+                raise ConfigError(f"convert: {name}: required" + (" (--from FORMAT)" if name == "fmt" else ""))
+        if self.shots < 0:
+            raise ConfigError("--shots must be >= 0")
+        if self.max_instances is not None and self.max_instances < 1:
+            raise ConfigError("--max-instances must be >= 1")
+        if self.max_tokens is not None and self.max_tokens < 0:
+            raise ConfigError("--max-tokens must be >= 0 (0 disables splitting)")
+
+    def options(self) -> ConvertOptions:
+        from drover.formats.source import read_names
+
+        max_tokens = ConvertOptions.max_tokens if self.max_tokens is None else (self.max_tokens or None)
+        return ConvertOptions(source=self.source, max_tokens=max_tokens, tokenizer=self.tokenizer,
+                              oasst_mode=self.oasst_mode, shots=self.shots, max_instances=self.max_instances,
+                              reformulations=self.reformulations, only=read_names(self.only) if self.only else None)
+
+
+@dataclass
 class ConvertStats:
     """How many items were read, written and skipped (with reasons)."""
 

@@ -26,7 +26,7 @@ import random
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from drover.errors import ConfigError, InputError
 from drover.generate.filters import BLACKLIST_ALPACA, BLACKLIST_SELF_INSTRUCT, instruction_problem
@@ -50,6 +50,7 @@ MODE_DEFAULTS = {
 
 @dataclass
 class SelfInstructConfig:
+    GROWS: ClassVar[tuple[str, ...]] = ("limit", "num_instructions")  # more instructions continue the same pool
     output: str = ""
     teacher: str = ""
     teacher_options: dict[str, Any] = field(default_factory=dict)

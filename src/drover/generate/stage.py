@@ -4,6 +4,15 @@ resumable outputs and its end-of-stage summary.
 Resuming is two mechanisms together: the output is appended record by record
 (`JsonlAppender`; ids already written are skipped on restart) and every LLM call goes
 through the run's persistent cache, so calls answered before a crash are not paid twice.
+
+Resuming is honest (`claim_output`): `<output>.stage.json` records the stage's key, the
+digest of its resolved config with every input file as its content fingerprint and every
+LLM as its identity (`LLMConfig.identity()`). A re-run whose key differs (another
+--max-tokens, teacher, prompt style or input file) refuses, naming what changed, before
+anything is written; `--force` starts fresh. Only settings that add records without
+changing those written (`GROWS`: `limit`, and e.g. self-instruct's `num_instructions`)
+and settings that cannot change an answer (concurrency, rate limits, prices: `QUIET`)
+are left out of the key.
 """
 
 from __future__ import annotations
@@ -18,6 +27,12 @@ from typing import Any
 
 from drover.atomic import write_json
 from drover.errors import ConfigError
+
+GROWS = ("limit",)  # a config class may widen this with its own `GROWS`
+QUIET = frozenset({"output", "run_dir", "concurrency", "rpm", "tpm", "timeout", "max_retries", "backoff_base",
+                   "backoff_max", "price_input_per_1k", "price_output_per_1k", "batch_size", "lean_transport",
+                   "api_key_env"})
+SIDECARS = ("failures.jsonl", "rejected.jsonl", "tasks.jsonl", "instructions.jsonl", "summary.json", "stage.json")
 
 
 def require(value: str, name: str, flag: str | None = None) -> str:
@@ -84,12 +99,21 @@ class Summary:
     def add(self, key: str, n: int = 1) -> None:
         self.counts[key] += n
 
+    @property
+    def failed(self) -> int:
+        """Items that produced no record this time (a count whose key says "failed", except
+        failures kept as records: "(recorded)"): a re-run retries exactly those."""
+        return sum(n for key, n in self.counts.items() if "failed" in key and "(recorded)" not in key)
+
     def finish(self, llms: dict[str, Any]) -> dict[str, Any]:
         seconds = time.monotonic() - self.started
         usage = {name: llm.stats.to_dict() for name, llm in llms.items() if llm is not None}
         data = {"stage": self.stage, "output": str(self.output), "seconds": round(seconds, 2),
                 "counts": dict(self.counts), "llm": usage, **self.extra}
         write_json(sidecar(self.output, "summary.json"), data)
+        from drover.runs import report_stage
+
+        report_stage(failed=self.failed)  # failed items leave a recipe stage "failed", not done
         lines = [f"\n{self.stage}: done in {seconds:.1f}s -> {self.output}"]
         for key, value in sorted(self.counts.items()):
             lines.append(f"  {key:<28} {value}")
@@ -101,6 +125,63 @@ class Summary:
             lines.append(f"  {key}: {json.dumps(value) if not isinstance(value, str) else value}")
         print("\n".join(lines), flush=True)
         return data
+
+
+def _identify(value: Any) -> Any:
+    """A config value as content: existing paths -> fingerprints, LLM specs -> identities."""
+    from drover.identity import path_fingerprint
+
+    if isinstance(value, dict):
+        return {k: _identify(v) for k, v in value.items() if k not in QUIET}
+    if isinstance(value, (list, tuple)):
+        return [_identify(v) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    name, sep, rest = value.partition("=")
+    if sep and "://" not in name and not Path(value).exists():
+        return {name: _identify(rest)}  # NAME=PATH / NAME=SPEC
+    if "://" in value or value.startswith(("openai:", "hf:")):
+        from drover.llm.config import LLMConfig
+
+        try:
+            return LLMConfig.from_spec(value).identity()
+        except ConfigError:
+            return value
+    if Path(value).exists():
+        return path_fingerprint(value)
+    return value
+
+
+def stage_key_settings(config: Any) -> dict[str, Any]:
+    """What decides a stage's records (see the module docstring); a config class names its
+    extra output paths in `OUTPUTS` (they are written, not read: not part of the key)."""
+    skip = set(getattr(config, "GROWS", GROWS)) | set(getattr(config, "OUTPUTS", ())) | QUIET
+    return {f.name: _identify(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in skip}
+
+
+def claim_output(config: Any, force: bool = False, output: str | Path | None = None,
+                 also: tuple[str | Path, ...] = ()) -> None:
+    """Refuse to resume an output written under other settings; `force` starts it (and the
+    stage's other outputs, `also`) fresh. The key goes to `<output>.stage.json`."""
+    from drover.identity import digest
+
+    output = Path(output or config.output)
+    marker = sidecar(output, "stage.json")
+    settings = stage_key_settings(config)
+    if force:
+        for path in [output, *(sidecar(output, s) for s in SIDECARS), *map(Path, also)]:
+            path.unlink(missing_ok=True)
+    elif marker.exists() and output.exists():
+        try:
+            before = json.loads(marker.read_text(encoding="utf-8"))
+        except ValueError:
+            before = {}
+        old = before.get("settings") or {}
+        if before.get("key") != digest(settings):
+            changed = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)] or ["settings"]
+            raise ConfigError(f"{output}: written under other settings (changed: {', '.join(changed)}); resuming "
+                              f"would mix them. Start fresh with --force or give another --output")
+    write_json(marker, {"key": digest(settings), "settings": settings})
 
 
 def close_all(*llms: Any) -> None:

@@ -65,17 +65,9 @@ class JudgeConfig:
 
 
 def judge_identity(llm_config: Any) -> dict[str, Any]:
-    """Who judges, by content: endpoint URL + served name, or a local model's fingerprint."""
-    identity: dict[str, Any] = {"backend": llm_config.backend, "model": llm_config.model,
-                                "base_url": llm_config.base_url}
-    if llm_config.backend == "hf":
-        from drover.identity import path_fingerprint
-
-        path = Path(llm_config.model)
-        identity.update(fingerprint=path_fingerprint(path) if path.exists() else None,
-                        chat_template=llm_config.chat_template, max_length=llm_config.max_length,
-                        dtype=llm_config.dtype)
-    return identity
+    """Who judges, by content: `LLMConfig.identity()` (endpoint URL + served name, a recipe
+    service's declared identity, or a local model's fingerprint, template, length, dtype)."""
+    return llm_config.identity()
 
 
 def result_key(config: JudgeConfig, settings: Any, content: Any, identity: Any) -> str:

@@ -95,6 +95,7 @@ class LLM:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._resolved: dict[Decoding, Decoding] = {}
+        self.identity = config.identity()  # content of the model / endpoint: part of every cache key
 
     # --- lifecycle ------------------------------------------------------------------------
     @property
@@ -231,7 +232,7 @@ class LLM:
         return resolved
 
     def fingerprint(self, request: Request) -> str:
-        return request_fingerprint(self.config.backend, self.config.model, request, self.resolve(request))
+        return request_fingerprint(self.identity, request, self.resolve(request))
 
     def run(self, requests: Iterable[Request], desc: str = "", total: int | None = None) -> Iterator[Completion]:
         """Answer every request, yielding Completions in input order (see the module docstring)."""
@@ -254,10 +255,10 @@ class LLM:
             if not isinstance(item, Request):
                 raise TypeError(f"LLM.run expects Request objects, got {type(item).__name__}")
             decoding = self.resolve(item)
-            return item, decoding, request_fingerprint(self.config.backend, self.config.model, item, decoding)
+            return item, decoding, request_fingerprint(self.identity, item, decoding)
         if not isinstance(item, ScoreRequest):
             raise TypeError(f"LLM.score expects ScoreRequest objects, got {type(item).__name__}")
-        return item, None, score_fingerprint(self.config.backend, self.config.model, item)
+        return item, None, score_fingerprint(self.identity, item)
 
     def _from_cache(self, kind: str, item: Any, data: dict[str, Any]) -> Completion | Score:
         if kind == "completion":
@@ -354,7 +355,7 @@ class LLM:
         for j in range(n):
             sub_decoding = replace(decoding, n=1, seed=None if decoding.seed is None else decoding.seed + j)
             sub = replace(request, decoding=sub_decoding, sample_index=request.sample_index * n + j)
-            subs.append((sub, sub_decoding, request_fingerprint(self.config.backend, self.config.model, sub, sub_decoding)))
+            subs.append((sub, sub_decoding, request_fingerprint(self.identity, sub, sub_decoding)))
         hits = self.cache.get_many([fp for _, _, fp in subs]) if self.cache is not None else {}
 
         async def one(sub: Request, sub_decoding: Decoding, fp: str) -> Completion:

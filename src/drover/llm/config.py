@@ -25,6 +25,26 @@ from drover.errors import ConfigError
 from drover.llm.types import Decoding
 
 
+def _declared_endpoints() -> dict[str, str]:
+    import json
+
+    try:
+        data = json.loads(os.environ.get("DROVER_ENDPOINT_IDENTITIES") or "{}")
+    except ValueError:
+        return {}
+    return {str(k).rstrip("/"): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _adapter_base(path: Path) -> str | None:
+    """The base model a peft adapter directory names (None for a full model)."""
+    import json
+
+    try:
+        return str(json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass
 class LLMConfig:
     backend: Literal["openai", "hf"] = "openai"
@@ -88,6 +108,45 @@ class LLMConfig:
         if self.api_key_env.startswith(("sk-", "Bearer ")) or len(self.api_key_env) > 64:
             raise ConfigError("llm: api_key_env: give the NAME of the environment variable that holds "
                               "the key (e.g. OPENAI_API_KEY), never the key itself")
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this LLM's answers: the one place the cache key takes the model from.
+
+        An endpoint is its base URL plus the served model name (two servers serving
+        different weights under one name are different models). A local model is the
+        content fingerprint of its directory (weights, tokenizer, its own chat template)
+        plus what shapes its prompts and numerics: the named chat template (and that
+        template's text), `max_length` (left truncation) and `dtype`. Concurrency, rate
+        limits, timeouts, retries, prices and `batch_size` (outputs are the same at any
+        batch size) cannot change an answer and stay out. Decoding defaults are not here:
+        the cache key holds each request's resolved decoding.
+
+        A recipe's service listens on a free port that changes every run; the recipe runner
+        declares its identity (its command line and the fingerprint of the model it
+        serves) in `$DROVER_ENDPOINT_IDENTITIES` ({base URL: identity}), and that replaces
+        the URL here, so a re-run finds its cached answers and another model never does.
+        """
+        if self.backend == "openai":
+            url = (self.base_url or "https://api.openai.com/v1").strip().rstrip("/")
+            declared = _declared_endpoints().get(url)
+            if declared:
+                return {"backend": "openai", "endpoint": declared, "model": self.model}
+            return {"backend": "openai", "base_url": url, "model": self.model}
+        from drover.identity import digest, dir_fingerprint
+
+        path = Path(self.model)
+        template = None
+        if self.chat_template:
+            from drover.templates import CHAT_TEMPLATES, chat_template_text
+
+            text = chat_template_text(self.chat_template) if self.chat_template in CHAT_TEMPLATES else None
+            template = {"name": self.chat_template, "text": digest(text) if text else None}
+        out = {"backend": "hf", "model": dir_fingerprint(path) if path.is_dir() else self.model,
+               "chat_template": template, "max_length": self.max_length, "dtype": self.dtype}
+        base = _adapter_base(path)
+        if base is not None:  # a peft adapter computes with its base model's weights too
+            out["base_model"] = dir_fingerprint(base) if Path(base).is_dir() else base
+        return out
 
     def defaults(self) -> Decoding:
         return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,

@@ -29,6 +29,7 @@ class HFBackend:
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.model, chat_template=config.chat_template)
         self.model = model if model is not None else load_model(config.model, dtype=config.dtype, device=config.device)
         self.tokenizer.padding_side = "left"
+        self.identity = config.identity()
 
     def render(self, request: Request) -> list[int]:
         """The prompt token ids of a request, with training's BOS rule (`encode_rendered`)."""
@@ -69,7 +70,7 @@ class HFBackend:
         items, index, constrained = [], [], []
         for i, (request, decoding) in enumerate(pairs):
             try:
-                key = request_fingerprint(self.name, self.config.model, request, decoding)
+                key = request_fingerprint(self.identity, request, decoding)
                 items.append(self.item(request, decoding, key))
                 index.append(i)
                 constrained.append(None if decoding.constraint is None else True)

@@ -201,11 +201,11 @@ def _fingerprint_default(value: Any) -> Any:
     return value.to_dict() if isinstance(value, Constraint) else list(value)
 
 
-def request_fingerprint(backend: str, model: str, request: Request, decoding: Decoding) -> str:
-    """The cache key: hash of (backend, model, messages/prompt, resolved decoding, sample index)."""
+def request_fingerprint(identity: dict[str, Any], request: Request, decoding: Decoding) -> str:
+    """The cache key: hash of (the LLM's `LLMConfig.identity()`, messages/prompt, resolved
+    decoding, sample index). The request's `key` (a caller's label) is not part of it."""
     payload = {
-        "backend": backend,
-        "model": model,
+        "llm": identity,
         "messages": request.messages,
         "prompt": request.prompt,
         "decoding": {name: getattr(decoding, name) for name in _DECODING_FIELDS},  # = asdict(), 10x faster
@@ -217,9 +217,8 @@ def request_fingerprint(backend: str, model: str, request: Request, decoding: De
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def score_fingerprint(backend: str, model: str, request: ScoreRequest) -> str:
-    """The cache key of a scoring request: hash of (backend, model, context, continuation)."""
-    payload = {"backend": backend, "model": model, "kind": "score",
-               "context": request.context, "continuation": request.continuation}
+def score_fingerprint(identity: dict[str, Any], request: ScoreRequest) -> str:
+    """The cache key of a scoring request: hash of (the LLM's identity, context, continuation)."""
+    payload = {"llm": identity, "kind": "score", "context": request.context, "continuation": request.continuation}
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

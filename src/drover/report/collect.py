@@ -8,6 +8,7 @@ Reads only files the stages write: `config.yaml`, `stages/*.json`, every `log.js
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,15 @@ def collect(root: str | Path) -> RunContents:
         if isinstance(data, dict):
             run.stages.append(data)
     run.curves = _curves(root)
-    # eval/*.json: benchmark results; eval/<model>/*.json: results written by drover.results (judges)
-    for result in sorted((root / "eval").glob("*.json")) + sorted((root / "eval").glob("*/*.json")):
+    for result in sorted([*(root / "eval").glob("*.json"), *(root / "eval").glob("*/*.json")]):
         data = _read_json(result)
         if not isinstance(data, dict) or "metrics" not in data:
             continue
         data["_file"] = str(result.relative_to(root))
+        if isinstance(data.get("model"), dict):  # per-model results (drover.results): shown by label
+            data["model_info"], data["model"] = data["model"], data["model"].get("label", "?")
+        if isinstance(data["metrics"], dict):  # strict JSON writes NaN as null; the tables' arithmetic wants NaN
+            data["metrics"] = {k: math.nan if v is None else v for k, v in data["metrics"].items()}
         (run.judges if data.get("kind") == "judge" else run.benchmarks).append(data)
     for summary in sorted(root.glob("stats/**/*.json")):
         data = _read_json(summary)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
@@ -207,7 +206,7 @@ def render(run: RunContents) -> tuple[str, str, list[tuple[str, bytes]]]:
 
 
 def write_report(root: str | Path) -> tuple[Path, Path]:
-    from drover.atomic import atomic_open, write_text
+    from drover.atomic import atomic_open, strict_dumps, write_text
     from drover.report.collect import collect
 
     run = collect(root)
@@ -220,5 +219,5 @@ def write_report(root: str | Path) -> tuple[Path, Path]:
             handle.write(png)
     json_summary = {"benchmarks": [{k: v for k, v in r.items() if k in ("task", "model", "metrics")} for r in run.benchmarks],
                     "judges": [{k: v for k, v in r.items() if k in ("task", "model", "metrics")} for r in run.judges]}
-    write_text(root / "report.json", json.dumps(json_summary, indent=2, default=str))
+    write_text(root / "report.json", strict_dumps(json_summary, indent=2, default=str))
     return root / "report.html", root / "report.md"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ class TrainState:
     epoch_step: int = 0          # optimizer steps done within the current epoch
     tokens: int = 0              # target tokens trained on
     data_hash: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)  # train.resume.train_settings at the start
+    total_steps: int = 0         # the plan the steps so far were taken under (for train.resume.check_plan)
+    warmup_steps: int = 0
 
 
 def checkpoints(root: Path) -> list[Path]:
@@ -68,12 +71,20 @@ def save(accelerator: Any, root: Path, state: TrainState, keep_last: int) -> Pat
     return final
 
 
-def load(accelerator: Any, path: Path) -> TrainState:
+def read_state(path: Path) -> TrainState:
+    """A checkpoint's `trainer_state.json` alone (no weights): what resume checks compare."""
     if not (path / STATE_FILE).is_file():
         raise ConfigError(f"{path}: not a drover checkpoint (no {STATE_FILE}); "
                           f"give a checkpoints/step-N directory or a run directory that has one")
+    data = json.loads((path / STATE_FILE).read_text())
+    known = {f for f in TrainState.__dataclass_fields__}
+    return TrainState(**{k: v for k, v in data.items() if k in known})
+
+
+def load(accelerator: Any, path: Path) -> TrainState:
+    state = read_state(path)
     accelerator.load_state(str(path))
-    return TrainState(**json.loads((path / STATE_FILE).read_text()))
+    return state
 
 
 def resolve_resume(resume_from: str, run_checkpoints: Path) -> Path | None:

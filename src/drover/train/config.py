@@ -89,6 +89,7 @@ class TrainConfig:
     # run directory, checkpoints, logging
     run_dir: str = "runs/sft"
     resume_from: str = ""                 # a checkpoint or run directory; default: run_dir's latest checkpoint
+    force: bool = False                   # start fresh: replace run_dir's checkpoints, model and log (no resume)
     save_every: int = 0                   # optimizer steps between checkpoints; 0 = only at the end
     keep_last: int = 2
     seed: int = 42

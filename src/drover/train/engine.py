@@ -92,6 +92,28 @@ def resolve_precision(value: str) -> str | None:
     return "bf16" if any(check() for check in native) else "no"
 
 
+def launched_processes(environ: Any = None) -> int | None:
+    """The world size the launcher asked for (torchrun/accelerate launch, MPI), or None."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    for name in ("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
+        if environ.get(name, "").isdigit():
+            return int(environ[name])
+    return None
+
+
+def check_world_size(actual: int, environ: Any = None) -> None:
+    """A launch of N processes that accelerate set up as another world size (e.g. a GPU
+    config on a CPU host: each process a world of one) would train N independent copies
+    and interleave their logs: an error before any step."""
+    requested = launched_processes(environ)
+    if requested is not None and requested != actual:
+        raise ConfigError(f"the launcher started {requested} processes but accelerate set up a world of {actual} "
+                          f"(check the accelerate config's distributed_type and that the devices exist); "
+                          f"training {requested} independent copies would be wrong, so nothing was trained")
+
+
 def make_accelerator(config: Any, run: RunDir) -> Any:
     import importlib.util
 
@@ -105,6 +127,7 @@ def make_accelerator(config: Any, run: RunDir) -> Any:
     accelerator = Accelerator(mixed_precision=resolve_precision(config.mixed_precision),
                               gradient_accumulation_steps=config.grad_accum, log_with=trackers or None,
                               project_dir=str(run.root))
+    check_world_size(accelerator.num_processes)
     if accelerator.state.deepspeed_plugin is not None:
         configure_deepspeed(accelerator.state.deepspeed_plugin.deepspeed_config, config)
     set_seed(config.seed)
@@ -152,7 +175,7 @@ class Engine:
     """Holds what every step needs; `train()` is the loop."""
 
     def __init__(self, config: Any, spec: ObjectiveSpec, examples: list[Example], eval_examples: list[Example],
-                 tokenizer: Any, run: RunDir):
+                 tokenizer: Any, run: RunDir, check_plan: Any = None):
         self.config, self.spec, self.tokenizer, self.run = config, spec, tokenizer, run
         self.examples, self.eval_examples = examples, eval_examples
         self.params = objective_params(spec, config.objective_params)
@@ -160,6 +183,10 @@ class Engine:
         world = self.accelerator.num_processes  # checked before the (long) reference pass
         self.steps_per_epoch = steps_per_epoch(len(epoch_plan(examples, config, 0)), config.grad_accum, world)
         self.collate = Collate(tokenizer.pad_token_id, config.packing, config.pack_tokens or config.max_length)
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+        self.warmup_steps = math.ceil(config.warmup_ratio * self.total_steps)
+        if check_plan is not None:  # a resume refused here has written nothing yet
+            check_plan(self.total_steps, self.warmup_steps)
         self.ref = self.eval_ref = None
         if spec.needs_reference:  # once, before the policy is loaded; then the reference is freed
             cache = run.root / "reference"
@@ -170,10 +197,8 @@ class Engine:
         plugin = self.accelerator.state.deepspeed_plugin
         self.deepspeed = plugin is not None
         self.optimizer = make_optimizer(model, config, cpu_offloaded_optimizer(plugin and plugin.deepspeed_config))
-        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
-        warmup = math.ceil(config.warmup_ratio * self.total_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           lr_lambda(config.schedule, warmup, self.total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(config.schedule, self.warmup_steps, self.total_steps))
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         self.accelerator.register_for_checkpointing(self.scheduler)
 
@@ -270,16 +295,17 @@ class Engine:
 
     # -- the loop --------------------------------------------------------------------
     def train(self, resume_from: Path | None = None) -> TrainResult:
+        """The loop; a resume was checked (`train.resume`) before this engine was built."""
         from tqdm.auto import tqdm
 
+        from drover.train.resume import train_settings
+
         config, acc = self.config, self.accelerator
-        state = checkpoint.TrainState(data_hash=examples_hash(self.examples))
+        state = checkpoint.TrainState(data_hash=examples_hash(self.examples), settings=train_settings(config))
         if resume_from is not None:
-            saved = checkpoint.load(acc, resume_from)
-            if saved.data_hash != state.data_hash:
-                raise ConfigError(f"{resume_from}: the checkpoint was trained on different data (or tokenizer, "
-                                  f"max_length); use a new run_dir or the same data")
-            state = saved
+            state = checkpoint.load(acc, resume_from)
+            state.settings = state.settings or train_settings(config)
+        state.total_steps, state.warmup_steps = self.total_steps, self.warmup_steps
         bar = tqdm(total=self.total_steps, initial=state.step, desc=f"{self.spec.name}",
                    disable=not (config.progress and acc.is_main_process), dynamic_ncols=True)
         start, tokens_at_start, stats, metrics = time.perf_counter(), state.tokens, {}, {}

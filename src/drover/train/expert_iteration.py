@@ -8,9 +8,12 @@ Round r (1..R) is two resumable stages in the run directory:
   round-r-sft      SFT of the *current* policy on the winners (RUN/round-r/sft, which
                    resumes from its own checkpoints); its model is the next policy.
 
-Each stage writes a marker with the hash of its resolved config (`RunDir.mark_done`),
-so re-running the same command skips finished stages and continues an interrupted
-one from its partial outputs. With `conditional_tokens`, every response is kept for
+Each stage writes a marker with the digest of its resolved config and the content
+fingerprints of what it read (`RunDir.mark_done`): the policy, the prompts, the reward
+model, the SFT data. Re-running the same command skips finished stages and continues an
+interrupted one from its partial outputs; a finished stage whose config or inputs changed
+(e.g. round 1 retrained with another `sft.lr`) is redone from scratch, and so is every
+later round, since its policy changed. With `conditional_tokens`, every response is kept for
 SFT, tagged `<|good|>` (the winner) or `<|bad|>` (the rest), and rounds after the
 first sample with the good token (`drover.train.conditional_tokens`).
 """
@@ -121,8 +124,9 @@ def expert_iterate(config: ExpertIterationConfig, make_llm: Callable[[str, Path]
     default to the LLM client, `run_training` and the configured reward model or judge;
     tests pass stand-ins.
     """
+
     from drover.config import from_dict
-    from drover.runs import RunDir
+    from drover.runs import RunDir, fingerprints
     from drover.train.config import TrainConfig
 
     config.validate()
@@ -136,20 +140,27 @@ def expert_iterate(config: ExpertIterationConfig, make_llm: Callable[[str, Path]
         round_dir = run.root / f"round-{r}"
         # what the samples depend on (not the SFT settings: changing sft.lr keeps the samples)
         sample_key = {"round": r, "policy": policy, "config": replace(config, sft={})}
+        sample_inputs = [policy, *config.prompts, *([config.reward_model] if config.reward_model else [])]
         if not run.stage_done(f"round-{r}-sample", sample_key):
+            if run.stage_marker(f"round-{r}-sample") is not None:  # done before, on other inputs: redo
+                for name in ("ranked.jsonl", "best.jsonl", "conditioned.jsonl"):
+                    (round_dir / name).unlink(missing_ok=True)
             if scorer is None:
                 scorer = _scorer(config, make_llm, run.llm_cache)
             round_config = replace(config, seed=config.seed + r)   # new samples each round
             summary = _sample_stage(round_config, policy, round_dir, scorer, make_llm, run.llm_cache,
                                     condition=config.conditional_tokens and r > 1)
-            run.mark_done(f"round-{r}-sample", sample_key, summary)
+            run.mark_done(f"round-{r}-sample", sample_key, summary, inputs=fingerprints(sample_inputs))
             print(f"expert-iterate round {r}: {summary['written']} prompts, mean best reward "
                   f"{summary['mean_best']:.3f} vs mean of all {summary['mean_all']:.3f}")
         sft = from_dict(TrainConfig, {**config.sft, "model": policy, "objective": "sft",
                                       "data": [str(_sft_data(config, round_dir))],
                                       "run_dir": str(round_dir / "sft")}, where="expert-iterate sft")
         if not run.stage_done(f"round-{r}-sft", sft):
+            if run.stage_marker(f"round-{r}-sft") is not None:  # trained before, on other inputs: retrain
+                sft.force = True
             train(sft)
-            run.mark_done(f"round-{r}-sft", sft)
+            sft.force = False  # not part of the stage's key
+            run.mark_done(f"round-{r}-sft", sft, inputs=fingerprints([policy, *sft.data]))
         policy = str(round_dir / "sft" / "model")
     return policy

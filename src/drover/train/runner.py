@@ -37,24 +37,66 @@ def prepare_examples(config: Any, spec: Any, tokenizer: Any, run: RunDir) -> tup
     return examples, eval_examples, report
 
 
+def start_fresh(run: RunDir) -> None:
+    """`--force`: remove what a previous training wrote into this run directory."""
+    import shutil
+
+    for path in (run.checkpoints, run.root / "model"):
+        shutil.rmtree(path, ignore_errors=True)
+    run.log_path.unlink(missing_ok=True)
+
+
+def data_inputs(config: Any, run: RunDir) -> list[str]:
+    """The files a training config reads (model, tokenizer, reference, every data source)."""
+    from drover.train import mixture
+
+    dirs = [Path(d) for d in config.data_dirs] + [run.data]
+    paths = [str(src.path) for src in mixture.sources(config.data, config.mixture, dirs)]
+    paths += [str(mixture.resolve(name, dirs)) for name in config.eval_data]
+    models = [config.model, config.tokenizer_path] + ([config.reference_path] if config.reference_model else [])
+    return list(dict.fromkeys([m for m in models if Path(m).exists()] + paths))
+
+
 def run_training(config: Any, echo: bool = True) -> Path:
-    """Train `config.model` with `config.objective`; returns the final model directory."""
+    """Train `config.model` with `config.objective`; returns the final model directory.
+
+    A resume is checked (`train.resume`) before anything is written: a refused one leaves
+    the run directory exactly as it was."""
+    from drover.identity import path_fingerprint
     from drover.models import load_tokenizer
-    from drover.train import checkpoint
+    from drover.provenance import provenance, stamp_model
+    from drover.runs import report_stage
+    from drover.train import checkpoint, resume
+    from drover.train.data import examples_hash
     from drover.train.objectives import get_objective
 
     config.validate()
     spec = get_objective(config.objective)
     run = RunDir(config.run_dir)  # created only once every check has passed
-    resume_from = checkpoint.resolve_resume(getattr(config, "resume_from", ""), run.checkpoints)
+    force = getattr(config, "force", False)
+    resume_from = None if force else checkpoint.resolve_resume(getattr(config, "resume_from", ""), run.checkpoints)
+    saved = checkpoint.read_state(resume_from) if resume_from is not None else None
+    if saved is not None:
+        resume.check_settings(saved, config, resume_from)
     tokenizer = load_tokenizer(config.tokenizer_path, config.chat_template, allow_download=config.allow_download)
     examples, eval_examples, report = prepare_examples(config, spec, tokenizer, run)
-    run.ensure().save_config(config)
+    if saved is not None:
+        resume.check_data(saved, examples_hash(examples), config, resume_from)
+    inputs = data_inputs(config, run)
+    report_stage(inputs=inputs)
 
     from drover.train.engine import Engine
 
     started = time.time()
-    engine = Engine(config, spec, examples, eval_examples, tokenizer, run)
+    plan_check = (lambda total, warmup: resume.check_plan(saved, config, resume_from, total, warmup)) if saved else None
+    engine = Engine(config, spec, examples, eval_examples, tokenizer, run, check_plan=plan_check)
+    if engine.accelerator.is_main_process:
+        if force:
+            start_fresh(run)
+        run.ensure().save_config(config)
+        if saved is not None:
+            run.truncate_log(saved.step)  # the steps after the checkpoint are redone and logged again
+    engine.accelerator.wait_for_everyone()
     if resume_from is not None and echo and engine.accelerator.is_main_process:
         print(f"drover {spec.name}: resuming from {resume_from}", file=sys.stderr)
     result = engine.train(resume_from)
@@ -65,6 +107,10 @@ def run_training(config: Any, echo: bool = True) -> Path:
     if engine.accelerator.is_main_process:
         run.log("summary", wall_seconds=round(time.time() - started, 2), **summary)
         if result.model_dir is not None:
+            acc = engine.accelerator
+            record = provenance(config, inputs={p: path_fingerprint(p) for p in inputs}, device=str(acc.device),
+                                precision=acc.mixed_precision)
+            summary["model_fingerprint"] = stamp_model(result.model_dir, {**record, "summary": summary})
             run.mark_done(f"train-{spec.name}", config, summary)
         if echo:
             print(_summary_text(summary), file=sys.stderr)
