@@ -7,7 +7,7 @@
 Objectives: listed below with their loss and paper (from the objective registry; each
 is a pure loss in drover/train/objectives, formula and paper in its docstring).
 KTO trains on unpaired labelled responses: convert them with
-`drover convert --format unpaired` (or give Ranked records: best = desirable, worst =
+`drover convert --from unpaired` (or give Ranked records: best = desirable, worst =
 undesirable; objective_params.label_by=score labels by score ≥ threshold).
 
 RSO (Liu et al. 2023): `drover rerank --select rso` writes pairs sampled from the

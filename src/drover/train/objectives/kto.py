@@ -18,7 +18,7 @@ them).
 
 Which responses are desirable (documented data contract):
 - a record with one response is a labelled example: desirable when its score is
-  ≥ `threshold`, else undesirable. The labelled formats (`drover convert --format
+  ≥ `threshold`, else undesirable. The labelled formats (`drover convert --from
   unpaired`: `{"messages"|"prompt", "completion", "label": bool}`) store true/false
   as score 1/0, so the default threshold 0.5 reads them as labelled;
 - a record with several responses (`label_by: rank`, default): its best (rank 0) is
