@@ -193,3 +193,10 @@ def test_tune_help_lists_every_objective_with_its_paper(capsys):
 def test_unlabelled_data_written_back_round_trips(tmp_path):
     records, _ = convert(UNPAIRED)
     assert write_jsonl(tmp_path / "out.jsonl", records) == 4
+
+
+def test_readme_objective_table_has_every_tune_objective():
+    from drover.commands.tune import tune_objectives
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert all(f"| `{name}` |" in readme for name in tune_objectives())
