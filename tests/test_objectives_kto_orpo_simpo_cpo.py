@@ -111,8 +111,8 @@ def test_kto_units_come_from_structure_alone():
     assert run("kto", batch).units == run("kto", zeros).units == 2
 
 
-@pytest.mark.parametrize("name,params", [("kto", {"label": 1}), ("orpo", {"lambda": 1}), ("simpo", {"gama": 1}),
-                                         ("cpo", {"alpha": 1})])
+@pytest.mark.parametrize("name,params", [("kto", {"label": 1}), ("kto", {"label_by": "scores"}),
+                                         ("orpo", {"lambda": 1}), ("simpo", {"gama": 1}), ("cpo", {"alpha": 1})])
 def test_unknown_parameter_is_a_config_error(name, params):
     with pytest.raises(ConfigError, match=next(iter(params))):
         get_objective(name).fn(make_batch(PAIR, ref=[0.0, 0.0]), params)

@@ -24,7 +24,8 @@ Which responses are desirable (documented data contract):
 - a record with several responses (`label_by: rank`, default): its best (rank 0) is
   desirable and its worst (last) undesirable, the ones in between are not trained on;
   with `label_by: score` every scored response is labelled by the threshold instead
-  (unscored ones are skipped).
+  (unscored ones are skipped). A record whose responses all tie is reported before
+  training in either mode, as is a lone response without a score.
 λ_D/λ_U balance unequal counts (the paper's eq. 8 asks λ_D·n_D/(λ_U·n_U) in [1, 4/3]).
 """
 
