@@ -68,6 +68,17 @@ def test_unpaired_converter_names_file_line_and_field(tmp_path, item, field, pro
     assert str(path) in str(err.value)
 
 
+def test_tune_on_unconverted_labelled_data_says_how_to_convert(tiny_model_dir, tmp_path, capsys):
+    from drover.cli import main
+
+    code = main(["tune", "--objective", "kto", "--model", str(tiny_model_dir), "--data", str(UNPAIRED),
+                 "--run-dir", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{UNPAIRED}:1" in err and "drover convert --from unpaired" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_convert_command_writes_ranked_records_kto_reads(tmp_path):
     from drover.cli import main
     from drover.records import read_ranked
