@@ -3,6 +3,8 @@
     drover tune --objective dpo --model runs/sft/model --data pairs.jsonl --run-dir runs/dpo
     drover tune --objective tuna --model runs/sft/model --data tuna_p.jsonl --run-dir runs/tuna_p lr=1e-5 objective_params.margin=0.1
     drover tune --objective ipo ... objective_params.beta=0.5 lr=1e-6
+    drover convert --from unpaired labelled.jsonl kto.jsonl && drover tune --objective kto --data kto.jsonl ...
+    drover tune --objective simpo ... objective_params.beta=2.5 objective_params.gamma=1.4
 
 Objectives: listed below with their loss and paper (from the objective registry; each
 is a pure loss in drover/train/objectives, formula and paper in its docstring).
