@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("drover.commands.generate", "teacher data: answers, translate, self-instruct, feedback, rank"),
     "sft": ("drover.commands.sft", "supervised fine-tuning (assistant tokens only), full or LoRA"),
     "reward": ("drover.commands.reward", "train a pairwise reward model on Ranked data"),
-    "tune": ("drover.commands.tune", "preference/ranking tuning: dpo, ipo, slic, rrhf, pro, tuna, ..."),
+    "tune": ("drover.commands.tune", "preference/ranking tuning: dpo, ipo, kto, orpo, simpo, cpo, tuna, ..."),
     "rerank": ("drover.commands.rerank", "best-of-n: sample n responses and rank them with a reward model"),
     "expert-iterate": ("drover.commands.expert_iterate", "expert iteration: sample, pick the best, SFT, repeat"),
     "eval": ("drover.commands.eval", "benchmarks: MMLU, GSM, BBH, TydiQA, Codex-Eval, ToxiGen, TruthfulQA, ..."),

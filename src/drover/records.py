@@ -251,6 +251,9 @@ def read_records(path: str | Path) -> Iterator[Record]:
     for number, obj in iter_json_lines(path):
         if isinstance(obj, dict) and "responses" in obj:
             yield Ranked.from_dict(obj, (str(path), number))
+        elif isinstance(obj, dict) and "label" in obj and "completion" in obj and "responses" not in obj:
+            raise InputError(path, number, None, "a labelled (unpaired) item, not a record: convert the file "
+                             "with `drover convert --from unpaired IN OUT` (KTO reads the result)")
         else:
             yield Conversation.from_dict(obj, (str(path), number))
 

@@ -3,16 +3,14 @@
     drover tune --objective dpo --model runs/sft/model --data pairs.jsonl --run-dir runs/dpo
     drover tune --objective tuna --model runs/sft/model --data tuna_p.jsonl --run-dir runs/tuna_p lr=1e-5 objective_params.margin=0.1
     drover tune --objective ipo ... objective_params.beta=0.5 lr=1e-6
+    drover convert --from unpaired labelled.jsonl kto.jsonl && drover tune --objective kto --data kto.jsonl ...
+    drover tune --objective simpo ... objective_params.beta=2.5 objective_params.gamma=1.4
 
-Objectives (each a pure loss in drover/train/objectives, formula and paper in its docstring):
-  dpo     -log σ(β[(log π - log π_ref)(y_w) - (...)(y_l)])               Rafailov et al. 2023
-  dpo-ln  DPO on per-token log-ratios                                     Tülu 3 (Lambert et al. 2024)
-  ipo     (h - 1/(2β))² on the log-ratio gap h                            Azar et al. 2023
-  slic    max(0, δ - log π(y_w) + log π(y_l)) + λ·NLL(best)               Zhao et al. 2023
-  rrhf    Σ_{s_i<s_j} max(0, p_i - p_j) + NLL(best), p = mean log-prob     Yuan et al. 2023
-  pro     Σ_k -log softmax_{j≥k}(p)_k + β·NLL(best)                       Song et al. 2023
-  tuna    Σ_{j<k} max(0, v_k - v_j + m(k-j)) + λ·MLE(reference)           Li et al. 2023
-          (objective_params.mle_on=all: MLE averaged over all candidates, as Tuna's released code)
+Objectives: listed below with their loss and paper (from the objective registry; each
+is a pure loss in drover/train/objectives, formula and paper in its docstring).
+KTO trains on unpaired labelled responses: convert them with
+`drover convert --from unpaired` (or give Ranked records: best = desirable, worst =
+undesirable; objective_params.label_by=score labels by score ≥ threshold).
 
 RSO (Liu et al. 2023): `drover rerank --select rso` writes pairs sampled from the
 reward-tilted policy; train on them here with --objective dpo or slic.
@@ -38,9 +36,35 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "rrhf": {"lr": 1e-6, "epochs": 1},
     "pro": {"lr": 1e-6, "epochs": 1},
     "tuna": {"lr": 1e-5, "epochs": 1},
+    # KTO, CPO: TRL's KTOConfig / CPOConfig learning rate; SimPO: the paper's 5e-7-1e-6 range;
+    # ORPO trains from the base model (it includes the SFT term): the paper's 5e-6
+    "kto": {"lr": 1e-6, "epochs": 1, "warmup_ratio": 0.1},
+    "orpo": {"lr": 5e-6, "epochs": 1, "warmup_ratio": 0.1},
+    "simpo": {"lr": 5e-7, "epochs": 1, "warmup_ratio": 0.1},
+    "cpo": {"lr": 1e-6, "epochs": 1, "warmup_ratio": 0.1},
 }
-TUNE_OBJECTIVES = tuple(DEFAULTS)
 FRESH_FLAG = "--force"  # what a recipe passes when this stage's inputs or settings changed
+
+
+def tune_objectives() -> list[str]:
+    """Every registered objective that tunes a policy on Ranked data (the reward model
+    has its own command)."""
+    from drover.train.objectives import OBJECTIVES
+
+    specs = {name: OBJECTIVES.get(name) for name in OBJECTIVES.names()}
+    return [name for name, spec in specs.items() if spec.data == "ranked" and not spec.scalar_head]
+
+
+def objectives_help() -> str:
+    """The epilog of `drover tune --help`: each objective, its loss and its paper."""
+    from drover.train.objectives import get_objective
+
+    lines = ["objectives:"]
+    for name in tune_objectives():
+        spec = get_objective(name)
+        lines.append(f"  {name:<7} {spec.formula}")
+        lines.append(f"  {'':<7}   {spec.paper}")
+    return "\n".join(lines)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +80,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--objective", required=True, choices=TUNE_OBJECTIVES, help="the loss to train with")
+    parser.add_argument("--objective", required=True, choices=tune_objectives(), help="the loss to train with")
+    parser.epilog = objectives_help()
     add_common_arguments(parser)
 
 
@@ -84,6 +109,6 @@ def train(config: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    defaults = {**DEFAULTS[args.objective], "run_dir": f"runs/{args.objective}"}
+    defaults = {**DEFAULTS.get(args.objective, {}), "run_dir": f"runs/{args.objective}"}
     train(build_config(args, args.objective, defaults))
     return 0

@@ -26,6 +26,8 @@ FORMATS: dict[str, tuple[str, str]] = {
                            "GPT-4-LLM comparison data v1 (completion_a/b) or v2 (responses_and_scores) -> Ranked"),
     "hh-rlhf": ("drover.formats.preference:HH_RLHF", "Anthropic HH-RLHF {chosen, rejected} transcripts -> Ranked"),
     "llmbar": ("drover.formats.preference:LLMBAR", "LLMBar dataset.json {input, output_1, output_2, label} -> Ranked"),
+    "unpaired": ("drover.formats.unpaired:UNPAIRED",
+                 "labelled responses {messages|prompt, completion, label: bool} (KTO; TRL's unpaired) -> Ranked"),
     "alpaca-eval": ("drover.formats.evalsets:ALPACA_EVAL",
                     "AlpacaEval model_outputs.json {instruction, output, generator, dataset}"),
     "vicuna-questions": ("drover.formats.evalsets:VICUNA_QUESTIONS",

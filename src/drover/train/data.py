@@ -3,8 +3,11 @@
 A Conversation becomes one sequence (labels on every assistant turn). A Ranked record with
 K responses becomes K sequences prompt + response_k (rank k, its score), plus the record's
 `reference` answer as one more sequence with rank -1 when the objective asks for it
-(`ObjectiveSpec.needs_reference_text`; `wants_reference_text`: only when the record has one).
-Sequences of one record always travel together.
+(`ObjectiveSpec.needs_reference_text`; `wants_reference_text`: only when the record has one),
+plus, for `needs_mismatched` (KTO's KL estimate), the record's prompt followed by each
+response of the previous usable record (rank -2; the first record takes the last one's:
+TRL's rotation of completions, over the whole data set). Sequences of one record always
+travel together.
 
 Records an objective cannot use (too few responses, all scores tied, no reference, no
 assistant turn) are collected with their ids and either dropped or reported as one
@@ -26,14 +29,14 @@ from drover.errors import DataError
 from drover.records import Conversation, Ranked, Record
 from drover.templates import alpaca_fields
 from drover.tokenization import EncodedExample, encode_conversation, encode_prompt_response
-from drover.train.objective import ObjectiveSpec
+from drover.train.objective import MISMATCHED_RANK, REFERENCE_RANK, ObjectiveSpec
 
 MAX_IDS_SHOWN = 10
 
 
 @dataclass
 class Example:
-    """One record's sequences (rank order; the reference, rank -1, last)."""
+    """One record's sequences (rank order; then the reference, rank -1; then mismatched, rank -2)."""
 
     index: int                       # position in the training set: the key of cached reference log-probs
     record_id: str
@@ -81,17 +84,20 @@ def _problems(record: Record, spec: ObjectiveSpec) -> str | None:
         return "all response scores tied (no preference to learn)"
     if spec.needs_reference_text and not record.reference:
         return "no `reference` response"
-    return None
+    return spec.record_problem(record) if spec.record_problem else None
 
 
-def _encode(record: Record, spec: ObjectiveSpec, tokenizer: Any, max_length: int, index: int) -> Example:
+def _encode(record: Record, spec: ObjectiveSpec, tokenizer: Any, max_length: int, index: int,
+            previous: Record | None = None) -> Example:
     if isinstance(record, Conversation):
         messages = alpaca_fields(record.messages, record.meta)  # the alpaca template's with-input prompt
         seq = encode_conversation(tokenizer, messages, max_length, record.id)
         return Example(index, record.id, [seq], [0], [math.nan])
     texts = [(r.content, k, math.nan if r.score is None else r.score) for k, r in enumerate(record.responses)]
     if spec.needs_reference_text or (spec.wants_reference_text and record.reference):
-        texts.append((record.reference or "", -1, math.nan))
+        texts.append((record.reference or "", REFERENCE_RANK, math.nan))
+    if spec.needs_mismatched and isinstance(previous, Ranked):
+        texts += [(r.content, MISMATCHED_RANK, math.nan) for r in previous.responses]
     seqs = [encode_prompt_response(tokenizer, record.messages, text, max_length, record.id) for text, _, _ in texts]
     return Example(index, record.id, seqs, [k for _, k, _ in texts], [s for _, _, s in texts])
 
@@ -120,8 +126,8 @@ def build_examples(records: list[Record], spec: ObjectiveSpec, tokenizer: Any, m
         raise DataError(_report_bad(bad, len(records)) + "\n(set on_bad_records=drop to train without them)")
     examples: list[Example] = []
     cut = f"no target token left within max_length={max_length}"
-    for record in usable:
-        example = _encode(record, spec, tokenizer, max_length, len(examples))
+    for position, record in enumerate(usable):
+        example = _encode(record, spec, tokenizer, max_length, len(examples), usable[position - 1])
         report.truncated += sum(s.truncated for s in example.sequences)
         if any(s.num_trained == 0 for s in example.sequences):
             bad[cut].append(record.id)  # cut away, as open-instruct drops them: a notice, not an error

@@ -24,7 +24,10 @@ How the engine uses an objective (the whole protocol):
 3. `metrics` values are sums over the micro-batch (like `loss_sum`); the engine sums
    them over the accumulated, global batch and divides by the same global units.
 4. Sequences of one record are always in the same micro-batch, consecutive, in rank
-   order (rank 0 first), with the `reference` sequence (rank -1) last when requested.
+   order (rank 0 first), with the `reference` sequence (rank -1) after them when
+   requested, and the *mismatched* sequences (rank -2, `needs_mismatched`) last: the
+   record's prompt followed by each response of the previous record in the data (the
+   first record takes the last one's), TRL's completion rotation for KTO's KL estimate.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import torch
 
+    from drover.records import Record
+
+REFERENCE_RANK = -1    # the record's `reference` answer (needs_reference_text)
+MISMATCHED_RANK = -2   # this prompt + a response of the previous record (needs_mismatched)
+
 
 @dataclass
 class SequenceBatch:
@@ -46,7 +54,8 @@ class SequenceBatch:
     seq_logps:     (N,)   sum of token_logps over the mask
     seq_lengths:   (N,)   number of target tokens
     group:         (N,)   index of the record within the micro-batch (0..B-1)
-    rank:          (N,)   position in the record's ranking, 0 = best; -1 for `reference`
+    rank:          (N,)   position in the record's ranking, 0 = best; -1 for `reference`,
+                          -2 (MISMATCHED) for another record's response after this prompt
     scores:        (N,)   the record's score for the response (NaN when unscored)
     ref_seq_logps: (N,)   same sums under the frozen reference model (if needs_reference)
     rewards:       (N,)   scalar-head outputs (if scalar_head)
@@ -86,5 +95,8 @@ class ObjectiveSpec:
     scalar_head: bool = False            # reward model: a scalar per sequence instead of LM log-probs
     min_responses: int = 1               # records with fewer responses are reported before training
     needs_scores: bool = False           # records whose scores are all tied are reported
+    needs_mismatched: bool = False       # each prompt with the previous record's responses (rank -2)
+    record_problem: "Callable[[Record], str | None] | None" = None  # why a record is unusable, beyond the above
     paper: str = ""                      # citation shown in docs and `drover tune --help`
+    formula: str = ""                    # the loss in one line, for `drover tune --help`
     params: type | None = None           # dataclass of the objective's parameters (config `objective_params`)

@@ -19,6 +19,10 @@ OBJECTIVES: Registry[ObjectiveSpec] = Registry("objective", {
     "rrhf": "drover.train.objectives.rrhf:SPEC",
     "pro": "drover.train.objectives.pro:SPEC",
     "tuna": "drover.train.objectives.tuna:SPEC",
+    "kto": "drover.train.objectives.kto:SPEC",
+    "orpo": "drover.train.objectives.orpo:SPEC",
+    "simpo": "drover.train.objectives.simpo:SPEC",
+    "cpo": "drover.train.objectives.cpo:SPEC",
 })
 
 

@@ -90,11 +90,13 @@ def dpo_ln_objective(batch: SequenceBatch, params: Any = None) -> ObjectiveOutpu
 SPEC = ObjectiveSpec(
     name="dpo", fn=dpo_objective, data="ranked", needs_reference=True, min_responses=2, needs_scores=True,
     paper="Rafailov et al. 2023, Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
+    formula="-log σ(β[(log π - log π_ref)(y_w) - (log π - log π_ref)(y_l)])",
     params=DPOParams,
 )
 
 LN_SPEC = ObjectiveSpec(
     name="dpo-ln", fn=dpo_ln_objective, data="ranked", needs_reference=True, min_responses=2, needs_scores=True,
     paper="Lambert et al. 2024, Tülu 3 (length-normalized DPO); Rafailov et al. 2023",
+    formula="DPO on per-token log-ratios",
     params=DPOLNParams,
 )

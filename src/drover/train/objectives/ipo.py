@@ -54,5 +54,6 @@ def ipo_objective(batch: SequenceBatch, params: Any = None) -> ObjectiveOutput:
 SPEC = ObjectiveSpec(
     name="ipo", fn=ipo_objective, data="ranked", needs_reference=True, min_responses=2, needs_scores=True,
     paper="Azar et al. 2023, A General Theoretical Paradigm to Understand Learning from Human Preferences",
+    formula="(h - 1/(2β))² on the log-ratio gap h",
     params=IPOParams,
 )

@@ -65,5 +65,6 @@ def pro_objective(batch: SequenceBatch, params: Any = None) -> ObjectiveOutput:
 SPEC = ObjectiveSpec(
     name="pro", fn=pro_objective, data="ranked", min_responses=2, needs_scores=True,
     paper="Song et al. 2023, Preference Ranking Optimization for Human Alignment",
+    formula="Σ_k -log softmax_{j≥k}(p)_k + β·NLL(best)",
     params=PROParams,
 )

@@ -81,5 +81,6 @@ SPEC = ObjectiveSpec(
     needs_scores=True,
     paper="Ouyang et al. 2022, Training language models to follow instructions with human feedback (eq. 1); "
           "OpenAI 2023, GPT-4 Technical Report §3.2",
+    formula="-log σ(r(y_w) - r(y_l)) on a scalar head (Bradley-Terry)",
     params=RewardParams,
 )

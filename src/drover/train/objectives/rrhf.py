@@ -57,5 +57,6 @@ def rrhf_objective(batch: SequenceBatch, params: Any = None) -> ObjectiveOutput:
 SPEC = ObjectiveSpec(
     name="rrhf", fn=rrhf_objective, data="ranked", min_responses=2, needs_scores=True,
     paper="Yuan et al. 2023, RRHF: Rank Responses to Align Language Models with Human Feedback without tears",
+    formula="Σ_{s_i<s_j} max(0, p_i - p_j) + λ·NLL(best), p = mean token log-prob",
     params=RRHFParams,
 )

@@ -71,5 +71,6 @@ def slic_objective(batch: SequenceBatch, params: Any = None) -> ObjectiveOutput:
 SPEC = ObjectiveSpec(
     name="slic", fn=slic_objective, data="ranked", wants_reference_text=True, min_responses=2, needs_scores=True,
     paper="Zhao et al. 2023, SLiC-HF: Sequence Likelihood Calibration with Human Feedback",
+    formula="max(0, δ - log π(y_w) + log π(y_l)) + λ·NLL(best), no reference",
     params=SLiCParams,
 )

@@ -79,5 +79,6 @@ def tuna_objective(batch: SequenceBatch, params: Any = None) -> ObjectiveOutput:
 SPEC = ObjectiveSpec(
     name="tuna", fn=tuna_objective, data="ranked", needs_reference_text=True, min_responses=2,
     paper="Li et al. 2023, Tuna: Instruction Tuning using Feedback from Large Language Models",
+    formula="Σ_{j<k} max(0, v_k - v_j + m(k-j)) + λ·MLE(reference)",
     params=TunaParams,
 )
