@@ -111,6 +111,8 @@ class LLMConfig:
         if self.mode == "batch":
             if self.backend != "openai":
                 raise ConfigError("llm: mode: batch needs the openai backend (a provider's batch API)")
+            if len(urls) > 1:
+                raise ConfigError("llm: mode: batch sends jobs to one provider endpoint; give one base_url")
             for name in ("batch_max_requests", "batch_max_bytes"):
                 if getattr(self, name) < 1:
                     raise ConfigError(f"llm: {name}: must be >= 1, got {getattr(self, name)}")

@@ -132,8 +132,10 @@ class FakeOpenAIServer:
                 if status == 0:  # drop
                     writer.transport.abort()
                     return
-                data = json.dumps(payload).encode()
-                head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}", "content-type: application/json",
+                raw = isinstance(payload, bytes)  # a file's content (the batch server's downloads)
+                data = payload if raw else json.dumps(payload).encode()
+                kind = "application/octet-stream" if raw else "application/json"
+                head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}", f"content-type: {kind}",
                         f"content-length: {len(data)}"] + [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
                 await writer.drain()
