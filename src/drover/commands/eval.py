@@ -12,6 +12,12 @@ examples:
   drover eval --model runs/demo/checkpoints/final --tasks mmlu,gsm --limit 20
   drover eval --model http://127.0.0.1:8000/v1#tiny --tasks bbh_cot --chat-format none
   drover eval --model openai:gpt-4 --tasks gsm_cot,tydiqa --data-dir ~/data/tydiqa --chat-format model
+
+sharded (N GPUs or nodes; the merge equals an unsharded run):
+  drover eval --model runs/demo/checkpoints/final --tasks gsm --shard 0/2 &   # one per GPU
+  drover eval --model runs/demo/checkpoints/final --tasks gsm --shard 1/2 &
+  wait; drover eval --model runs/demo/checkpoints/final --tasks gsm          # merges, writes results
+  accelerate launch --num_processes 2 -m drover eval --model ... --tasks gsm  # shards itself, rank 0 merges
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a task setting (repeatable)")
     parser.add_argument("--batch-size", type=int, default=None, help="local model batch size")
     parser.add_argument("--force", action="store_true", help="re-run tasks that are already done")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="answer only shard I of N of the requests (into RUN/shards/eval/); a later run "
+                             "without --shard merges the parts (default under accelerate launch: RANK/WORLD_SIZE)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
                           toxigen_classifier=args.toxigen_classifier, truthfulqa_judge=args.truthfulqa_judge,
                           overrides=overrides)
     from drover.evaluate.runner import evaluate
+    from drover.shards import Shard, local_device
 
-    evaluate(args.model, names, args.run_dir, options, force=args.force, batch_size=args.batch_size)
+    shard = Shard.resolve(args.shard)
+    launched = shard is not None and not args.shard  # under accelerate launch / torchrun: rank 0 merges
+    evaluate(args.model, names, args.run_dir, options, force=args.force, batch_size=args.batch_size, shard=shard,
+             merge_after=launched and shard.index == 0, device=local_device() if launched else None)
     return 0

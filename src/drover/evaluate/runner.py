@@ -153,17 +153,37 @@ def _grid(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def evaluate(model: str, names: list[str], run_dir: str | Path, options: EvalOptions, force: bool = False,
-             batch_size: int | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """`drover eval`: open the model through the LLM client, run the tasks, print the tables."""
+             batch_size: int | None = None, log: Callable[[str], None] = print, shard: Any = None,
+             merge_after: bool = False, device: str | None = None) -> list[dict[str, Any]]:
+    """`drover eval`: open the model through the LLM client, run the tasks, print the tables.
+
+    `shard` (a `drover.shards.Shard`): only answer that shard's requests into its cache
+    part (`drover.evaluate.shard`), then, with `merge_after` (rank 0 under a launcher),
+    wait for the other shards and merge. Without a shard, shard parts found in the run
+    directory are merged into its cache first.
+    """
     from drover.llm.client import LLM
     from drover.llm.config import LLMConfig
+    from drover.shards import cache_part, merge_cache_parts, shard_dir, wait_for
 
-    overrides = {"batch_size": batch_size} if batch_size else {}
+    overrides: dict[str, Any] = {"batch_size": batch_size} if batch_size else {}
+    if device:  # a launched rank's own GPU
+        overrides["device"] = device
     config = LLMConfig.from_spec(model, **overrides)
     run = RunDir(run_dir).ensure()
     fmt = PromptFormatter.for_llm(config, options.chat_format)
+    if shard is not None:
+        from drover.evaluate.shard import JOB, run_shard
+
+        with LLM(config, cache_part(run.root, JOB, shard)) as llm:
+            run_shard(llm, fmt, names, run, options, shard, log=log)
+        if not merge_after:
+            return []
+        wait_for(shard_dir(run.root, JOB), shard.count, log=log)
     start = time.perf_counter()
     with LLM(config, run.llm_cache) as llm:
+        if llm.cache is not None:
+            merge_cache_parts(llm.cache, run.root, "eval", log=log)
         records = run_tasks(llm, fmt, model, names, run, options, force=force, log=log)
     log("")
     log(table8({model: records}))
