@@ -74,14 +74,16 @@ class Shard:
         return k % self.count == self.index
 
 
-def local_device() -> str | None:
-    """Under a launcher, rank LOCAL_RANK's own GPU (None: leave the device to the config)."""
+def use_local_gpu() -> None:
+    """Under a launcher, make rank LOCAL_RANK's GPU the current one, so every device "auto"
+    (models, reward models) lands there instead of all ranks on GPU 0."""
     local = os.environ.get("LOCAL_RANK")
     if local is None:
-        return None
+        return
     import torch
 
-    return f"cuda:{int(local)}" if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(local))
 
 
 # --- request sharding: parts of the LLM cache -------------------------------------------------

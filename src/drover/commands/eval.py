@@ -85,10 +85,12 @@ def run(args: argparse.Namespace) -> int:
                           toxigen_classifier=args.toxigen_classifier, truthfulqa_judge=args.truthfulqa_judge,
                           overrides=overrides)
     from drover.evaluate.runner import evaluate
-    from drover.shards import Shard, local_device
+    from drover.shards import Shard, use_local_gpu
 
     shard = Shard.resolve(args.shard)
     launched = shard is not None and not args.shard  # under accelerate launch / torchrun: rank 0 merges
+    if launched:
+        use_local_gpu()
     evaluate(args.model, names, args.run_dir, options, force=args.force, batch_size=args.batch_size, shard=shard,
-             merge_after=launched and shard.index == 0, device=local_device() if launched else None)
+             merge_after=launched and shard.index == 0)
     return 0

@@ -12,6 +12,11 @@ re-running the same command resumes.
 `--select rso` also writes RUN/data/rso.jsonl: RSO (Liu et al. 2023) rejection-samples
 --rso-k of the n scored responses from pi_sft * exp(r / beta) and pairs them
 (first-round ranking), ready for `drover tune --objective dpo|slic --data rso.jsonl`.
+
+Sharded over N GPUs or nodes (`drover.shards`, by record: the merge equals one process):
+    drover rerank ... --shard 0/2 & drover rerank ... --shard 1/2 & wait
+    drover rerank ... --merge-shards 2        # writes ranked.jsonl / best.jsonl in input order
+    accelerate launch --num_processes 2 -m drover rerank ...   # shards itself; rank 0 merges
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="RSO: (y1,y2),(y3,y4)... as 2-response records (paper's best), a single-elimination "
                              "tournament (k-1 pairs), or all k in one record")
     parser.add_argument("--rso-out", help="RSO output (default RUN/data/rso.jsonl)")
+    parser.add_argument("--shard", metavar="I/N", help="rank only records k with k mod N = I, into "
+                        "<output>.shard-I-of-N.jsonl (default under accelerate launch: RANK/WORLD_SIZE)")
+    parser.add_argument("--merge-shards", type=int, metavar="N", help="merge the N finished shards' parts "
+                        "into the outputs (in input order), then continue (RSO)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,29 +75,62 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"rerank: --rso-k must be >= 2 (pairs need two responses), got {args.rso_k}")
     if args.select == "rso" and not (args.rso_beta > 0 and math.isfinite(args.rso_beta)):
         raise ConfigError(f"rerank: --rso-beta must be a positive number, got {args.rso_beta}")
+    from drover.shards import Shard, cache_part, mark_done, output_markers, output_part, use_local_gpu, wait_for
+
     run_dir = RunDir(args.run_dir).ensure()
     ranked_path = args.out or run_dir.data / "ranked.jsonl"
     best_path = args.best or run_dir.data / "best.jsonl"
-    scorer = load_reward_scorer(args.reward_model, batch_size=args.batch_size)
-    start = time.monotonic()
     if args.limit is not None and args.limit < 0:
         raise ConfigError(f"--limit must be >= 0 (0: all records), got {args.limit}")
     limit = args.limit or None
-    if args.input:
-        summary = rerank_file(itertools.islice(read_ranked(args.input), limit), scorer, ranked_path, best_path)
-    else:
-        from drover.llm.client import LLM
-        from drover.llm.config import LLMConfig
+    if args.merge_shards is not None and args.shard:
+        raise ConfigError("rerank: give --shard I/N (rank a shard) or --merge-shards N (merge them), not both")
+    shard = None if args.merge_shards is not None else Shard.resolve(args.shard)
+    launched = shard is not None and not args.shard
+    if launched:
+        use_local_gpu()
+    reader = (lambda: read_ranked(args.input)) if args.input else (lambda: read_records(args.prompts))
+    if args.merge_shards is None:
+        records = itertools.islice(reader(), limit)
+        cache = run_dir.llm_cache
+        out_ranked, out_best = ranked_path, best_path
+        if shard is not None:  # each shard its own outputs and its own cache (no lock shared across nodes)
+            records = (r for k, r in enumerate(records) if shard.owns_index(k))
+            out_ranked, out_best = output_part(ranked_path, shard), output_part(best_path, shard)
+            cache = cache_part(run_dir.root, "rerank", shard)
+        scorer = load_reward_scorer(args.reward_model, batch_size=args.batch_size)
+        start = time.monotonic()
+        if args.input:
+            summary = rerank_file(records, scorer, out_ranked, out_best)
+        else:
+            from drover.llm.client import LLM
+            from drover.llm.config import LLMConfig
 
-        options = SampleOptions(args.n, args.temperature, args.top_p, args.max_tokens, args.seed)
-        with LLM(LLMConfig.from_spec(args.policy), run_dir.llm_cache) as llm:
-            summary = best_of_n(llm, itertools.islice(read_records(args.prompts), limit), scorer, ranked_path,
-                                best_path, options, policy_name=args.policy)
-    run_dir.log("rerank", **vars(summary))
-    print(f"drover rerank: {summary.written} prompts ranked ({summary.skipped_done} already done, "
-          f"{summary.no_samples} without samples) in {time.monotonic() - start:.1f}s; "
-          f"mean reward best {summary.mean_best:.3f} vs all {summary.mean_all:.3f}")
-    print(f"  ranking: {ranked_path}\n  best:    {best_path}")
+            options = SampleOptions(args.n, args.temperature, args.top_p, args.max_tokens, args.seed)
+            with LLM(LLMConfig.from_spec(args.policy), cache) as llm:
+                summary = best_of_n(llm, records, scorer, out_ranked, out_best, options, policy_name=args.policy)
+        run_dir.log("rerank", shard=shard.name if shard else None, **vars(summary))
+        print(f"drover rerank: {summary.written} prompts ranked ({summary.skipped_done} already done, "
+              f"{summary.no_samples} without samples) in {time.monotonic() - start:.1f}s; "
+              f"mean reward best {summary.mean_best:.3f} vs all {summary.mean_all:.3f}")
+        print(f"  ranking: {out_ranked}\n  best:    {out_best}")
+        if shard is not None:
+            for path in (ranked_path, best_path):
+                mark_done(output_markers(path), shard, vars(summary))
+            if not (launched and shard.index == 0):
+                print(f"  shard {shard.index}/{shard.count} done; merge with --merge-shards {shard.count}")
+                return 0
+            wait_for(output_markers(ranked_path), shard.count)
+    if args.merge_shards is not None or shard is not None:
+        from drover.shards import merge_output_parts
+
+        count = args.merge_shards if args.merge_shards is not None else shard.count
+        if count < 1:
+            raise ConfigError(f"rerank: --merge-shards must be >= 1, got {count}")
+        ids = [r.id for r in itertools.islice(reader(), limit)]
+        for path in (ranked_path, best_path):
+            written = merge_output_parts(path, count, ids)
+            print(f"  merged {count} shard(s) into {path} ({written} records)")
     if args.select == "rso":
         from drover.infer.rso import rso_file
 

@@ -154,7 +154,7 @@ def _grid(headers: list[str], rows: list[list[str]]) -> str:
 
 def evaluate(model: str, names: list[str], run_dir: str | Path, options: EvalOptions, force: bool = False,
              batch_size: int | None = None, log: Callable[[str], None] = print, shard: Any = None,
-             merge_after: bool = False, device: str | None = None) -> list[dict[str, Any]]:
+             merge_after: bool = False) -> list[dict[str, Any]]:
     """`drover eval`: open the model through the LLM client, run the tasks, print the tables.
 
     `shard` (a `drover.shards.Shard`): only answer that shard's requests into its cache
@@ -166,9 +166,7 @@ def evaluate(model: str, names: list[str], run_dir: str | Path, options: EvalOpt
     from drover.llm.config import LLMConfig
     from drover.shards import cache_part, merge_cache_parts, shard_dir, wait_for
 
-    overrides: dict[str, Any] = {"batch_size": batch_size} if batch_size else {}
-    if device:  # a launched rank's own GPU
-        overrides["device"] = device
+    overrides = {"batch_size": batch_size} if batch_size else {}
     config = LLMConfig.from_spec(model, **overrides)
     run = RunDir(run_dir).ensure()
     fmt = PromptFormatter.for_llm(config, options.chat_format)
