@@ -17,6 +17,7 @@ order, else omitted (the order alone is the ranking).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from drover.errors import ConfigError
@@ -26,6 +27,7 @@ from drover.generate.stage import Summary, cache_path, check_ranges, close_all, 
 from drover.judges.listwise import Ranking, build_prompt, parse
 from drover.metrics.rouge import rouge_l_tokens, tokenize
 from drover.records import JsonlAppender, Ranked, Response
+from drover.shards import Shard, cache_part, mark_done, merge_output_parts, output_markers, output_part, use_local_gpu, wait_for
 
 
 @dataclass
@@ -50,9 +52,15 @@ class RankContextualConfig:
     chunk: int = 32  # instructions sampled and diversified together
     run_dir: str = ""
     limit: int = 0
+    shard: str = ""  # "I/N": only instructions k with k mod N = I, into <output>.shard-I-of-N.jsonl
+    merge_shards: int = 0  # N: merge the N finished shards' parts into `output` (input order)
 
     def validate(self) -> None:
         check_ranges(self)
+        if self.shard:
+            Shard.parse(self.shard, where="shard:")
+        if self.shard and self.merge_shards:
+            raise ConfigError("shard / merge_shards: rank a shard or merge the shards, not both")
         require(self.input, "input", "input")
         require(self.output, "output", "output")
         if self.n < 2:
@@ -128,16 +136,26 @@ def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
     from drover.llm.types import Request
     from drover.templates import render_alpaca
 
-    summary = Summary("generate rank --method contextual", config.output)
+    if config.merge_shards:
+        return _merge(config, config.merge_shards)
+    shard = Shard.resolve(config.shard or None)
+    if shard is not None and not config.shard:
+        use_local_gpu()  # under a launcher: this rank's GPU
+    output, failures = Path(config.output), sidecar(config.output, "failures.jsonl")
     cache = cache_path(config.output, config.run_dir)
+    if shard is not None:  # its own parts and its own cache (no SQLite lock shared across nodes)
+        output, failures = output_part(output, shard), output_part(failures, shard)
+        cache = cache_part(cache.parent, "rank-contextual", shard)
+    summary = Summary("generate rank --method contextual", output)
     policy = open_llm(config.policy, cache, config.policy_options, role="policy")
     judge = open_llm(config.judge, cache, config.judge_options, role="judge")
     try:
-        with JsonlAppender(config.output) as out, JsonlAppender(sidecar(config.output, "failures.jsonl")) as bad:
+        with JsonlAppender(output) as out, JsonlAppender(failures) as bad:
             done = out.done_ids | bad.done_ids
             summary.add("already done", len(done))
             prompts = [p for n, p in enumerate(read_prompts(config.input))
-                       if (not config.limit or n < config.limit) and p.id not in done]
+                       if (not config.limit or n < config.limit) and p.id not in done
+                       and (shard is None or shard.owns_index(n))]
             for start in range(0, len(prompts), config.chunk):
                 items = [_Item(p, teacher_messages(p, config.prompt)) for p in prompts[start:start + config.chunk]]
                 _diversify(config, policy, items)
@@ -157,7 +175,25 @@ def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
                     _write(config, it, c, judge, out, bad, summary)
     finally:
         close_all(policy, judge)
-    return summary.finish({"policy": policy, "judge": judge})
+    result = summary.finish({"policy": policy, "judge": judge})
+    if shard is None:
+        return result
+    for path in (config.output, sidecar(config.output, "failures.jsonl")):
+        mark_done(output_markers(path), shard, {})
+    if config.shard or shard.index != 0:
+        return result
+    wait_for(output_markers(config.output), shard.count)  # rank 0 under a launcher merges
+    return _merge(config, shard.count)
+
+
+def _merge(config: RankContextualConfig, count: int) -> dict[str, Any]:
+    """The shards' parts, output and failures, in input order (refused until all are done)."""
+    ids = [p.id for n, p in enumerate(read_prompts(config.input)) if not config.limit or n < config.limit]
+    written = {str(path): merge_output_parts(path, count, ids)
+               for path in (Path(config.output), sidecar(config.output, "failures.jsonl"))}
+    print(f"generate rank --method contextual: merged {count} shard(s): "
+          + ", ".join(f"{path} ({n} records)" for path, n in written.items()))
+    return {"merged_shards": count, "records": written}
 
 
 def _write(config: RankContextualConfig, it: _Item, completion: Any, judge: Any, out: JsonlAppender,
