@@ -33,6 +33,10 @@ class TrainState:
     epoch_step: int = 0          # optimizer steps done within the current epoch
     tokens: int = 0              # target tokens trained on
     data_hash: str = ""
+    # The layout that wrote it (0: a checkpoint from before these were recorded).
+    num_processes: int = 0       # processes (GPUs x nodes)
+    micro_batches_per_step: int = 0  # grad_accum x processes: the global batch, in micro-batches
+    steps_per_epoch: int = 0
 
 
 def checkpoints(root: Path) -> list[Path]:
@@ -68,12 +72,47 @@ def save(accelerator: Any, root: Path, state: TrainState, keep_last: int) -> Pat
     return final
 
 
-def load(accelerator: Any, path: Path) -> TrainState:
+def check_layout(path: Path, num_processes: int, micro_batches_per_step: int, steps_per_epoch: int,
+                 sharded_states: bool) -> None:
+    """Refuse, before anything is loaded, a resume that would change the training.
+
+    DDP (and one process) keep whole model and optimizer copies, and the data order is a
+    function of the step and the micro-batches per step, so a checkpoint resumes on any
+    number of processes whose grad_accum keeps the global batch (2 nodes x 4 GPUs x
+    accum 1 = 1 node x 4 GPUs x accum 2). DeepSpeed ZeRO and FSDP shard optimizer states
+    (and ZeRO-3/FSDP the weights) per process: those resume on the same number only.
+    """
+    saved = read_state(path)
+    if not saved.num_processes or saved.num_processes == num_processes and \
+            saved.micro_batches_per_step == micro_batches_per_step:
+        return
+    if sharded_states and saved.num_processes != num_processes:
+        raise ConfigError(f"{path}: written by {saved.num_processes} processes under DeepSpeed ZeRO/FSDP, whose "
+                          f"optimizer states are sharded per process; resume with {saved.num_processes} processes "
+                          f"(now {num_processes})")
+    if saved.micro_batches_per_step != micro_batches_per_step or saved.steps_per_epoch != steps_per_epoch:
+        per_process = saved.micro_batches_per_step / num_processes
+        hint = (f"set grad_accum={int(per_process)}" if per_process.is_integer()
+                else f"use a number of processes that divides {saved.micro_batches_per_step}")
+        raise ConfigError(f"{path}: trained with {saved.num_processes} processes x grad_accum "
+                          f"{saved.micro_batches_per_step // saved.num_processes} = {saved.micro_batches_per_step} "
+                          f"micro-batches per step, now {num_processes} x {micro_batches_per_step // num_processes} = "
+                          f"{micro_batches_per_step}: the batches (and data order) would change; {hint} to keep "
+                          f"the global batch")
+
+
+def read_state(path: Path) -> TrainState:
     if not (path / STATE_FILE).is_file():
         raise ConfigError(f"{path}: not a drover checkpoint (no {STATE_FILE}); "
                           f"give a checkpoints/step-N directory or a run directory that has one")
+    known = {f for f in TrainState.__dataclass_fields__}
+    return TrainState(**{k: v for k, v in json.loads((path / STATE_FILE).read_text()).items() if k in known})
+
+
+def load(accelerator: Any, path: Path) -> TrainState:
+    state = read_state(path)
     accelerator.load_state(str(path))
-    return TrainState(**json.loads((path / STATE_FILE).read_text()))
+    return state
 
 
 def resolve_resume(resume_from: str, run_checkpoints: Path) -> Path | None:

@@ -21,6 +21,7 @@ DeepSpeed ZeRO-2/3 and FSDP (`recipes/accelerate/*.yaml`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -102,7 +103,12 @@ def make_accelerator(config: Any, run: RunDir) -> Any:
     for name in trackers:
         if importlib.util.find_spec(name) is None:
             raise ConfigError(f"{name}: true needs the {name} package (pip install 'drover[tracking]')")
-    accelerator = Accelerator(mixed_precision=resolve_precision(config.mixed_precision),
+    import os
+
+    # Several CPU processes (torchrun, or nodes without GPUs): accelerate only forms a gloo
+    # process group when told the run is on CPU.
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(cpu=cpu, mixed_precision=resolve_precision(config.mixed_precision),
                               gradient_accumulation_steps=config.grad_accum, log_with=trackers or None,
                               project_dir=str(run.root))
     if accelerator.state.deepspeed_plugin is not None:
@@ -273,13 +279,18 @@ class Engine:
         from tqdm.auto import tqdm
 
         config, acc = self.config, self.accelerator
-        state = checkpoint.TrainState(data_hash=examples_hash(self.examples))
+        layout = {"num_processes": acc.num_processes, "micro_batches_per_step": config.grad_accum * acc.num_processes,
+                  "steps_per_epoch": self.steps_per_epoch}
+        state = checkpoint.TrainState(data_hash=examples_hash(self.examples), **layout)
         if resume_from is not None:
+            from drover.train.model import sharded
+
+            checkpoint.check_layout(resume_from, **layout, sharded_states=self.deepspeed or sharded(acc))
             saved = checkpoint.load(acc, resume_from)
             if saved.data_hash != state.data_hash:
                 raise ConfigError(f"{resume_from}: the checkpoint was trained on different data (or tokenizer, "
                                   f"max_length); use a new run_dir or the same data")
-            state = saved
+            state = dataclasses.replace(saved, **layout)  # later checkpoints record this layout
         bar = tqdm(total=self.total_steps, initial=state.step, desc=f"{self.spec.name}",
                    disable=not (config.progress and acc.is_main_process), dynamic_ncols=True)
         start, tokens_at_start, stats, metrics = time.perf_counter(), state.tokens, {}, {}

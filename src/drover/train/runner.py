@@ -7,6 +7,7 @@ then does the engine start. `drover sft`, `drover reward` and `drover tune` all 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,9 @@ def run_training(config: Any, echo: bool = True) -> Path:
     resume_from = checkpoint.resolve_resume(getattr(config, "resume_from", ""), run.checkpoints)
     tokenizer = load_tokenizer(config.tokenizer_path, config.chat_template, allow_download=config.allow_download)
     examples, eval_examples, report = prepare_examples(config, spec, tokenizer, run)
-    run.ensure().save_config(config)
+    run.ensure()
+    if os.environ.get("RANK", "0") == "0":  # one writer (global rank 0 under a launcher), also across nodes
+        run.save_config(config)
 
     from drover.train.engine import Engine
 
