@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible server for tests and benchmarks (no model, no network).
 
 It answers `/v1/chat/completions` and `/v1/completions` deterministically
-("answer: <last user message>"), after an optional fixed `delay`, and records every
+("answer: <last user message>"), after an optional fixed `delay` (with at most `capacity`
+requests in service at once, when given: a model server's batch slots), and records every
 request body. Faults can be scripted for the next requests, in order:
 
     "429"   429 with Retry-After (seconds: `retry_after`)
@@ -32,8 +33,10 @@ from typing import Any
 
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, retry_after: float = 0.05, host: str = "127.0.0.1", port: int = 0,
-                 model: str = "fake", slow: dict[str, float] | None = None):
+                 model: str = "fake", slow: dict[str, float] | None = None, capacity: int | None = None):
         self.delay = delay
+        # At most `capacity` requests in service at once (an engine's batch slots): more wait.
+        self._capacity = asyncio.Semaphore(capacity) if capacity else None
         self.slow = dict(slow or {})  # content -> its own delay (to hold one answer back)
         self.retry_after = retry_after
         self.model = model
@@ -176,7 +179,10 @@ class FakeOpenAIServer:
         if fault == "drop":
             return 0, {}, None
         delay = self.slow.get(_content(request), self.delay)
-        if delay:
+        if self._capacity is not None:
+            async with self._capacity:
+                await asyncio.sleep(delay)
+        elif delay:
             await asyncio.sleep(delay)
         return 200, {}, self._answer(path, request)
 
