@@ -109,6 +109,32 @@ def test_record_parts_merge_in_input_order_once_all_are_done(tmp_path):
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ids
 
 
+@pytest.mark.slow
+def test_eval_under_a_launcher_shards_itself_and_rank0_merges(tiny_model_dir, tmp_path):
+    """`accelerate launch --num_processes 2 -m drover eval`: two ranks, each its own shard;
+    rank 0 waits for the other and writes the result, the same as one process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    model = str(tiny_model_dir)
+    args = ["--model", model, "--tasks", "gsm_direct", "--limit", "4", "-o", "max_tokens=8", "-o", "shots=1"]
+    assert main(["eval", "--run-dir", str(tmp_path / "whole"), *args]) == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launched = tmp_path / "launched"
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--main_process_port", str(port), "--mixed_precision", "no", "-m", "drover", "eval",
+                           "--run-dir", str(launched), *args],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert sorted(p.name for p in (launched / "shards" / "eval").glob("*.done.json")) == \
+        ["0-of-2.done.json", "1-of-2.done.json"]
+    assert _outputs(launched, "gsm_direct")[1] == _outputs(tmp_path / "whole", "gsm_direct")[1]
+
+
 @pytest.fixture(scope="module")
 def saved_reward_model(tiny_model_dir, tmp_path_factory):
     """The tiny model with a (random, then saved: fixed) scalar head."""
