@@ -172,3 +172,29 @@ def test_killed_while_a_job_is_in_progress_resumes_by_polling_the_same_job(serve
     assert server.uploads == uploads and len(server.jobs) == 1  # polled the same job, paid once
     assert backend.jobs_resumed == 1 and backend.jobs_created == 0
     assert _journal(tmp_path)[0]["collected"]
+
+
+def test_two_clients_of_one_model_keep_each_others_jobs(server, tmp_path):
+    server.hold = True
+    cache = tmp_path / "c.sqlite"
+    import threading
+
+    first = LLM(_config(server), cache, progress=False)
+    second = LLM(_config(server), cache, progress=False)
+    results: dict[str, list] = {}
+    threads = [threading.Thread(target=lambda name=name, llm=llm: results.setdefault(name, list(llm.run(_chats(3, name)))))
+               for name, llm in (("a", first), ("b", second))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    journal = tmp_path / "llm-batches"
+    while not (len(server.jobs) == 2 and all(j["status"] == "in_progress" for j in server.jobs.values())
+               and journal.is_dir() and len(_journal(tmp_path)) == 2):
+        assert time.monotonic() < deadline, "both jobs journaled, neither overwriting the other"
+        time.sleep(0.01)
+    server.hold = False
+    for thread in threads:
+        thread.join(20)
+    first.close()
+    second.close()
+    assert all(c.ok for c in results["a"] + results["b"]) and all(j["collected"] for j in _journal(tmp_path))

@@ -94,7 +94,7 @@ def test_a_replica_dies_mid_run_and_nothing_is_lost(tmp_path):
     killer = threading.Thread(target=kill_when_busy)
     killer.start()
     try:
-        with LLM(_config(servers), tmp_path / "c.sqlite", progress=False) as llm:
+        with LLM(_config(servers, replica_set="pool"), tmp_path / "c.sqlite", progress=False) as llm:
             out = list(llm.run(_chats(200)))
             summary = {r["url"]: r for r in llm._backend.replicas.summary()}
         killer.join(5)
@@ -106,7 +106,7 @@ def test_a_replica_dies_mid_run_and_nothing_is_lost(tmp_path):
         # Every request was answered once by a live replica (in-flight ones on the victim retried elsewhere).
         answered = sorted(servers[0].answered + servers[2].answered + victim.answered)
         assert set(answered) == {f"q{i}" for i in range(200)}
-        # Same model, one identity: a second run over the two survivors is all cache hits.
+        # Same model, one declared identity: a second run over the two survivors is all cache hits.
         with LLM(_config([servers[0], servers[2]], replica_set="pool"), tmp_path / "c.sqlite",
                  progress=False) as llm:
             again = list(llm.run(_chats(200)))

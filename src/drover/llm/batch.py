@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from drover.llm.openai_backend import ItemError, OpenAIBackend
 from drover.llm.retry import Verdict, backoff_delay, classify_status
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
+_SAVE_LOCK = threading.Lock()  # clients run their event loops on threads of their own
 
 
 def custom_id(url: str, body: dict[str, Any]) -> str:
@@ -73,8 +75,17 @@ class BatchJournal:
         self.save()
 
     def save(self) -> None:
-        if self.path is not None:
-            write_json(self.path, {"jobs": self.jobs}, indent=None)
+        """Write this client's jobs, keeping those another client of the same endpoint and
+        model (a teacher and a judge on one provider model) wrote meanwhile."""
+        if self.path is None:
+            return
+        with _SAVE_LOCK:
+            mine = {job["id"] for job in self.jobs}
+            try:
+                theirs = [j for j in json.loads(self.path.read_text(encoding="utf-8"))["jobs"] if j["id"] not in mine]
+            except (OSError, ValueError, KeyError, TypeError):
+                theirs = []
+            write_json(self.path, {"jobs": theirs + self.jobs}, indent=None)
 
 
 class _Pending:
