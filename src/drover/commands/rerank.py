@@ -22,6 +22,8 @@ Sharded over N GPUs or nodes (`drover.shards`, by record: the merge equals one p
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,11 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import itertools
     import math
-    import time
 
     from drover.errors import ConfigError
-    from drover.infer.best_of_n import SampleOptions, best_of_n, rerank_file
-    from drover.infer.reward_scorer import load_reward_scorer
     from drover.records import read_ranked, read_records
     from drover.runs import RunDir
 
@@ -75,62 +74,37 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"rerank: --rso-k must be >= 2 (pairs need two responses), got {args.rso_k}")
     if args.select == "rso" and not (args.rso_beta > 0 and math.isfinite(args.rso_beta)):
         raise ConfigError(f"rerank: --rso-beta must be a positive number, got {args.rso_beta}")
-    from drover.shards import Shard, cache_part, mark_done, output_markers, output_part, use_local_gpu, wait_for
+    from drover.shards import Shard, use_local_gpu, wait_for
 
     run_dir = RunDir(args.run_dir).ensure()
     ranked_path = args.out or run_dir.data / "ranked.jsonl"
     best_path = args.best or run_dir.data / "best.jsonl"
     if args.limit is not None and args.limit < 0:
         raise ConfigError(f"--limit must be >= 0 (0: all records), got {args.limit}")
-    limit = args.limit or None
     if args.merge_shards is not None and args.shard:
         raise ConfigError("rerank: give --shard I/N (rank a shard) or --merge-shards N (merge them), not both")
+    if args.merge_shards is not None and args.merge_shards < 1:
+        raise ConfigError(f"rerank: --merge-shards must be >= 1, got {args.merge_shards}")
+    limit = args.limit or None
+    reader = (lambda: read_ranked(args.input)) if args.input else (lambda: read_records(args.prompts))
     shard = None if args.merge_shards is not None else Shard.resolve(args.shard)
-    launched = shard is not None and not args.shard
+    launched = shard is not None and not args.shard  # under accelerate launch / torchrun
     if launched:
         use_local_gpu()
-    reader = (lambda: read_ranked(args.input)) if args.input else (lambda: read_records(args.prompts))
     if args.merge_shards is None:
-        records = itertools.islice(reader(), limit)
-        cache = run_dir.llm_cache
-        out_ranked, out_best = ranked_path, best_path
-        if shard is not None:  # each shard its own outputs and its own cache (no lock shared across nodes)
-            records = (r for k, r in enumerate(records) if shard.owns_index(k))
-            out_ranked, out_best = output_part(ranked_path, shard), output_part(best_path, shard)
-            cache = cache_part(run_dir.root, "rerank", shard)
-        scorer = load_reward_scorer(args.reward_model, batch_size=args.batch_size)
-        start = time.monotonic()
-        if args.input:
-            summary = rerank_file(records, scorer, out_ranked, out_best)
-        else:
-            from drover.llm.client import LLM
-            from drover.llm.config import LLMConfig
+        _rank(args, run_dir, itertools.islice(reader(), limit), ranked_path, best_path, shard)
+        if shard is not None and not (launched and shard.index == 0):
+            print(f"  shard {shard.index}/{shard.count} done; merge with --merge-shards {shard.count}")
+            return 0
+    count = args.merge_shards if args.merge_shards is not None else (shard.count if shard else 0)
+    if count:
+        from drover.shards import merge_output_parts, output_markers
 
-            options = SampleOptions(args.n, args.temperature, args.top_p, args.max_tokens, args.seed)
-            with LLM(LLMConfig.from_spec(args.policy), cache) as llm:
-                summary = best_of_n(llm, records, scorer, out_ranked, out_best, options, policy_name=args.policy)
-        run_dir.log("rerank", shard=shard.name if shard else None, **vars(summary))
-        print(f"drover rerank: {summary.written} prompts ranked ({summary.skipped_done} already done, "
-              f"{summary.no_samples} without samples) in {time.monotonic() - start:.1f}s; "
-              f"mean reward best {summary.mean_best:.3f} vs all {summary.mean_all:.3f}")
-        print(f"  ranking: {out_ranked}\n  best:    {out_best}")
-        if shard is not None:
-            for path in (ranked_path, best_path):
-                mark_done(output_markers(path), shard, vars(summary))
-            if not (launched and shard.index == 0):
-                print(f"  shard {shard.index}/{shard.count} done; merge with --merge-shards {shard.count}")
-                return 0
-            wait_for(output_markers(ranked_path), shard.count)
-    if args.merge_shards is not None or shard is not None:
-        from drover.shards import merge_output_parts
-
-        count = args.merge_shards if args.merge_shards is not None else shard.count
-        if count < 1:
-            raise ConfigError(f"rerank: --merge-shards must be >= 1, got {count}")
+        if args.merge_shards is None:
+            wait_for(output_markers(ranked_path), count)  # rank 0 under a launcher
         ids = [r.id for r in itertools.islice(reader(), limit)]
         for path in (ranked_path, best_path):
-            written = merge_output_parts(path, count, ids)
-            print(f"  merged {count} shard(s) into {path} ({written} records)")
+            print(f"  merged {count} shard(s) into {path} ({merge_output_parts(path, count, ids)} records)")
     if args.select == "rso":
         from drover.infer.rso import rso_file
 
@@ -141,3 +115,40 @@ def run(args: argparse.Namespace) -> int:
               f"{rso.no_pairs} prompts without a pair; mean reward accepted {rso.mean_accepted:.3f} "
               f"vs all {rso.mean_all:.3f})")
     return 0
+
+
+def _rank(args: argparse.Namespace, run_dir: Any, records: Any, ranked_path: Path, best_path: Path,
+          shard: Any) -> None:
+    """Sample (or read) and rank `records`; a shard takes records k = I mod N into its own
+    output parts and its own LLM cache (no SQLite lock shared across nodes), then marks itself done."""
+    import time
+
+    from drover.infer.best_of_n import SampleOptions, best_of_n, rerank_file
+    from drover.infer.reward_scorer import load_reward_scorer
+    from drover.shards import cache_part, mark_done, output_markers, output_part
+
+    cache = run_dir.llm_cache
+    out_ranked, out_best = ranked_path, best_path
+    if shard is not None:
+        records = (r for k, r in enumerate(records) if shard.owns_index(k))
+        out_ranked, out_best = output_part(ranked_path, shard), output_part(best_path, shard)
+        cache = cache_part(run_dir.root, "rerank", shard)
+    scorer = load_reward_scorer(args.reward_model, batch_size=args.batch_size)
+    start = time.monotonic()
+    if args.input:
+        summary = rerank_file(records, scorer, out_ranked, out_best)
+    else:
+        from drover.llm.client import LLM
+        from drover.llm.config import LLMConfig
+
+        options = SampleOptions(args.n, args.temperature, args.top_p, args.max_tokens, args.seed)
+        with LLM(LLMConfig.from_spec(args.policy), cache) as llm:
+            summary = best_of_n(llm, records, scorer, out_ranked, out_best, options, policy_name=args.policy)
+    run_dir.log("rerank", shard=shard.name if shard else None, **vars(summary))
+    print(f"drover rerank: {summary.written} prompts ranked ({summary.skipped_done} already done, "
+          f"{summary.no_samples} without samples) in {time.monotonic() - start:.1f}s; "
+          f"mean reward best {summary.mean_best:.3f} vs all {summary.mean_all:.3f}")
+    print(f"  ranking: {out_ranked}\n  best:    {out_best}")
+    if shard is not None:
+        for path in (ranked_path, best_path):
+            mark_done(output_markers(path), shard, vars(summary))

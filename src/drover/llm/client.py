@@ -234,6 +234,10 @@ class LLM:
     def fingerprint(self, request: Request) -> str:
         return request_fingerprint(self.config.backend, self.config.model, request, self.resolve(request))
 
+    def cache_key(self, item: Request | ScoreRequest) -> str:
+        """The cache key of a completion or scoring request (what `ShardedLLM` shards by)."""
+        return self._prepare("completion" if isinstance(item, Request) else "score", item)[2]
+
     def run(self, requests: Iterable[Request], desc: str = "", total: int | None = None) -> Iterator[Completion]:
         """Answer every request, yielding Completions in input order (see the module docstring)."""
         if total is None and hasattr(requests, "__len__"):

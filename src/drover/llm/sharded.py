@@ -28,15 +28,15 @@ class ShardedLLM:
     def __getattr__(self, name: str) -> Any:  # config, stats, is_async, ... of the wrapped client
         return getattr(self.llm, name)
 
-    def _split(self, kind: str, items: list[Any]) -> tuple[list[int], list[Any]]:
-        mine = [i for i, item in enumerate(items) if self.owns(self.llm._prepare(kind, item)[2])]
+    def _split(self, items: list[Any]) -> tuple[list[int], list[Any]]:
+        mine = [i for i, item in enumerate(items) if self.owns(self.llm.cache_key(item))]
         self.answered += len(mine)
         self.skipped += len(items) - len(mine)
         return mine, [items[i] for i in mine]
 
     def run(self, requests: Iterable[Request], desc: str = "", total: int | None = None) -> Iterator[Completion]:
         items = list(requests)
-        mine, owned = self._split("completion", items)
+        mine, owned = self._split(items)
         answers = dict(zip(mine, self.llm.run(owned, desc=desc))) if owned else {}
         for i, request in enumerate(items):
             if i in answers:
@@ -51,7 +51,7 @@ class ShardedLLM:
 
     def score(self, requests: Iterable[ScoreRequest], desc: str = "", total: int | None = None) -> Iterator[Score]:
         items = list(requests)
-        mine, owned = self._split("score", items)
+        mine, owned = self._split(items)
         answers = dict(zip(mine, self.llm.score(owned, desc=desc))) if owned else {}
         for i in range(len(items)):
             yield answers[i] if i in answers else Score([], [], 0.0, False)
