@@ -99,9 +99,10 @@ class _Pending:
 class BatchBackend(OpenAIBackend):
     name = "openai"
 
-    def __init__(self, config: Any, journal_path: Path | None = None):
+    def __init__(self, config: Any, journal_path: Path | None = None, say: Any = None):
         super().__init__(config)
         self.journal = BatchJournal(journal_path)
+        self._say = say or (lambda line: None)  # one line per job event (submitted, status, done)
         self._queue: dict[str, _Pending] = {}  # queued, not yet in a job
         self._waiting: dict[str, dict[str, _Pending]] = {}  # job id -> custom id -> request
         self._watchers: dict[str, asyncio.Task[Any]] = {}
@@ -178,6 +179,7 @@ class BatchBackend(OpenAIBackend):
                 self._waiting.setdefault(job["id"], {})[cid] = pending
                 if job["id"] not in self._watchers:
                     self.jobs_resumed += 1
+                    self._say(f"batch job {job['id']}: resumed from {self.journal.path} (polling it again)")
                     self._watch(job)
             else:
                 fresh.setdefault(pending.url, []).append((cid, pending))
@@ -242,6 +244,7 @@ class BatchBackend(OpenAIBackend):
                "custom_ids": [cid for cid, _ in part], "collected": False, "created": time.time()}
         self.journal.add(job)  # before anything waits on it: a kill from here on resumes this job
         self.jobs_created += 1
+        self._say(f"batch job {batch.id}: {len(part)} requests to {url} submitted ({len(data):,} bytes)")
         return job
 
     def _watch(self, job: dict[str, Any]) -> None:
@@ -250,8 +253,15 @@ class BatchBackend(OpenAIBackend):
     async def _poll(self, job: dict[str, Any]) -> None:
         client = self._clients[0]
         try:
+            seen = None
             while True:
                 batch = await self._control("status", lambda: client.batches.retrieve(job["id"]))
+                counts = getattr(batch, "request_counts", None)
+                now = (batch.status, getattr(counts, "completed", None))
+                if now != seen:
+                    done = f" ({counts.completed}/{counts.total} done, {counts.failed} failed)" if counts else ""
+                    self._say(f"batch job {job['id']}: {batch.status}{done}")
+                    seen = now
                 if batch.status in TERMINAL:
                     break
                 await asyncio.sleep(self.config.batch_poll_interval)

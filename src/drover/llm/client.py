@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -111,7 +112,8 @@ class LLM:
                 from drover.llm.batch import BatchBackend, journal_path
 
                 identity = f"{self.config.endpoint_identity()}#{self.config.model}"
-                backend = BatchBackend(self.config, journal_path(self.cache.path if self.cache else None, identity))
+                say = (lambda line: print(f"drover llm: {line}", file=sys.stderr, flush=True)) if self._progress else None
+                backend = BatchBackend(self.config, journal_path(self.cache.path if self.cache else None, identity), say)
             else:
                 from drover.llm.openai_backend import OpenAIBackend
 
