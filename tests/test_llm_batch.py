@@ -198,3 +198,34 @@ def test_two_clients_of_one_model_keep_each_others_jobs(server, tmp_path):
     first.close()
     second.close()
     assert all(c.ok for c in results["a"] + results["b"]) and all(j["collected"] for j in _journal(tmp_path))
+
+
+def test_killed_between_upload_and_create_adopts_the_job_instead_of_paying_twice(server, tmp_path, monkeypatch):
+    from drover.llm import batch as batch_module
+
+    cache = tmp_path / "c.sqlite"
+    original = batch_module.BatchBackend._create
+
+    async def created_then_killed(self, job, adopt):
+        await original(self, job, adopt)
+        raise RuntimeError("killed")  # the job exists at the provider; the journal still says id null
+
+    monkeypatch.setattr(batch_module.BatchJournal, "save", _save_only_uploads(batch_module.BatchJournal.save))
+    monkeypatch.setattr(batch_module.BatchBackend, "_create", created_then_killed)
+    with LLM(_config(server), cache, progress=False) as llm:
+        assert all("killed" in c.error for c in llm.run(_chats(4)))
+    assert len(server.jobs) == 1 and _journal(tmp_path)[0]["id"] is None
+    monkeypatch.undo()
+    with LLM(_config(server), cache, progress=False) as llm:
+        out = list(llm.run(_chats(4)))
+        assert llm._backend.jobs_resumed == 1 and llm._backend.jobs_created == 0
+    assert all(c.ok for c in out) and len(server.jobs) == 1 and server.uploads == 1
+    assert _journal(tmp_path)[0]["id"] == next(iter(server.jobs))
+
+
+def _save_only_uploads(save):
+    """A journal that is killed before it records the job id (it keeps the upload)."""
+    def wrapped(self):
+        if all(job.get("id") is None for job in self.jobs):
+            save(self)
+    return wrapped

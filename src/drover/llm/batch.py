@@ -52,8 +52,9 @@ class BatchJournal:
     """The batch jobs of one endpoint + model, in a JSON file in the run directory.
 
     {"jobs": [{"id", "input_file_id", "endpoint", "custom_ids": [...], "status",
-    "collected": bool, "created"}]}: written (atomically) when a job is created and when
-    its results have been handed back. No path: kept in memory (no resume).
+    "collected": bool, "created"}]}: written (atomically) once the input file is uploaded
+    (id still null), when the job is created, and when its results have been handed back.
+    No path: kept in memory (no resume).
     """
 
     def __init__(self, path: Path | None):
@@ -80,9 +81,10 @@ class BatchJournal:
         if self.path is None:
             return
         with _SAVE_LOCK:
-            mine = {job["id"] for job in self.jobs}
+            mine = {job["input_file_id"] for job in self.jobs}  # known before the job id is
             try:
-                theirs = [j for j in json.loads(self.path.read_text(encoding="utf-8"))["jobs"] if j["id"] not in mine]
+                theirs = [j for j in json.loads(self.path.read_text(encoding="utf-8"))["jobs"]
+                          if j["input_file_id"] not in mine]
             except (OSError, ValueError, KeyError, TypeError):
                 theirs = []
             write_json(self.path, {"jobs": theirs + self.jobs}, indent=None)
@@ -176,6 +178,8 @@ class BatchBackend(OpenAIBackend):
         for cid, pending in queue.items():
             job = journaled.get(cid)
             if job is not None:
+                if job.get("id") is None:  # killed between upload and create: find or create its job
+                    await self._create(job, adopt=True)
                 self._waiting.setdefault(job["id"], {})[cid] = pending
                 if job["id"] not in self._watchers:
                     self.jobs_resumed += 1
@@ -237,15 +241,28 @@ class BatchBackend(OpenAIBackend):
         data = b"".join(p.line for _, p in part)
         uploaded = await self._control("upload", lambda: client.files.create(
             file=("drover-batch.jsonl", data, "application/jsonl"), purpose="batch"))
-        batch = await self._control("create", lambda: client.batches.create(
-            input_file_id=uploaded.id, endpoint=url, completion_window=self.config.batch_window,
-            metadata={"created_by": "drover"}))
-        job = {"id": batch.id, "input_file_id": uploaded.id, "endpoint": url, "status": batch.status,
+        job = {"id": None, "input_file_id": uploaded.id, "endpoint": url, "status": "uploaded",
                "custom_ids": [cid for cid, _ in part], "collected": False, "created": time.time()}
-        self.journal.add(job)  # before anything waits on it: a kill from here on resumes this job
+        self.journal.add(job)  # before the job exists: a kill from here on resumes it, never pays twice
+        await self._create(job, adopt=False)
         self.jobs_created += 1
-        self._say(f"batch job {batch.id}: {len(part)} requests to {url} submitted ({len(data):,} bytes)")
+        self._say(f"batch job {job['id']}: {len(part)} requests to {url} submitted ({len(data):,} bytes)")
         return job
+
+    async def _create(self, job: dict[str, Any], adopt: bool) -> None:
+        """Create the job of an uploaded file; `adopt`: first look for one a killed run created
+        from that file (among the provider's most recent 100) and take it."""
+        client = self._clients[0]
+        batch = None
+        if adopt:
+            page = await self._control("list", lambda: client.batches.list(limit=100))
+            batch = next((b for b in page.data if b.input_file_id == job["input_file_id"]), None)
+        if batch is None:
+            batch = await self._control("create", lambda: client.batches.create(
+                input_file_id=job["input_file_id"], endpoint=job["endpoint"],
+                completion_window=self.config.batch_window, metadata={"created_by": "drover"}))
+        job["id"], job["status"] = batch.id, batch.status
+        self.journal.save()
 
     def _watch(self, job: dict[str, Any]) -> None:
         self._watchers[job["id"]] = asyncio.get_running_loop().create_task(self._poll(job))

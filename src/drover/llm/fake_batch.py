@@ -5,6 +5,7 @@
     POST /v1/files                  multipart upload (purpose=batch) -> a file object
     GET  /v1/files/{id}/content     the file's bytes
     POST /v1/batches                {input_file_id, endpoint, completion_window} -> a batch
+    GET  /v1/batches                the batches, most recent first (one page)
     GET  /v1/batches/{id}           the batch, advanced one state every `steps` polls:
                                     validating -> in_progress -> finalizing -> completed
 
@@ -75,6 +76,10 @@ class FakeBatchServer(FakeOpenAIServer):
             return 200, {}, self.files[file_id]
         if path.endswith("/batches") and method == "POST":
             return self._create(json.loads(body or b"{}"))
+        if path.endswith("/batches") and method == "GET":  # the most recent first, one page
+            jobs = [_public(job) for job in reversed(list(self.jobs.values()))]
+            return 200, {}, {"object": "list", "data": jobs, "has_more": False,
+                             "first_id": jobs[0]["id"] if jobs else None, "last_id": jobs[-1]["id"] if jobs else None}
         if "/batches/" in path and method == "GET":
             return self._poll(path.rsplit("/", 1)[-1])
         return await super()._respond(method, path, headers, body)
