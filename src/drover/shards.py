@@ -170,3 +170,58 @@ def output_markers(path: str | Path) -> Path:
     """Where the shards of one output file mark themselves done."""
     path = Path(path)
     return path.parent / f".{path.name}.shards"
+
+
+@dataclass(frozen=True)
+class RecordShards:
+    """Record sharding of one job with one or more output files (ranked + best, output +
+    failures): what this process reads and writes, and how it ends.
+
+    `shard`: this process's shard (None: the whole job); `merge`: N to only merge N finished
+    shards; `launched`: the shard came from the launcher, so rank 0 waits and merges.
+    """
+
+    shard: Shard | None = None
+    merge: int = 0
+    launched: bool = False
+
+    @classmethod
+    def resolve(cls, shard: str | None, merge: int | None, where: str) -> "RecordShards":
+        if merge and shard:
+            raise ConfigError(f"{where}: shard a job (--shard I/N) or merge its shards (--merge-shards N), not both")
+        if merge is not None and merge < 0:
+            raise ConfigError(f"{where}: --merge-shards must be >= 1, got {merge}")
+        if merge:
+            return cls(merge=merge)
+        found = Shard.resolve(shard)
+        if found is not None and not shard:
+            use_local_gpu()  # under a launcher: this rank's own GPU
+        return cls(found, 0, found is not None and not shard)
+
+    def owns(self, k: int) -> bool:
+        return self.shard is None or self.shard.owns_index(k)
+
+    def outputs(self, paths: list[Path]) -> list[Path]:
+        """Where this process writes each output (its parts, when sharded)."""
+        return [Path(p) if self.shard is None else output_part(p, self.shard) for p in paths]
+
+    def cache(self, cache: Path, job: str) -> Path:
+        """Its LLM cache: a shard's own part (no SQLite lock shared across nodes)."""
+        return cache if self.shard is None else cache_part(Path(cache).parent, job, self.shard)
+
+    def finish(self, paths: list[Path], ids: Callable[[], list[str]], log: Callable[[str], None] = print) -> bool:
+        """Mark this shard done; merge when asked (or as rank 0 under a launcher, once all
+        shards are done). True when `paths` now hold the whole job's output."""
+        if self.shard is not None:
+            for path in paths:
+                mark_done(output_markers(path), self.shard, {})
+            if not (self.launched and self.shard.index == 0):
+                log(f"shard {self.shard.index}/{self.shard.count} done; merge with --merge-shards {self.shard.count}")
+                return False
+            wait_for(output_markers(paths[0]), self.shard.count, log=log)
+        count = self.merge or (self.shard.count if self.shard else 0)
+        if count:
+            order = ids()
+            for path in paths:
+                log(f"merged {count} shard(s) into {path} ({merge_output_parts(path, count, order)} records)")
+        return True

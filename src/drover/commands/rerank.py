@@ -74,37 +74,21 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"rerank: --rso-k must be >= 2 (pairs need two responses), got {args.rso_k}")
     if args.select == "rso" and not (args.rso_beta > 0 and math.isfinite(args.rso_beta)):
         raise ConfigError(f"rerank: --rso-beta must be a positive number, got {args.rso_beta}")
-    from drover.shards import Shard, use_local_gpu, wait_for
+    from drover.shards import RecordShards
 
     run_dir = RunDir(args.run_dir).ensure()
     ranked_path = args.out or run_dir.data / "ranked.jsonl"
     best_path = args.best or run_dir.data / "best.jsonl"
     if args.limit is not None and args.limit < 0:
         raise ConfigError(f"--limit must be >= 0 (0: all records), got {args.limit}")
-    if args.merge_shards is not None and args.shard:
-        raise ConfigError("rerank: give --shard I/N (rank a shard) or --merge-shards N (merge them), not both")
-    if args.merge_shards is not None and args.merge_shards < 1:
-        raise ConfigError(f"rerank: --merge-shards must be >= 1, got {args.merge_shards}")
     limit = args.limit or None
     reader = (lambda: read_ranked(args.input)) if args.input else (lambda: read_records(args.prompts))
-    shard = None if args.merge_shards is not None else Shard.resolve(args.shard)
-    launched = shard is not None and not args.shard  # under accelerate launch / torchrun
-    if launched:
-        use_local_gpu()
-    if args.merge_shards is None:
-        _rank(args, run_dir, itertools.islice(reader(), limit), ranked_path, best_path, shard)
-        if shard is not None and not (launched and shard.index == 0):
-            print(f"  shard {shard.index}/{shard.count} done; merge with --merge-shards {shard.count}")
-            return 0
-    count = args.merge_shards if args.merge_shards is not None else (shard.count if shard else 0)
-    if count:
-        from drover.shards import merge_output_parts, output_markers
-
-        if args.merge_shards is None:
-            wait_for(output_markers(ranked_path), count)  # rank 0 under a launcher
-        ids = [r.id for r in itertools.islice(reader(), limit)]
-        for path in (ranked_path, best_path):
-            print(f"  merged {count} shard(s) into {path} ({merge_output_parts(path, count, ids)} records)")
+    shards = RecordShards.resolve(args.shard, args.merge_shards, "rerank")
+    if not shards.merge:
+        records = (r for k, r in enumerate(itertools.islice(reader(), limit)) if shards.owns(k))
+        _rank(args, run_dir, records, *shards.outputs([ranked_path, best_path]), shards.cache(run_dir.llm_cache, "rerank"))
+    if not shards.finish([ranked_path, best_path], lambda: [r.id for r in itertools.islice(reader(), limit)]):
+        return 0  # a shard: the merge writes the outputs
     if args.select == "rso":
         from drover.infer.rso import rso_file
 
@@ -117,22 +101,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rank(args: argparse.Namespace, run_dir: Any, records: Any, ranked_path: Path, best_path: Path,
-          shard: Any) -> None:
-    """Sample (or read) and rank `records`; a shard takes records k = I mod N into its own
-    output parts and its own LLM cache (no SQLite lock shared across nodes), then marks itself done."""
+def _rank(args: argparse.Namespace, run_dir: Any, records: Any, out_ranked: Path, out_best: Path, cache: Path) -> None:
+    """Sample (or read) and rank `records` into the given outputs (a shard's parts, or the whole)."""
     import time
 
     from drover.infer.best_of_n import SampleOptions, best_of_n, rerank_file
     from drover.infer.reward_scorer import load_reward_scorer
-    from drover.shards import cache_part, mark_done, output_markers, output_part
 
-    cache = run_dir.llm_cache
-    out_ranked, out_best = ranked_path, best_path
-    if shard is not None:
-        records = (r for k, r in enumerate(records) if shard.owns_index(k))
-        out_ranked, out_best = output_part(ranked_path, shard), output_part(best_path, shard)
-        cache = cache_part(run_dir.root, "rerank", shard)
     scorer = load_reward_scorer(args.reward_model, batch_size=args.batch_size)
     start = time.monotonic()
     if args.input:
@@ -144,11 +119,8 @@ def _rank(args: argparse.Namespace, run_dir: Any, records: Any, ranked_path: Pat
         options = SampleOptions(args.n, args.temperature, args.top_p, args.max_tokens, args.seed)
         with LLM(LLMConfig.from_spec(args.policy), cache) as llm:
             summary = best_of_n(llm, records, scorer, out_ranked, out_best, options, policy_name=args.policy)
-    run_dir.log("rerank", shard=shard.name if shard else None, **vars(summary))
+    run_dir.log("rerank", output=str(out_ranked), **vars(summary))
     print(f"drover rerank: {summary.written} prompts ranked ({summary.skipped_done} already done, "
           f"{summary.no_samples} without samples) in {time.monotonic() - start:.1f}s; "
           f"mean reward best {summary.mean_best:.3f} vs all {summary.mean_all:.3f}")
     print(f"  ranking: {out_ranked}\n  best:    {out_best}")
-    if shard is not None:
-        for path in (ranked_path, best_path):
-            mark_done(output_markers(path), shard, vars(summary))

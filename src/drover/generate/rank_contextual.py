@@ -27,7 +27,7 @@ from drover.generate.stage import Summary, cache_path, check_ranges, close_all, 
 from drover.judges.listwise import Ranking, build_prompt, parse
 from drover.metrics.rouge import rouge_l_tokens, tokenize
 from drover.records import JsonlAppender, Ranked, Response
-from drover.shards import Shard, cache_part, mark_done, merge_output_parts, output_markers, output_part, use_local_gpu, wait_for
+from drover.shards import RecordShards, Shard
 
 
 @dataclass
@@ -136,16 +136,13 @@ def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
     from drover.llm.types import Request
     from drover.templates import render_alpaca
 
-    if config.merge_shards:
-        return _merge(config, config.merge_shards)
-    shard = Shard.resolve(config.shard or None)
-    if shard is not None and not config.shard:
-        use_local_gpu()  # under a launcher: this rank's GPU
-    output, failures = Path(config.output), sidecar(config.output, "failures.jsonl")
-    cache = cache_path(config.output, config.run_dir)
-    if shard is not None:  # its own parts and its own cache (no SQLite lock shared across nodes)
-        output, failures = output_part(output, shard), output_part(failures, shard)
-        cache = cache_part(cache.parent, "rank-contextual", shard)
+    shards = RecordShards.resolve(config.shard or None, config.merge_shards, "generate rank --method contextual")
+    finals = [Path(config.output), sidecar(config.output, "failures.jsonl")]
+    if shards.merge:
+        shards.finish(finals, lambda: _ids(config))
+        return {"merged_shards": shards.merge}
+    output, failures = shards.outputs(finals)
+    cache = shards.cache(cache_path(config.output, config.run_dir), "rank-contextual")
     summary = Summary("generate rank --method contextual", output)
     policy = open_llm(config.policy, cache, config.policy_options, role="policy")
     judge = open_llm(config.judge, cache, config.judge_options, role="judge")
@@ -155,7 +152,7 @@ def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
             summary.add("already done", len(done))
             prompts = [p for n, p in enumerate(read_prompts(config.input))
                        if (not config.limit or n < config.limit) and p.id not in done
-                       and (shard is None or shard.owns_index(n))]
+                       and shards.owns(n)]
             for start in range(0, len(prompts), config.chunk):
                 items = [_Item(p, teacher_messages(p, config.prompt)) for p in prompts[start:start + config.chunk]]
                 _diversify(config, policy, items)
@@ -176,24 +173,8 @@ def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
     finally:
         close_all(policy, judge)
     result = summary.finish({"policy": policy, "judge": judge})
-    if shard is None:
-        return result
-    for path in (config.output, sidecar(config.output, "failures.jsonl")):
-        mark_done(output_markers(path), shard, {})
-    if config.shard or shard.index != 0:
-        return result
-    wait_for(output_markers(config.output), shard.count)  # rank 0 under a launcher merges
-    return _merge(config, shard.count)
-
-
-def _merge(config: RankContextualConfig, count: int) -> dict[str, Any]:
-    """The shards' parts, output and failures, in input order (refused until all are done)."""
-    ids = [p.id for n, p in enumerate(read_prompts(config.input)) if not config.limit or n < config.limit]
-    written = {str(path): merge_output_parts(path, count, ids)
-               for path in (Path(config.output), sidecar(config.output, "failures.jsonl"))}
-    print(f"generate rank --method contextual: merged {count} shard(s): "
-          + ", ".join(f"{path} ({n} records)" for path, n in written.items()))
-    return {"merged_shards": count, "records": written}
+    shards.finish(finals, lambda: _ids(config))
+    return result
 
 
 def _write(config: RankContextualConfig, it: _Item, completion: Any, judge: Any, out: JsonlAppender,
@@ -226,3 +207,8 @@ def _write(config: RankContextualConfig, it: _Item, completion: Any, judge: Any,
     summary.add("ranked records")
     if it.resampled:
         summary.add("responses resampled for diversity", it.resampled)
+
+
+def _ids(config: RankContextualConfig) -> list[str]:
+    """Every instruction's id in input order (what a merge of shards follows)."""
+    return [p.id for n, p in enumerate(read_prompts(config.input)) if not config.limit or n < config.limit]
