@@ -136,3 +136,9 @@ def test_a_replica_is_tried_again_after_its_cooldown(tmp_path):
         first.stop()
         if revived is not None:
             revived.stop()
+
+
+def test_identity_ignores_trailing_slashes_and_order():
+    a = LLMConfig.from_spec("http://h2:8000/v1/,http://h1:8000/v1#m")
+    b = LLMConfig.from_spec("http://h1:8000/v1,http://h2:8000/v1#m")
+    assert a.endpoint_identity() == b.endpoint_identity() == "http://h1:8000/v1,http://h2:8000/v1"

@@ -151,7 +151,7 @@ class LLMConfig:
         set is named by `replica_set` when given (adding a replica keeps the cache), else
         by its sorted URLs.
         """
-        urls = self.base_urls()
+        urls = [u.strip().rstrip("/") for u in self.base_urls()]
         if len(urls) <= 1:
             return urls[0] if urls else None
         return self.replica_set or ",".join(sorted(urls))
