@@ -15,6 +15,12 @@ examples:
   drover eval --model http://127.0.0.1:8000/v1#tiny --tasks bbh_cot --chat-format none
   drover eval --model openai:gpt-4 --tasks gsm_cot,tydiqa --data-dir ~/data/tydiqa --chat-format model
   drover eval --config eval.yaml limit=20 name=base    # any EvalConfig key
+
+sharded (N GPUs or nodes; the merge equals an unsharded run):
+  drover eval --model runs/demo/checkpoints/final --tasks gsm --shard 0/2 &   # one per GPU
+  drover eval --model runs/demo/checkpoints/final --tasks gsm --shard 1/2 &
+  wait; drover eval --model runs/demo/checkpoints/final --tasks gsm          # merges, writes results
+  accelerate launch --num_processes 2 -m drover eval --model ... --tasks gsm  # shards itself, rank 0 merges
 """
 
 from __future__ import annotations
@@ -45,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a task setting (repeatable)")
     parser.add_argument("--batch-size", type=int, help="local model batch size")
     parser.add_argument("--force", action="store_true", default=None, help="re-run tasks that are already done")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="answer only shard I of N of the requests (into RUN/shards/eval/); a later run "
+                             "without --shard merges the parts (default under accelerate launch: RANK/WORLD_SIZE)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="EvalConfig overrides (win over flags)")
 
 
@@ -56,15 +65,20 @@ def config_from_args(args: argparse.Namespace):
     flags = {"model": args.model, "name": args.name, "tasks": args.tasks, "limit": args.limit,
              "chat_format": args.chat_format, "run_dir": args.run_dir, "data_dir": args.data_dir,
              "toxigen_classifier": args.toxigen_classifier, "truthfulqa_judge": args.truthfulqa_judge,
-             "seed": args.seed, "batch_size": args.batch_size, "force": args.force,
+             "seed": args.seed, "batch_size": args.batch_size, "force": args.force, "shard": args.shard,
              "options": {".".join(path): value for path, value in map(parse_override, args.option)} or None}
     return stage_config(EvalConfig, args.config, flags, args.overrides, where="drover eval")
 
 
 def run(args: argparse.Namespace) -> int:
     from drover.evaluate.runner import evaluate
+    from drover.shards import Shard, use_local_gpu
 
     config = config_from_args(args)
     config.task_overrides()  # every -o checked before any model is loaded
-    evaluate(config)
+    shard = Shard.resolve(config.shard)
+    launched = shard is not None and not config.shard  # under accelerate launch / torchrun: rank 0 merges
+    if launched:
+        use_local_gpu()
+    evaluate(config, shard=shard, merge_after=launched and shard.index == 0)
     return 0

@@ -15,11 +15,18 @@ re-running the same command resumes.
 
 Every setting is a key of `drover.infer.rerank_config.RerankConfig`: `--config FILE.yaml`
 and `key=value` overrides work as on every stage.
+
+Sharded over N GPUs or nodes (`drover.shards`, by record: the merge equals one process):
+    drover rerank ... --shard 0/2 & drover rerank ... --shard 1/2 & wait
+    drover rerank ... --merge-shards 2        # writes ranked.jsonl / best.jsonl in input order
+    accelerate launch --num_processes 2 -m drover rerank ...   # shards itself; rank 0 merges
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 FRESH_FLAG = "--force"  # what a recipe passes when this stage's inputs or settings changed
 
@@ -51,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "tournament (k-1 pairs), or all k in one record")
     parser.add_argument("--rso-out", help="RSO output (default RUN/data/rso.jsonl)")
     parser.add_argument("--force", action="store_true", help="start the outputs fresh instead of resuming them")
+    parser.add_argument("--shard", metavar="I/N", help="rank only records k with k mod N = I, into "
+                        "<output>.shard-I-of-N.jsonl (default under accelerate launch: RANK/WORLD_SIZE)")
+    parser.add_argument("--merge-shards", type=int, metavar="N", help="merge the N finished shards' parts "
+                        "into the outputs (in input order), then continue (RSO)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="RerankConfig overrides (win over flags)")
 
 
@@ -59,46 +70,37 @@ def config_from_args(args: argparse.Namespace):
     from drover.infer.rerank_config import RerankConfig
 
     names = ("reward_model", "prompts", "input", "policy", "n", "temperature", "top_p", "max_tokens", "seed", "limit",
-             "batch_size", "run_dir", "out", "best", "select", "rso_k", "rso_beta", "rso_pairs", "rso_out")
+             "batch_size", "run_dir", "out", "best", "select", "rso_k", "rso_beta", "rso_pairs", "rso_out",
+             "shard", "merge_shards")
     return stage_config(RerankConfig, args.config, {k: getattr(args, k) for k in names}, args.overrides,
                         where="drover rerank")
 
 
 def run(args: argparse.Namespace) -> int:
     import itertools
-    import time
 
     from drover.generate.stage import claim_output
-    from drover.infer.best_of_n import SampleOptions, best_of_n, rerank_file
-    from drover.infer.reward_scorer import load_reward_scorer
     from drover.records import read_ranked, read_records
     from drover.runs import RunDir, report_stage
 
+    from drover.shards import RecordShards
+
     cfg = config_from_args(args)
     run_dir = RunDir(cfg.run_dir).ensure()
-    ranked_path = cfg.out or run_dir.data / "ranked.jsonl"
-    best_path = cfg.best or run_dir.data / "best.jsonl"
-    rso_path = cfg.rso_out or run_dir.data / "rso.jsonl"
-    scorer = load_reward_scorer(cfg.reward_model, batch_size=cfg.batch_size)
-    claim_output(cfg, force=args.force, output=ranked_path, also=(best_path, rso_path))
-    report_stage(inputs=[cfg.reward_model, cfg.input or cfg.prompts])
-    start = time.monotonic()
+    ranked_path = Path(cfg.out) if cfg.out else run_dir.data / "ranked.jsonl"
+    best_path = Path(cfg.best) if cfg.best else run_dir.data / "best.jsonl"
+    rso_path = Path(cfg.rso_out) if cfg.rso_out else run_dir.data / "rso.jsonl"
     limit = cfg.limit or None
-    if cfg.input:
-        summary = rerank_file(itertools.islice(read_ranked(cfg.input), limit), scorer, ranked_path, best_path)
-    else:
-        from drover.llm.client import LLM
-        from drover.llm.config import LLMConfig
-
-        options = SampleOptions(cfg.n, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
-        with LLM(LLMConfig.from_spec(cfg.policy), run_dir.llm_cache) as llm:
-            summary = best_of_n(llm, itertools.islice(read_records(cfg.prompts), limit), scorer, ranked_path,
-                                best_path, options, policy_name=cfg.policy)
-    run_dir.log("rerank", **vars(summary))
-    print(f"drover rerank: {summary.written} prompts ranked ({summary.skipped_done} already done, "
-          f"{summary.no_samples} without samples) in {time.monotonic() - start:.1f}s; "
-          f"mean reward best {summary.mean_best:.3f} vs all {summary.mean_all:.3f}")
-    print(f"  ranking: {ranked_path}\n  best:    {best_path}")
+    reader = (lambda: read_ranked(cfg.input)) if cfg.input else (lambda: read_records(cfg.prompts))
+    shards = RecordShards.resolve(cfg.shard, cfg.merge_shards, "rerank")
+    if not shards.merge:
+        part_ranked, part_best = shards.outputs([ranked_path, best_path])
+        claim_output(cfg, force=args.force, output=part_ranked, also=(part_best, rso_path))
+        report_stage(inputs=[cfg.reward_model, cfg.input or cfg.prompts])
+        records = (r for k, r in enumerate(itertools.islice(reader(), limit)) if shards.owns(k))
+        _rank(cfg, run_dir, records, part_ranked, part_best, shards.cache(run_dir.llm_cache, "rerank"))
+    if not shards.finish([ranked_path, best_path], lambda: [r.id for r in itertools.islice(reader(), limit)]):
+        return 0  # a shard: the merge writes the outputs
     if cfg.select == "rso":
         from drover.infer.rso import rso_file
 
@@ -108,3 +110,28 @@ def run(args: argparse.Namespace) -> int:
               f"{rso.no_pairs} prompts without a pair; mean reward accepted {rso.mean_accepted:.3f} "
               f"vs all {rso.mean_all:.3f})")
     return 0
+
+
+def _rank(cfg: Any, run_dir: Any, records: Any, out_ranked: Path, out_best: Path, cache: Path) -> None:
+    """Sample (or read) and rank `records` into the given outputs (a shard's parts, or the whole)."""
+    import time
+
+    from drover.infer.best_of_n import SampleOptions, best_of_n, rerank_file
+    from drover.infer.reward_scorer import load_reward_scorer
+
+    scorer = load_reward_scorer(cfg.reward_model, batch_size=cfg.batch_size)
+    start = time.monotonic()
+    if cfg.input:
+        summary = rerank_file(records, scorer, out_ranked, out_best)
+    else:
+        from drover.llm.client import LLM
+        from drover.llm.config import LLMConfig
+
+        options = SampleOptions(cfg.n, cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
+        with LLM(LLMConfig.from_spec(cfg.policy), cache) as llm:
+            summary = best_of_n(llm, records, scorer, out_ranked, out_best, options, policy_name=cfg.policy)
+    run_dir.log("rerank", output=str(out_ranked), **vars(summary))
+    print(f"drover rerank: {summary.written} prompts ranked ({summary.skipped_done} already done, "
+          f"{summary.no_samples} without samples) in {time.monotonic() - start:.1f}s; "
+          f"mean reward best {summary.mean_best:.3f} vs all {summary.mean_all:.3f}")
+    print(f"  ranking: {out_ranked}\n  best:    {out_best}")

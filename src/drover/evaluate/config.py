@@ -31,6 +31,7 @@ class EvalConfig:
     options: dict[str, Any] = field(default_factory=dict)  # "KEY" (every task) or "TASK.KEY" -> value
     batch_size: int | None = None          # local backend batch size: outputs are identical at any size
     force: bool = False
+    shard: str | None = None               # "I/N": answer only that shard's requests (drover.shards); not in keys
 
     def validate(self) -> None:
         if not self.model:

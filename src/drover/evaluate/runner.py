@@ -209,12 +209,20 @@ def _grid(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), sep] + [line(r) for r in rows])
 
 
-def evaluate(config: Any, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """`drover eval` (an `EvalConfig`): open the model through the LLM client, run the tasks, print the tables."""
+def evaluate(config: Any, log: Callable[[str], None] = print, shard: Any = None,
+             merge_after: bool = False) -> list[dict[str, Any]]:
+    """`drover eval` (an `EvalConfig`): open the model through the LLM client, run the tasks, print the tables.
+
+    `shard` (a `drover.shards.Shard`): only answer that shard's requests into its cache
+    part (`drover.evaluate.shard`), then, with `merge_after` (rank 0 under a launcher),
+    wait for the other shards and merge. Without a shard, shard parts found in the run
+    directory are merged into its cache first.
+    """
     from drover.evaluate.registry import expand_tasks
     from drover.llm.client import LLM
     from drover.llm.config import LLMConfig
     from drover.provenance import provenance
+    from drover.shards import cache_part, merge_cache_parts, shard_dir, wait_for
 
     config.validate()
     names = expand_tasks(config.tasks)
@@ -226,10 +234,20 @@ def evaluate(config: Any, log: Callable[[str], None] = print) -> list[dict[str, 
     options = dataclasses.replace(options, chat_format=chat_format)
     run = RunDir(config.run_dir).ensure()
     fmt = PromptFormatter.for_llm(llm_config, options.chat_format)
+    if shard is not None:
+        from drover.evaluate.shard import JOB, run_shard
+
+        with LLM(llm_config, cache_part(run.root, JOB, shard)) as llm:
+            run_shard(llm, fmt, names, run, options, shard, log=log)
+        if not merge_after:
+            return []
+        wait_for(shard_dir(run.root, JOB), shard.count, log=log)
     start = time.perf_counter()
     if Path(llm_config.model).is_dir():
         report_stage(inputs=[llm_config.model])
     with LLM(llm_config, run.llm_cache) as llm:
+        if llm.cache is not None:
+            merge_cache_parts(llm.cache, run.root, "eval", log=log)
         model = ModelRef(model_label(config.model, run.root, config.name), config.model, llm.identity)
         record = provenance(config, device=llm_config.device if llm_config.backend == "hf" else None,
                             precision=llm_config.dtype if llm_config.backend == "hf" else None)

@@ -21,6 +21,7 @@ order, else omitted (the order alone is the ranking).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from drover.errors import ConfigError
@@ -30,6 +31,7 @@ from drover.generate.stage import Summary, cache_path, check_ranges, close_all, 
 from drover.judges.listwise import Ranking, build_prompt, parse
 from drover.metrics.rouge import rouge_l_tokens, tokenize
 from drover.records import JsonlAppender, Ranked, Response
+from drover.shards import RecordShards, Shard
 
 
 @dataclass
@@ -54,9 +56,15 @@ class RankContextualConfig:
     chunk: int = 32  # instructions sampled and diversified together
     run_dir: str = ""
     limit: int = 0
+    shard: str = ""  # "I/N": only instructions k with k mod N = I, into <output>.shard-I-of-N.jsonl
+    merge_shards: int = 0  # N: merge the N finished shards' parts into `output` (input order)
 
     def validate(self) -> None:
         check_ranges(self)
+        if self.shard:
+            Shard.parse(self.shard, where="shard:")
+        if self.shard and self.merge_shards:
+            raise ConfigError("shard / merge_shards: rank a shard or merge the shards, not both")
         require(self.input, "input", "input")
         require(self.output, "output", "output")
         if self.n < 2:
@@ -132,16 +140,23 @@ def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
     from drover.llm.types import Request
     from drover.templates import render_alpaca
 
-    summary = Summary("generate rank --method contextual", config.output)
-    cache = cache_path(config.output, config.run_dir)
+    shards = RecordShards.resolve(config.shard or None, config.merge_shards, "generate rank --method contextual")
+    finals = [Path(config.output), sidecar(config.output, "failures.jsonl")]
+    if shards.merge:
+        shards.finish(finals, lambda: _ids(config))
+        return {"merged_shards": shards.merge}
+    output, failures = shards.outputs(finals)
+    cache = shards.cache(cache_path(config.output, config.run_dir), "rank-contextual")
+    summary = Summary("generate rank --method contextual", output)
     policy = open_llm(config.policy, cache, config.policy_options, role="policy")
     judge = open_llm(config.judge, cache, config.judge_options, role="judge")
     try:
-        with JsonlAppender(config.output) as out, JsonlAppender(sidecar(config.output, "failures.jsonl")) as bad:
+        with JsonlAppender(output) as out, JsonlAppender(failures) as bad:
             done = out.done_ids | bad.done_ids
             summary.add("already done", len(done))
             prompts = [p for n, p in enumerate(read_prompts(config.input))
-                       if (not config.limit or n < config.limit) and p.id not in done]
+                       if (not config.limit or n < config.limit) and p.id not in done
+                       and shards.owns(n)]
             for start in range(0, len(prompts), config.chunk):
                 items = [_Item(p, teacher_messages(p, config.prompt)) for p in prompts[start:start + config.chunk]]
                 _diversify(config, policy, items)
@@ -168,7 +183,9 @@ def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
                     _write(config, it, c, judge, out, bad, summary)
     finally:
         close_all(policy, judge)
-    return summary.finish({"policy": policy, "judge": judge})
+    result = summary.finish({"policy": policy, "judge": judge})
+    shards.finish(finals, lambda: _ids(config))
+    return result
 
 
 def _write(config: RankContextualConfig, it: _Item, completion: Any, judge: Any, out: JsonlAppender,
@@ -201,3 +218,8 @@ def _write(config: RankContextualConfig, it: _Item, completion: Any, judge: Any,
     summary.add("ranked records")
     if it.resampled:
         summary.add("responses resampled for diversity", it.resampled)
+
+
+def _ids(config: RankContextualConfig) -> list[str]:
+    """Every instruction's id in input order (what a merge of shards follows)."""
+    return [p.id for n, p in enumerate(read_prompts(config.input)) if not config.limit or n < config.limit]

@@ -12,7 +12,8 @@ from drover.errors import ConfigError
 @dataclass
 class RerankConfig:
     GROWS: ClassVar[tuple[str, ...]] = ("limit",)  # a larger limit continues the same outputs
-    OUTPUTS: ClassVar[tuple[str, ...]] = ("out", "best", "rso_out")
+    # Where records go (outputs, shard parts), not what they are: not part of the stage key.
+    OUTPUTS: ClassVar[tuple[str, ...]] = ("out", "best", "rso_out", "shard", "merge_shards")
 
     reward_model: str = ""                 # a reward model directory saved by `drover reward`
     prompts: str = ""                      # Conversation/Ranked JSONL whose prompts are sampled (with policy)
@@ -33,6 +34,8 @@ class RerankConfig:
     rso_beta: float = 0.5                  # RSO: temperature of exp(r / beta)
     rso_pairs: Literal["first-round", "tournament", "all"] = "first-round"
     rso_out: str = ""                      # RSO output (default RUN/data/rso.jsonl)
+    shard: str | None = None               # "I/N": rank only records k with k mod N = I (drover.shards)
+    merge_shards: int | None = None        # merge the N finished shards' parts into the outputs
 
     def validate(self) -> None:
         if not self.reward_model:

@@ -128,6 +128,20 @@ class LLMCache:
         except sqlite3.Error as exc:
             raise self._error(exc, "write") from None
 
+    def merge(self, other: str | Path) -> int:
+        """Import another cache file's entries (a shard's part); existing keys win. Returns rows added."""
+        try:
+            with self._lock:
+                before = self._db.total_changes
+                self._db.execute("ATTACH DATABASE ? AS part", (str(other),))
+                try:
+                    self._db.execute("INSERT OR IGNORE INTO entries SELECT * FROM part.entries")
+                finally:
+                    self._db.execute("DETACH DATABASE part")
+                return self._db.total_changes - before
+        except sqlite3.Error as exc:
+            raise self._error(exc, f"merge of {other}") from None
+
     # --- counters -------------------------------------------------------------------------
     def count(self, hits: int = 0, misses: int = 0, errors: int = 0) -> None:
         """Accumulate hit/miss/error counts in memory; `flush_counters` persists them."""

@@ -7,7 +7,7 @@
 `run` is a plain synchronous generator: the OpenAI-compatible backend runs on an asyncio
 loop in a background thread, the local HF backend in the caller's thread. Requests are
 read in chunks, looked up in the cache with one query per chunk, and only the misses are
-sent; each answer is committed to the cache as soon as it arrives, so killing the
+sent (in `mode: batch`, as provider batch jobs: `drover.llm.batch`); each answer is committed to the cache as soon as it arrives, so killing the
 process loses nothing already answered. A request that still fails after retries comes
 back as `Completion(error=...)`; only errors no retry can fix (bad key, unknown model)
 raise `LLMError`, once.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -108,9 +109,16 @@ class LLM:
         if self._backend is not None:
             return self._backend
         if self.config.backend == "openai":
-            from drover.llm.openai_backend import OpenAIBackend
+            if self.config.mode == "batch":
+                from drover.llm.batch import BatchBackend, journal_path
 
-            backend = OpenAIBackend(self.config)
+                identity = f"{self.config.endpoint_identity()}#{self.config.model}"
+                say = (lambda line: print(f"drover llm: {line}", file=sys.stderr, flush=True)) if self._progress else None
+                backend = BatchBackend(self.config, journal_path(self.cache.path if self.cache else None, identity), say)
+            else:
+                from drover.llm.openai_backend import OpenAIBackend
+
+                backend = OpenAIBackend(self.config)
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="drover-llm-loop", daemon=True)
             thread.start()
@@ -168,7 +176,8 @@ class LLM:
 
     # --- accounting -----------------------------------------------------------------------
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.config.price_input_per_1k + completion_tokens * self.config.price_output_per_1k) / 1000.0
+        cost = (prompt_tokens * self.config.price_input_per_1k + completion_tokens * self.config.price_output_per_1k) / 1000.0
+        return cost * self.config.batch_discount if self.config.mode == "batch" else cost
 
     def _record(self, hits: int = 0, misses: int = 0, errors: int = 0, prompt_tokens: int = 0,
                 completion_tokens: int = 0) -> None:
@@ -233,6 +242,10 @@ class LLM:
 
     def fingerprint(self, request: Request) -> str:
         return request_fingerprint(self.identity, request, self.resolve(request))
+
+    def cache_key(self, item: Request | ScoreRequest) -> str:
+        """The cache key of a completion or scoring request (what `ShardedLLM` shards by)."""
+        return self._prepare("completion" if isinstance(item, Request) else "score", item)[2]
 
     def run(self, requests: Iterable[Request], desc: str = "", total: int | None = None) -> Iterator[Completion]:
         """Answer every request, yielding Completions in input order (see the module docstring)."""
@@ -386,6 +399,10 @@ class LLM:
         window: collections.deque[tuple[Any, Any, int]] = collections.deque()
         inflight: dict[str, concurrent.futures.Future] = {}
         max_window = max(2 * CHUNK, 4 * self.config.concurrency)
+        batch = self.config.mode == "batch"
+        if batch:  # every uncached request is queued before any answer can come back
+            max_window = 1 << 62
+            asyncio.run_coroutine_threadsafe(backend.begin(), loop).result()
 
         def pop() -> Any:
             item, value, state = window.popleft()
@@ -419,6 +436,8 @@ class LLM:
                     yield pop()
                 if len(inflight) > max_window:
                     inflight = {fp: f for fp, f in inflight.items() if not f.done()}
+            if batch:
+                asyncio.run_coroutine_threadsafe(backend.seal(), loop).result()
             while window:
                 yield pop()
         finally:

@@ -11,6 +11,13 @@ String specs (`LLMConfig.from_spec`), for command lines:
                                (or base_url=... override), else the OpenAI API
     http://host:port/v1#MODEL  OpenAI-compatible endpoint at that URL (vLLM, drover serve, ...)
     MODEL@http://host:port/v1  the same, written the other way round
+    http://h1:8000/v1,http://h2:8000/v1#MODEL
+                               replicas of one model behind one client (YAML: `base_url: [...]`):
+                               requests go to the least-loaded replica, a failing one is taken
+                               out for `replica_cooldown` seconds (see `drover.llm.replicas`)
+
+`mode: batch` sends the uncached requests of a run as provider batch jobs (the OpenAI
+Batch API: about half the price, answered within `batch_window`); see `drover.llm.batch`.
 """
 
 from __future__ import annotations
@@ -49,7 +56,9 @@ def _adapter_base(path: Path) -> str | None:
 class LLMConfig:
     backend: Literal["openai", "hf"] = "openai"
     model: str = ""
-    base_url: str | None = None
+    base_url: str | list[str] | None = None  # a list: replicas serving the same model
+    replica_set: str | None = None  # the declared identity of a replica set (default: its sorted URLs)
+    replica_cooldown: float = 30.0  # seconds a failing replica is left out before it is tried again
     api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key
 
     # Decoding defaults (a request's own Decoding fields win when set).
@@ -76,6 +85,14 @@ class LLMConfig:
     # endpoint rejects the parameters (HTTP 400 naming them), sends the rest of the session
     # without; "on" fails the job instead; "off" drops constraints from requests (cached as plain ones).
     constraints: Literal["auto", "on", "off"] = "auto"
+
+    # Batch mode (openai backend): uncached requests go out as provider batch jobs.
+    mode: Literal["sync", "batch"] = "sync"
+    batch_max_requests: int = 50_000  # requests per batch job (OpenAI's limit)
+    batch_max_bytes: int = 200 * 1024 * 1024  # bytes per uploaded JSONL file (OpenAI's limit)
+    batch_poll_interval: float = 60.0  # seconds between status polls
+    batch_window: str = "24h"  # completion_window of each job
+    batch_discount: float = 0.5  # batch price = this x the per-1k prices below
 
     # Accounting.
     price_input_per_1k: float = 0.0
@@ -105,6 +122,30 @@ class LLMConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"llm: {name}: must be > 0 or null, got {value}")
+        urls = self.base_urls()
+        if isinstance(self.base_url, list) and not urls:
+            raise ConfigError("llm: base_url: an empty list; give one URL or a list of replica URLs")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"llm: base_url: {url!r} is not an http:// or https:// URL")
+        if len(set(urls)) != len(urls):
+            raise ConfigError(f"llm: base_url: a replica is listed twice in {urls}")
+        if self.replica_cooldown < 0:
+            raise ConfigError(f"llm: replica_cooldown: must be >= 0 seconds, got {self.replica_cooldown}")
+        if self.mode not in ("sync", "batch"):
+            raise ConfigError(f"llm: mode: {self.mode!r} is not one of 'sync', 'batch'")
+        if self.mode == "batch":
+            if self.backend != "openai":
+                raise ConfigError("llm: mode: batch needs the openai backend (a provider's batch API)")
+            if len(urls) > 1:
+                raise ConfigError("llm: mode: batch sends jobs to one provider endpoint; give one base_url")
+            for name in ("batch_max_requests", "batch_max_bytes"):
+                if getattr(self, name) < 1:
+                    raise ConfigError(f"llm: {name}: must be >= 1, got {getattr(self, name)}")
+            if self.batch_poll_interval <= 0:
+                raise ConfigError(f"llm: batch_poll_interval: must be > 0 seconds, got {self.batch_poll_interval}")
+            if not 0 < self.batch_discount <= 1:
+                raise ConfigError(f"llm: batch_discount: must be in (0, 1], got {self.batch_discount}")
         if self.api_key_env.startswith(("sk-", "Bearer ")) or len(self.api_key_env) > 64:
             raise ConfigError("llm: api_key_env: give the NAME of the environment variable that holds "
                               "the key (e.g. OPENAI_API_KEY), never the key itself")
@@ -127,7 +168,7 @@ class LLMConfig:
         the URL here, so a re-run finds its cached answers and another model never does.
         """
         if self.backend == "openai":
-            url = (self.base_url or "https://api.openai.com/v1").strip().rstrip("/")
+            url = self.endpoint_identity() or "https://api.openai.com/v1"
             declared = _declared_endpoints().get(url)
             if declared:
                 return {"backend": "openai", "endpoint": declared, "model": self.model}
@@ -162,6 +203,24 @@ class LLMConfig:
             merged["stop"] = tuple(merged["stop"]) or None
         return Decoding(**merged)
 
+    def base_urls(self) -> list[str]:
+        """The endpoint URLs: [] (the provider's default), one, or the replicas of a replica set."""
+        if self.base_url is None:
+            return []
+        return list(self.base_url) if isinstance(self.base_url, list) else [self.base_url]
+
+    def endpoint_identity(self) -> str | None:
+        """What names the endpoint in cache keys: one URL, or a replica set's declared identity.
+
+        Replicas serve one model, so which replica answered never changes the key; the
+        set is named by `replica_set` when given (adding a replica keeps the cache), else
+        by its sorted URLs.
+        """
+        urls = [u.strip().rstrip("/") for u in self.base_urls()]
+        if len(urls) <= 1:
+            return urls[0] if urls else None
+        return self.replica_set or ",".join(sorted(urls))
+
     def api_key(self) -> str | None:
         return os.environ.get(self.api_key_env) or None
 
@@ -182,10 +241,10 @@ class LLMConfig:
             url, sep, model = spec.partition("#")
             if not sep or not model:
                 raise ConfigError(f"llm spec {spec!r}: name the model after '#', e.g. http://127.0.0.1:8000/v1#my-model")
-            fields = {"backend": "openai", "model": model, "base_url": url}
+            fields = {"backend": "openai", "model": model, "base_url": _urls(url)}
         elif "@http://" in spec or "@https://" in spec:
             model, _, url = spec.partition("@")
-            fields = {"backend": "openai", "model": model, "base_url": url}
+            fields = {"backend": "openai", "model": model, "base_url": _urls(url)}
         elif Path(spec).is_dir():
             fields = {"backend": "hf", "model": spec}
         else:
@@ -195,3 +254,9 @@ class LLMConfig:
         from drover.config import from_dict
 
         return from_dict(cls, fields, where=f"llm spec {spec!r}")
+
+
+def _urls(text: str) -> str | list[str]:
+    """`http://a/v1` -> the URL; `http://a/v1,http://b/v1` -> the replica list."""
+    urls = [u.strip() for u in text.split(",") if u.strip()]
+    return urls[0] if len(urls) == 1 else urls

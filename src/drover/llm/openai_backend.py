@@ -29,6 +29,7 @@ from typing import Any
 from drover.errors import LLMError
 from drover.llm.config import LLMConfig
 from drover.llm.ratelimit import RateLimiter, estimate_tokens
+from drover.llm.replicas import Replica, ReplicaSet
 from drover.llm.retry import Verdict, backoff_delay, classify_status, redact, retry_after_seconds
 from drover.llm.types import (Choice, Completion, Constraint, Decoding, Request, Score, ScoreRequest, TokenLogprob,
                               Usage)
@@ -55,7 +56,8 @@ class OpenAIBackend:
         self.config = config
         self._key = config.api_key()
         self._clients: list[Any] = []
-        self._slots: asyncio.Queue[Any] | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self.replicas: ReplicaSet | None = None
         self.limiter = RateLimiter(config.rpm, config.tpm)
         self._reached = False  # has any request got an HTTP answer from the endpoint?
         self._unconstrained = False  # did the endpoint reject constraint parameters (constraints: auto)?
@@ -70,31 +72,21 @@ class OpenAIBackend:
             raise LLMError(f"no API key: set the environment variable {self.config.api_key_env} "
                            "(or give a base_url for a local OpenAI-compatible server)")
         timeout = httpx.Timeout(self.config.timeout, connect=min(self.config.timeout, 10.0))
-        if self.config.lean_transport and _lean_ok(self.config.base_url):
-            from drover.llm.transport import LeanTransport
-
-            # One client: the lean transport's pool is O(1) per request (see transport.py).
-            self._clients.append(openai.AsyncOpenAI(
-                api_key=self._key or "EMPTY", base_url=self.config.base_url, timeout=timeout, max_retries=0,
-                http_client=openai.DefaultAsyncHttpxClient(
-                    transport=LeanTransport(max_idle=self.config.concurrency), timeout=timeout)))
-        else:
-            # httpx's connection pool scans every connection on each request (and polls idle
-            # sockets), so one pool of 256 connections costs more CPU per request than the
-            # request itself. Shards of at most POOL_SHARD connections keep that scan short.
-            shards = -(-self.config.concurrency // POOL_SHARD)
-            tls = ssl.create_default_context()  # one CA-bundle load (~0.1 s), shared by every shard
-            for i in range(shards):
-                size = len(range(i, self.config.concurrency, shards))
-                limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-                self._clients.append(openai.AsyncOpenAI(
-                    api_key=self._key or "EMPTY", base_url=self.config.base_url, timeout=timeout, max_retries=0,
-                    http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout, verify=tls)))
-        # A queue of slots, one per allowed concurrent request, each bound to a client:
-        # it bounds concurrency and never makes a request wait inside an httpx pool.
-        self._slots = asyncio.Queue()
-        for i in range(self.config.concurrency):
-            self._slots.put_nowait(self._clients[i % len(self._clients)])
+        urls = self.config.base_urls() or [None]
+        # One CA-bundle load (~0.1 s), shared by every client that needs TLS.
+        tls = None if all(self.config.lean_transport and _lean_ok(u) for u in urls) else ssl.create_default_context()
+        replicas = []
+        for url in urls:
+            # Each replica gets clients for the whole concurrency (it may carry all the load
+            # while the others are out); `self._slots` bounds the total.
+            clients = _clients(openai, httpx, url, self._key, self.config, timeout, tls)
+            self._clients.extend(clients)
+            free: asyncio.Queue[Any] = asyncio.Queue()
+            for i in range(self.config.concurrency):
+                free.put_nowait(clients[i % len(clients)])
+            replicas.append(Replica(url or "the OpenAI API", free))
+        self.replicas = ReplicaSet(replicas, self.config.replica_cooldown)
+        self._slots = asyncio.Semaphore(self.config.concurrency)
 
     async def aclose(self) -> None:
         clients, self._clients = self._clients, []
@@ -117,12 +109,14 @@ class OpenAIBackend:
 
         from drover.llm.transport import httpx
 
-        assert self._slots is not None
-        attempt = 0
+        assert self._slots is not None and self.replicas is not None
+        attempt = hops = 0  # hops: replicas switched to since the last counted attempt
         while True:
             status: int | None = None
             headers: Any = None
-            client = await self._slots.get()
+            failure: str | None = None  # a replica-level failure (connection, timeout, 5xx)
+            await self._slots.acquire()
+            replica, client = self.replicas.acquire()
             try:
                 await self.limiter.acquire(est_tokens)
                 start = time.perf_counter()
@@ -143,18 +137,26 @@ class OpenAIBackend:
                     status, headers = exc.status_code, exc.response.headers
                     self._reached = True
                     message = f"HTTP {status}: {_status_message(exc)}"
+                    failure = message if status >= 500 else None
                 except openai.APITimeoutError:
-                    message = f"timed out after {self.config.timeout:g} s"
+                    message = failure = f"timed out after {self.config.timeout:g} s"
                 except openai.APIConnectionError as exc:
-                    message = f"connection error: {exc.__cause__ or exc}"
+                    message = failure = f"connection error: {exc.__cause__ or exc}"
                 except openai.APIError as exc:  # malformed response and the like
                     raise ItemError(self.redact(f"invalid response: {exc}")) from None
             finally:
-                self._slots.put_nowait(client)
+                self.replicas.release(replica, client, failure)
+                self._slots.release()
             verdict = Verdict.RETRY if status is None else classify_status(status)
             message = self.redact(message)
+            if len(self.replicas) > 1:
+                message = f"{replica.url}: {message}"
+                if (failure is not None and verdict is Verdict.RETRY and hops < len(self.replicas) - 1
+                        and self.replicas.another_healthy(replica)):
+                    hops += 1
+                    continue  # this replica is out for a while: straight on to another one
             if verdict is Verdict.FATAL:
-                where = self.config.base_url or "the OpenAI API"
+                where = replica.url
                 raise LLMError(f"{where} refused model {self.config.model!r}: {message} "
                                f"(check {self.config.api_key_env}, the model name and base_url)")
             if verdict is Verdict.RECORD:
@@ -162,7 +164,7 @@ class OpenAIBackend:
             if attempt >= self.config.max_retries:
                 if status is None and not self._reached:
                     # Nothing ever answered: every other item would fail the same way.
-                    where = self.config.base_url or "the OpenAI API"
+                    where = ", ".join(r.url for r in self.replicas.replicas)
                     raise LLMError(f"cannot reach {where}: {message} (gave up after {attempt + 1} attempts; "
                                    f"is the server running and the URL right?)")
                 raise ItemError(f"{message} (gave up after {attempt + 1} attempts)")
@@ -173,6 +175,7 @@ class OpenAIBackend:
                 if status == 429:
                     self.limiter.pause(wait)
             attempt += 1
+            hops = 0
             await asyncio.sleep(wait)
 
     # --- completions ----------------------------------------------------------------------
@@ -260,6 +263,31 @@ class OpenAIBackend:
                 best = max(top.items(), key=lambda kv: kv[1])
                 greedy = greedy and (best[0] == token or best[1] <= value + 1e-6)
         return Score(token_logprobs=values, tokens=tokens, total=float(sum(values)), greedy=greedy)
+
+
+def _clients(openai: Any, httpx: Any, url: str | None, key: str | None, config: LLMConfig, timeout: Any,
+             tls: ssl.SSLContext | None) -> list[Any]:
+    """The `openai` clients of one endpoint URL, together able to carry `config.concurrency` requests."""
+    if config.lean_transport and _lean_ok(url):
+        from drover.llm.transport import LeanTransport
+
+        # One client: the lean transport's pool is O(1) per request (see transport.py).
+        return [openai.AsyncOpenAI(
+            api_key=key or "EMPTY", base_url=url, timeout=timeout, max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(
+                transport=LeanTransport(max_idle=config.concurrency), timeout=timeout))]
+    # httpx's connection pool scans every connection on each request (and polls idle
+    # sockets), so one pool of 256 connections costs more CPU per request than the
+    # request itself. Shards of at most POOL_SHARD connections keep that scan short.
+    shards = -(-config.concurrency // POOL_SHARD)
+    clients = []
+    for i in range(shards):
+        size = len(range(i, config.concurrency, shards))
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        clients.append(openai.AsyncOpenAI(
+            api_key=key or "EMPTY", base_url=url, timeout=timeout, max_retries=0,
+            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout, verify=tls)))
+    return clients
 
 
 def _lean_ok(base_url: str | None) -> bool:

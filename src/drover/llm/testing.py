@@ -1,7 +1,8 @@
 """A fake OpenAI-compatible server for tests and benchmarks (no model, no network).
 
 It answers `/v1/chat/completions` and `/v1/completions` deterministically
-("answer: <last user message>"), after an optional fixed `delay`, and records every
+("answer: <last user message>"), after an optional fixed `delay` (with at most `capacity`
+requests in service at once, when given: a model server's batch slots), and records every
 request body. Faults can be scripted for the next requests, in order:
 
     "429"   429 with Retry-After (seconds: `retry_after`)
@@ -41,7 +42,7 @@ from typing import Any
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, retry_after: float = 0.05, host: str = "127.0.0.1", port: int = 0,
                  model: str = "fake", slow: dict[str, float] | None = None, constraints: str = "ignore",
-                 reject_params: tuple[str, ...] = ()):
+                 reject_params: tuple[str, ...] = (), capacity: int | None = None):
         import random
 
         if constraints not in ("ignore", "honour", "reject"):
@@ -50,6 +51,8 @@ class FakeOpenAIServer:
         self._rng = random.Random(0)
         self.delay = delay
         self.reject_params = reject_params
+        # At most `capacity` requests in service at once (an engine's batch slots): more wait.
+        self._capacity = asyncio.Semaphore(capacity) if capacity else None
         self.slow = dict(slow or {})  # content -> its own delay (to hold one answer back)
         self.retry_after = retry_after
         self.model = model
@@ -148,8 +151,10 @@ class FakeOpenAIServer:
                 if status == 0:  # drop
                     writer.transport.abort()
                     return
-                data = json.dumps(payload).encode()
-                head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}", "content-type: application/json",
+                raw = isinstance(payload, bytes)  # a file's content (the batch server's downloads)
+                data = payload if raw else json.dumps(payload).encode()
+                kind = "application/octet-stream" if raw else "application/json"
+                head = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}", f"content-type: {kind}",
                         f"content-length: {len(data)}"] + [f"{k}: {v}" for k, v in extra.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
                 await writer.drain()
@@ -198,7 +203,10 @@ class FakeOpenAIServer:
             return 400, {}, {"error": {"message": f"unsupported parameter: {next(iter(guided))}",
                                        "type": "invalid_request_error"}}
         delay = self.slow.get(_content(request), self.delay)
-        if delay:
+        if self._capacity is not None:
+            async with self._capacity:
+                await asyncio.sleep(delay)
+        elif delay:
             await asyncio.sleep(delay)
         return 200, {}, self._answer(path, request)
 

@@ -36,6 +36,10 @@ class TrainState:
     settings: dict[str, Any] = field(default_factory=dict)  # train.resume.train_settings at the start
     total_steps: int = 0         # the plan the steps so far were taken under (for train.resume.check_plan)
     warmup_steps: int = 0
+    # The layout that wrote it (0: a checkpoint from before these were recorded).
+    num_processes: int = 0       # processes (GPUs x nodes)
+    micro_batches_per_step: int = 0  # grad_accum x processes: the global batch, in micro-batches
+    steps_per_epoch: int = 0
 
 
 def checkpoints(root: Path) -> list[Path]:
@@ -69,6 +73,35 @@ def save(accelerator: Any, root: Path, state: TrainState, keep_last: int) -> Pat
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def check_layout(path: Path, num_processes: int, micro_batches_per_step: int, steps_per_epoch: int,
+                 sharded_states: bool) -> None:
+    """Refuse, before anything is loaded, a resume that would change the training.
+
+    DDP (and one process) keep whole model and optimizer copies, and the data order is a
+    function of the step and the micro-batches per step, so a checkpoint resumes on any
+    number of processes whose grad_accum keeps the global batch (2 nodes x 4 GPUs x
+    accum 1 = 1 node x 4 GPUs x accum 2). DeepSpeed ZeRO and FSDP shard optimizer states
+    (and ZeRO-3/FSDP the weights) per process: those resume on the same number only.
+    """
+    saved = read_state(path)
+    if not saved.num_processes or saved.num_processes == num_processes and \
+            saved.micro_batches_per_step == micro_batches_per_step:
+        return
+    if sharded_states and saved.num_processes != num_processes:
+        raise ConfigError(f"{path}: written by {saved.num_processes} processes under DeepSpeed ZeRO/FSDP, whose "
+                          f"optimizer states are sharded per process; resume with {saved.num_processes} processes "
+                          f"(now {num_processes})")
+    if saved.micro_batches_per_step != micro_batches_per_step or saved.steps_per_epoch != steps_per_epoch:
+        per_process = saved.micro_batches_per_step / num_processes
+        hint = (f"set grad_accum={int(per_process)}" if per_process.is_integer()
+                else f"use a number of processes that divides {saved.micro_batches_per_step}")
+        raise ConfigError(f"{path}: trained with {saved.num_processes} processes x grad_accum "
+                          f"{saved.micro_batches_per_step // saved.num_processes} = {saved.micro_batches_per_step} "
+                          f"micro-batches per step, now {num_processes} x {micro_batches_per_step // num_processes} = "
+                          f"{micro_batches_per_step}: the batches (and data order) would change; {hint} to keep "
+                          f"the global batch")
 
 
 def read_state(path: Path) -> TrainState:

@@ -21,6 +21,7 @@ DeepSpeed ZeRO-2/3 and FSDP (`recipes/accelerate/*.yaml`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -124,7 +125,12 @@ def make_accelerator(config: Any, run: RunDir) -> Any:
     for name in trackers:
         if importlib.util.find_spec(name) is None:
             raise ConfigError(f"{name}: true needs the {name} package (pip install 'drover[tracking]')")
-    accelerator = Accelerator(mixed_precision=resolve_precision(config.mixed_precision),
+    import os
+
+    # Several CPU processes (torchrun, or nodes without GPUs): accelerate only forms a gloo
+    # process group when told the run is on CPU.
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(cpu=cpu, mixed_precision=resolve_precision(config.mixed_precision),
                               gradient_accumulation_steps=config.grad_accum, log_with=trackers or None,
                               project_dir=str(run.root))
     check_world_size(accelerator.num_processes)
@@ -293,6 +299,19 @@ class Engine:
         units = sums.pop("units") or 1.0
         return {f"eval_{k}": v / units for k, v in sums.items()}
 
+    def layout(self) -> dict[str, int]:
+        """How this run splits a step over processes (recorded in checkpoints; see check_layout)."""
+        acc = self.accelerator
+        return {"num_processes": acc.num_processes,
+                "micro_batches_per_step": self.config.grad_accum * acc.num_processes,
+                "steps_per_epoch": self.steps_per_epoch}
+
+    def check_layout(self, resume_from: Path) -> None:
+        """Refuse a resume whose process layout would change the training (before any write)."""
+        from drover.train.model import sharded
+
+        checkpoint.check_layout(resume_from, **self.layout(), sharded_states=self.deepspeed or sharded(self.accelerator))
+
     # -- the loop --------------------------------------------------------------------
     def train(self, resume_from: Path | None = None) -> TrainResult:
         """The loop; a resume was checked (`train.resume`) before this engine was built."""
@@ -301,10 +320,14 @@ class Engine:
         from drover.train.resume import train_settings
 
         config, acc = self.config, self.accelerator
-        state = checkpoint.TrainState(data_hash=examples_hash(self.examples), settings=train_settings(config))
+        layout = self.layout()
+        state = checkpoint.TrainState(data_hash=examples_hash(self.examples), settings=train_settings(config),
+                                      **layout)
         if resume_from is not None:
-            state = checkpoint.load(acc, resume_from)
-            state.settings = state.settings or train_settings(config)
+            self.check_layout(resume_from)
+            saved = checkpoint.load(acc, resume_from)
+            saved.settings = saved.settings or train_settings(config)
+            state = dataclasses.replace(saved, **layout)  # later checkpoints record this layout
         state.total_steps, state.warmup_steps = self.total_steps, self.warmup_steps
         bar = tqdm(total=self.total_steps, initial=state.step, desc=f"{self.spec.name}",
                    disable=not (config.progress and acc.is_main_process), dynamic_ncols=True)

@@ -84,10 +84,22 @@ def compute(examples: list[Example], config: Any, collate: Collate, accelerator:
 
 def reference_logps(examples: list[Example], config: Any, collate: Collate, accelerator: Any,
                     cache_dir: Path) -> list[torch.Tensor]:
-    """Cached reference log-probs for `examples` (computed by all processes, written by the main one)."""
+    """Cached reference log-probs for `examples` (computed by all processes, written by the main one).
+
+    The main process decides whether the cache file is there and, if so, reads it and sends
+    the values to the others: every process takes the same branch (the computation is
+    collective) even when nodes do not share the run directory's storage."""
     path = cache_dir / f"{cache_key(examples, config.reference_path)}.pt"
-    if path.exists():
-        return torch.load(path, weights_only=True)
+    if accelerator.num_processes == 1:
+        if path.exists():
+            return torch.load(path, weights_only=True)
+    else:
+        from accelerate.utils import broadcast_object_list
+
+        found = broadcast_object_list([path.exists() if accelerator.is_main_process else None])[0]
+        if found:
+            loaded = torch.load(path, weights_only=True) if accelerator.is_main_process else None
+            return broadcast_object_list([loaded])[0]
     values = compute(examples, config, collate, accelerator)  # every process, or none: it gathers
     if accelerator.is_main_process:
         with atomic_open(path, "wb") as handle:

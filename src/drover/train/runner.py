@@ -90,6 +90,8 @@ def run_training(config: Any, echo: bool = True) -> Path:
     started = time.time()
     plan_check = (lambda total, warmup: resume.check_plan(saved, config, resume_from, total, warmup)) if saved else None
     engine = Engine(config, spec, examples, eval_examples, tokenizer, run, check_plan=plan_check)
+    if resume_from is not None:
+        engine.check_layout(resume_from)  # a different process layout is refused before any file changes
     if engine.accelerator.is_main_process:
         if force:
             start_fresh(run)
