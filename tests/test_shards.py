@@ -38,7 +38,7 @@ def _eval(model: str, run: Path, *extra: str) -> int:
 
 
 def _outputs(run: Path, task: str) -> tuple[dict, list[dict]]:
-    record = json.loads((run / "eval" / f"{task}.json").read_text())
+    record = json.loads(next((run / "eval").glob(f"*/{task}.json")).read_text())  # RUN/eval/<model>/
     examples = [json.loads(x) for x in (run / record["examples_file"]).read_text().splitlines()]
     return record, examples
 
@@ -49,7 +49,7 @@ def test_sharded_eval_merges_to_the_unsharded_result(tiny_model_dir, tmp_path, c
     assert _eval(model, tmp_path / "whole") == 0
     sharded = tmp_path / "sharded"
     assert _eval(model, sharded, "--shard", "0/2") == 0
-    assert not (sharded / "eval").exists() or not list((sharded / "eval").glob("*.json"))  # no result yet
+    assert not (sharded / "eval").exists() or not list((sharded / "eval").glob("*/*.json"))  # no result yet
     assert _eval(model, sharded, "--shard", "1/2") == 0
     parts = sorted((sharded / "shards" / "eval").glob("llm-cache.*.sqlite"))
     assert [p.name for p in parts] == ["llm-cache.0-of-2.sqlite", "llm-cache.1-of-2.sqlite"]

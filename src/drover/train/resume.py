@@ -11,7 +11,10 @@ and the planned schedule (total and warmup steps). On resume:
   already taken is unchanged under the new plan (e.g. a constant schedule without
   warmup); a linear or cosine decay depends on the total, so appending epochs refuses;
 - settings that cannot change the weights (`NOT_TRAINING`: logging, checkpoint cadence,
-  progress, held-out evaluation, paths) may change freely.
+  progress, held-out evaluation, paths) may change freely;
+- `grad_accum` may change together with the number of processes when the global batch
+  (grad_accum x processes, recorded in the checkpoint) stays the same: that check is
+  `checkpoint.check_layout`, run once the processes are known (still before any write).
 
 The refusal is one line that says how to start fresh (`--force`, or a new run dir) and is
 raised before anything is written: config.yaml, log.jsonl and the checkpoints stay as they were.
@@ -62,8 +65,11 @@ def check_settings(saved: Any, config: Any, checkpoint: Path) -> None:
     if not saved.settings:
         return  # a checkpoint from before settings were recorded: the data check still applies
     now = train_settings(config)
+    # With the layout recorded, the global batch is compared by check_layout, not grad_accum alone.
+    layout_checked = {"grad_accum"} if getattr(saved, "micro_batches_per_step", 0) else set()
     changed = [f"{k} {_show(saved.settings.get(k))} -> {_show(now.get(k))}"
-               for k in sorted(set(now) | set(saved.settings)) if saved.settings.get(k) != now.get(k)]
+               for k in sorted(set(now) | set(saved.settings))
+               if saved.settings.get(k) != now.get(k) and k not in layout_checked]
     if changed:
         raise refusal(config, checkpoint, ", ".join(changed))
 
