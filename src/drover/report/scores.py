@@ -1,0 +1,155 @@
+"""Which per-example values back a recorded metric (for intervals and paired tests).
+
+The report never trusts a per-example field blindly: a candidate array is used only if
+it reproduces the recorded number, as `scale * mean` (scale 1 or 100) or as the macro
+mean over a grouping field (MMLU subjects, BBH tasks, TydiQA languages). Fields read,
+in this order (the contract with the writers of `RUN/eval/<model>/<name>.examples.jsonl`):
+
+benchmark examples
+    `id` (pairs two models' examples), then the metric's own name as a field
+    (e.g. `rougeL`, `mc2`, `f1`), else `score`, else `correct` (bool; or an int count
+    of passed samples with `n` samples, turned into the unbiased pass@k estimate of
+    that problem when the metric is `pass@k`). Grouping fields: `task`, `subject`,
+    `lang`, `category`, `group`.
+judge examples (one per judgment)
+    `preference` in [1, 2] in alpaca_eval's frame (2 = the evaluated model won, 1.5 a
+    tie, null = failed); without it, a positional `verdict` ({"type": "preference",
+    "value"} or {"type": "choice", "outcome"}) with `meta.switched` (true when the
+    model's answer was shown first) is mapped to that frame. `error` or a
+    `parse_failure` verdict = failed. Pairing id: `meta.index`, `meta.question_id`, else `id`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from drover.report.uncertainty import Interval, interval
+
+GROUP_FIELDS = ("task", "subject", "lang", "category", "group")
+_PASS_AT = re.compile(r"^pass@(\d+)$")
+# drover reports percentages (as the Tülu tables do); 100 is tried first so that a 0 score
+# (ambiguous) gets a percentage interval.
+SCALES = (100.0, 1.0)
+_OUTCOME_PREFERENCE = {"first": 1.0, "second": 2.0, "tie": 1.5}
+
+
+@dataclass
+class MetricValues:
+    """Per-example values whose (scaled, possibly macro) mean is the recorded metric."""
+
+    ids: list[str]
+    values: list[float]
+    scale: float
+    groups: list[str] | None = None
+
+    def interval(self) -> Interval:
+        return interval(self.values, self.scale, self.groups)
+
+    def by_id(self) -> dict[str, float]:
+        return dict(zip(self.ids, self.values))
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _pass_at_k(n: int, c: int, k: int) -> float:
+    """Chen et al. (2021) unbiased estimator for one problem: 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def _benchmark_candidates(examples: list[dict[str, Any]], metric: str) -> list[list[float | None]]:
+    out = []
+    for field in (metric, "score"):
+        out.append([_number(e.get(field)) for e in examples])
+    match = _PASS_AT.match(metric)
+    if match and all(isinstance(e.get("n"), int) and isinstance(e.get("correct"), int) for e in examples):
+        k = int(match.group(1))
+        out.append([_pass_at_k(e["n"], e["correct"], k) if e["n"] >= k else None for e in examples])
+    else:
+        out.append([_number(e.get("correct")) for e in examples])
+    return out
+
+
+def judge_preference(example: dict[str, Any]) -> float | None:
+    """The judgment as a preference in the model's frame (2 = model won), None when it failed."""
+    if example.get("error"):
+        return None
+    if "preference" in example:
+        return _number(example.get("preference"))
+    verdict = example.get("verdict") or {}
+    switched = (example.get("meta") or {}).get("switched")
+    if verdict.get("type") == "preference":
+        value = _number(verdict.get("value"))
+    elif verdict.get("type") == "choice":
+        value = _OUTCOME_PREFERENCE.get(str(verdict.get("outcome")))
+    else:
+        return None
+    if value is None or not isinstance(switched, bool):
+        return None
+    return 3.0 - value if switched else value
+
+
+def pair_id(example: dict[str, Any], kind: str) -> str:
+    if kind == "judge":
+        meta = example.get("meta") or {}
+        for key in ("index", "question_id"):
+            if key in meta:
+                return str(meta[key])
+    return str(example.get("id"))
+
+
+def _match(ids: list[str], values: list[float], groups_of: dict[str, list[str]], target: float) -> MetricValues | None:
+    mean = sum(values) / len(values)
+    for scale in SCALES:
+        if _close(scale * mean, target):
+            return MetricValues(ids, values, scale)
+    for field, groups in groups_of.items():
+        by_group: dict[str, list[float]] = {}
+        for value, group in zip(values, groups):
+            by_group.setdefault(group, []).append(value)
+        if len(by_group) < 2:
+            continue
+        macro = sum(sum(v) / len(v) for v in by_group.values()) / len(by_group)
+        for scale in SCALES:
+            if _close(scale * macro, target):
+                return MetricValues(ids, values, scale, groups)
+    return None
+
+
+def metric_values(record: dict[str, Any], examples: Sequence[dict[str, Any]], metric: str) -> MetricValues | None:
+    """The per-example values reproducing `record.metrics[metric]`, or None when none do."""
+    target = _number((record.get("metrics") or {}).get(metric))
+    if target is None or not examples:
+        return None
+    kind = record.get("kind", "benchmark")
+    if kind == "judge":
+        prefs = [(pair_id(e, kind), judge_preference(e)) for e in examples]
+        kept = [(i, p - 1.0) for i, p in prefs if p is not None]
+        if not kept:
+            return None
+        return _match([i for i, _ in kept], [v for _, v in kept], {}, target)
+    examples = list(examples)
+    groups_of = {f: [str(e[f]) for e in examples] for f in GROUP_FIELDS if all(f in e for e in examples)}
+    ids = [pair_id(e, kind) for e in examples]
+    for candidate in _benchmark_candidates(examples, metric):
+        if any(v is None for v in candidate):
+            continue
+        found = _match(ids, [float(v) for v in candidate], groups_of, target)  # type: ignore[arg-type]
+        if found is not None:
+            return found
+    return None
