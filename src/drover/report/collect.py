@@ -83,14 +83,30 @@ class Result:
     def metrics(self) -> dict[str, float | None]:
         return dict(self.record.get("metrics") or {})
 
+    def _declared(self, field_name: str, task_attr: str) -> Any:
+        """A record field, else what the benchmark's registered task declares, else None."""
+        if field_name in self.record:
+            return self.record[field_name]
+        if self.kind == "benchmark":
+            from drover.evaluate.registry import TASKS
+
+            if self.task in TASKS:
+                return getattr(TASKS.get(self.task), task_attr, None)
+        return None
+
     @property
     def primary(self) -> str:
-        metric = self.record.get("primary_metric")
+        metric = self._declared("primary_metric", "primary_metric")
         return str(metric) if metric else next(iter(self.metrics), "")
 
     @property
     def higher_is_better(self) -> bool:
-        return bool(self.record.get("higher_is_better", True))
+        declared = self._declared("higher_is_better", "higher_is_better")
+        return True if declared is None else bool(declared)
+
+    @property
+    def title(self) -> str:
+        return str(self._declared("title", "title") or self.task)
 
     @property
     def failure_list(self) -> list[dict[str, Any]]:

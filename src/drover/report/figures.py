@@ -56,7 +56,7 @@ def judge_bars(results: list[Result]) -> list[Figure]:
             values = metric_values(r.record, r.examples(), metric) if value is not None else None
             ci = values.interval() if values is not None else None
             rows.append((f"{r.row} — {r.task}", value, ci.low if ci else None, ci.high if ci else None))
-        rows.sort(key=lambda row: -1e300 if row[1] is None else -row[1])
+        rows.sort(key=lambda row: (row[1] is None, -(row[1] or 0.0)))
         png = plots.bars_with_intervals(rows, f"{metric} (95% interval where per-judgment values exist)",
                                         REFERENCE_LINE.get(metric))
         out.append(Figure(f"judge-{re.sub(r'[^A-Za-z0-9]+', '-', metric)}.png", f"Judges: {metric}",

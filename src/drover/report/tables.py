@@ -53,9 +53,12 @@ def order_key(task: str) -> tuple[int, str]:
     return (order.index(task) if task in order else len(order), task)
 
 
-def num(value: float | None) -> str:
+def num(value: float | None, percent: bool = False) -> str:
+    """One decimal for percentages (as the papers' tables), three significant digits for small ratios."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
+    if percent:
+        return f"{value:.1f}"
     return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3f}"
 
 
@@ -94,10 +97,11 @@ def cell_text(cell: Cell, base: Cell | None) -> str:
     result = cell.result
     if failed(result):
         return failure_text(result)
-    text = num(cell.value)
+    percent = cell.values is not None and cell.values.scale == 100
+    text = num(cell.value, percent)
     if cell.values is not None and cell.value is not None:
         ci = cell.values.interval()
-        text += f" [{num(ci.low)}, {num(ci.high)}]"
+        text += f" [{num(ci.low, percent)}, {num(ci.high, percent)}]"
     if base is not None and base is not cell and cell.value is not None and base.value is not None:
         mark = ""
         if cell.values is not None and base.values is not None:
@@ -156,7 +160,7 @@ def task_table(title: str, results: list[Result], baseline: str | None, tasks: l
         sample = next(r for r in results if r.task == task)
         metric = metric_of.get(task, sample.primary)
         arrow = "" if sample.higher_is_better else " ↓"
-        header.append(f"{sample.record.get('title') or task} ({metric}){arrow}")
+        header.append(f"{sample.title} ({metric}){arrow}")
         cells_by_task[task] = {row: _cell(by[(row, task)], metric) for row in rows if (row, task) in by}
     table_rows, csv_rows = [], []
     for row in rows:
@@ -220,7 +224,7 @@ def family_tables(results: list[Result], baseline: str | None) -> list[Table]:
             of_task = [r for r in members if r.task == task]
             metrics = list(dict.fromkeys(m for r in of_task for m in r.metrics))
             columns = [(task, m) for m in metrics]
-            table = _metric_columns(f"{fam}: {task}", of_task, baseline, columns)
+            table = _metric_columns(f"{of_task[0].title} ({task})", of_task, baseline, columns)
             out.append(table)
     return out
 
@@ -277,6 +281,8 @@ def pairwise_tables(results: list[Result]) -> list[Table]:
                 line.append("–" if test is None else f"p={test[0]:.3g} ({test[1]}:{test[2]} of {test[3]})"
                             + ("*" if test[0] < ALPHA else ""))
             lines.append(line)
+        if all(c == "–" for line in lines for c in line[1:]):
+            continue  # no per-example values to pair
         out.append(Table(f"{task} ({metric}): paired sign test", ["model"] + rows, lines,
                          ["cell = p (examples where the row model scored higher : where the column model did, of "
                           f"those both answered); * = p < {ALPHA}"]))
