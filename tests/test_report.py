@@ -83,6 +83,29 @@ def _failed_judge(root, label):
                                breakdown={"failures": [{"id": "0", "reason": "no preference found"}]}), examples)
 
 
+VICUNA = {"sft": [6, 8, 4, 8], "dpo": [8, 9, 8, 9]}  # the model's score per question; the reference gets 8
+
+
+def _vicuna(root, label, tmp_path):
+    """As the judges write them: positional score pairs in both orders ("ab" = reference first), no
+    `preference` or `output` field; the answers file named in the settings."""
+    answers = tmp_path / f"{label}-vicuna.jsonl"
+    answers.write_text("".join(json.dumps({"id": f"vicuna_{q}", "messages": [
+        {"role": "user", "content": f"question {q}?"}, {"role": "assistant", "content": f"{label} answer {q} " * q}]})
+        + "\n" for q in range(1, 5)))
+    examples = []
+    for q, score in enumerate(VICUNA[label], 1):
+        for order, pair in (("ab", (8, score)), ("ba", (score, 8))):
+            examples.append({"id": f"{q}/{order}", "raw": f"{pair[0]} {pair[1]}\nrationale {q}{order}",
+                             "verdict": {"type": "score_pair", "first": pair[0], "second": pair[1]},
+                             "meta": {"question_id": str(q), "order": order}, "error": None})
+    total = sum(VICUNA[label])
+    write_result(root, _record("judge", "vicuna", label, {"relative_score": 100 * total / 32, "total_model": total,
+                                                          "total_reference": 32}, 4, primary_metric="relative_score",
+                               task="vicuna80", settings={"reference": "gpt35", "model_outputs": str(answers)}),
+                 examples)
+
+
 def make_runs(tmp_path: Path) -> tuple[Path, Path]:
     a, b = tmp_path / "runA", tmp_path / "runB"
     for root, labels in ((a, ["base", "sft"]), (b, ["dpo"])):
@@ -92,6 +115,8 @@ def make_runs(tmp_path: Path) -> tuple[Path, Path]:
     _judge(a, "sft", PREFS["sft"])
     _judge(b, "dpo", PREFS["dpo"])
     _failed_judge(a, "base")
+    _vicuna(a, "sft", tmp_path)
+    _vicuna(b, "dpo", tmp_path)
     train = RunDir(a / "train" / "dpo").ensure()
     for step in range(1, 6):
         train.log("train", step=step, loss=1.0 / step, lr=1e-3, reward_accuracy=0.5 + step / 20,
@@ -155,13 +180,21 @@ def test_tables_against_result_files(tmp_path):
 def test_judge_table_failed_and_significance(tmp_path):
     a, b = make_runs(tmp_path)
     results = [r for run in collect([a, b]) for r in run.results]
-    (judge,) = tables.judge_tables(results, "sft")
+    judge, vicuna = tables.judge_tables(results, "sft")
     rows = {r[0].split(" (baseline)")[0]: r[1] for r in judge.rows}
     assert rows["base"].startswith("failed: 4 failed item(s)") and "no preference found" in rows["base"]
     # sft: mean(pref - 1) = (1 + 1 + 0 + .5) / 4 = 62.5; dpo 100: vs sft 2 wins (indexes 2, 3), 0 losses, p = 0.5.
     assert rows["sft"].startswith("62.5 [")
     assert rows["dpo"] == "100.0 [39.8, 100.0] (+37.5)"  # 4 of 4 won outright: exact binomial
+    # Vicuna-80: 26 / 32 = 81.25 and 34 / 32 = 106.25, interval by bootstrap over questions (ratio of totals);
+    # dpo's share is higher on all 4 questions: p = 2 * 0.5^4 = 0.125.
+    rows = {r[0].split(" (baseline)")[0]: r[1] for r in vicuna.rows}
+    assert rows["sft"].startswith("81.2 [") and rows["dpo"].startswith("106.2 [") and rows["dpo"].endswith("(+25.0)")
+    low, high = map(float, re.search(r"\[(.*), (.*)\]", rows["sft"]).groups())
+    assert 50.0 <= low < 81.25 < high <= 100.0
+    assert any("ratio of totals" in n for n in vicuna.notes)
     pairwise = {t.title: t for t in tables.pairwise_tables(results)}
+    assert _row(pairwise["vicuna80 (relative_score): paired sign test"], "dpo")[1] == "p=0.125 (4:0 of 4)"
     gsm = pairwise["gsm_cot (accuracy): paired sign test"]
     assert _row(gsm, "dpo")[1] == "p=0.00195 (10:0 of 10)*"
 
@@ -174,7 +207,7 @@ def test_failed_judge_is_drawn_as_failed(tmp_path, monkeypatch):
     drawn = []
     monkeypatch.setattr(plots, "bars_with_intervals", lambda rows, *args, **kw: drawn.append(rows) or b"PNG")
     figures.judge_bars(results)
-    (rows,) = drawn
+    rows = next(rows for rows in drawn if any(label.startswith("base") for label, *_ in rows))
     values = {label: value for label, value, _, _ in rows}
     assert values["base — alpaca_eval_v2"] is None        # failed: no bar, never 0
     assert values["dpo — alpaca_eval_v2"] == 100.0
@@ -206,6 +239,11 @@ def test_report_command_over_two_runs(tmp_path, capsys):
     # Provenance per result, fingerprints in short form; all metrics, under their recorded names.
     assert "recipe=test" in page and digest("dpo").removeprefix("sha256:")[:12] in page
     assert "lc_win_rate_estimate=" in md
+    # Sample viewer: both models' answers to a Vicuna question (from the answers file the judge read),
+    # the verdict and the judge's rationale.
+    assert "sft answer 2" in page and "dpo answer 2" in page and "rationale 2ab" in page
+    assert "reference preferred" in page and "model preferred" in page
+    assert (out / "report-files" / "unique-tokens-vs-win-rate.png").exists()
     # Leaderboard: the summary table as CSV and Markdown.
     rows = list(csv.reader((out / "leaderboard.csv").open()))
     assert rows[0][0] == "model" and rows[0][-1] == "average"

@@ -152,8 +152,46 @@ class Result:
                         if not isinstance(row, dict):
                             raise InputError(path, lineno, None, "expected a JSON object per line")
                         rows.append(row)
+            if self.kind == "judge":
+                _add_judged_outputs(rows, self.record)
             self._examples = rows
         return self._examples
+
+
+def _judged_outputs(path: Path) -> dict[str, tuple[str, str]]:
+    """{id: (prompt, answer)} of a Conversation JSONL of judged answers ({} when it cannot be read)."""
+    from drover.errors import DroverError
+    from drover.records import Conversation, read_records
+
+    out = {}
+    try:
+        for record in read_records(path):
+            if isinstance(record, Conversation) and record.last_assistant is not None:
+                prompt = "\n".join(m.content for m in record.prompt_messages if m.role == "user")
+                out[record.id] = (prompt, record.last_assistant)
+    except (DroverError, OSError, ValueError):
+        return {}
+    return out
+
+
+def _add_judged_outputs(rows: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """Give judge examples without `output` the judged answer and its prompt, from the answers file
+    the judge's settings name (`model_outputs`), matched by question id ("1" ~ "vicuna_1")."""
+    from drover.report.scores import pair_id
+
+    source = (record.get("settings") or {}).get("model_outputs")
+    if not isinstance(source, str) or not source.endswith(".jsonl") or not Path(source).is_file():
+        return
+    answers = _judged_outputs(Path(source))
+    by_suffix = {key.rsplit("_", 1)[-1]: value for key, value in answers.items()}
+    for row in rows:
+        if "output" in row:
+            continue
+        key = pair_id(row, "judge")
+        found = answers.get(key) or by_suffix.get(key)
+        if found is not None:
+            row.setdefault("instruction", found[0])
+            row["output"] = found[1]
 
 
 @dataclass

@@ -59,7 +59,10 @@ def _samples(results: list[Result]) -> list[dict[str, Any]]:
     out = []
     for task in sorted({r.task for r in results if r.kind == "judge"}):
         of_task = [r for r in results if r.task == task]
-        by_model = {r.row: {pair_id(e, "judge"): e for e in r.examples()} for r in of_task}
+        by_model: dict[str, dict[str, dict[str, Any]]] = {}
+        for r in of_task:
+            for e in r.examples():  # the first judgment of each prompt (Vicuna judges two orders)
+                by_model.setdefault(r.row, {}).setdefault(pair_id(e, "judge"), e)
         ids = list(dict.fromkeys(i for rows in by_model.values() for i in rows))[:SAMPLES_PER_JUDGE]
         items = []
         for i in ids:

@@ -14,8 +14,9 @@ benchmark examples
 judge examples (one per judgment)
     `preference` in [1, 2] in alpaca_eval's frame (2 = the evaluated model won, 1.5 a
     tie, null = failed); without it, a positional `verdict` ({"type": "preference",
-    "value"} or {"type": "choice", "outcome"}) with `meta.switched` (true when the
-    model's answer was shown first) is mapped to that frame. `error` or a
+    "value"}, {"type": "choice", "outcome"} or {"type": "score_pair", "first", "second"})
+    with `meta.switched` (true when the model's answer was shown first; Vicuna-80's
+    `meta.order` "ab" = reference first, "ba" = model first) is mapped to that frame. `error` or a
     `parse_failure` verdict = failed. Pairing id: `meta.index`, `meta.question_id`, else `id`.
 """
 
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from drover.report.uncertainty import Interval, interval
+from drover.report.uncertainty import Interval, bootstrap_ratio, interval
 
 GROUP_FIELDS = ("task", "subject", "lang", "category", "group")
 _PASS_AT = re.compile(r"^pass@(\d+)$")
@@ -45,11 +46,18 @@ class MetricValues:
     values: list[float]
     scale: float
     groups: list[str] | None = None
+    denominators: list[float] | None = None  # a ratio of totals: sum(values) / sum(denominators)
 
     def interval(self) -> Interval:
+        if self.denominators is not None:
+            low, high = bootstrap_ratio(self.values, self.denominators)
+            return Interval(self.scale * low, self.scale * high, "bootstrap (ratio of totals)")
         return interval(self.values, self.scale, self.groups)
 
     def by_id(self) -> dict[str, float]:
+        """Per-example values for paired tests (a ratio's per-example share value / denominator)."""
+        if self.denominators is not None:
+            return {i: v / d if d else 0.0 for i, v, d in zip(self.ids, self.values, self.denominators)}
         return dict(zip(self.ids, self.values))
 
 
@@ -92,16 +100,56 @@ def judge_preference(example: dict[str, Any]) -> float | None:
     if "preference" in example:
         return _number(example.get("preference"))
     verdict = example.get("verdict") or {}
-    switched = (example.get("meta") or {}).get("switched")
+    meta = example.get("meta") or {}
+    switched = meta.get("switched")
+    if switched is None and meta.get("order") in ("ab", "ba"):  # Vicuna-80: "ab" shows the reference first
+        switched = meta["order"] == "ba"
     if verdict.get("type") == "preference":
         value = _number(verdict.get("value"))
     elif verdict.get("type") == "choice":
         value = _OUTCOME_PREFERENCE.get(str(verdict.get("outcome")))
+    elif verdict.get("type") == "score_pair":
+        first, second = _number(verdict.get("first")), _number(verdict.get("second"))
+        if first is None or second is None:
+            return None
+        value = 1.0 if first > second else 2.0 if second > first else 1.5
     else:
         return None
     if value is None or not isinstance(switched, bool):
         return None
     return 3.0 - value if switched else value
+
+
+def _score_totals(examples: Sequence[dict[str, Any]], target: float) -> MetricValues | None:
+    """Vicuna-80 style: per question, the model's and the reference's scores averaged over the orders
+    that parsed (`score_pair` verdicts, `meta.order` "ab" = reference first); the metric is the
+    ratio of their totals (drover.judges.vicuna.summarize)."""
+    model: dict[str, float] = {}
+    reference: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for e in examples:
+        verdict = e.get("verdict") or {}
+        order = (e.get("meta") or {}).get("order")
+        if e.get("error") or verdict.get("type") != "score_pair" or order not in ("ab", "ba"):
+            continue
+        first, second = _number(verdict.get("first")), _number(verdict.get("second"))
+        if first is None or second is None:
+            continue
+        ref, mod = (first, second) if order == "ab" else (second, first)
+        key = pair_id(e, "judge")
+        model[key] = model.get(key, 0.0) + mod
+        reference[key] = reference.get(key, 0.0) + ref
+        count[key] = count.get(key, 0) + 1
+    model = {k: v / count[k] for k, v in model.items()}
+    reference = {k: v / count[k] for k, v in reference.items()}
+    total = sum(reference.values())
+    if not model or not total:
+        return None
+    for scale in SCALES:
+        if _close(scale * sum(model.values()) / total, target):
+            ids = list(model)
+            return MetricValues(ids, [model[i] for i in ids], scale, denominators=[reference[i] for i in ids])
+    return None
 
 
 def pair_id(example: dict[str, Any], kind: str) -> str:
@@ -138,6 +186,9 @@ def metric_values(record: dict[str, Any], examples: Sequence[dict[str, Any]], me
         return None
     kind = record.get("kind", "benchmark")
     if kind == "judge":
+        ratio = _score_totals(examples, target)
+        if ratio is not None:
+            return ratio
         prefs = [(pair_id(e, kind), judge_preference(e)) for e in examples]
         kept = [(i, p - 1.0) for i, p in prefs if p is not None]
         if not kept:

@@ -7,9 +7,11 @@ Which interval, where (each table cell says which one it used):
   two one-sided binomial tests at 2.5% do not reject; computed here by bisection on
   the exact binomial CDF, so it needs no SciPy (tests compare with `scipy.stats`).
 - **bootstrap** (percentile, B=2000, fixed seed 0): every other mean of per-example
-  values (ROUGE-L, F1, MC2, pass@k estimates, AlpacaEval preferences), and macro
+  values (ROUGE-L, F1, MC2, pass@k estimates, AlpacaEval preferences), macro
   averages over groups (MMLU subjects, BBH tasks: resampled within each group, the
-  stratified bootstrap), recomputing the metric on each resample.
+  stratified bootstrap), and ratios of totals (Vicuna-80's relative score: questions
+  resampled, sum of the model's scores over sum of the reference's), recomputing the
+  metric on each resample.
 
 A metric whose per-example values do not reproduce the recorded number (e.g. a ratio
 of totals) gets no interval rather than a wrong one.
@@ -109,6 +111,25 @@ def bootstrap(values: Sequence[float], groups: Sequence[str] | None = None, leve
         means = [sum(rng.choices(s, k=len(s))) / len(s) for s in strata]
         stats.append(sum(means) / len(means))
     stats.sort()
+    tail = (1 - level) / 2
+    return _percentile(stats, tail), _percentile(stats, 1 - tail)
+
+
+def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], level: float = LEVEL,
+                    samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """Percentile bootstrap of sum(numerators) / sum(denominators), resampling items (pairs kept)."""
+    if not numerators:
+        raise ValueError("an interval needs at least one example")
+    rng = random.Random(seed)
+    n = len(numerators)
+    stats = []
+    for _ in range(samples):
+        idx = rng.choices(range(n), k=n)
+        den = sum(denominators[i] for i in idx)
+        stats.append(sum(numerators[i] for i in idx) / den if den else math.nan)
+    stats = sorted(v for v in stats if math.isfinite(v))
+    if not stats:
+        return math.nan, math.nan
     tail = (1 - level) / 2
     return _percentile(stats, tail), _percentile(stats, 1 - tail)
 
