@@ -12,4 +12,6 @@ def test_ci_runs_the_readme_test_command():
     command = readme[start + 2]
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.startswith(("#", "set ", "cd "))]
-    assert ci == [command]
+    # set-up blocks (system packages, services) may come first; the test command is the last line, verbatim
+    assert ci[-1] == command
+    assert all("pytest" not in line for line in ci[:-1])

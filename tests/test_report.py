@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import os
 import re
 from pathlib import Path
 
@@ -313,7 +314,7 @@ def test_report_missing_dir(tmp_path, capsys):
     assert "run directory not found" in capsys.readouterr().err
 
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("DROVER_TEST_CHROMIUM", "/usr/bin/chromium"))
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)")
