@@ -55,12 +55,15 @@ def judge_bars(results: list[Result]) -> list[Figure]:
             value = None if failed(r) else value_of(r, metric)
             values = metric_values(r.record, r.examples(), metric) if value is not None else None
             ci = values.interval() if values is not None else None
-            rows.append((f"{r.row} — {r.task}", value, ci.low if ci else None, ci.high if ci else None))
+            reference = (r.record.get("settings") or {}).get("reference")
+            label = f"{r.row} — {r.task}" + (f" vs {reference}" if reference else "")
+            rows.append((label, value, ci.low if ci else None, ci.high if ci else None))
         rows.sort(key=lambda row: (row[1] is None, -(row[1] or 0.0)))
         png = plots.bars_with_intervals(rows, f"{metric} (95% interval where per-judgment values exist)",
                                         REFERENCE_LINE.get(metric))
         out.append(Figure(f"judge-{re.sub(r'[^A-Za-z0-9]+', '-', metric)}.png", f"Judges: {metric}",
-                          "models ranked by the judge's score (as GPT-4-LLM Figure 4); failed results labelled",
+                          "models ranked by the judge's score against its reference, best-of-n rows included (GPT-4-LLM "
+                          "Figure 4's ranked groups); failed results labelled, never drawn as 0",
                           png))
     return out
 
