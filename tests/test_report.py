@@ -117,6 +117,11 @@ def make_runs(tmp_path: Path) -> tuple[Path, Path]:
     _judge(b, "dpo", PREFS["dpo"])
     _failed_judge(a, "base")
     _vicuna(a, "sft", tmp_path)
+    # Unnatural Instructions for sft only: ROUGE-L per example with its ground-truth length bucket.
+    rouge = [("0-2", 0.5), ("0-2", 0.7), ("3-5", 0.4), (">10", 0.1)]
+    write_result(a, _record("benchmark", "unnatural", "sft", {"rougeL": 100 * sum(v for _, v in rouge) / 4}, 4,
+                            primary_metric="rougeL", title="Unnatural"),
+                 [{"id": f"u{i}", "bucket": b, "rougeL": v} for i, (b, v) in enumerate(rouge)])
     _vicuna(b, "dpo", tmp_path)
     train = RunDir(a / "train" / "dpo").ensure()
     for step in range(1, 6):
@@ -157,7 +162,7 @@ def test_tables_against_result_files(tmp_path):
     table = tables.summary_table(results, "base")
     # Tülu Table 8 order (MMLU, GSM, ToxiGen, TruthfulQA), lower-is-better marked.
     assert table.header == ["model", "MMLU 0-shot (accuracy)", "MMLU 5-shot (accuracy)", "GSM CoT (accuracy)",
-                            "ToxiGen (toxic) ↓", "TruthfulQA MC2 (mc2)", "average"]
+                            "ToxiGen (toxic) ↓", "TruthfulQA MC2 (mc2)", "Unnatural (rougeL)", "average"]
     assert [r[0] for r in table.rows] == ["base (baseline)", "sft", "dpo"]
     base, sft, dpo = _row(table, "base"), _row(table, "sft"), _row(table, "dpo")
     # GSM: 0/10 -> [0, 30.8]; 1/10 -> Clopper-Pearson [0.25, 44.5]; 10/10 -> [69.2, 100].
@@ -173,8 +178,10 @@ def test_tables_against_result_files(tmp_path):
     # TruthfulQA MC2: mean of per-example mc2 x 100, bootstrap interval within the range of the values.
     assert sft[5].startswith("60.0 [50.0, 70.0] (+30.0)")
     # Average per benchmark (MMLU settings first): base (25 + 0 + 30) / 3; a per-task mean would give 20.0.
-    assert [base[6], sft[6], dpo[6]] == ["18.3", "40.0", "80.8"]
+    assert [base[7], sft[7], dpo[7]] == ["18.3", "40.0", "80.8"]
+    assert sft[6].startswith("42.5 [") and base[6] == "–"
     assert any("not averaged: toxigen" in n for n in table.notes)
+    assert any("left out (not run for every model): unnatural" in n for n in table.notes)
     assert any("exact binomial" in n and "bootstrap" in n for n in table.notes)
 
 
@@ -245,6 +252,7 @@ def test_report_command_over_two_runs(tmp_path, capsys):
     assert "sft answer 2" in page and "dpo answer 2" in page and "rationale 2ab" in page
     assert "reference preferred" in page and "model preferred" in page
     assert (out / "report-files" / "unique-tokens-vs-win-rate.png").exists()
+    assert (out / "report-files" / "length-buckets-unnatural.png").exists()
     # Leaderboard: the summary table as CSV and Markdown.
     rows = list(csv.reader((out / "leaderboard.csv").open()))
     assert rows[0][0] == "model" and rows[0][-1] == "average"

@@ -39,6 +39,8 @@ def _short(value: Any) -> str:
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, str) and value.startswith("sha256:"):
+        return _short(value)
     if isinstance(value, float):
         return tables.num(value)
     if isinstance(value, dict):
