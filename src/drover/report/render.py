@@ -22,8 +22,8 @@ from drover.report import tables
 from drover.report.collect import Result, RunContents
 from drover.report.scores import judge_preference, pair_id
 
-SECTIONS = [("summary", "Benchmarks"), ("details", "Benchmark details"), ("judges", "LLM judges"),
-            ("figures", "Figures"), ("samples", "Sample outputs"), ("training", "Training"),
+SECTIONS = [("summary", "Benchmarks"), ("judges", "LLM judges"), ("figures", "Figures"),
+            ("details", "Benchmark details"), ("samples", "Sample outputs"), ("training", "Training"),
             ("data", "Data statistics"), ("provenance", "Results and provenance"), ("config", "Configuration"),
             ("costs", "Tokens and cost"), ("outputs", "Per-example outputs")]
 SAMPLES_PER_JUDGE = 5
@@ -208,11 +208,6 @@ def render_markdown(context: dict[str, Any], image_dir: str = "report-files") ->
     md = [f"# {md_escape(context['title'])}", "", f"generated {context['generated']}", ""]
     md += ["## Benchmarks", ""]
     md += _md_table(context["summary"]) if context["summary"] else ["no benchmark results", ""]
-    md += ["## Benchmark details", ""]
-    for table in context["details"] + context["pairwise"]:
-        md += _md_table(table)
-    md += ["### All metrics", "", "| model | result | examples | failures | metrics |", "|---|---|---|---|---|"]
-    md += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in context["all_metrics"]] + [""]
     md += ["## LLM judges", ""]
     for table in context["judges"]:
         md += _md_table(table)
@@ -223,6 +218,11 @@ def render_markdown(context: dict[str, Any], image_dir: str = "report-files") ->
         md += [f"### {md_escape(fig.title)}", "", f"![{md_escape(fig.title)}]({image_dir}/{fig.name})", "",
                md_escape(fig.caption), ""]
     md += [md_escape(n) for n in context["figure_notes"]] + [""]
+    md += ["## Benchmark details", ""]
+    for table in context["details"] + context["pairwise"]:
+        md += _md_table(table)
+    md += ["### All metrics", "", "| model | result | examples | failures | metrics |", "|---|---|---|---|---|"]
+    md += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in context["all_metrics"]] + [""]
     md += ["## Sample outputs", ""]
     for group in context["samples"]:
         md += [f"### {md_escape(group['task'])}", ""]
