@@ -21,6 +21,7 @@ from drover.errors import InputError
 from drover.results import iter_results, read_result, result_path
 
 _NOT_SERIES = {"step", "epoch", "time"}
+JUDGED_KINDS = ("judge", "human")
 
 
 @dataclass
@@ -58,6 +59,11 @@ class Result:
     @property
     def kind(self) -> str:
         return str(self.record.get("kind", "benchmark"))
+
+    @property
+    def judged(self) -> bool:
+        """A judge's or human raters' result (per-judgment examples), not a benchmark's."""
+        return self.kind in JUDGED_KINDS
 
     @property
     def name(self) -> str:
@@ -152,7 +158,7 @@ class Result:
                         if not isinstance(row, dict):
                             raise InputError(path, lineno, None, "expected a JSON object per line")
                         rows.append(row)
-            if self.kind == "judge":
+            if self.judged:
                 _add_judged_outputs(rows, self.record)
             self._examples = rows
         return self._examples

@@ -48,7 +48,7 @@ def model_output(example: dict) -> str | None:
 
 def judge_bars(results: list[Result]) -> list[Figure]:
     out = []
-    judges = [r for r in results if r.kind == "judge"]
+    judges = [r for r in results if r.judged]
     for metric in dict.fromkeys(r.primary for r in judges):
         rows = []
         for r in [r for r in judges if r.primary == metric]:
@@ -97,7 +97,7 @@ def _pairwise_judges(results: list[Result]) -> list[tuple[Result, list[tuple[str
     """Judge results with per-judgment preferences and outputs: (result, [(output, preference)])."""
     out = []
     for r in results:
-        if r.kind != "judge" or failed(r):
+        if not r.judged or failed(r):
             continue
         pairs = [(model_output(e), judge_preference(e)) for e in r.examples()]
         kept = [(o, p) for o, p in pairs if o is not None and p is not None]

@@ -59,7 +59,7 @@ def _verdict_text(example: dict[str, Any]) -> str:
 def _samples(results: list[Result]) -> list[dict[str, Any]]:
     """Per judge protocol: a few prompts with every model's output, the verdict and the judge's rationale."""
     out = []
-    for task in sorted({r.task for r in results if r.kind == "judge"}):
+    for task in sorted({r.task for r in results if r.judged}):
         of_task = [r for r in results if r.task == task]
         by_model: dict[str, dict[str, dict[str, Any]]] = {}
         for r in of_task:

@@ -11,7 +11,7 @@ benchmark examples
     of passed samples with `n` samples, turned into the unbiased pass@k estimate of
     that problem when the metric is `pass@k`). Grouping fields: `task`, `subject`,
     `lang`, `category`, `group`.
-judge examples (one per judgment)
+judge and human examples (one per judgment)
     `preference` in [1, 2] in alpaca_eval's frame (2 = the evaluated model won, 1.5 a
     tie, null = failed); without it, a positional `verdict` ({"type": "preference",
     "value"}, {"type": "choice", "outcome"} or {"type": "score_pair", "first", "second"})
@@ -153,7 +153,7 @@ def _score_totals(examples: Sequence[dict[str, Any]], target: float) -> MetricVa
 
 
 def pair_id(example: dict[str, Any], kind: str) -> str:
-    if kind == "judge":
+    if kind != "benchmark":
         meta = example.get("meta") or {}
         for key in ("index", "question_id"):
             if key in meta:
@@ -185,7 +185,7 @@ def metric_values(record: dict[str, Any], examples: Sequence[dict[str, Any]], me
     if target is None or not examples:
         return None
     kind = record.get("kind", "benchmark")
-    if kind == "judge":
+    if kind != "benchmark":  # a judge's or human raters' judgments
         ratio = _score_totals(examples, target)
         if ratio is not None:
             return ratio

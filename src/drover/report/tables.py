@@ -251,7 +251,7 @@ def _metric_columns(title: str, results: list[Result], baseline: str | None, col
 
 def judge_tables(results: list[Result], baseline: str | None) -> list[Table]:
     """Per judge protocol (AlpacaEval, Vicuna-80, ...): models side by side on its primary metric."""
-    judges = [r for r in results if r.kind == "judge"]
+    judges = [r for r in results if r.judged]
     out = []
     for task in sorted({r.task for r in judges}):
         of_task = [r for r in judges if r.task == task]
