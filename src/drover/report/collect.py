@@ -55,6 +55,7 @@ class Result:
     path: Path                                 # the record file
     row: str = ""                              # the model's name in tables (set by `collect`)
     _examples: list[dict[str, Any]] | None = None
+    _values: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -162,6 +163,14 @@ class Result:
                 _add_judged_outputs(rows, self.record)
             self._examples = rows
         return self._examples
+
+    def values(self, metric: str) -> Any:
+        """The per-example values behind `metric` (a `scores.MetricValues`, or None), computed once."""
+        if metric not in self._values:
+            from drover.report.scores import metric_values
+
+            self._values[metric] = metric_values(self.record, self.examples(), metric)
+        return self._values[metric]
 
 
 def _judged_outputs(path: Path) -> dict[str, tuple[str, str]]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from drover.report import plots
 from drover.report.collect import Result, RunContents
-from drover.report.scores import judge_preference, metric_values
+from drover.report.scores import judge_preference
 from drover.report.tables import failed, value_of
 from drover.stats import word_tokens
 
@@ -53,7 +53,7 @@ def judge_bars(results: list[Result]) -> list[Figure]:
         rows = []
         for r in [r for r in judges if r.primary == metric]:
             value = None if failed(r) else value_of(r, metric)
-            values = metric_values(r.record, r.examples(), metric) if value is not None else None
+            values = r.values(metric) if value is not None else None
             ci = values.interval() if values is not None else None
             reference = (r.record.get("settings") or {}).get("reference")
             label = f"{r.row} — {r.task}" + (f" vs {reference}" if reference else "")

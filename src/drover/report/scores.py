@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from drover.report.uncertainty import Interval, bootstrap_ratio, interval
@@ -47,12 +47,17 @@ class MetricValues:
     scale: float
     groups: list[str] | None = None
     denominators: list[float] | None = None  # a ratio of totals: sum(values) / sum(denominators)
+    _interval: Interval | None = field(default=None, repr=False, compare=False)
 
     def interval(self) -> Interval:
-        if self.denominators is not None:
-            low, high = bootstrap_ratio(self.values, self.denominators)
-            return Interval(self.scale * low, self.scale * high, "bootstrap (ratio of totals)")
-        return interval(self.values, self.scale, self.groups)
+        """The 95% interval of the metric (computed once: a bootstrap is not free)."""
+        if self._interval is None:
+            if self.denominators is not None:
+                low, high = bootstrap_ratio(self.values, self.denominators)
+                self._interval = Interval(self.scale * low, self.scale * high, "bootstrap (ratio of totals)")
+            else:
+                self._interval = interval(self.values, self.scale, self.groups)
+        return self._interval
 
     def by_id(self) -> dict[str, float]:
         """Per-example values for paired tests (a ratio's per-example share value / denominator)."""
@@ -82,8 +87,8 @@ def _pass_at_k(n: int, c: int, k: int) -> float:
 
 def _benchmark_candidates(examples: list[dict[str, Any]], metric: str) -> list[list[float | None]]:
     out = []
-    for field in (metric, "score"):
-        out.append([_number(e.get(field)) for e in examples])
+    for name in (metric, "score"):
+        out.append([_number(e.get(name)) for e in examples])
     match = _PASS_AT.match(metric)
     if match and all(isinstance(e.get("n"), int) and isinstance(e.get("correct"), int) for e in examples):
         k = int(match.group(1))
@@ -166,7 +171,7 @@ def _match(ids: list[str], values: list[float], groups_of: dict[str, list[str]],
     for scale in SCALES:
         if _close(scale * mean, target):
             return MetricValues(ids, values, scale)
-    for field, groups in groups_of.items():
+    for groups in groups_of.values():
         by_group: dict[str, list[float]] = {}
         for value, group in zip(values, groups):
             by_group.setdefault(group, []).append(value)

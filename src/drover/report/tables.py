@@ -17,7 +17,7 @@ from typing import Any
 
 from drover.evaluate.registry import GROUPS
 from drover.report.collect import Result
-from drover.report.scores import MetricValues, metric_values
+from drover.report.scores import MetricValues
 from drover.report.uncertainty import ALPHA, sign_test
 
 _COMPOSITE_GROUPS = ("tulu", "shipped")  # groups of benchmarks, not one benchmark's settings
@@ -115,7 +115,7 @@ def cell_text(cell: Cell, base: Cell | None) -> str:
 
 
 def _cell(result: Result, metric: str) -> Cell:
-    return Cell(value_of(result, metric), metric_values(result.record, result.examples(), metric), result)
+    return Cell(value_of(result, metric), result.values(metric), result)
 
 
 def _interval_methods(cells: list[Cell]) -> str:
@@ -271,7 +271,7 @@ def pairwise_tables(results: list[Result]) -> list[Table]:
         if len(of_task) < 2:
             continue
         metric = of_task[0].primary
-        values = {r.row: metric_values(r.record, r.examples(), metric) for r in of_task}
+        values = {r.row: r.values(metric) for r in of_task}
         rows = [r.row for r in of_task]
         lines = []
         for a in rows:

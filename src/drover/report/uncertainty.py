@@ -6,7 +6,7 @@ Which interval, where (each table cell says which one it used):
   per-example outcomes (accuracy, micro-averaged). The interval is the set of p whose
   two one-sided binomial tests at 2.5% do not reject; computed here by bisection on
   the exact binomial CDF, so it needs no SciPy (tests compare with `scipy.stats`).
-- **bootstrap** (percentile, B=2000, fixed seed 0): every other mean of per-example
+- **bootstrap** (percentile, B=2000, numpy's default generator seeded 0): every other mean of per-example
   values (ROUGE-L, F1, MC2, pass@k estimates, AlpacaEval preferences), macro
   averages over groups (MMLU subjects, BBH tasks: resampled within each group, the
   stratified bootstrap), and ratios of totals (Vicuna-80's relative score: questions
@@ -25,9 +25,12 @@ is the exact McNemar test. It assumes nothing about the scale of the scores.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 LEVEL = 0.95
 BOOTSTRAP_SAMPLES = 2000
@@ -42,22 +45,30 @@ class Interval:
     method: str  # "exact binomial" | "bootstrap" | "stratified bootstrap"
 
 
-def _log_binom_pmf(k: int, n: int, p: float) -> float:
-    if p <= 0.0:
-        return 0.0 if k == 0 else -math.inf
-    if p >= 1.0:
-        return 0.0 if k == n else -math.inf
-    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-            + k * math.log(p) + (n - k) * math.log1p(-p))
+def _log_choose(n: int) -> "np.ndarray":
+    """log C(n, k) for k = 0..n (a cumulative sum of log((n - i) / (i + 1)))."""
+    import numpy as np
+
+    i = np.arange(n, dtype=np.float64)
+    return np.concatenate([[0.0], np.cumsum(np.log(n - i) - np.log(i + 1))])
 
 
 def binom_cdf(k: int, n: int, p: float) -> float:
-    """P[X <= k] for X ~ Bin(n, p), summed exactly in log space."""
+    """P[X <= k] for X ~ Bin(n, p), summed exactly in log space (vectorised: n up to millions)."""
+    import numpy as np
+
     if k < 0:
         return 0.0
     if k >= n:
         return 1.0
-    return min(1.0, sum(math.exp(_log_binom_pmf(i, n, p)) for i in range(k + 1)))
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    ks = np.arange(k + 1, dtype=np.float64)
+    log_pmf = _log_choose(n)[: k + 1] + ks * math.log(p) + (n - ks) * math.log1p(-p)
+    top = float(log_pmf.max())
+    return min(1.0, float(math.exp(top) * np.exp(log_pmf - top).sum()))
 
 
 def _bisect(f, lo: float = 0.0, hi: float = 1.0, iters: int = 60) -> float:
@@ -85,53 +96,55 @@ def clopper_pearson(successes: int, n: int, level: float = LEVEL) -> tuple[float
     return low, high
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), q in [0, 1]."""
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+def _resampled_means(values: "np.ndarray", rng: "np.random.Generator", samples: int) -> "np.ndarray":
+    """`samples` bootstrap means of `values` (resampled in chunks to bound memory)."""
+    import numpy as np
+
+    n = len(values)
+    out = np.empty(samples)
+    chunk = max(1, min(samples, 2_000_000 // max(1, n)))
+    for start in range(0, samples, chunk):
+        stop = min(samples, start + chunk)
+        out[start:stop] = values[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    return out
 
 
 def bootstrap(values: Sequence[float], groups: Sequence[str] | None = None, level: float = LEVEL,
               samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
     """Percentile bootstrap of the mean, or of the macro mean over `groups` (resampled within groups)."""
+    import numpy as np
+
     if not values:
         raise ValueError("an interval needs at least one example")
-    rng = random.Random(seed)
+    rng = np.random.default_rng(seed)
     if groups is None:
-        strata = [list(values)]
+        strata = [np.asarray(values, dtype=np.float64)]
     else:
         by_group: dict[str, list[float]] = {}
         for value, group in zip(values, groups):
             by_group.setdefault(group, []).append(value)
-        strata = [by_group[g] for g in sorted(by_group)]
-    stats = []
-    for _ in range(samples):
-        means = [sum(rng.choices(s, k=len(s))) / len(s) for s in strata]
-        stats.append(sum(means) / len(means))
-    stats.sort()
+        strata = [np.asarray(by_group[g], dtype=np.float64) for g in sorted(by_group)]
+    stats = sum(_resampled_means(s, rng, samples) for s in strata) / len(strata)
     tail = (1 - level) / 2
-    return _percentile(stats, tail), _percentile(stats, 1 - tail)
+    return float(np.quantile(stats, tail)), float(np.quantile(stats, 1 - tail))
 
 
 def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], level: float = LEVEL,
                     samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
     """Percentile bootstrap of sum(numerators) / sum(denominators), resampling items (pairs kept)."""
+    import numpy as np
+
     if not numerators:
         raise ValueError("an interval needs at least one example")
-    rng = random.Random(seed)
-    n = len(numerators)
-    stats = []
-    for _ in range(samples):
-        idx = rng.choices(range(n), k=n)
-        den = sum(denominators[i] for i in idx)
-        stats.append(sum(numerators[i] for i in idx) / den if den else math.nan)
-    stats = sorted(v for v in stats if math.isfinite(v))
-    if not stats:
+    rng = np.random.default_rng(seed)
+    num, den = np.asarray(numerators, dtype=np.float64), np.asarray(denominators, dtype=np.float64)
+    idx = rng.integers(0, len(num), size=(samples, len(num)))
+    totals = den[idx].sum(axis=1)
+    stats = num[idx].sum(axis=1)[totals > 0] / totals[totals > 0]
+    if not len(stats):
         return math.nan, math.nan
     tail = (1 - level) / 2
-    return _percentile(stats, tail), _percentile(stats, 1 - tail)
+    return float(np.quantile(stats, tail)), float(np.quantile(stats, 1 - tail))
 
 
 def sign_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, int, int]:
