@@ -351,3 +351,18 @@ def test_browser_check_catches_broken_pages(tmp_path):
     assert check.broken_images == ["gone"]
     assert [link.rsplit("/", 1)[-1] for link in check.broken_links] == ["nowhere.jsonl", ""]
     assert any("undefinedCall" in e for e in check.console_errors)
+
+
+def test_corrupt_examples_and_old_layout_results_name_the_file(tmp_path, capsys):
+    a, _ = make_runs(tmp_path)
+    examples = a / "eval" / "sft" / "gsm_cot.examples.jsonl"
+    lines = examples.read_text().splitlines()
+    examples.write_text("\n".join(lines[:3] + ["{torn"] + lines[3:]) + "\n")
+    assert main(["report", str(a)]) == 2
+    err = capsys.readouterr().err
+    assert f"{examples}:4" in err and "Traceback" not in err
+    old = tmp_path / "old"
+    (old / "eval").mkdir(parents=True)
+    (old / "eval" / "mmlu_0shot.json").write_bytes(b"\xff\xfe binary")
+    assert main(["report", str(old)]) == 2
+    assert str(old / "eval" / "mmlu_0shot.json") in capsys.readouterr().err
