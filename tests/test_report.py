@@ -256,8 +256,11 @@ def test_report_command_over_two_runs(tmp_path, capsys):
     # Leaderboard: the summary table as CSV and Markdown.
     rows = list(csv.reader((out / "leaderboard.csv").open()))
     assert rows[0][0] == "model" and rows[0][-1] == "average"
-    dpo = next(r for r in rows if r[0] == "dpo")
-    assert float(dpo[3]) == 100.0 and float(dpo[-1]) == pytest.approx((62.5 + 100 + 80) / 3)
+    dpo = dict(zip(rows[0], next(r for r in rows if r[0] == "dpo")))
+    assert float(dpo["gsm_cot:accuracy"]) == 100.0 and float(dpo["average"]) == pytest.approx((62.5 + 100 + 80) / 3)
+    assert float(dpo["gsm_cot:accuracy:low"]) == pytest.approx(100 * 0.025 ** 0.1)
+    assert float(dpo["gsm_cot:p_vs_baseline"]) == pytest.approx(2 * 0.5 ** 10)
+    assert dpo["mmlu_5shot:accuracy:low"] == ""  # no per-example values, no interval
     assert "| dpo |" in (out / "leaderboard.md").read_text()
     assert json.loads((out / "report.json").read_text())["rows"]
 

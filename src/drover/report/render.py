@@ -279,14 +279,14 @@ def write_report(roots: list[str | Path], out_dir: str | Path | None = None, bas
         with atomic_open(out / "report-files" / fig.name, "wb") as handle:
             handle.write(fig.png)
     summary = context["summary"]
-    headline = {"header": summary.header if summary else [], "rows": summary.csv_rows if summary else [],
+    headline = {"header": summary.csv_header if summary else [], "rows": summary.csv_rows if summary else [],
                 "results": [{"model": r.row, "name": r.name, "kind": r.kind, "metrics": r.metrics,
                              "failures": r.failures} for r in results]}
     write_text(out / "report.json", json.dumps(strict(headline), indent=2, allow_nan=False, default=str))
     if leaderboard:
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(summary.header if summary else ["model"])
+        writer.writerow(summary.csv_header if summary else ["model"])
         for row in summary.csv_rows if summary else []:
             writer.writerow(["" if v is None else v for v in row])
         write_text(out / "leaderboard.csv", buf.getvalue())

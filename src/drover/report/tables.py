@@ -30,6 +30,7 @@ class Table:
     rows: list[list[str]]
     notes: list[str] = field(default_factory=list)
     csv_rows: list[list[Any]] = field(default_factory=list)  # unformatted values, for --leaderboard
+    csv_header: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -114,6 +115,17 @@ def cell_text(cell: Cell, base: Cell | None) -> str:
     return text
 
 
+def _csv_cells(cell: Cell | None, base: Cell | None) -> list[Any]:
+    """value, interval low, interval high, sign-test p against the baseline (None where not defined)."""
+    if cell is None or cell.value is None:
+        return [None, None, None, None]
+    ci = cell.values.interval() if cell.values is not None else None
+    test = None
+    if base is not None and base is not cell and cell.values is not None and base.values is not None:
+        test = paired(cell.values, base.values)
+    return [cell.value, ci.low if ci else None, ci.high if ci else None, test[0] if test else None]
+
+
 def _cell(result: Result, metric: str) -> Cell:
     return Cell(value_of(result, metric), result.values(metric), result)
 
@@ -155,12 +167,13 @@ def task_table(title: str, results: list[Result], baseline: str | None, tasks: l
     base_row = _baseline(rows, baseline)
     by = {(r.row, r.task): r for r in results}
     metric_of = metric_of or {}
-    header, cells_by_task = ["model"], {}
+    header, csv_header, cells_by_task = ["model"], ["model"], {}
     for task in tasks:
         sample = next(r for r in results if r.task == task)
         metric = metric_of.get(task, sample.primary)
         arrow = "" if sample.higher_is_better else " ↓"
         header.append(f"{sample.title} ({metric}){arrow}")
+        csv_header += [f"{task}:{metric}", f"{task}:{metric}:low", f"{task}:{metric}:high", f"{task}:p_vs_baseline"]
         cells_by_task[task] = {row: _cell(by[(row, task)], metric) for row in rows if (row, task) in by}
     table_rows, csv_rows = [], []
     for row in rows:
@@ -169,7 +182,7 @@ def task_table(title: str, results: list[Result], baseline: str | None, tasks: l
             cell = cells_by_task[task].get(row)
             base = cells_by_task[task].get(base_row) if base_row else None
             line.append(cell_text(cell, base) if cell else "–")
-            csv_line.append(cell.value if cell else None)
+            csv_line += _csv_cells(cell, base)
         table_rows.append(line)
         csv_rows.append(csv_line)
     all_cells = [c for t in tasks for c in cells_by_task[t].values()]
@@ -177,7 +190,7 @@ def task_table(title: str, results: list[Result], baseline: str | None, tasks: l
     if base_row and len(rows) > 1:
         notes.append(f"(±x) = difference from the baseline {base_row}; * = p < {ALPHA} in a two-sided exact sign "
                      f"test on the examples both models answered")
-    return Table(title, header, table_rows, notes, csv_rows)
+    return Table(title, header, table_rows, notes, csv_rows, csv_header)
 
 
 def summary_table(results: list[Result], baseline: str | None) -> Table:
@@ -200,6 +213,7 @@ def summary_table(results: list[Result], baseline: str | None) -> Table:
                 scores.setdefault(row, {})[fam] = sum(values) / len(values)  # type: ignore[arg-type]
     common = [f for f in families if all(f in scores.get(row, {}) for row in rows)]
     table.header.append("average")
+    table.csv_header.append("average")
     for line, csv_line, row in zip(table.rows, table.csv_rows, rows):
         avg = sum(scores[row][f] for f in common) / len(common) if common else None
         line.append(num(avg))
