@@ -336,8 +336,8 @@ def collect_run(root: str | Path) -> RunContents:
 
 
 def name_rows(results: list[Result]) -> None:
-    """Give every result its row name: the model label, with the run's name where two runs
-    hold different models (or two results of one name) under the same label."""
+    """Give every result its row name: the model label, suffixed with the run's name where the
+    same label appears in two runs (two rows, never one merged row or bar)."""
     roots_of: dict[str, set[Path]] = {}
     for r in results:
         roots_of.setdefault(r.label, set()).add(r.root)
