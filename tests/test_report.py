@@ -80,7 +80,7 @@ def _failed_judge(root, label):
                  "verdict": {"type": "parse_failure", "reason": "no preference found", "raw": "gibberish"}}
                 for i in range(4)]
     write_result(root, _record("judge", "alpaca_eval_v2", label, {"win_rate": None, "standard_error": None}, 4,
-                               failures=4, primary_metric="win_rate",
+                               failures=4, primary_metric="win_rate", settings={"reference": "gpt4_turbo"},
                                breakdown={"failures": [{"id": "0", "reason": "no preference found"}]}), examples)
 
 
@@ -218,7 +218,7 @@ def test_failed_judge_is_drawn_as_failed(tmp_path, monkeypatch):
     rows = next(rows for rows in drawn if any(label.startswith("base") for label, *_ in rows))
     values = {label: value for label, value, _, _ in rows}
     assert values["base — alpaca_eval_v2"] is None        # failed: no bar, never 0
-    assert values["dpo — alpaca_eval_v2 vs gpt4_turbo"] == 100.0
+    assert values["dpo — alpaca_eval_v2"] == 100.0
     assert [label for label, *_ in rows][0].startswith("dpo")  # ranked, best first
 
 
@@ -252,6 +252,7 @@ def test_report_command_over_two_runs(tmp_path, capsys):
     assert "sft answer 2" in page and "dpo answer 2" in page and "rationale 2ab" in page
     assert "reference preferred" in page and "model preferred" in page
     assert (out / "report-files" / "unique-tokens-vs-win-rate.png").exists()
+    assert (out / "report-files" / "judge-relative-score-gpt35.png").exists()
     assert (out / "report-files" / "length-buckets-unnatural.png").exists()
     # Leaderboard: the summary table as CSV and Markdown.
     rows = list(csv.reader((out / "leaderboard.csv").open()))

@@ -47,24 +47,25 @@ def model_output(example: dict) -> str | None:
 
 
 def judge_bars(results: list[Result]) -> list[Figure]:
+    """One figure per (metric, reference): the ranked groups of GPT-4-LLM Figure 4 (vs ChatGPT, vs GPT-4)."""
     out = []
     judges = [r for r in results if r.judged]
-    for metric in dict.fromkeys(r.primary for r in judges):
+    reference_of = {id(r): str((r.record.get("settings") or {}).get("reference") or "") for r in judges}
+    for metric, reference in dict.fromkeys((r.primary, reference_of[id(r)]) for r in judges):
         rows = []
-        for r in [r for r in judges if r.primary == metric]:
+        for r in [r for r in judges if r.primary == metric and reference_of[id(r)] == reference]:
             value = None if failed(r) else value_of(r, metric)
             values = r.values(metric) if value is not None else None
             ci = values.interval() if values is not None else None
-            reference = (r.record.get("settings") or {}).get("reference")
-            label = f"{r.row} — {r.task}" + (f" vs {reference}" if reference else "")
-            rows.append((label, value, ci.low if ci else None, ci.high if ci else None))
+            rows.append((f"{r.row} — {r.task}", value, ci.low if ci else None, ci.high if ci else None))
         rows.sort(key=lambda row: (row[1] is None, -(row[1] or 0.0)))
-        png = plots.bars_with_intervals(rows, f"{metric} (95% interval where per-judgment values exist)",
+        against = f" vs {reference}" if reference else ""
+        png = plots.bars_with_intervals(rows, f"{metric}{against} (95% interval where per-judgment values exist)",
                                         REFERENCE_LINE.get(metric))
-        out.append(Figure(f"judge-{re.sub(r'[^A-Za-z0-9]+', '-', metric)}.png", f"Judges: {metric}",
-                          "models ranked by the judge's score against its reference, best-of-n rows included (GPT-4-LLM "
-                          "Figure 4's ranked groups); failed results labelled, never drawn as 0",
-                          png))
+        name = re.sub(r"[^A-Za-z0-9]+", "-", f"judge-{metric}-{reference}".strip("-")).strip("-")
+        out.append(Figure(f"{name}.png", f"Judges: {metric}{against}",
+                          "models ranked by the judge's score against the reference, best-of-n rows included "
+                          "(GPT-4-LLM Figure 4's ranked groups); failed results labelled, never drawn as 0", png))
     return out
 
 
