@@ -336,10 +336,16 @@ def test_report_in_a_browser(tmp_path):
     from drover.report.browser import check_page
 
     a, b = make_runs(tmp_path)
+    answers = a / "data" / "answers.jsonl"
+    answers.parent.mkdir(parents=True, exist_ok=True)
+    answers.write_text("".join(json.dumps({"id": str(i), "messages": [
+        {"role": "user", "content": f"Write {i} words."}, {"role": "assistant", "content": "word " * i}]}) + "\n"
+        for i in range(1, 9)))
+    assert main(["stats", str(answers), "--out", str(a / "stats"), "--no-verb-noun"]) == 0  # as the quickstart does
     assert main(["report", str(a), str(b)]) == 0
     check = check_page(a / "report.html", a / "report-screenshot.png", str(CHROMIUM))
     assert check.console_errors == [] and check.broken_images == [] and check.broken_links == []
-    assert check.images >= 5 and check.links >= 20
+    assert check.images >= 6 and check.links >= 20  # judges, buckets, length bias, training, data lengths
     assert (a / "report-screenshot.png").read_bytes().startswith(b"\x89PNG")
 
 
