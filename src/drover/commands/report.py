@@ -14,7 +14,6 @@ leaderboard.csv and leaderboard.md.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,13 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from drover.errors import DroverError
+    from drover.report.config import ReportConfig
     from drover.report.render import write_report
 
-    for root in args.run_dirs:
-        if not Path(root).is_dir():
-            raise DroverError(f"{root}: run directory not found")
-    written = write_report(args.run_dirs, args.out, args.baseline, args.leaderboard)
+    config = ReportConfig(runs=list(args.run_dirs), baseline=args.baseline, out=args.out, leaderboard=args.leaderboard)
+    config.validate()
+    written = write_report(config)
     for path in written:
         print(f"{path.stem + path.suffix}: {path.resolve()}")
     return 0

@@ -20,6 +20,7 @@ from typing import Any
 from drover.report import figures as figs
 from drover.report import tables
 from drover.report.collect import Result, RunContents
+from drover.report.config import ReportConfig
 from drover.report.scores import judge_preference, pair_id
 
 SECTIONS = [("summary", "Benchmarks"), ("judges", "LLM judges"), ("figures", "Figures"),
@@ -83,7 +84,7 @@ def _samples(results: list[Result]) -> list[dict[str, Any]]:
     return out
 
 
-def _provenance(results: list[Result], out_dir: Path) -> list[list[Any]]:
+def _provenance(results: list[Result], out_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for r in results:
         model = r.model
@@ -251,10 +252,9 @@ def render_markdown(context: dict[str, Any], image_dir: str = "report-files") ->
     return "\n".join(md) + "\n"
 
 
-def write_report(roots: list[str | Path], out_dir: str | Path | None = None, baseline: str | None = None,
-                 leaderboard: bool = False) -> list[Path]:
-    """Write report.html, report.md (+ report-files/), report.json and, with `leaderboard`,
-    leaderboard.csv and leaderboard.md into `out_dir` (default: the first run)."""
+def write_report(config: ReportConfig) -> list[Path]:
+    """Write report.html, report.md (+ report-files/), report.json and, with `config.leaderboard`,
+    leaderboard.csv and leaderboard.md into `config.out_dir`."""
     import csv
     import io
     import json
@@ -264,8 +264,8 @@ def write_report(roots: list[str | Path], out_dir: str | Path | None = None, bas
     from drover.report.collect import collect
     from drover.results import strict
 
-    runs = collect(roots)
-    out = Path(out_dir) if out_dir is not None else Path(roots[0])
+    runs = collect(config.runs)
+    out, baseline = config.out_dir, config.baseline
     out.mkdir(parents=True, exist_ok=True)
     results = [r for run in runs for r in run.results]
     if baseline is not None and baseline not in {r.row for r in results} | {r.label for r in results}:
@@ -283,7 +283,7 @@ def write_report(roots: list[str | Path], out_dir: str | Path | None = None, bas
                 "results": [{"model": r.row, "name": r.name, "kind": r.kind, "metrics": r.metrics,
                              "failures": r.failures} for r in results]}
     write_text(out / "report.json", json.dumps(strict(headline), indent=2, allow_nan=False, default=str))
-    if leaderboard:
+    if config.leaderboard:
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(summary.csv_header if summary else ["model"])
