@@ -140,18 +140,25 @@ def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, tiny_model
 
 @pytest.mark.slow
 def test_quickstart_end_to_end_report(tmp_path):
-    """The quickstart recipe, shrunk, runs every stage and its report shows every section with figures."""
+    """The quickstart recipe, shrunk, runs every stage (the preference side too) and its report
+    shows every section with figures."""
     run_dir = tmp_path / "qs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
         [sys.executable, "-m", "drover", "run", "quickstart", f"run_dir={run_dir}", "vars.answers_limit=24",
-         "vars.bench_limit=1", "vars.judge_limit=3", "vars.epochs=1", "vars.max_tokens=24"],
+         "vars.bench_limit=1", "vars.judge_limit=3", "vars.epochs=1", "vars.max_tokens=24", "vars.pref_limit=8"],
         env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     page = (run_dir / "report.html").read_text()
-    for section in ["config", "data", "training", "benchmarks", "judges", "costs", "outputs"]:
-        assert f"<section id='{section}'>" in page
-    assert len(re.findall(r'src="data:image/png;base64,', page)) >= 4  # lengths, training, 2 judge plots
+    for section in ["config", "data", "training", "summary", "judges", "figures", "samples", "costs", "outputs"]:
+        assert f'<section id="{section}">' in page
+    # lengths, training (sft, reward, dpo), 2 judge plots
+    assert len(re.findall(r'src="data:image/png;base64,', page)) >= 6
+    for stage in ("reward", "dpo"):
+        assert (run_dir / "train" / stage / "model" / "config.json").exists()
+        assert f"Training: qs/train/{stage}" in page
+    assert (run_dir / "data" / "comparison.jsonl").stat().st_size > 0
+    assert (run_dir / "data" / "policy-vicuna-best-of-4.jsonl").stat().st_size > 0
     for task in ["mmlu_0shot", "gsm_cot", "bbh_cot", "codex_pass1", "truthfulqa_mc"]:
         assert json.loads((run_dir / "eval" / "train-sft-model" / f"{task}.json").read_text())["kind"] == "benchmark"
     assert (run_dir / "train" / "sft" / "model" / "config.json").exists()

@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("drover.commands.eval", "benchmarks: MMLU, GSM, BBH, TydiQA, Codex-Eval, ToxiGen, TruthfulQA, ..."),
     "judge": ("drover.commands.judge", "LLM-as-judge: Vicuna-80, AlpacaEval, MT-bench, ranking, LLMBar, TruthfulQA"),
     "human": ("drover.commands.human", "human evaluation (HHH or Tülu form): create a study, serve it, results, export"),
-    "report": ("drover.commands.report", "write the HTML + Markdown report of a run directory"),
+    "report": ("drover.commands.report", "the HTML + Markdown report of one or more run directories"),
 }
 
 

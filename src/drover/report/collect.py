@@ -1,39 +1,223 @@
-"""Gather what a run directory holds into one plain structure for the report.
+"""Gather what one or more run directories hold into one plain structure for the report.
 
-Reads only files the stages write: `config.yaml`, `stages/*.json`, every `log.jsonl`
-(training curves), `eval/*.json` (benchmarks and judges), `stats/*.json` + `*.png`
-(data statistics) and the LLM cache (tokens and cost).
+Results come through `drover.results` (RUN/eval/<model-slug>/<name>.json, every model
+of every run): a corrupt result file is an InputError naming it, never skipped. Run
+directories written before results lived per model (RUN/eval/<name>.json, the model a
+plain string) are read too, through the same reader, and shown the same way.
+
+Besides results: `config.yaml` files (a recipe's is shown resolved), `stages/*.json`,
+every `log.jsonl` (training curves: every numeric field of every logged step),
+`stats/**` (data statistics and their figures) and the LLM caches (tokens and cost).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drover.errors import InputError
+from drover.results import iter_results, read_result, result_path
+
+_NOT_SERIES = {"step", "epoch", "time"}
+JUDGED_KINDS = ("judge", "human")
+
 
 @dataclass
 class TrainingCurve:
-    name: str                                  # the training stage (relative directory)
-    steps: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    tokens_per_s: list[float] = field(default_factory=list)
+    """One training stage's log: `series[event/field]` = [(step, value)]."""
+
+    name: str                                  # the training stage (directory relative to its run)
+    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return max((len(v) for v in self.series.values()), default=0)
+
+
+def legacy_label(spec: str, root: Path) -> str:
+    """A readable name for an old record's model spec: "hf:runs/q/train/sft/model" -> "train/sft/model"."""
+    path = spec.split(":", 1)[1] if ":" in spec and not spec.startswith(("/", "http")) else spec
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return spec
+
+
+@dataclass
+class Result:
+    """One result record of one model, with where it came from."""
+
+    record: dict[str, Any]
+    root: Path                                 # its run directory
+    path: Path                                 # the record file
+    row: str = ""                              # the model's name in tables (set by `collect`)
+    _examples: list[dict[str, Any]] | None = None
+    _values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return str(self.record.get("kind", "benchmark"))
+
+    @property
+    def judged(self) -> bool:
+        """A judge's or human raters' result (per-judgment examples), not a benchmark's."""
+        return self.kind in JUDGED_KINDS
+
+    @property
+    def name(self) -> str:
+        return str(self.record.get("name") or self.record.get("task") or self.path.stem)
+
+    @property
+    def task(self) -> str:
+        """The benchmark or judge protocol (e.g. mmlu_0shot, alpaca_eval_v2), for grouping models."""
+        return str(self.record.get("task") or self.name)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        model = self.record.get("model")
+        if isinstance(model, dict):
+            return model
+        return {"label": legacy_label(str(model or "?"), self.root), "spec": str(model or "?"), "fingerprint": None}
+
+    @property
+    def label(self) -> str:
+        return str(self.model.get("label") or self.model.get("spec") or "?")
+
+    @property
+    def metrics(self) -> dict[str, float | None]:
+        return dict(self.record.get("metrics") or {})
+
+    def _declared(self, field_name: str, task_attr: str) -> Any:
+        """A record field, else what the benchmark's registered task declares, else None."""
+        if field_name in self.record:
+            return self.record[field_name]
+        if self.kind == "benchmark":
+            from drover.evaluate.registry import TASKS
+
+            if self.task in TASKS:
+                return getattr(TASKS.get(self.task), task_attr, None)
+        return None
+
+    @property
+    def primary(self) -> str:
+        metric = self._declared("primary_metric", "primary_metric")
+        return str(metric) if metric else next(iter(self.metrics), "")
+
+    @property
+    def higher_is_better(self) -> bool:
+        declared = self._declared("higher_is_better", "higher_is_better")
+        return True if declared is None else bool(declared)
+
+    @property
+    def title(self) -> str:
+        return str(self._declared("title", "title") or self.task)
+
+    @property
+    def failure_list(self) -> list[dict[str, Any]]:
+        listed = (self.record.get("breakdown") or {}).get("failures")
+        return listed if isinstance(listed, list) else []
+
+    @property
+    def failures(self) -> int:
+        count = self.record.get("failures")
+        if isinstance(count, list):
+            return len(count)
+        if isinstance(count, (int, float)) and not isinstance(count, bool):
+            return int(count)
+        if self.failure_list:
+            return len(self.failure_list)
+        n_failed = self.metrics.get("n_failed")
+        return int(n_failed) if isinstance(n_failed, (int, float)) else 0
+
+    @property
+    def examples_path(self) -> Path | None:
+        name = self.record.get("examples_file")
+        if not name:
+            return None
+        for candidate in (self.root / name, self.path.parent / name):
+            if candidate.exists():
+                return candidate
+        return self.root / name
+
+    def examples(self) -> list[dict[str, Any]]:
+        """The per-example lines ([] when the file is missing); a corrupt line is an InputError."""
+        if self._examples is None:
+            path = self.examples_path
+            rows: list[dict[str, Any]] = []
+            if path is not None and path.is_file():
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    for lineno, line in enumerate(handle, 1):
+                        if not line.strip():
+                            continue
+                        try:
+                            row = json.loads(line)
+                        except ValueError as exc:
+                            raise InputError(path, lineno, None, f"not valid JSON ({exc})") from None
+                        if not isinstance(row, dict):
+                            raise InputError(path, lineno, None, "expected a JSON object per line")
+                        rows.append(row)
+            if self.judged:
+                _add_judged_outputs(rows, self.record)
+            self._examples = rows
+        return self._examples
+
+    def values(self, metric: str) -> Any:
+        """The per-example values behind `metric` (a `scores.MetricValues`, or None), computed once."""
+        if metric not in self._values:
+            from drover.report.scores import metric_values
+
+            self._values[metric] = metric_values(self.record, self.examples(), metric)
+        return self._values[metric]
+
+
+def _judged_outputs(path: Path) -> dict[str, tuple[str, str]]:
+    """{id: (prompt, answer)} of a Conversation JSONL of judged answers ({} when it cannot be read)."""
+    from drover.errors import DroverError
+    from drover.records import Conversation, read_records
+
+    out = {}
+    try:
+        for record in read_records(path):
+            if isinstance(record, Conversation) and record.last_assistant is not None:
+                prompt = "\n".join(m.content for m in record.prompt_messages if m.role == "user")
+                out[record.id] = (prompt, record.last_assistant)
+    except (DroverError, OSError, ValueError):
+        return {}
+    return out
+
+
+def _add_judged_outputs(rows: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """Give judge examples without `output` the judged answer and its prompt, from the answers file
+    the judge's settings name (`model_outputs`), matched by question id ("1" ~ "vicuna_1")."""
+    from drover.report.scores import pair_id
+
+    source = (record.get("settings") or {}).get("model_outputs")
+    if not isinstance(source, str) or not source.endswith(".jsonl") or not Path(source).is_file():
+        return
+    answers = _judged_outputs(Path(source))
+    by_suffix = {key.rsplit("_", 1)[-1]: value for key, value in answers.items()}
+    for row in rows:
+        if "output" in row:
+            continue
+        key = pair_id(row, "judge")
+        found = answers.get(key) or by_suffix.get(key)
+        if found is not None:
+            row.setdefault("instruction", found[0])
+            row["output"] = found[1]
 
 
 @dataclass
 class RunContents:
     root: Path
-    configs: dict[str, str] = field(default_factory=dict)        # relative path -> YAML text
+    configs: dict[str, Any] = field(default_factory=dict)         # relative path -> resolved text
     stages: list[dict[str, Any]] = field(default_factory=list)    # stage markers
     curves: list[TrainingCurve] = field(default_factory=list)
-    benchmarks: list[dict[str, Any]] = field(default_factory=list)
-    judges: list[dict[str, Any]] = field(default_factory=list)
+    results: list[Result] = field(default_factory=list)
     stats: list[dict[str, Any]] = field(default_factory=list)     # {"name", "summary", "images": [paths]}
-    llm_usage: list[dict[str, Any]] = field(default_factory=list)  # per cache file
+    llm_usage: list[dict[str, Any]] = field(default_factory=list)  # per cache file and model
 
 
 def _read_json(path: Path) -> Any:
@@ -52,14 +236,18 @@ def _curves(root: Path) -> list[TrainingCurve]:
                 event = json.loads(line)
             except ValueError:
                 continue
-            if event.get("event") == "train" and "step" in event and "loss" in event:
-                curve.steps.append(int(event["step"]))
-                curve.loss.append(float(event["loss"]))
-                curve.lr.append(float(event.get("lr", float("nan"))))
-                curve.tokens_per_s.append(float(event.get("tokens_per_s", float("nan"))))
-            elif event.get("event") in ("train_end", "summary"):
+            if not isinstance(event, dict):
+                continue
+            kind = str(event.get("event", ""))
+            if kind == "summary" or kind == "train_end":
                 curve.summary = {k: v for k, v in event.items() if k not in ("event", "time")}
-        if curve.steps:
+            elif isinstance(event.get("step"), int):
+                for key, value in event.items():
+                    if key in _NOT_SERIES or isinstance(value, bool) or not isinstance(value, (int, float)):
+                        continue
+                    name = key if kind == "train" else f"{kind}/{key}"
+                    curve.series.setdefault(name, []).append((event["step"], float(value)))
+        if curve.series:
             curves.append(curve)
     return curves
 
@@ -80,28 +268,64 @@ def _llm_usage(root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def collect(root: str | Path) -> RunContents:
+def resolved_recipe(text: str) -> str | None:
+    """A recipe's config.yaml as the commands it ran, every ${var} substituted; None if not a recipe."""
+    import yaml
+
+    from drover.config import from_dict
+    from drover.errors import DroverError
+    from drover.recipes import Recipe, base_variables, resolve
+
+    try:
+        data = yaml.safe_load(text)
+        if not isinstance(data, dict) or "stages" not in data:
+            return None
+        recipe = from_dict(Recipe, data, where="config.yaml")
+        variables = base_variables(recipe)
+    except (DroverError, yaml.YAMLError, TypeError, ValueError):
+        return None
+    for name in recipe.services:
+        variables.setdefault(f"services.{name}.url", f"<URL of service {name}, chosen at start>")
+    lines = [f"# recipe {recipe.name}: run_dir = {variables['run_dir']}"]
+    for stage in recipe.stages:
+        try:
+            args = [resolve(str(a), variables, f"stage {stage.name}") for a in stage.args]
+        except DroverError:
+            return None
+        lines.append(f"{stage.name}: drover {stage.command} " + " ".join(args))
+    return "\n".join(lines)
+
+
+def _results(root: Path) -> list[Result]:
+    out = []
+    for record in iter_results(root):
+        label = record["model"]["label"] if isinstance(record.get("model"), dict) else str(record.get("model"))
+        out.append(Result(record, root, result_path(root, label, str(record.get("name")))))
+    # Run directories from before per-model results: RUN/eval/<name>.json.
+    for path in sorted((root / "eval").glob("*.json")):
+        if path.name.endswith(".annotations.json"):
+            continue
+        record = read_result(path)
+        if "metrics" not in record:
+            raise InputError(path, None, "metrics", "missing; expected a drover result record")
+        out.append(Result(record, root, path))
+    return out
+
+
+def collect_run(root: str | Path) -> RunContents:
     root = Path(root)
     run = RunContents(root=root)
     for cfg in sorted(root.rglob("config*.yaml")):
         if "checkpoints" in cfg.parts:
             continue
-        run.configs[str(cfg.relative_to(root))] = cfg.read_text(encoding="utf-8", errors="replace")
+        text = cfg.read_text(encoding="utf-8", errors="replace")
+        run.configs[str(cfg.relative_to(root))] = resolved_recipe(text) or text
     for marker in sorted((root / "stages").glob("*.json"), key=lambda p: p.stat().st_mtime):
         data = _read_json(marker)
         if isinstance(data, dict):
             run.stages.append(data)
     run.curves = _curves(root)
-    for result in sorted([*(root / "eval").glob("*.json"), *(root / "eval").glob("*/*.json")]):
-        data = _read_json(result)
-        if not isinstance(data, dict) or "metrics" not in data:
-            continue
-        data["_file"] = str(result.relative_to(root))
-        if isinstance(data.get("model"), dict):  # per-model results (drover.results): shown by label
-            data["model_info"], data["model"] = data["model"], data["model"].get("label", "?")
-        if isinstance(data["metrics"], dict):  # strict JSON writes NaN as null; the tables' arithmetic wants NaN
-            data["metrics"] = {k: math.nan if v is None else v for k, v in data["metrics"].items()}
-        (run.judges if data.get("kind") == "judge" else run.benchmarks).append(data)
+    run.results = _results(root)
     for summary in sorted(root.glob("stats/**/*.json")):
         data = _read_json(summary)
         if isinstance(data, dict):
@@ -109,3 +333,20 @@ def collect(root: str | Path) -> RunContents:
             run.stats.append({"name": str(summary.relative_to(root)), "summary": data, "images": images})
     run.llm_usage = _llm_usage(root)
     return run
+
+
+def name_rows(results: list[Result]) -> None:
+    """Give every result its row name: the model label, suffixed with the run's name where the
+    same label appears in two runs (two rows, never one merged row or bar)."""
+    roots_of: dict[str, set[Path]] = {}
+    for r in results:
+        roots_of.setdefault(r.label, set()).add(r.root)
+    for r in results:
+        r.row = r.label if len(roots_of[r.label]) == 1 else f"{r.label} ({r.root.name})"
+
+
+def collect(roots: list[str | Path]) -> list[RunContents]:
+    """Every run, results named for the tables; a corrupt result raises InputError."""
+    runs = [collect_run(root) for root in roots]
+    name_rows([r for run in runs for r in run.results])
+    return runs

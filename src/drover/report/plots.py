@@ -1,87 +1,115 @@
-"""The report's figures as PNG bytes (matplotlib, Agg backend, no display needed)."""
+"""The report's figures as PNG bytes (matplotlib, Agg backend, no display needed).
+
+Each takes plain rows the report computed from result files; a failed result is passed
+as a row with value None and drawn as a labelled gap ("failed"), never as a 0 bar.
+"""
 
 from __future__ import annotations
 
 import io
 import math
+
 from drover.report.collect import TrainingCurve
 
 
-def _figure(width: float = 7.5, height: float = 3.0):
+def _plt():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt, plt.subplots(1, 1, figsize=(width, height))
+    return plt
 
 
 def _png(plt, fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()
 
 
 def training_curves(curve: TrainingCurve) -> bytes:
-    """Loss, learning rate and throughput against step, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(10, 2.8))
-    series = [("loss", curve.loss), ("learning rate", curve.lr), ("tokens/s", curve.tokens_per_s)]
-    for ax, (label, values) in zip(axes, series):
-        pairs = [(s, v) for s, v in zip(curve.steps, values) if not math.isnan(v)]
-        if pairs:
-            ax.plot([p[0] for p in pairs], [p[1] for p in pairs], color="#3465a4", linewidth=1.4)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("step", fontsize=9)
+    """Every logged series of one training stage (loss, lr, reward accuracy, margins, ...) against step."""
+    plt = _plt()
+    names = sorted(curve.series, key=lambda n: (n != "loss", n))
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 0.5, 2.2 * rows + 0.4), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
+        points = [(s, v) for s, v in curve.series[name] if math.isfinite(v)]
+        ax.plot([p[0] for p in points], [p[1] for p in points], color="#3465a4", linewidth=1.2,
+                marker="o" if len(points) < 4 else None, markersize=3)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(curve.name, fontsize=10)
     return _png(plt, fig)
 
 
-def relative_scores(rows: list[tuple[str, float]]) -> bytes:
-    """Horizontal bars of relative score (%) against a reference, as GPT-4-LLM Figure 4."""
-    plt, (fig, ax) = _figure(7.5, 0.5 + 0.45 * max(1, len(rows)))
-    names = [r[0] for r in rows]
-    values = [0.0 if math.isnan(r[1]) else r[1] for r in rows]
-    bars = ax.barh(names, values, color="#73a9d8")
-    for bar, value in zip(bars, values):
-        ax.text(bar.get_width() + 1, bar.get_y() + bar.get_height() / 2, f"{value:.0f}%", va="center", fontsize=9)
-    ax.axvline(100, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("relative score: total of the model / total of the reference (%)")
-    ax.set_xlim(0, max([110.0] + [v + 15 for v in values]))
+def bars_with_intervals(rows: list[tuple[str, float | None, float | None, float | None]], xlabel: str,
+                        reference: float | None = None, xmax: float | None = None) -> bytes:
+    """Horizontal bars (label, value, low, high) with 95% interval whiskers; None value = "failed"."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.42 * max(1, len(rows))))
+    top = max([v for _, v, _, h in rows for v in (v, h) if v is not None] + [1.0])
+    limit = xmax if xmax is not None else top * 1.2
+    for y, (label, value, low, high) in enumerate(rows):
+        if value is None:
+            ax.text(limit * 0.01, y, "failed (no usable judgment)", va="center", fontsize=9, color="#a40000")
+            continue
+        err = None if low is None or high is None else [[max(0.0, value - low)], [max(0.0, high - value)]]
+        ax.barh(y, value, xerr=err, color="#73a9d8", capsize=3)
+        ax.text(min(value if high is None else high, limit) + limit * 0.01, y, f"{value:.1f}", va="center", fontsize=8)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    if reference is not None:
+        ax.axvline(reference, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlim(0, limit)
+    ax.set_xlabel(xlabel, fontsize=9)
     ax.invert_yaxis()
     return _png(plt, fig)
 
 
-def win_rates(rows: list[tuple[str, float, float]]) -> bytes:
-    """Win rate bars with standard-error whiskers."""
-    plt, (fig, ax) = _figure(7.5, 0.5 + 0.45 * max(1, len(rows)))
-    names = [r[0] for r in rows]
-    ax.barh(names, [r[1] for r in rows], xerr=[r[2] for r in rows], color="#8ae234", capsize=3)
-    ax.axvline(50, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("win rate (%) ± standard error")
-    ax.set_xlim(0, 100)
-    ax.invert_yaxis()
+def rouge_by_length(series: dict[str, dict[str, float]], buckets: list[str]) -> bytes:
+    """ROUGE-L per ground-truth length bucket, one bar group per model (GPT-4-LLM Figure 6)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 3.0))
+    width = 0.8 / max(1, len(series))
+    for i, (model, values) in enumerate(series.items()):
+        xs = [b + i * width for b in range(len(buckets))]
+        ax.bar(xs, [values.get(b, float("nan")) for b in buckets], width=width, label=model)
+    ax.set_xticks([b + 0.4 - width / 2 for b in range(len(buckets))], buckets)
+    ax.set_xlabel("ground-truth response length (words)")
+    ax.set_ylabel("ROUGE-L")
+    ax.legend(fontsize=8)
     return _png(plt, fig)
 
 
-def histogram(values: list[float], title: str, log: bool = True) -> bytes:
-    plt, (fig, ax) = _figure(5, 2.6)
-    ax.hist([v for v in values if v > 0] if log else values, bins=30, color="#ad7fa8", log=log)
-    ax.set_title(title, fontsize=10)
+def scatter(points: list[tuple[str, float, float]], xlabel: str, ylabel: str) -> bytes:
+    """Labelled points (label, x, y), e.g. unique tokens vs win rate across models (Tülu)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.scatter([p[1] for p in points], [p[2] for p in points], color="#cc0000")
+    for label, x, y in points:
+        ax.annotate(label, (x, y), fontsize=8, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.grid(alpha=0.3)
     return _png(plt, fig)
 
 
-def benchmark_bars(rows: list[tuple[str, float]], title: str) -> bytes:
-    plt, (fig, ax) = _figure(7.5, 0.5 + 0.4 * max(1, len(rows)))
-    ax.barh([r[0] for r in rows], [r[1] for r in rows], color="#fcaf3e")
-    ax.set_title(title, fontsize=10)
-    ax.invert_yaxis()
+def binned_lines(series: dict[str, list[tuple[float, float]]], xlabel: str, ylabel: str) -> bytes:
+    """One line per model of (x, y) points, e.g. output length bin vs mean preference."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for model, points in series.items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=model)
+    ax.axhline(50, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return _png(plt, fig)
-
