@@ -132,7 +132,7 @@ def test_base_and_tuned_results_coexist_and_retraining_reruns(tiny_model_dir, tm
         ("models/base", "mmlu_0shot"), ("models/base", "truthfulqa_mc"), ("train/sft/model", "truthfulqa_mc")]
     tuned_result = next(r for r in results if r["model"]["label"] == "train/sft/model")
     assert tuned_result["provenance"]["versions"]["torch"] and tuned_result["provenance"]["inputs"]["model"]
-    assert {r["model"] for r in collect(run).benchmarks} == {"models/base", "train/sft/model"}
+    assert {r.row for r in collect([run])[0].results if r.kind == "benchmark"} == {"models/base", "train/sft/model"}
     # the same command again: nothing re-runs
     capsys.readouterr()
     assert main(["eval", "--model", str(tuned), "--tasks", "truthfulqa_mc", *common]) == 0
