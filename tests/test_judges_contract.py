@@ -283,3 +283,15 @@ def test_quickstart_judge_stages_give_a_verdict_for_every_question(tmp_path: Pat
         longest = (max(map(len, constraint["choice"])) if "choice" in constraint else
                    max(len(sample_regex(constraint["regex"], random.Random(k))) for k in range(50)))
         assert longest + 1 <= example["decoding"]["max_tokens"], (stage, constraint, example["decoding"])
+
+
+def test_judged_model_is_named_as_drover_eval_names_it(tmp_path: Path) -> None:
+    """A model's benchmark and judge results share one report row: drover's "teacher:SPEC"
+    answer source becomes the model directory relative to the run (issue 16)."""
+    from drover.judges.stage import answers_label
+
+    model = tmp_path / "run" / "train" / "sft" / "model"
+    model.mkdir(parents=True)
+    assert answers_label(f"teacher:{model}", tmp_path / "run") == "train/sft/model"
+    assert answers_label("teacher:http://127.0.0.1:9/v1#tiny", tmp_path / "run") == "tiny"
+    assert answers_label("policy-vicuna", tmp_path / "run") == "policy-vicuna"

@@ -18,6 +18,8 @@ from typing import Any
 _COMMON: dict[str, dict[str, Any]] = {
     "run-dir": {"help": "run directory (results in RUN/eval/<model>/; default: runs/judge)"},
     "name": {"help": "result name (default: the judge's, e.g. vicuna80-vs-gpt35)"},
+    "label": {"help": "the judged model's label in results and the report, e.g. train/sft/model "
+                      "(default: from the answers' source)"},
     "limit": {"type": int, "help": "judge only the first N items (quick checks)"},
 }
 _WITH_LLM: dict[str, dict[str, Any]] = {

@@ -40,6 +40,8 @@ class JudgeConfig:
     judge: str | None = None  # the judge LLM spec (http://host:port/v1#model, openai:gpt-4, hf:PATH)
     run_dir: str = "runs/judge"
     name: str | None = None  # result name (default: the judge's, from its inputs)
+    label: str | None = None  # the judged model's label in results and the report (e.g. train/sft/model);
+    #                           default: from the answers (drover's "teacher:SPEC" source as a model label)
     limit: int | None = None  # judge only the first N items
     constrain: bool = True  # ask the endpoint to constrain every verdict to its declared shape
     force: bool = False  # re-judge even when a finished result with the same key exists
@@ -99,6 +101,15 @@ def _open_llm(config: JudgeConfig, cache: Path) -> Any:
     return LLM(LLMConfig.from_spec(config.judge, **options), cache_path=cache)
 
 
+def answers_label(label: str, run_root: Path) -> str:
+    """The judged model's row name: drover's generate stages record their answers' source as
+    "teacher:SPEC"; SPEC is then named as `drover eval` names it (a model directory relative to
+    the run), so a model's benchmark and judge results share one row in the report."""
+    from drover.evaluate.runner import model_label
+
+    return model_label(label.removeprefix("teacher:"), run_root)
+
+
 def cost(judgments: list[Any], llm_config: Any) -> dict[str, float]:
     """Tokens and price of every judgment in the result (cached ones included, at today's prices)."""
     prompt = sum(j.usage.get("prompt_tokens", 0) for j in judgments)
@@ -121,6 +132,8 @@ def run_judge(config: JudgeConfig, open_llm: Any = None, log: Any = print) -> di
     inputs = judge.load(settings)  # every input error before any request
     name = config.name or inputs.default_name
     run = RunDir(config.run_dir).ensure()
+    if config.label or inputs.label:
+        inputs.label = answers_label(config.label or inputs.label, run.root)
     start = time.time()
     llm = (open_llm or _open_llm)(config, run.llm_cache) if judge.uses_llm else None
     try:
