@@ -1,0 +1,105 @@
+"""Step 1 of the loop: which prompts a step uses, and the policy's samples for them.
+
+Both are pure functions of (seed, step) and the current weights: the prompt order is a
+seeded permutation per pass over the prompts, and every sample draws from its own
+generator seeded by (seed, step, prompt position, sample index) — the local engine's
+per-row seeding (`drover.infer.generation`). The checkpointed step therefore *is* the
+sampling RNG state: a resumed run draws exactly the samples the uninterrupted run would.
+
+`sample_responses` is the one place generation happens during training: today the local
+Hugging Face engine on the policy's own weights; an in-process vLLM engine (weights synced
+each step) would replace this function's body and nothing else.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from drover.errors import DataError
+from drover.records import Message, Record
+
+
+@dataclass
+class Prompt:
+    record: Record
+    messages: list[Message]       # the prompt turns (a Conversation without its last answer)
+    ids: list[int]                # rendered with the chat template + assistant header
+    where: str                    # "file:line" for error messages
+
+
+def load_prompts(paths: list[str], tokenizer: Any, max_length: int, max_new_tokens: int) -> list[Prompt]:
+    """Every prompt of the files, checked to leave room for a response within max_length."""
+    from drover.infer.best_of_n import prompt_of
+    from drover.records import read_records
+    from drover.tokenization import encode_prompt
+
+    prompts: list[Prompt] = []
+    for path in paths:
+        for line, record in enumerate(read_records(path), start=1):
+            messages = prompt_of(record)
+            where = f"{path}:{line}"
+            if not messages:
+                raise DataError(f"{where}: record {record.id!r}: messages: no prompt turn to sample from")
+            ids = encode_prompt(tokenizer, messages, record.id)
+            if len(ids) + max_new_tokens + 1 > max_length:
+                raise DataError(f"{where}: record {record.id!r}: prompt of {len(ids)} tokens + max_new_tokens "
+                                f"{max_new_tokens} exceeds train.max_length {max_length}")
+            prompts.append(Prompt(record, messages, ids, where))
+    if not prompts:
+        raise DataError(f"{', '.join(paths)}: no prompts")
+    return prompts
+
+
+def step_prompts(num_prompts: int, per_step: int, seed: int, step: int) -> list[int]:
+    """Positions of the prompts of `step`: consecutive slices of a seeded permutation per pass."""
+    out = []
+    for k in range(step * per_step, (step + 1) * per_step):
+        epoch, pos = divmod(k, num_prompts)
+        order = list(range(num_prompts))
+        random.Random(f"{seed}:prompts:{epoch}").shuffle(order)
+        out.append(order[pos])
+    return out
+
+
+@dataclass
+class Sample:
+    """One sampled response: its text (what rewards read) and the tokens trained on."""
+
+    text: str
+    ids: list[int]                # response tokens, + EOS when the model stopped (not cut at max_new_tokens)
+
+
+def response_ids(tokenizer: Any, text: str, stopped: bool) -> list[int]:
+    """Tokens of a response as the policy continues its prompt: the text's tokens (no BOS),
+    then EOS if the model ended it. The prompt's ids already end with the assistant header,
+    so prompt + these is what was sampled, up to BPE re-merging of the decoded text."""
+    ids = list(tokenizer.encode(text, add_special_tokens=False)) if text else []
+    if stopped or not ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def sample_responses(model: Any, tokenizer: Any, prompts: list[Prompt], config: Any, step: int,
+                     slots: list[int]) -> list[list[Sample]]:
+    """`config.samples_per_prompt` samples per prompt from `model` (a Hugging Face causal LM);
+    `slots` number the prompts within the run (seeds: one per (seed, step, slot, sample))."""
+    from drover.infer.generation import GenerationItem, generate, sample_seed
+
+    g = config.samples_per_prompt
+    items = [GenerationItem(prompt_ids=p.ids, max_tokens=config.max_new_tokens, temperature=config.temperature,
+                            top_p=config.top_p, n=g,
+                            seeds=[sample_seed(config.train.seed, step, slot, j) for j in range(g)])
+             for p, slot in zip(prompts, slots)]
+    out: list[list[Sample]] = [[] for _ in items]
+    was_training = model.training
+    model.eval()
+    try:
+        for i, result in generate(model, tokenizer, items, batch_size=config.generation_batch_size,
+                                  max_length=config.train.max_length):
+            out[i] = [Sample(c.text, response_ids(tokenizer, c.text, c.finish_reason == "stop"))
+                      for c in result.choices]
+    finally:
+        model.train(was_training)
+    return out
