@@ -20,13 +20,12 @@ from drover.train.model import SequenceModel, hf_model
 class PolicyWithValue(SequenceModel):
     """forward -> (log-probs (M,), values (M,)) at the M target positions."""
 
-    def __init__(self, model: nn.Module, chunk: int = 2048, seed: int = 0):
+    def __init__(self, model: nn.Module, chunk: int = 2048):
         super().__init__(model, scalar_head=False, chunk=chunk)
         hidden = hf_model(model).config.hidden_size
         self.value_head = nn.Linear(hidden, 1)
-        generator = torch.Generator().manual_seed(seed)
-        with torch.no_grad():   # small, seeded: the same run starts from the same head
-            self.value_head.weight.normal_(0.0, 1.0 / (hidden + 1), generator=generator)
+        with torch.no_grad():   # V = 0 at first: the first advantages are the (whitened) rewards, not head noise
+            self.value_head.weight.zero_()
             self.value_head.bias.zero_()
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -46,4 +45,4 @@ def build_policy(config: object, value_head: bool, pad_token_id: int | None) -> 
     policy = build_model(config, False, pad_token_id)
     if not value_head:
         return policy
-    return PolicyWithValue(policy.model, policy.chunk, getattr(config, "seed", 0)).train()
+    return PolicyWithValue(policy.model, policy.chunk).train()

@@ -68,38 +68,64 @@ class Sample:
     """One sampled response: its text (what rewards read) and the tokens trained on."""
 
     text: str
-    ids: list[int]                # response tokens, + EOS when the model stopped (not cut at max_new_tokens)
+    ids: list[int]                # the sampled tokens, + EOS when the model stopped (not cut at max_new_tokens)
 
 
-def response_ids(tokenizer: Any, text: str, stopped: bool) -> list[int]:
-    """Tokens of a response as the policy continues its prompt: the text's tokens (no BOS),
-    then EOS if the model ended it. The prompt's ids already end with the assistant header,
-    so prompt + these is what was sampled, up to BPE re-merging of the decoded text."""
+def retokenized(tokenizer: Any, text: str, stopped: bool) -> list[int]:
+    """A response's tokens recovered from its text, for engines that report no token ids:
+    the text's tokens (no BOS), then EOS if the model ended it. Differs from the sampled
+    tokens where decoding is lossy (invalid UTF-8 bytes, non-canonical merges), and there
+    the log-probs are not the sampler's: prefer an engine that reports its tokens."""
     ids = list(tokenizer.encode(text, add_special_tokens=False)) if text else []
     if stopped or not ids:
         ids.append(tokenizer.eos_token_id)
     return ids
 
 
+def _reports_tokens() -> bool:
+    """Whether the local engine hands each sampled token id to a callback (`on_token`)."""
+    import dataclasses
+
+    from drover.infer.generation import GenerationItem
+
+    return any(f.name == "on_token" for f in dataclasses.fields(GenerationItem))
+
+
 def sample_responses(model: Any, tokenizer: Any, prompts: list[Prompt], config: Any, step: int,
                      slots: list[int]) -> list[list[Sample]]:
     """`config.samples_per_prompt` samples per prompt from `model` (a Hugging Face causal LM);
-    `slots` number the prompts within the run (seeds: one per (seed, step, slot, sample))."""
+    `slots` number the prompts within the run (seeds: one per (seed, step, slot, sample)).
+    Trained tokens are exactly the sampled ones (the engine's `on_token`), then EOS if it stopped."""
     from drover.infer.generation import GenerationItem, generate, sample_seed
 
     g = config.samples_per_prompt
-    items = [GenerationItem(prompt_ids=p.ids, max_tokens=config.max_new_tokens, temperature=config.temperature,
-                            top_p=config.top_p, n=g,
-                            seeds=[sample_seed(config.train.seed, step, slot, j) for j in range(g)])
-             for p, slot in zip(prompts, slots)]
+    drawn: list[list[list[int]]] = [[[] for _ in range(g)] for _ in prompts]
+    exact = _reports_tokens()
+
+    def recorder(i: int) -> Any:
+        def on_token(sample: int, token: int, _logprob: Any) -> None:
+            drawn[i][sample].append(int(token))
+        return on_token
+
+    items = []
+    for i, (p, slot) in enumerate(zip(prompts, slots)):
+        extra = {"on_token": recorder(i)} if exact else {}
+        items.append(GenerationItem(prompt_ids=p.ids, max_tokens=config.max_new_tokens,
+                                    temperature=config.temperature, top_p=config.top_p, n=g,
+                                    seeds=[sample_seed(config.train.seed, step, slot, j) for j in range(g)],
+                                    **extra))
     out: list[list[Sample]] = [[] for _ in items]
+    eos = tokenizer.eos_token_id
     was_training = model.training
     model.eval()
     try:
         for i, result in generate(model, tokenizer, items, batch_size=config.generation_batch_size,
                                   max_length=config.train.max_length):
-            out[i] = [Sample(c.text, response_ids(tokenizer, c.text, c.finish_reason == "stop"))
-                      for c in result.choices]
+            for j, c in enumerate(result.choices):
+                stopped = c.finish_reason == "stop"
+                ids = drawn[i][j] + ([eos] if stopped or not drawn[i][j] else []) if exact \
+                    else retokenized(tokenizer, c.text, stopped)
+                out[i].append(Sample(c.text, ids))
     finally:
         model.train(was_training)
     return out
