@@ -123,7 +123,9 @@ class LengthParams:
 
 
 def length_reward(n: int, params: LengthParams) -> float:
-    """>>> length_reward(12, LengthParams(target=10, tolerance=1, falloff=4))
+    """1 within target ± tolerance, then linear down to 0 over `falloff` more characters.
+
+    >>> length_reward(12, LengthParams(target=10, tolerance=1, falloff=4))
     0.75
     """
     off = abs(n - params.target) - params.tolerance

@@ -91,8 +91,8 @@ def loss(current: Current, rollout: Rollout, adv: Advantages, params: PpoParams)
                                              params.cliprange_value)
     vf = 0.5 * torch.max((current.values - adv.returns) ** 2, (v_clipped - adv.returns) ** 2)
     total = ((pg + params.vf_coef * vf) * mask).sum()
-    return ObjectiveOutput(total, mask.sum(), {"policy_loss": float((pg * mask).sum()),
-                                               "value_loss": float((vf * mask).sum())})
+    return ObjectiveOutput(total, mask.sum(), {"policy_loss": float((pg.detach() * mask).sum()),
+                                               "value_loss": float((vf.detach() * mask).sum())})
 
 
 SPEC = AlgorithmSpec("ppo", advantages, loss, PpoParams, value_head=True,

@@ -50,7 +50,7 @@ def loss(current: Current, rollout: Rollout, adv: Advantages, params: RlooParams
     ratio = torch.exp(logps - old)
     per_seq = clipped_surrogate(ratio, adv.advantages, params.epsilon_low, params.epsilon_high)
     kl = ((current.logps - rollout.ref_logps) * mask).sum(-1)
-    return ObjectiveOutput(per_seq.sum(), float(per_seq.shape[0]), {"seq_kl": float(kl.sum())})
+    return ObjectiveOutput(per_seq.sum(), float(per_seq.shape[0]), {"seq_kl": float(kl.detach().sum())})
 
 
 SPEC = AlgorithmSpec("rloo", advantages, loss, RlooParams, min_group_size=2,
