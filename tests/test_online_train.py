@@ -49,7 +49,6 @@ def train_log(run_dir: Path) -> list[dict]:
     return [r for r in rows if r["event"] == "train"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", sorted(LEARNS))
 def test_each_algorithm_raises_the_reward(tiny_model_dir, prompts_file, tmp_path, algorithm):
     from drover.train.online.loop import run_online
