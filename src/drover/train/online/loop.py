@@ -307,7 +307,7 @@ def run_online(config: OnlineConfig, echo: bool = True) -> Path:
     run = RunDir(t.run_dir)
     resume_from = checkpoint.resolve_resume(t.resume_from, run.checkpoints)
     tokenizer = load_tokenizer(t.tokenizer_path, t.chat_template, allow_download=t.allow_download)
-    prompts = load_prompts(config.prompts, tokenizer, t.max_length, config.max_new_tokens)
+    prompts = load_prompts(config.prompts, tokenizer, t.max_length, config.max_new_tokens, t.on_bad_records)
     rewards = RewardSpec(config.rewards, RewardContext(llm_cache=run.llm_cache))
     resume_hash = digest({"config": config.resume_key(),
                           "prompts": [[p.record.id, p.ids, p.record.to_dict()] for p in prompts]})[7:23]

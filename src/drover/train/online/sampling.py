@@ -29,13 +29,18 @@ class Prompt:
     where: str                    # "file:line" for error messages
 
 
-def load_prompts(paths: list[str], tokenizer: Any, max_length: int, max_new_tokens: int) -> list[Prompt]:
-    """Every prompt of the files, checked to leave room for a response within max_length."""
+def load_prompts(paths: list[str], tokenizer: Any, max_length: int, max_new_tokens: int,
+                 on_bad_records: str = "error") -> list[Prompt]:
+    """Every prompt of the files, checked to leave room for a response within max_length;
+    too long ones are an error naming file and line, or (`on_bad_records=drop`) skipped with a count."""
+    import sys
+
     from drover.infer.best_of_n import prompt_of
     from drover.records import read_records
     from drover.tokenization import encode_prompt
 
     prompts: list[Prompt] = []
+    dropped = 0
     for path in paths:
         for line, record in enumerate(read_records(path), start=1):
             messages = prompt_of(record)
@@ -44,11 +49,17 @@ def load_prompts(paths: list[str], tokenizer: Any, max_length: int, max_new_toke
                 raise DataError(f"{where}: record {record.id!r}: messages: no prompt turn to sample from")
             ids = encode_prompt(tokenizer, messages, record.id)
             if len(ids) + max_new_tokens + 1 > max_length:
+                if on_bad_records == "drop":
+                    dropped += 1
+                    continue
                 raise DataError(f"{where}: record {record.id!r}: prompt of {len(ids)} tokens + max_new_tokens "
                                 f"{max_new_tokens} exceeds train.max_length {max_length}")
             prompts.append(Prompt(record, messages, ids, where))
+    if dropped:
+        print(f"drover rl: {dropped} prompt(s) dropped: longer than train.max_length {max_length} leaves room "
+              f"for (max_new_tokens {max_new_tokens})", file=sys.stderr)
     if not prompts:
-        raise DataError(f"{', '.join(paths)}: no prompts")
+        raise DataError(f"{', '.join(paths)}: no usable prompts" + (f" ({dropped} too long)" if dropped else ""))
     return prompts
 
 
