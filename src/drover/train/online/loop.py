@@ -287,9 +287,9 @@ class OnlineTrainer:
         self.accelerator.log(stats, step=state.step)
 
 
-def run_online(config: OnlineConfig, echo: bool = True) -> Path:
-    """Check everything, then train; returns the final policy directory (or the checkpoints
-    when stopped early). `drover rl` calls this."""
+def prepare_online(config: OnlineConfig) -> tuple[OnlineTrainer, Path | None, str]:
+    """Every check (algorithm, parameters, resume point, tokenizer, prompts, rewards) before
+    anything is written; then the trainer, the checkpoint to resume from and the settings key."""
     from drover.config import from_dict
     from drover.identity import digest
     from drover.models import load_tokenizer
@@ -312,17 +312,24 @@ def run_online(config: OnlineConfig, echo: bool = True) -> Path:
     resume_hash = digest({"config": config.resume_key(),
                           "prompts": [[p.record.id, p.ids, p.record.to_dict()] for p in prompts]})[7:23]
     run.ensure().save_config(config)
-    trainer = OnlineTrainer(config, spec, params, prompts, tokenizer, rewards, run)
-    if resume_from is not None and echo and trainer.accelerator.is_main_process:
+    return OnlineTrainer(config, spec, params, prompts, tokenizer, rewards, run), resume_from, resume_hash
+
+
+def run_online(config: OnlineConfig, echo: bool = True) -> Path:
+    """Check everything, then train; returns the final policy directory (or the checkpoints
+    when stopped early). `drover rl` calls this."""
+    trainer, resume_from, resume_hash = prepare_online(config)
+    acc, run, name = trainer.accelerator, trainer.run, trainer.spec.name
+    if resume_from is not None and echo and acc.is_main_process:
         print(f"drover rl: resuming from {resume_from}", file=sys.stderr)
     result = trainer.train(resume_from, resume_hash)
-    summary = {"algorithm": spec.name, **{k: v for k, v in asdict(result).items() if k != "model_dir"},
+    summary = {"algorithm": name, **{k: v for k, v in asdict(result).items() if k != "model_dir"},
                "model": str(result.model_dir or "")}
-    if trainer.accelerator.is_main_process:
+    if acc.is_main_process:
         run.log("summary", **summary)
         if echo:
             where = result.model_dir or "(stopped early: checkpoints only)"
-            print(f"drover rl {spec.name}: {result.steps} steps, {result.samples} samples, {result.updates} updates "
+            print(f"drover rl {name}: {result.steps} steps, {result.samples} samples, {result.updates} updates "
                   f"in {result.seconds:.1f} s; mean reward {result.first_reward:.3f} (first step) -> "
                   f"{result.last_reward:.3f} (last)\n  rewards: {run.root / REWARDS_LOG}\n  model: {where}",
                   file=sys.stderr)
