@@ -30,7 +30,8 @@ def test_rl_gsm_recipe(tmp_path):
     rows = _rewards(run_dir / "train" / "grpo" / "rewards.jsonl")
     assert len(rows) == 3 * 4 * 2 and all(set(r["terms"]) == {"gsm-match", "regex"} for r in rows)
     assert (run_dir / "train" / "grpo" / "model" / "model.safetensors").exists()
-    assert json.loads((run_dir / "eval" / "gsm_cot.json").read_text())["kind"] == "benchmark"
+    result = next(run_dir.glob("eval/**/gsm_cot.json"))      # per model where results are kept per model
+    assert json.loads(result.read_text())["kind"] == "benchmark"
     assert (run_dir / "report.html").exists()
 
 
