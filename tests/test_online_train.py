@@ -192,3 +192,21 @@ def test_doctests():
 
     for module in (drover.rewards.verifiable, drover.commands.rl):
         assert doctest.testmod(module).failed == 0
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo", "online-dpo", "rloo"])
+def test_micro_batch_size_does_not_change_the_update(tiny_model_dir, prompts_file, tmp_path, algorithm):
+    """The loss is divided by the units of the whole batch: 4 micro-batches of 1 prompt and 1 of
+    4 give the same loss and gradient (norm before clipping), up to float summation order."""
+    from drover.train.online.loop import run_online
+
+    logs = []
+    for size in (1, 4):
+        run_dir = tmp_path / f"mb{size}"
+        run_online(config(tiny_model_dir, prompts_file, run_dir, algorithm, steps=1, prompts_per_step=4,
+                          samples_per_prompt=2, train={"micro_batch_size": size, "lr": 1e-3}), echo=False)
+        logs.append(train_log(run_dir)[-1])
+    a, b = logs
+    assert a["units"] == b["units"]
+    for key in ("loss", "grad_norm", "reward", "kl"):
+        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-7), key
