@@ -23,7 +23,7 @@ def spec(*terms: dict) -> RewardSpec:
 
 
 def test_every_kind_is_registered_and_loads():
-    assert REWARDS.names() == ["gsm-match", "judge", "length", "regex", "reward-model", "unit-tests"]
+    assert REWARDS.names() == ["gsm-match", "judge", "judge-pairwise", "length", "regex", "reward-model", "unit-tests"]
     for name in REWARDS.names():
         assert REWARDS.get(name).name == name
 
@@ -89,6 +89,7 @@ def test_unit_tests_reward_needs_tests_in_the_record():
     ([{"kind": "regex", "params": {"pattern": "x", "mode": "some"}}], "mode must be"),
     ([{"kind": "reward-model"}], "params.path is required"),
     ([{"kind": "judge"}], "params.llm is required"),
+    ([{"kind": "judge-pairwise"}], "params.llm is required"),
 ])
 def test_bad_reward_specs_are_config_errors(terms, message):
     with pytest.raises(ConfigError, match=message):
@@ -125,3 +126,31 @@ def test_judge_rating_scaled(monkeypatch, tmp_path):
     terms = [RewardTerm("judge", params={"llm": "openai:judge", "scale": 0.1})]
     assert RewardSpec(terms, RewardContext(tmp_path / "c.sqlite")).score(
         items(gsm_record("#### 1"), "an answer"))[0] == pytest.approx([0.8])
+
+
+def test_pairwise_judge_both_orders(monkeypatch, tmp_path):
+    """The judge scores (answer 1, answer 2); the response is second in order ab, first in ba.
+    This judge prefers whichever answer says GOOD: a GOOD response wins both orders (1.0), a
+    plain one loses both (0.0); a judge that always prefers the first answer gives 0.5."""
+    import drover.llm.client as client
+    from drover.llm.types import Choice, Completion
+    from drover.rewards.kind import RewardContext
+
+    def likes_good(request):   # prefers a GOOD response to the reference, the reference to a plain one
+        user = request.messages[-1][1]
+        winner, loser = ("GOOD", "the reference") if "GOOD" in user else ("the reference", "plain")
+        return "9 2" if user.index(winner) < user.index(loser) else "2 9"
+
+    class Judge:
+        def __init__(self, verdict):
+            self.verdict = verdict
+
+        def run(self, requests, desc="", total=None):
+            return [Completion(choices=[Choice(text=self.verdict(r) + "\nreasons")]) for r in requests]
+
+    record = Conversation("q", [Message("user", "Why?"), Message("assistant", "the reference answer")])
+    terms = [RewardTerm("judge-pairwise", params={"llm": "openai:judge"})]
+    monkeypatch.setattr(client, "LLM", lambda config, cache: Judge(likes_good))
+    assert RewardSpec(terms, RewardContext(tmp_path / "c")).score(items(record, "GOOD one", "plain"))[0] == [1.0, 0.0]
+    monkeypatch.setattr(client, "LLM", lambda config, cache: Judge(lambda r: "9 2"))
+    assert RewardSpec(terms, RewardContext(tmp_path / "c")).score(items(record, "GOOD one"))[0] == [0.5]

@@ -12,7 +12,8 @@ Algorithms (drover/train/online/algorithms; loss, advantages and paper in each d
   online-dpo  DPO on the best/worst of each prompt's fresh samples             Guo et al. 2024 (Online AI Feedback)
 
 Rewards (drover/rewards; `--reward KIND[:key=value,...][@weight]`, repeatable, or `rewards:` in YAML):
-  reward-model (path=), judge (llm=, a 1-10 rating through the LLM client, cached), gsm-match,
+  reward-model (path=), judge (llm=, a 1-10 rating through the LLM client, cached),
+  judge-pairwise (llm=, preference over the record's reference answer, both orders), gsm-match,
   unit-tests (sandboxed), regex (pattern=, mode=search|fullmatch|fraction), length (target=, tolerance=, falloff=)
 
 Every OnlineConfig key can be set in --config or as key=value; engine settings (model, lr,
