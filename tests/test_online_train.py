@@ -172,6 +172,12 @@ def test_cli_bad_input_is_one_line_exit_2(tiny_model_dir, prompts_file, tmp_path
                  "--run-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "bad.jsonl:2" in err
+    # a verifiable reward needs a gold answer in every prompt record: checked before training
+    code = main(["rl", "--model", str(tiny_model_dir), "--prompts", str(prompts_file), "--reward", "gsm-match",
+                 "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and f"{prompts_file}:1: record 'p0': reward 'gsm-match': no gold answer" in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_cli_runs_a_short_job(tiny_model_dir, prompts_file, tmp_path, capsys):

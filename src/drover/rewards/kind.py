@@ -43,6 +43,7 @@ class RewardKind:
     build: Callable[[Any, "RewardContext"], RewardFn]
     params: type | None = None      # dataclass of the kind's parameters (`rewards[i].params`)
     doc: str = ""
+    check: Callable[[Any, Record], str | None] | None = None   # what a prompt record lacks, before training
 
 
 @dataclass
@@ -78,6 +79,7 @@ class RewardSpec:
         self.terms = terms
         self.names: list[str] = []
         self.fns: list[RewardFn] = []
+        self.checks: list[tuple[str, Any, Callable[[Any, Record], str | None]]] = []
         for i, term in enumerate(terms):
             kind: RewardKind = REWARDS.get(term.kind)
             where = f"rewards[{i}].params"
@@ -92,6 +94,16 @@ class RewardSpec:
                 name = f"{name}.{i}"
             self.names.append(name)
             self.fns.append(kind.build(params, context))
+            if kind.check is not None:
+                self.checks.append((name, params, kind.check))
+
+    def problem(self, record: Record) -> str | None:
+        """Why a prompt record cannot be scored (a missing gold answer or tests), or None."""
+        for name, params, check in self.checks:
+            found = check(params, record)
+            if found:
+                return f"reward {name!r}: {found}"
+        return None
 
     def score(self, items: list[RewardInput]) -> tuple[list[float], dict[str, list[float]]]:
         """(weighted totals, {term name: values}) for `items`, in order."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from drover.errors import ConfigError
 from drover.rewards.kind import RewardContext, RewardFn, RewardInput, RewardKind
+from drover.rewards.verifiable import needs_reference
 
 
 @dataclass
@@ -111,4 +112,5 @@ def _pairwise_judge(params: PairwiseJudgeParams, ctx: RewardContext) -> RewardFn
 REWARD_MODEL = RewardKind("reward-model", _reward_model, RewardModelParams, "a `drover reward` model")
 JUDGE = RewardKind("judge", _judge, JudgeParams, "an LLM judge's 1-10 rating (cached)")
 PAIRWISE_JUDGE = RewardKind("judge-pairwise", _pairwise_judge, PairwiseJudgeParams,
-                            "an LLM judge's preference over the reference answer, both orders (cached)")
+                            "an LLM judge's preference over the reference answer, both orders (cached)",
+                            check=needs_reference)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from drover.errors import ConfigError
+from drover.records import Record
 from drover.rewards.kind import RewardContext, RewardFn, RewardInput, RewardKind, reference_answer
 
 _CODE_BLOCK = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)```", re.DOTALL)
@@ -139,7 +140,18 @@ def _length(params: LengthParams, ctx: RewardContext) -> RewardFn:
     return lambda items: [length_reward(len(item.response), params) for item in items]
 
 
-GSM_MATCH = RewardKind("gsm-match", _gsm_match, GsmMatchParams, "last number == GSM8K gold answer")
-UNIT_TESTS = RewardKind("unit-tests", _unit_tests, UnitTestsParams, "code passes the record's tests (sandboxed)")
+def needs_reference(_params: object, record: Record) -> str | None:
+    return None if reference_answer(record) else "no gold answer (a last assistant turn, `reference` or meta.answer)"
+
+
+def _needs_tests(params: UnitTestsParams, record: Record) -> str | None:
+    tests = record.meta.get(params.tests_field)
+    return None if isinstance(tests, str) and tests.strip() else f"meta.{params.tests_field}: no test code"
+
+
+GSM_MATCH = RewardKind("gsm-match", _gsm_match, GsmMatchParams, "last number == GSM8K gold answer",
+                       check=needs_reference)
+UNIT_TESTS = RewardKind("unit-tests", _unit_tests, UnitTestsParams, "code passes the record's tests (sandboxed)",
+                        check=_needs_tests)
 REGEX = RewardKind("regex", _regex, RegexParams, "format check by regular expression")
 LENGTH = RewardKind("length", _length, LengthParams, "format check on the response length")

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from drover.errors import ConfigError
+from drover.errors import ConfigError, DataError
 from drover.rewards.kind import RewardInput, RewardSpec
 from drover.runs import RunDir
 from drover.train import checkpoint
@@ -309,6 +309,10 @@ def prepare_online(config: OnlineConfig) -> tuple[OnlineTrainer, Path | None, st
     tokenizer = load_tokenizer(t.tokenizer_path, t.chat_template, allow_download=t.allow_download)
     prompts = load_prompts(config.prompts, tokenizer, t.max_length, config.max_new_tokens, t.on_bad_records)
     rewards = RewardSpec(config.rewards, RewardContext(llm_cache=run.llm_cache))
+    for prompt in prompts:   # a record a reward cannot score fails now, not at its step
+        problem = rewards.problem(prompt.record)
+        if problem:
+            raise DataError(f"{prompt.where}: record {prompt.record.id!r}: {problem}")
     resume_hash = digest({"config": config.resume_key(),
                           "prompts": [[p.record.id, p.ids, p.record.to_dict()] for p in prompts]})[7:23]
     run.ensure().save_config(config)
