@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reward": ("drover.commands.reward", "train a pairwise reward model on Ranked data"),
     "tune": ("drover.commands.tune", "preference/ranking tuning: dpo, ipo, kto, orpo, simpo, cpo, tuna, ..."),
     "rerank": ("drover.commands.rerank", "best-of-n: sample n responses and rank them with a reward model"),
+    "rl": ("drover.commands.rl", "online alignment: grpo, rloo, ppo, online-dpo with composable rewards"),
     "expert-iterate": ("drover.commands.expert_iterate", "expert iteration: sample, pick the best, SFT, repeat"),
     "eval": ("drover.commands.eval", "benchmarks: MMLU, GSM, BBH, TydiQA, Codex-Eval, ToxiGen, TruthfulQA, ..."),
     "judge": ("drover.commands.judge", "LLM-as-judge: Vicuna-80, AlpacaEval, MT-bench, ranking, LLMBar, TruthfulQA"),

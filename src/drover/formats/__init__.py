@@ -17,6 +17,7 @@ FORMATS: dict[str, tuple[str, str]] = {
     "unnatural": ("drover.formats.instruction:UNNATURAL",
                   "Unnatural Instructions core/full {instruction, instances[...], reformulations}"),
     "flan": ("drover.formats.instruction:FLAN", "FLAN / CoT {inputs, targets} or {input, target}"),
+    "gsm8k": ("drover.formats.instruction:GSM8K", "GSM8K {question, answer ending '#### N'} (prompts for gsm-match)"),
     "superni": ("drover.formats.superni:SUPERNI",
                 "Super-NaturalInstructions task file (Definition, Positive Examples, Instances)"),
     "sharegpt": ("drover.formats.chat:SHAREGPT", "ShareGPT {id, conversations[{from, value}]}"),

@@ -54,6 +54,12 @@ def convert_alpaca(rows: Iterable[Row], opts: ConvertOptions, stats: ConvertStat
     return _instruction_rows(rows, opts, stats, "alpaca", ("instruction", "input", "output"))
 
 
+def convert_gsm8k(rows: Iterable[Row], opts: ConvertOptions, stats: ConvertStats) -> Iterator[Conversation]:
+    """GSM8K `{question, answer}`: the answer (its reasoning, then `#### N`) is the assistant turn,
+    which is also the gold answer the `gsm-match` reward and the GSM benchmark read."""
+    return _instruction_rows(rows, opts, stats, "gsm8k", ("question", "input", "answer"))
+
+
 def convert_dolly(rows: Iterable[Row], opts: ConvertOptions, stats: ConvertStats) -> Iterator[Conversation]:
     """Dolly 15k `{instruction, context, response, category}`: context plays the input."""
     return _instruction_rows(rows, opts, stats, "dolly", ("instruction", "context", "response"))
@@ -143,4 +149,5 @@ ALPACA = Converter(convert_alpaca, "conversation")
 DOLLY = Converter(convert_dolly, "conversation")
 SELF_INSTRUCT = Converter(convert_self_instruct, "conversation")
 UNNATURAL = Converter(convert_unnatural, "conversation")
+GSM8K = Converter(convert_gsm8k, "conversation")
 FLAN = Converter(convert_flan, "conversation")

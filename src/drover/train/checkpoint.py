@@ -147,7 +147,8 @@ def save_final(accelerator: Any, wrapper: Any, tokenizer: Any, out: Path, merge_
     is_peft = hasattr(model, "peft_config")
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        inner = {k.removeprefix("model."): v for k, v in state_dict.items()}
+        # the Hugging Face model's weights only (an online policy's value head stays in the checkpoints)
+        inner = {k.removeprefix("model."): v for k, v in state_dict.items() if k.startswith("model.")}
         if is_peft and sharded(accelerator):
             if merge_lora:
                 merged_on_cpu(accelerator, model, inner).save_pretrained(out, safe_serialization=True)

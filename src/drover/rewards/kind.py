@@ -1,0 +1,115 @@
+"""The contract of a reward kind, and a weighted sum of kinds (`RewardSpec`).
+
+A kind is `RewardKind(name, params, build)`: `build(params)` returns a `RewardFn`, a
+callable (built with a `RewardContext`) from a list of `RewardInput` to one float per item, in order. Items of a batch
+are scored together so model and judge kinds can batch their calls. `RewardSpec.score`
+returns the weighted total *and* every term's value, so the caller logs each reward
+call's inputs and outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drover.records import Conversation, Message, Ranked, Record
+
+
+@dataclass
+class RewardInput:
+    """One sampled response: its prompt turns, the text, and the record the prompt came from
+    (verifiable kinds read the gold answer or tests from it)."""
+
+    prompt: list[Message]
+    response: str
+    record: Record
+
+
+RewardFn = Callable[[list[RewardInput]], list[float]]
+
+
+@dataclass(frozen=True)
+class RewardContext:
+    """What a kind may need from the run: where LLM calls are cached."""
+
+    llm_cache: Path | None = None
+
+
+@dataclass(frozen=True)
+class RewardKind:
+    name: str
+    build: Callable[[Any, "RewardContext"], RewardFn]
+    params: type | None = None      # dataclass of the kind's parameters (`rewards[i].params`)
+    doc: str = ""
+    check: Callable[[Any, Record], str | None] | None = None   # what a prompt record lacks, before training
+
+
+@dataclass
+class RewardTerm:
+    """One weighted term of a reward spec (config: `rewards: [{kind, weight, params}]`)."""
+
+    kind: str = ""
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+    name: str = ""                  # label in logs; default: the kind
+
+
+def reference_answer(record: Record) -> str:
+    """The gold answer of a prompt record: a Conversation's last assistant turn, a Ranked
+    record's `reference`, else `meta["answer"]`; "" when it has none."""
+    if isinstance(record, Conversation) and record.messages and record.messages[-1].role == "assistant":
+        return record.messages[-1].content
+    if isinstance(record, Ranked) and record.reference:
+        return record.reference
+    return str(record.meta.get("answer", ""))
+
+
+class RewardSpec:
+    """sum_k weight_k * reward_k over the configured terms."""
+
+    def __init__(self, terms: list[RewardTerm], context: RewardContext = RewardContext()):
+        from drover.config import from_dict
+        from drover.errors import ConfigError
+        from drover.rewards import REWARDS
+
+        if not terms:
+            raise ConfigError("rewards: at least one reward term is required (e.g. kind: gsm-match)")
+        self.terms = terms
+        self.names: list[str] = []
+        self.fns: list[RewardFn] = []
+        self.checks: list[tuple[str, Any, Callable[[Any, Record], str | None]]] = []
+        for i, term in enumerate(terms):
+            kind: RewardKind = REWARDS.get(term.kind)
+            where = f"rewards[{i}].params"
+            if kind.params is not None:
+                params = from_dict(kind.params, term.params, where=where)
+            elif term.params:
+                raise ConfigError(f"{where}: reward {term.kind!r} takes no parameters, got {sorted(term.params)}")
+            else:
+                params = None
+            name = term.name or term.kind
+            if name in self.names:
+                name = f"{name}.{i}"
+            self.names.append(name)
+            self.fns.append(kind.build(params, context))
+            if kind.check is not None:
+                self.checks.append((name, params, kind.check))
+
+    def problem(self, record: Record) -> str | None:
+        """Why a prompt record cannot be scored (a missing gold answer or tests), or None."""
+        for name, params, check in self.checks:
+            found = check(params, record)
+            if found:
+                return f"reward {name!r}: {found}"
+        return None
+
+    def score(self, items: list[RewardInput]) -> tuple[list[float], dict[str, list[float]]]:
+        """(weighted totals, {term name: values}) for `items`, in order."""
+        values = {name: [float(v) for v in fn(items)] for name, fn in zip(self.names, self.fns)}
+        for name, got in values.items():
+            if len(got) != len(items):
+                raise RuntimeError(f"reward {name!r} returned {len(got)} values for {len(items)} items")
+        totals = [sum(t.weight * values[n][i] for t, n in zip(self.terms, self.names)) for i in range(len(items))]
+        return totals, values

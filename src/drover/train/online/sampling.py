@@ -1,0 +1,142 @@
+"""Step 1 of the loop: which prompts a step uses, and the policy's samples for them.
+
+Both are pure functions of (seed, step) and the current weights: the prompt order is a
+seeded permutation per pass over the prompts, and every sample draws from its own
+generator seeded by (seed, step, prompt position, sample index) — the local engine's
+per-row seeding (`drover.infer.generation`). The checkpointed step therefore *is* the
+sampling RNG state: a resumed run draws exactly the samples the uninterrupted run would.
+
+`sample_responses` is the one place generation happens during training: today the local
+Hugging Face engine on the policy's own weights; an in-process vLLM engine (weights synced
+each step) would replace this function's body and nothing else.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from drover.errors import DataError
+from drover.records import Message, Record
+
+
+@dataclass
+class Prompt:
+    record: Record
+    messages: list[Message]       # the prompt turns (a Conversation without its last answer)
+    ids: list[int]                # rendered with the chat template + assistant header
+    where: str                    # "file:line" for error messages
+
+
+def load_prompts(paths: list[str], tokenizer: Any, max_length: int, max_new_tokens: int,
+                 on_bad_records: str = "error") -> list[Prompt]:
+    """Every prompt of the files, checked to leave room for a response within max_length;
+    too long ones are an error naming file and line, or (`on_bad_records=drop`) skipped with a count."""
+    import sys
+
+    from drover.infer.best_of_n import prompt_of
+    from drover.records import read_records
+    from drover.tokenization import encode_prompt
+
+    prompts: list[Prompt] = []
+    dropped = 0
+    for path in paths:
+        for line, record in enumerate(read_records(path), start=1):
+            messages = prompt_of(record)
+            where = f"{path}:{line}"
+            if not messages:
+                raise DataError(f"{where}: record {record.id!r}: messages: no prompt turn to sample from")
+            ids = encode_prompt(tokenizer, messages, record.id)
+            if len(ids) + max_new_tokens + 1 > max_length:
+                if on_bad_records == "drop":
+                    dropped += 1
+                    continue
+                raise DataError(f"{where}: record {record.id!r}: prompt of {len(ids)} tokens + max_new_tokens "
+                                f"{max_new_tokens} exceeds train.max_length {max_length}")
+            prompts.append(Prompt(record, messages, ids, where))
+    if dropped:
+        print(f"drover rl: {dropped} prompt(s) dropped: longer than train.max_length {max_length} leaves room "
+              f"for (max_new_tokens {max_new_tokens})", file=sys.stderr)
+    if not prompts:
+        raise DataError(f"{', '.join(paths)}: no usable prompts" + (f" ({dropped} too long)" if dropped else ""))
+    return prompts
+
+
+def step_prompts(num_prompts: int, per_step: int, seed: int, step: int) -> list[int]:
+    """Positions of the prompts of `step`: consecutive slices of a seeded permutation per pass."""
+    out = []
+    for k in range(step * per_step, (step + 1) * per_step):
+        epoch, pos = divmod(k, num_prompts)
+        order = list(range(num_prompts))
+        random.Random(f"{seed}:prompts:{epoch}").shuffle(order)
+        out.append(order[pos])
+    return out
+
+
+@dataclass
+class Sample:
+    """One sampled response: its text (what rewards read) and the tokens trained on."""
+
+    text: str
+    ids: list[int]                # the sampled tokens, + EOS when the model stopped (not cut at max_new_tokens)
+
+
+def retokenized(tokenizer: Any, text: str, stopped: bool) -> list[int]:
+    """A response's tokens recovered from its text, for engines that report no token ids:
+    the text's tokens (no BOS), then EOS if the model ended it. Differs from the sampled
+    tokens where decoding is lossy (invalid UTF-8 bytes, non-canonical merges), and there
+    the log-probs are not the sampler's: prefer an engine that reports its tokens."""
+    ids = list(tokenizer.encode(text, add_special_tokens=False)) if text else []
+    if stopped or not ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def _reports_tokens() -> bool:
+    """Whether the local engine hands each sampled token id to a callback (`on_token`)."""
+    import dataclasses
+
+    from drover.infer.generation import GenerationItem
+
+    return any(f.name == "on_token" for f in dataclasses.fields(GenerationItem))
+
+
+def sample_responses(model: Any, tokenizer: Any, prompts: list[Prompt], config: Any, step: int,
+                     slots: list[int]) -> list[list[Sample]]:
+    """`config.samples_per_prompt` samples per prompt from `model` (a Hugging Face causal LM);
+    `slots` number the prompts within the run (seeds: one per (seed, step, slot, sample)).
+    Trained tokens are exactly the sampled ones (the engine's `on_token`), then EOS if it stopped."""
+    from drover.infer.generation import GenerationItem, generate, sample_seed
+
+    g = config.samples_per_prompt
+    drawn: list[list[list[int]]] = [[[] for _ in range(g)] for _ in prompts]
+    exact = _reports_tokens()
+
+    def recorder(i: int) -> Any:
+        def on_token(sample: int, token: int, _logprob: Any) -> None:
+            drawn[i][sample].append(int(token))
+        return on_token
+
+    items = []
+    for i, (p, slot) in enumerate(zip(prompts, slots)):
+        extra = {"on_token": recorder(i)} if exact else {}
+        items.append(GenerationItem(prompt_ids=p.ids, max_tokens=config.max_new_tokens,
+                                    temperature=config.temperature, top_p=config.top_p, n=g,
+                                    seeds=[sample_seed(config.train.seed, step, slot, j) for j in range(g)],
+                                    **extra))
+    out: list[list[Sample]] = [[] for _ in items]
+    eos = tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
+    try:
+        for i, result in generate(model, tokenizer, items, batch_size=config.generation_batch_size,
+                                  max_length=config.train.max_length):
+            for j, c in enumerate(result.choices):
+                stopped = c.finish_reason == "stop"
+                ids = drawn[i][j] + ([eos] if stopped or not drawn[i][j] else []) if exact \
+                    else retokenized(tokenizer, c.text, stopped)
+                out[i].append(Sample(c.text, ids))
+    finally:
+        model.train(was_training)
+    return out
