@@ -1,0 +1,116 @@
+"""Padding-free attention for packed rows: each packed example attends only to itself.
+
+A packed micro-batch (`drover.collate.PackingCollator`) concatenates examples into one row
+with `position_ids` restarting at 0. transformers' SDPA path then builds a dense L×L
+block-diagonal mask: attention work and memory grow with the square of the *packed*
+length, and the mask disables SDPA's causal fast path. The kernels here instead run
+causal attention per example, so the work is Σ lᵢ² (the sum over examples), as
+flash-attention's varlen kernel does on GPUs:
+
+  - ``varlen``: drover's own, for every device: one `scaled_dot_product_attention` call
+    per example, ``is_causal=True``, no mask tensor at all (slices of q/k/v are views);
+  - ``flash_attention_2``: flash-attn's varlen kernel (CUDA, when installed), fed the same
+    `cu_seq_lens` boundaries;
+  - ``flex_attention``: PyTorch flex attention with a document mask (its backward needs a
+    GPU in torch 2.13);
+  - ``sdpa``: transformers' dense block-diagonal mask (the reference the others must equal).
+
+`pick` chooses among the candidates available on the device by timing one forward and
+backward pass of the real model on a real packed micro-batch (fastest wins).
+
+Shapes: q (B, heads, L, D), k/v (B, kv_heads, L, D); `cu_seq_lens` (S+1,) int32 offsets of
+the S segments of the flattened B*L tokens (flash-attn's convention).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VARLEN = "varlen"
+ATTENTION_CHOICES = ("auto", "sdpa", VARLEN, "flash_attention_2", "flex_attention", "eager")
+_registered = False
+
+
+def register() -> None:
+    """Make ``attn_implementation="varlen"`` known to transformers (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(VARLEN, varlen_attention)
+    AttentionMaskInterface.register(VARLEN, _no_mask)
+    _registered = True
+
+
+def _no_mask(*args: Any, **kwargs: Any) -> None:
+    """Segment boundaries travel as `cu_seq_lens_q`; no mask tensor is built."""
+    return None
+
+
+def segments(position_ids: "Any") -> "Any":
+    """`cu_seq_lens` (S+1,) int32 of the flattened rows: a segment starts where position is 0
+    (every row starts one, so segments never cross rows)."""
+    import torch
+
+    flat = position_ids.reshape(-1)
+    starts = torch.nonzero(flat == 0, as_tuple=False).squeeze(-1)
+    end = torch.tensor([flat.numel()], device=flat.device)
+    return torch.cat([starts, end]).to(torch.int32)
+
+
+def varlen_attention(module: Any, query: "Any", key: "Any", value: "Any", attention_mask: "Any",
+                     dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple["Any", None]:
+    """Causal attention within each segment of `cu_seq_lens_q`; returns (B, L, heads, D)."""
+    import torch
+    import torch.nn.functional as F
+
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None or attention_mask is not None:
+        raise ValueError("varlen attention needs packed rows (cu_seq_lens_q) and no attention mask")
+    b, heads, length, dim = query.shape
+    groups = heads // key.shape[1]
+    # (B, h, L, D) -> (h, B*L, D): segments are then contiguous slices along dim 1
+    q = query.transpose(0, 1).reshape(heads, b * length, dim)
+    k = key.transpose(0, 1).reshape(key.shape[1], b * length, dim)
+    v = value.transpose(0, 1).reshape(value.shape[1], b * length, dim)
+    bounds = cu.tolist()
+    parts = [F.scaled_dot_product_attention(q[:, s:e], k[:, s:e], v[:, s:e], dropout_p=dropout, scale=scaling,
+                                            is_causal=True, enable_gqa=groups > 1)
+             for s, e in zip(bounds[:-1], bounds[1:]) if e > s]
+    out = torch.cat(parts, dim=1)                                    # (h, B*L, D)
+    return out.reshape(heads, b, length, dim).permute(1, 2, 0, 3), None
+
+
+def available(device: "Any") -> list[str]:
+    """Packed-batch kernels that can train on `device` here."""
+    import importlib.util
+
+    names = ["sdpa", VARLEN]
+    if device.type == "cuda":
+        names.append("flex_attention")  # flex's backward needs a GPU in torch 2.13
+        if importlib.util.find_spec("flash_attn") is not None:
+            names.append("flash_attention_2")
+    return names
+
+
+def default(device: "Any", packing: bool) -> str:
+    """The kernel used without measuring (the reference pass, DeepSpeed): varlen work when packed."""
+    if not packing:
+        return "sdpa"
+    return "flash_attention_2" if "flash_attention_2" in available(device) else VARLEN
+
+
+def pick(candidates: list[str], trial: "Any", agree: "Any" = None) -> tuple[str, dict[str, float]]:
+    """The fastest of `candidates`: `trial(name)` runs one timed pass and returns its seconds;
+    each runs twice and the second (warm) time counts. `agree` maps the local times to times
+    every process shares (a sum over processes), so all processes pick the same kernel.
+    Returns (name, seconds per candidate)."""
+    times: dict[str, float] = {}
+    for name in candidates:
+        trial(name)
+        times[name] = trial(name)
+    if agree is not None:
+        times = agree(times)
+    return min(candidates, key=times.__getitem__), times
