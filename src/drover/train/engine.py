@@ -213,9 +213,11 @@ class Engine:
             self.attention, self.attention_times = self._pick_attention(attention.available(device))
 
     # -- compute choices -------------------------------------------------------------
+    @torch.no_grad()
     def _pick_attention(self, candidates: list[str]) -> tuple[str, dict[str, float]]:
-        """Time a forward + backward of the first micro-batch with each packed-attention kernel
-        and keep the fastest (drover.train.attention). Gradients are discarded."""
+        """Time a forward pass of the first micro-batch with each packed-attention kernel and keep
+        the fastest (drover.train.attention). Forward only: it costs about one training step, and
+        the backward of attention scales as its forward does."""
         plan = epoch_plan(self.examples, self.config, 0)
         mb = self.collate([self.examples[i] for i in plan[0]]).to(self.accelerator.device)
         backbone = hf_model(self.accelerator.unwrap_model(self.model).model)
@@ -223,8 +225,7 @@ class Engine:
         def trial(name: str) -> float:
             backbone.set_attn_implementation(name)
             start = time.perf_counter()
-            with self.accelerator.no_sync(self.model):
-                self._objective(mb, self.ref).loss_sum.backward()
+            self._objective(mb, self.ref)
             if self.accelerator.device.type == "cuda":
                 torch.cuda.synchronize()
             return time.perf_counter() - start
@@ -234,7 +235,6 @@ class Engine:
 
         name, times = attention.pick(candidates, trial, agree)
         backbone.set_attn_implementation(name)
-        self.optimizer.zero_grad(set_to_none=True)
         return name, times
 
     # -- one micro-batch -------------------------------------------------------------
