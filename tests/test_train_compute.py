@@ -89,6 +89,17 @@ def test_auto_attention_is_measured_and_leaves_no_gradients(tiny_model_dir, tmp_
     assert padded.attention == "sdpa" and padded.attention_times == {}
 
 
+def test_pick_takes_the_fastest_kernel_that_agrees_with_the_reference():
+    from drover.train.attention import pick
+
+    runs = {"sdpa": (3.0, 10.0), "varlen": (2.0, 10.01), "leaky": (1.0, 9.0)}  # leaky: fast, wrong loss
+    name, times = pick(list(runs), runs.__getitem__)
+    assert name == "varlen" and times["leaky"] == float("inf")
+    # processes agree on summed times: another process being slower with varlen changes the pick
+    name, _ = pick(list(runs), runs.__getitem__, agree=lambda t: {**t, "varlen": t["varlen"] + 5.0})
+    assert name == "sdpa"
+
+
 def test_varlen_attention_needs_packing(tiny_model_dir, tmp_path):
     from drover.errors import ConfigError
 

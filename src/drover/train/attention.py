@@ -15,8 +15,9 @@ flash-attention's varlen kernel does on GPUs:
     GPU in torch 2.13);
   - ``sdpa``: transformers' dense block-diagonal mask (the reference the others must equal).
 
-`pick` chooses among the candidates available on the device by timing one forward and
-backward pass of the real model on a real packed micro-batch (fastest wins).
+`pick` chooses among the candidates available on the device by timing a forward pass of
+the real model on a real packed micro-batch (fastest wins; one whose loss disagrees with
+the dense-mask reference is never picked).
 
 Shapes: q (B, heads, L, D), k/v (B, kv_heads, L, D); `cu_seq_lens` (S+1,) int32 offsets of
 the S segments of the flattened B*L tokens (flash-attn's convention).
@@ -102,15 +103,22 @@ def default(device: "Any", packing: bool) -> str:
     return "flash_attention_2" if "flash_attention_2" in available(device) else VARLEN
 
 
-def pick(candidates: list[str], trial: "Any", agree: "Any" = None) -> tuple[str, dict[str, float]]:
-    """The fastest of `candidates`: `trial(name)` runs one timed pass and returns its seconds;
-    each runs twice and the second (warm) time counts. `agree` maps the local times to times
-    every process shares (a sum over processes), so all processes pick the same kernel.
-    Returns (name, seconds per candidate)."""
+def pick(candidates: list[str], trial: "Any", agree: "Any" = None, rtol: float = 1e-2) -> tuple[str, dict[str, float]]:
+    """The fastest of `candidates`: `trial(name)` runs one pass and returns (seconds, loss);
+    each runs twice and the second (warm) time counts. A kernel whose loss differs from the
+    first candidate's (the reference, "sdpa") by more than `rtol` is never picked: a kernel
+    that let packed examples see each other would be fast and wrong. `agree` maps the local
+    times to times every process shares (a sum over processes), so all processes pick the
+    same kernel. Returns (name, seconds per candidate)."""
     times: dict[str, float] = {}
+    losses: dict[str, float] = {}
     for name in candidates:
         trial(name)
-        times[name] = trial(name)
+        times[name], losses[name] = trial(name)
+    ref = losses[candidates[0]]
+    for name in candidates:
+        if abs(losses[name] - ref) > rtol * abs(ref) + 1e-6:
+            times[name] = float("inf")  # before agreeing: every process then rules it out
     if agree is not None:
         times = agree(times)
     return min(candidates, key=times.__getitem__), times

@@ -222,13 +222,11 @@ class Engine:
         mb = self.collate([self.examples[i] for i in plan[0]]).to(self.accelerator.device)
         backbone = hf_model(self.accelerator.unwrap_model(self.model).model)
 
-        def trial(name: str) -> float:
+        def trial(name: str) -> tuple[float, float]:
             backbone.set_attn_implementation(name)
             start = time.perf_counter()
-            self._objective(mb, self.ref)
-            if self.accelerator.device.type == "cuda":
-                torch.cuda.synchronize()
-            return time.perf_counter() - start
+            loss = float(self._objective(mb, self.ref).loss_sum)  # float() waits for the device
+            return time.perf_counter() - start, loss
 
         def agree(times: dict[str, float]) -> dict[str, float]:
             return self._reduce(times)
