@@ -10,7 +10,8 @@ no gradient checkpointing, one process, one torch thread. Trainers:
 
   drover           reference log-probs once before training (cached, the reference then freed),
                    length-grouped padded micro-batches
-  drover-packed    the same with packed micro-batches (attention kernel picked by measurement)
+  drover-packed    the same batches, each packed into one padding-free row (attention kernel
+                   picked by measurement): its loss must equal drover's
   trl-precompute   DPOConfig(precompute_ref_log_probs=True): TRL's best, the reference pass once
   trl              TRL's default, reference forward every step (not run unless named)
 
@@ -24,6 +25,7 @@ per CPU-second the same process measures, drover.train.flops), peak RSS, final l
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import copy
 import json
 import os
@@ -84,7 +86,7 @@ def run_drover(model_dir: str, data: str, args: argparse.Namespace, packing: boo
     ref_seconds = time.perf_counter() - start
     steps = 0
     for epoch in range(args.epochs):
-        for ids in epoch_plan(examples, config, epoch):
+        for ids in epoch_plan(examples, dataclasses.replace(config, packing=False), epoch):
             stats = engine.step([engine.collate([examples[i] for i in ids]).to(engine.accelerator.device)])
             steps += 1
     tokens = sum(len(s.input_ids) for e in examples for s in e.sequences)

@@ -9,7 +9,8 @@ natively, else fp32 for all), assistant-only loss, gradient checkpointing off, o
 Trainers (each in its own subprocess, interleaved, fastest of --repeats kept):
 
   drover             length-grouped padded micro-batches (drover's default)
-  drover-packed      packed micro-batches, attention kernel picked by measurement (`attention: auto`)
+  drover-packed      the same batches, each packed into one padding-free row, attention kernel
+                     picked by measurement (`attention: auto`): its loss must equal drover's
   trl-padding-free   SFTConfig(padding_free=True): the batch flattened into one row (TRL then
                      needs max_length=None: the few conversations over --max-length stay whole)
   trl-packing        SFTConfig(packing=True): best-fit-decreasing packing into max-length rows
@@ -27,6 +28,7 @@ ratios. The final loss is printed so that equal work can be checked.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -81,13 +83,13 @@ def run_drover(model_dir: str, data: str, args: argparse.Namespace, packing: boo
                                      "max_length": args.max_length, "micro_batch_size": args.batch, "epochs": 1,
                                      "lr": 2e-5, "mixed_precision": args.precision, "progress": False,
                                      "group_by_length": True, "packing": packing,
-                                     "pack_tokens": args.batch * args.max_length // 2})
+                                     "pack_tokens": args.batch * args.max_length})
     setup_cpu = time.process_time()
     spec = get_objective("sft")
     tokenizer = load_tokenizer(model_dir)
     examples, _, _ = prepare_examples(config, spec, tokenizer, RunDir(config.run_dir))
     engine = Engine(config, spec, examples, [], tokenizer, RunDir(config.run_dir))
-    plan = epoch_plan(examples, config, 0)
+    plan = epoch_plan(examples, dataclasses.replace(config, packing=False), 0)
     start, cpu = time.perf_counter(), time.process_time()
     for ids in plan:
         stats = engine.step([engine.collate([examples[i] for i in ids])])
