@@ -81,12 +81,15 @@ def run_drover(model_dir: str, data: str, args: argparse.Namespace, packing: boo
     tokenizer = load_tokenizer(model_dir)
     run = RunDir(config.run_dir)
     examples, _, report = prepare_examples(config, spec, tokenizer, run)
+    # packed or not, the same length-grouped batches and the same lr schedule
+    plans = [epoch_plan(examples, dataclasses.replace(config, packing=False), e) for e in range(args.epochs)]
+    config = dataclasses.replace(config, max_steps=sum(len(p) for p in plans))
     start, cpu = time.perf_counter(), cpu_seconds()
     engine = Engine(config, spec, examples, [], tokenizer, run)       # reference log-probs: once, here
     ref_seconds = time.perf_counter() - start
     steps = 0
     for epoch in range(args.epochs):
-        for ids in epoch_plan(examples, dataclasses.replace(config, packing=False), epoch):
+        for ids in plans[epoch]:
             stats = engine.step([engine.collate([examples[i] for i in ids]).to(engine.accelerator.device)])
             steps += 1
     tokens = sum(len(s.input_ids) for e in examples for s in e.sequences)

@@ -88,8 +88,10 @@ def run_drover(model_dir: str, data: str, args: argparse.Namespace, packing: boo
     spec = get_objective("sft")
     tokenizer = load_tokenizer(model_dir)
     examples, _, _ = prepare_examples(config, spec, tokenizer, RunDir(config.run_dir))
-    engine = Engine(config, spec, examples, [], tokenizer, RunDir(config.run_dir))
+    # packed or not, the same length-grouped batches of --batch conversations and the same lr schedule
     plan = epoch_plan(examples, dataclasses.replace(config, packing=False), 0)
+    config = dataclasses.replace(config, max_steps=len(plan))
+    engine = Engine(config, spec, examples, [], tokenizer, RunDir(config.run_dir))
     start, cpu = time.perf_counter(), time.process_time()
     for ids in plan:
         stats = engine.step([engine.collate([examples[i] for i in ids])])
