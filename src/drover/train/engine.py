@@ -16,6 +16,11 @@ processes: 1 micro-batch of 8 and 8 of 1 give the same gradient. The objective i
 pure function (`drover.train.objective`); nothing here depends on which one it is.
 Device and dtype come from accelerate: the same code runs on one CPU process, DDP,
 DeepSpeed ZeRO-2/3 and FSDP (`recipes/accelerate/*.yaml`).
+
+Compute choices change speed, never the result (tests/test_train_compute.py): packed
+micro-batches use the attention kernel measured fastest here (drover.train.attention),
+AdamW is torch's fused kernel where the device has one, `compile` compiles the backbone,
+and the result carries MFU against the matmul rate this process measured (drover.train.flops).
 """
 
 from __future__ import annotations
