@@ -77,6 +77,45 @@ def test_varlen_attention_does_not_let_packed_examples_see_each_other():
         torch.testing.assert_close(out[:, s:e], ref.transpose(1, 2))
 
 
+def test_torch_varlen_attention_feeds_pytorch_kernel_the_segments(monkeypatch):
+    """PyTorch's varlen kernel is CUDA-only: check drover's plumbing (shapes, causal window,
+    boundaries) against the per-example kernel with a stand-in that computes what it documents."""
+    import torch
+    from torch.nn.attention import varlen
+
+    from drover.train.attention import segments, torch_varlen_attention, varlen_attention
+
+    def documented(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
+        assert window_size == (-1, 0) and cu_q is cu_k and q.dim() == 3  # causal, (T, H, D)
+        bounds = cu_q.tolist()
+        return torch.cat([torch.nn.functional.scaled_dot_product_attention(
+            q[s:e].transpose(0, 1), k[s:e].transpose(0, 1), v[s:e].transpose(0, 1), is_causal=True,
+            scale=scale).transpose(0, 1) for s, e in zip(bounds[:-1], bounds[1:])])
+
+    monkeypatch.setattr(varlen, "varlen_attn", documented)
+    torch.manual_seed(0)
+    position_ids = torch.tensor([[0, 1, 2, 0, 1], [0, 1, 2, 3, 0]])  # two rows, three + two segments
+    cu = segments(position_ids)
+    q, k, v = (torch.randn(2, 3, 5, 4) for _ in range(3))
+    kwargs = {"cu_seq_lens_q": cu, "max_length_q": 4}
+    ours, _ = varlen_attention(None, q, k, v, None, scaling=0.5, **kwargs)
+    theirs, _ = torch_varlen_attention(None, q, k, v, None, scaling=0.5, **kwargs)
+    assert theirs.shape == (2, 5, 3, 4)
+    torch.testing.assert_close(theirs, ours)
+
+
+def test_pick_skips_an_optional_kernel_that_cannot_run_here():
+    from drover.train.attention import pick
+
+    def trial(name):
+        if name == "broken":
+            raise NotImplementedError("no kernel for this device")
+        return {"sdpa": (2.0, 5.0), "varlen": (1.0, 5.0)}[name]
+
+    name, times = pick(["sdpa", "broken", "varlen"], trial)
+    assert name == "varlen" and times["broken"] == float("inf")
+
+
 def test_auto_attention_is_measured_and_leaves_no_gradients(tiny_model_dir, tmp_path):
     from drover.train.attention import available
 

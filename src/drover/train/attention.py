@@ -9,6 +9,8 @@ flash-attention's varlen kernel does on GPUs:
 
   - ``varlen``: drover's own, for every device: one `scaled_dot_product_attention` call
     per example, ``is_causal=True``, no mask tensor at all (slices of q/k/v are views);
+  - ``torch_varlen``: PyTorch's own flash-attention varlen kernel
+    (`torch.nn.attention.varlen.varlen_attn`, CUDA only in torch 2.13), same boundaries;
   - ``flash_attention_2``: flash-attn's varlen kernel (CUDA, when installed), fed the same
     `cu_seq_lens` boundaries;
   - ``flex_attention``: PyTorch flex attention with a document mask (its backward needs a
@@ -25,10 +27,13 @@ the S segments of the flattened B*L tokens (flash-attn's convention).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 VARLEN = "varlen"
-ATTENTION_CHOICES = ("auto", "sdpa", VARLEN, "flash_attention_2", "flex_attention", "eager")
+TORCH_VARLEN = "torch_varlen"
+PACKED_ONLY = (VARLEN, TORCH_VARLEN)  # kernels that read segment boundaries instead of a mask
+ATTENTION_CHOICES = ("auto", "sdpa", VARLEN, TORCH_VARLEN, "flash_attention_2", "flex_attention", "eager")
 _registered = False
 
 
@@ -42,6 +47,8 @@ def register() -> None:
 
     AttentionInterface.register(VARLEN, varlen_attention)
     AttentionMaskInterface.register(VARLEN, _no_mask)
+    AttentionInterface.register(TORCH_VARLEN, torch_varlen_attention)
+    AttentionMaskInterface.register(TORCH_VARLEN, _no_mask)
     _registered = True
 
 
@@ -84,6 +91,25 @@ def varlen_attention(module: Any, query: "Any", key: "Any", value: "Any", attent
     return out.reshape(heads, b, length, dim).permute(1, 2, 0, 3), None
 
 
+def torch_varlen_attention(module: Any, query: "Any", key: "Any", value: "Any", attention_mask: "Any",
+                           dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple["Any", None]:
+    """PyTorch's varlen flash attention over the flattened (B*L, heads, D) tokens, causal within
+    each segment (window (-1, 0)); returns (B, L, heads, D)."""
+    from torch.nn.attention import varlen
+
+    cu, longest = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
+    if cu is None or attention_mask is not None:
+        raise ValueError("torch_varlen attention needs packed rows (cu_seq_lens_q) and no attention mask")
+    b, heads, length, dim = query.shape
+
+    def tokens(x: "Any") -> "Any":  # (B, h, L, D) -> (B*L, h, D)
+        return x.transpose(1, 2).reshape(b * length, x.shape[1], dim)
+
+    out = varlen.varlen_attn(tokens(query), tokens(key), tokens(value), cu, cu, longest, longest, scale=scaling,
+                             window_size=(-1, 0), enable_gqa=key.shape[1] != heads)
+    return out.reshape(b, length, heads, dim), None
+
+
 def available(device: "Any") -> list[str]:
     """Packed-batch kernels that can train on `device` here."""
     import importlib.util
@@ -91,6 +117,8 @@ def available(device: "Any") -> list[str]:
     names = ["sdpa", VARLEN]
     if device.type == "cuda":
         names.append("flex_attention")  # flex's backward needs a GPU in torch 2.13
+        if importlib.util.find_spec("torch.nn.attention.varlen") is not None:
+            names.append(TORCH_VARLEN)
         if importlib.util.find_spec("flash_attn") is not None:
             names.append("flash_attention_2")
     return names
@@ -113,11 +141,19 @@ def pick(candidates: list[str], trial: "Any", agree: "Any" = None, rtol: float =
     times: dict[str, float] = {}
     losses: dict[str, float] = {}
     for name in candidates:
-        trial(name)
-        times[name], losses[name] = trial(name)
+        try:
+            trial(name)
+            times[name], losses[name] = trial(name)
+        except (RuntimeError, NotImplementedError, ValueError, ImportError) as exc:
+            if name == candidates[0]:
+                raise
+            # an optional kernel that cannot run this model here (build, dtype, head size)
+            print(f"drover: attention {name} unavailable here ({type(exc).__name__}: {str(exc)[:120]})",
+                  file=sys.stderr)
+            times[name], losses[name] = float("inf"), float("nan")
     ref = losses[candidates[0]]
     for name in candidates:
-        if abs(losses[name] - ref) > rtol * abs(ref) + 1e-6:
+        if not abs(losses[name] - ref) <= rtol * abs(ref) + 1e-6:  # nan (failed) included
             times[name] = float("inf")  # before agreeing: every process then rules it out
     if agree is not None:
         times = agree(times)

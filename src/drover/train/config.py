@@ -115,12 +115,13 @@ class TrainConfig:
             raise ConfigError(f"config: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"config: eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        from drover.train.attention import ATTENTION_CHOICES, VARLEN
+        from drover.train.attention import ATTENTION_CHOICES, PACKED_ONLY
 
         if self.attention not in ATTENTION_CHOICES:
             raise ConfigError(f"config: attention must be one of {', '.join(ATTENTION_CHOICES)}, got {self.attention!r}")
-        if self.attention == VARLEN and not self.packing:
-            raise ConfigError("config: attention: varlen attends within packed examples; it needs packing: true")
+        if self.attention in PACKED_ONLY and not self.packing:
+            raise ConfigError(f"config: attention: {self.attention} attends within packed examples; "
+                              "it needs packing: true")
         if self.lr <= 0:
             raise ConfigError(f"config: lr must be > 0, got {self.lr}")
         for entry in self.mixture.values():

@@ -42,10 +42,10 @@ class SequenceModel(nn.Module):
 
     def _segments(self, position_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, Any]:
         """flash-attn-style boundaries of the packed examples for the varlen kernels (none when padded)."""
-        from drover.train.attention import VARLEN, segments
+        from drover.train.attention import PACKED_ONLY, segments
 
         impl = getattr(hf_model(self.model).config, "_attn_implementation", None)
-        if attention_mask is not None or impl not in (VARLEN, "flash_attention_2"):
+        if attention_mask is not None or impl not in (*PACKED_ONLY, "flash_attention_2"):
             return {}
         cu = segments(position_ids)
         longest = int((cu[1:] - cu[:-1]).max())
