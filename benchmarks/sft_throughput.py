@@ -1,24 +1,34 @@
-"""SFT throughput: drover's engine vs TRL's SFTTrainer on the same tiny Llama, data and settings.
+"""SFT throughput: drover's engine vs TRL's SFTTrainer at its best settings, same model, data and settings.
 
-    .venv/bin/python benchmarks/sft_throughput.py [--examples 256] [--max-length 512] [--batch 8]
+    .venv/bin/python benchmarks/sft_throughput.py [--examples 256] [--max-length 512] [--batch 8] [--threads 1]
 
 Same model (a ~17M-parameter Llama built by drover.models.build_tiny), same data (the shipped
 Code Alpaca 2k sample as chat conversations: realistic, variable-length instructions), same
 max length, batch size, learning rate and precision (bf16 autocast where the CPU computes bf16
-natively, else fp32 for both), assistant-only
-loss, gradient checkpointing off, one epoch. Each trainer runs in its own subprocess (peak
-memory is the process's max RSS). TRL runs twice: with its defaults, and with
-`group_by_length=True` (the transformers option closest to drover's default batching).
+natively, else fp32 for all), assistant-only loss, gradient checkpointing off, one epoch.
+Trainers (each in its own subprocess, interleaved, fastest of --repeats kept):
 
-Printed per trainer: target (assistant) tokens/s, input tokens/s, peak RSS, and model FLOPs
-utilisation = 6 * params * input tokens/s / the matmul rate (same dtype and threads) measured
-by the same process just before and after training. The
-machine may be shared: the ratio, measured in the same run, is the number to read.
+  drover             length-grouped padded micro-batches (drover's default)
+  drover-packed      the same batches, each packed into one padding-free row, attention kernel
+                     picked by measurement (`attention: auto`): its loss must equal drover's
+  trl-padding-free   SFTConfig(padding_free=True): the batch flattened into one row (TRL then
+                     needs max_length=None: the few conversations over --max-length stay whole)
+  trl-packing        SFTConfig(packing=True): best-fit-decreasing packing into max-length rows
+  trl-grouped        SFTConfig(train_sampling_strategy="group_by_length")
+
+(Liger kernels are Triton, GPU only.) Printed per trainer: target (assistant) tokens per
+CPU-second and per wall second, peak RSS, and model FLOPs utilisation = 6 * params * input
+tokens / CPU-second / the matmul GFLOP per CPU-second measured by the same process before and
+after training (drover.train.flops). With one torch thread per trainer (the default), CPU
+time measures the work even while other jobs share the machine: read the per-CPU-second
+ratios. The final loss is printed so that equal work can be checked.
 """
+
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -43,24 +53,23 @@ def conversations(n: int) -> list[dict]:
     return out
 
 
-def matmul_peak_gflops(dtype_name: str = "bfloat16", size: int = 1024, reps: int = 20) -> float:
+TRAINERS = ("drover", "drover-packed", "trl-padding-free", "trl-packing", "trl-grouped")
+
+
+def matmul_per_cpu_second(precision: str) -> float:
+    """GFLOP per CPU-second of a bf16 (or fp32) matmul in this process: the MFU denominator."""
     import torch
 
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * size ** 3 * reps / (time.perf_counter() - start) / 1e9
+    from drover.train.flops import matmul_gflops
+
+    return matmul_gflops("cpu", torch.bfloat16 if precision == "bf16" else torch.float32, clock=time.process_time)
 
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_drover(model_dir: str, data: str, args: argparse.Namespace) -> dict:
+def run_drover(model_dir: str, data: str, args: argparse.Namespace, packing: bool) -> dict:
     from drover.config import from_dict
     from drover.models import load_tokenizer
     from drover.runs import RunDir
@@ -73,23 +82,27 @@ def run_drover(model_dir: str, data: str, args: argparse.Namespace) -> dict:
     config = from_dict(TrainConfig, {"model": model_dir, "data": [data], "run_dir": tempfile.mkdtemp(),
                                      "max_length": args.max_length, "micro_batch_size": args.batch, "epochs": 1,
                                      "lr": 2e-5, "mixed_precision": args.precision, "progress": False,
-                                     "group_by_length": True, "packing": args.packing,
-                                     "pack_tokens": args.batch * args.max_length // 2})
+                                     "group_by_length": True, "packing": packing,
+                                     "pack_tokens": args.batch * args.max_length})
+    setup_cpu = time.process_time()
     spec = get_objective("sft")
     tokenizer = load_tokenizer(model_dir)
     examples, _, _ = prepare_examples(config, spec, tokenizer, RunDir(config.run_dir))
+    # packed or not, the same length-grouped batches of --batch conversations and the same lr schedule
+    plan = epoch_plan(examples, dataclasses.replace(config, packing=False), 0)
+    config = dataclasses.replace(config, max_steps=len(plan))
     engine = Engine(config, spec, examples, [], tokenizer, RunDir(config.run_dir))
-    plan = epoch_plan(examples, config, 0)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for ids in plan:
-        engine.step([engine.collate([examples[i] for i in ids])])
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "target_tokens": sum(e.num_targets for e in examples),
+        stats = engine.step([engine.collate([examples[i] for i in ids])])
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+            "target_tokens": sum(e.num_targets for e in examples),
             "input_tokens": sum(e.num_tokens for e in examples), "steps": len(plan),
-            "params": sum(p.numel() for p in engine.model.parameters())}
+            "params": engine.num_params, "loss": stats["loss"], "attention": engine.attention,
+            "setup_cpu_seconds": cpu - setup_cpu}
 
 
-def run_trl(model_dir: str, data: str, args: argparse.Namespace, group_by_length: bool) -> dict:
+def run_trl(model_dir: str, data: str, args: argparse.Namespace, setting: str) -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -98,19 +111,28 @@ def run_trl(model_dir: str, data: str, args: argparse.Namespace, group_by_length
     rows = [{"messages": json.loads(line)["messages"]} for line in Path(data).read_text().splitlines()]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    config = SFTConfig(output_dir=tempfile.mkdtemp(), max_length=args.max_length,
+    # TRL refuses padding_free without packing unless nothing needs truncating (max_length=None)
+    max_length = None if setting == "trl-padding-free" else args.max_length
+    config = SFTConfig(output_dir=tempfile.mkdtemp(), max_length=max_length,
                        per_device_train_batch_size=args.batch, num_train_epochs=1, learning_rate=2e-5,
                        lr_scheduler_type="linear", warmup_steps=0.03, bf16=args.precision == "bf16", use_cpu=True,
-                       gradient_checkpointing=False, assistant_only_loss=True, packing=False,
-                       train_sampling_strategy="group_by_length" if group_by_length else "random", logging_steps=10_000, save_strategy="no", report_to=[],
+                       gradient_checkpointing=False, assistant_only_loss=True,
+                       packing=setting == "trl-packing", padding_free=setting == "trl-padding-free",
+                       train_sampling_strategy="group_by_length" if setting == "trl-grouped" else "random",
+                       logging_steps=1, save_strategy="no", report_to=[],
                        dataloader_num_workers=0, seed=0, max_grad_norm=1.0, weight_decay=0.0)
     trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     ds = trainer.train_dataset
-    target = sum(sum(1 for label in labels if label != -100) for labels in ds["labels"])  # already truncated
+    # assistant tokens (already truncated); packed rows keep the per-token assistant masks
+    column = "labels" if "labels" in ds.column_names else "assistant_masks"
+    target = sum(sum(1 for m in masks if m not in (0, -100)) for masks in ds[column])
     inputs = sum(len(ids) for ids in ds["input_ids"])
+    cpu = time.process_time()
     result = trainer.train()
-    return {"seconds": result.metrics["train_runtime"], "target_tokens": target, "input_tokens": inputs,
-            "steps": result.global_step, "params": sum(p.numel() for p in model.parameters())}
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"seconds": result.metrics["train_runtime"], "cpu_seconds": time.process_time() - cpu,
+            "target_tokens": target, "input_tokens": inputs, "steps": result.global_step,
+            "params": sum(p.numel() for p in model.parameters()), "loss": losses[-1] if losses else None}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -120,13 +142,13 @@ def worker(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    peak = matmul_peak_gflops("bfloat16" if args.precision == "bf16" else "float32")
-    if args.worker == "drover":
-        out = run_drover(args.model_dir, args.data, args)
+    peak = matmul_per_cpu_second(args.precision)
+    if args.worker.startswith("drover"):
+        out = run_drover(args.model_dir, args.data, args, packing=args.worker == "drover-packed")
     else:
-        out = run_trl(args.model_dir, args.data, args, group_by_length=args.worker == "trl-grouped")
+        out = run_trl(args.model_dir, args.data, args, args.worker)
     out["peak_rss_mib"] = peak_rss_mib()
-    out["matmul_gflops"] = (peak + matmul_peak_gflops("bfloat16" if args.precision == "bf16" else "float32")) / 2
+    out["matmul_gflops"] = (peak + matmul_per_cpu_second(args.precision)) / 2
     print("RESULT " + json.dumps(out))
 
 
@@ -134,7 +156,7 @@ def worker_command(name: str, model_dir: Path, data: Path, args: argparse.Namesp
     """One trainer in a fresh process (its own peak memory, no shared caches)."""
     return [sys.executable, __file__, "--worker", name, "--model-dir", str(model_dir), "--data", str(data),
             "--examples", str(args.examples), "--max-length", str(args.max_length), "--batch", str(args.batch),
-            "--threads", str(args.threads), "--precision", args.precision] + (["--packing"] if args.packing else [])
+            "--threads", str(args.threads), "--precision", args.precision]
 
 
 def main() -> None:
@@ -144,12 +166,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=384)
     parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--packing", action="store_true", help="drover with packed micro-batches")
     parser.add_argument("--precision", choices=["auto", "no", "bf16"], default="auto",
                         help="both trainers: bf16 autocast or fp32 (auto: bf16 where the CPU computes it natively)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per trainer (alternating); the best is kept")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per trainer (0: torch's default)")
-    parser.add_argument("--trainers", default="drover,trl,trl-grouped")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per trainer (1: CPU time then measures work, not spinning; 0: torch's default)")
+    parser.add_argument("--trainers", default=",".join(TRAINERS))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -173,19 +195,31 @@ def main() -> None:
           f"{next(iter(rows.values()))['params'] / 1e6:.1f}M params; {args.examples} Code Alpaca conversations, "
           f"max length {args.max_length}, batch {args.batch}, precision {args.precision}, "
           f"torch threads {args.threads or 'default'} of {os.cpu_count()} CPUs\n")
-    print("| trainer | target tok/s | input tok/s | peak RSS MiB | matmul GFLOP/s | MFU | time s | steps |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| trainer | target tok per CPU-s | target tok/s (wall) | MFU (per CPU-s) | matmul GFLOP per CPU-s "
+          "| peak RSS MiB | CPU s | steps | final loss | attention |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for name, r in rows.items():
-        tps, ips = r["target_tokens"] / r["seconds"], r["input_tokens"] / r["seconds"]
-        mfu = 6 * r["params"] * ips / (r["matmul_gflops"] * 1e9)
-        print(f"| {name} | {tps:,.0f} | {ips:,.0f} | {r['peak_rss_mib']:,.0f} | {r['matmul_gflops']:.0f} | {mfu:.1%} "
-              f"| {r['seconds']:.1f} "
-              f"| {r['steps']} |")
-    if "drover" in rows:
-        base = rows["drover"]["target_tokens"] / rows["drover"]["seconds"]
-        for name, r in rows.items():
-            if name != "drover":
-                print(f"\ndrover / {name} target-token throughput: {base / (r['target_tokens'] / r['seconds']):.2f}x")
+        per_cpu = r["target_tokens"] / r["cpu_seconds"]
+        mfu = 6 * r["params"] * r["input_tokens"] / r["cpu_seconds"] / (r["matmul_gflops"] * 1e9)
+        loss = f"{r['loss']:.4f}" if r.get("loss") is not None else "-"
+        print(f"| {name} | {per_cpu:,.0f} | {r['target_tokens'] / r['seconds']:,.0f} | {mfu:.1%} "
+              f"| {r['matmul_gflops']:.0f} | {r['peak_rss_mib']:,.0f} | {r['cpu_seconds']:.1f} | {r['steps']} "
+              f"| {loss} | {r.get('attention', '-')} |")
+    ours = {n: r for n, r in rows.items() if n.startswith("drover")}
+    theirs = {n: r for n, r in rows.items() if not n.startswith("drover")}
+    if ours and theirs:
+        def rate(r: dict) -> float:
+            return r["target_tokens"] / r["cpu_seconds"]
+
+        def mfu(r: dict) -> float:
+            return r["input_tokens"] / r["cpu_seconds"] / r["matmul_gflops"]
+
+        best_ours = max(ours, key=lambda n: rate(ours[n]))
+        best_theirs = max(theirs, key=lambda n: rate(theirs[n]))
+        print(f"\nbest drover ({best_ours}) / best TRL ({best_theirs}): "
+              f"{rate(ours[best_ours]) / rate(theirs[best_theirs]):.2f}x target tokens per CPU-second, "
+              f"{mfu(ours[best_ours]) / mfu(theirs[best_theirs]):.2f}x MFU")
+    print(f"load average during the run (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

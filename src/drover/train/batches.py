@@ -75,11 +75,12 @@ class MicroBatch:
     scores: torch.Tensor              # (N,)
     example_index: list[int]          # positions of the records in the training set
     num_targets: int
+    num_tokens: int = 0               # real (not padding) tokens, what MFU counts
 
     def to(self, device: torch.device) -> "MicroBatch":
         inputs = {k: None if v is None else v.to(device) for k, v in self.inputs.items()}
         return MicroBatch(inputs, self.index.to(device), self.group.to(device), self.rank.to(device),
-                          self.scores.to(device), self.example_index, self.num_targets)
+                          self.scores.to(device), self.example_index, self.num_targets, self.num_tokens)
 
     def model_args(self) -> dict[str, Any]:
         return {**self.inputs, "src": self.index.src, "ids": self.index.ids, "last": self.index.last}
@@ -103,7 +104,7 @@ class Collate:
         rank = torch.tensor([r for e in examples for r in e.rank], dtype=torch.long)
         scores = torch.tensor([s for e in examples for s in e.scores], dtype=torch.float32)
         return MicroBatch(inputs, index, group, rank, scores, [e.index for e in examples],
-                          int(index.lengths.sum()))
+                          int(index.lengths.sum()), int((out["seq_index"] >= 0).sum()))
 
 
 def sequence_batch(mb: MicroBatch, values: torch.Tensor | None, scalar_head: bool,

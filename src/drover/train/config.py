@@ -85,6 +85,10 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware computes it
     logprob_chunk: int = 2048             # target rows per chunk of the memory-aware log-softmax
+    # compute (drover.train.attention, drover.train.flops): same loss and gradients, less time
+    attention: str = "auto"               # auto: packed -> fastest measured kernel here; padded -> sdpa
+    compile: bool = False                 # torch.compile the backbone (pays off only for long runs of fixed shapes)
+    fused_adamw: bool = True              # torch's fused AdamW kernel where the device has one
     lora: LoraConfig = field(default_factory=LoraConfig)
     # run directory, checkpoints, logging
     run_dir: str = "runs/sft"
@@ -112,6 +116,13 @@ class TrainConfig:
             raise ConfigError(f"config: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"config: eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        from drover.train.attention import ATTENTION_CHOICES, PACKED_ONLY
+
+        if self.attention not in ATTENTION_CHOICES:
+            raise ConfigError(f"config: attention must be one of {', '.join(ATTENTION_CHOICES)}, got {self.attention!r}")
+        if self.attention in PACKED_ONLY and not self.packing:
+            raise ConfigError(f"config: attention: {self.attention} attends within packed examples; "
+                              "it needs packing: true")
         if self.lr <= 0:
             raise ConfigError(f"config: lr must be > 0, got {self.lr}")
         for entry in self.mixture.values():

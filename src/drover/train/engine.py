@@ -16,6 +16,11 @@ processes: 1 micro-batch of 8 and 8 of 1 give the same gradient. The objective i
 pure function (`drover.train.objective`); nothing here depends on which one it is.
 Device and dtype come from accelerate: the same code runs on one CPU process, DDP,
 DeepSpeed ZeRO-2/3 and FSDP (`recipes/accelerate/*.yaml`).
+
+Compute choices change speed, never the result (tests/test_train_compute.py): packed
+micro-batches use the attention kernel measured fastest here (drover.train.attention),
+AdamW is torch's fused kernel where the device has one, `compile` compiles the backbone,
+and the result carries MFU against the matmul rate this process measured (drover.train.flops).
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ import torch
 from drover.config import from_dict
 from drover.errors import ConfigError
 from drover.runs import RunDir
-from drover.train import checkpoint, reference
+from drover.train import attention, checkpoint, reference
 from drover.train.batches import Collate, MicroBatch, epoch_plan, sequence_batch, step_micro_batches, steps_per_epoch
 from drover.train.data import Example, examples_hash
-from drover.train.model import build_model
+from drover.train.flops import matmul_gflops
+from drover.train.model import build_model, hf_model
 from drover.train.objective import ObjectiveSpec
 
 
@@ -48,10 +54,22 @@ class TrainResult:
     seconds: float
     loss: float                  # last step's loss
     metrics: dict[str, float] = field(default_factory=dict)  # last evaluation's, if any
+    input_tokens: int = 0        # tokens run through the model (no padding), all processes
+    params: int = 0              # model parameters (MFU counts 6 FLOPs per parameter per token)
+    matmul_gflops: float = 0.0   # this process's measured matmul rate in the compute dtype, per process
+    attention: str = ""          # the attention kernel trained with
+    processes: int = 1
 
     @property
     def tokens_per_s(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def mfu(self) -> float:
+        """Model FLOPs utilisation of all processes against num_processes x the measured rate."""
+        from drover.train.flops import mfu
+
+        return mfu(self.params, self.input_tokens, self.seconds, self.matmul_gflops * max(1, self.processes))
 
 
 def lr_lambda(schedule: str, warmup: int, total: int):
@@ -130,6 +148,12 @@ def make_accelerator(config: Any, run: RunDir) -> Any:
     # Several CPU processes (torchrun, or nodes without GPUs): accelerate only forms a gloo
     # process group when told the run is on CPU.
     cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    from accelerate.state import AcceleratorState
+
+    # One process may train several times (expert iteration, tests): accelerate keeps the first
+    # run's precision in a process-wide singleton and refuses another; start each run from its
+    # own settings (the partial state, which holds the process group, is kept).
+    AcceleratorState._reset_state()
     accelerator = Accelerator(cpu=cpu, mixed_precision=resolve_precision(config.mixed_precision),
                               gradient_accumulation_steps=config.grad_accum, log_with=trackers or None,
                               project_dir=str(run.root))
@@ -162,9 +186,11 @@ def cpu_offloaded_optimizer(ds: dict[str, Any] | None) -> bool:
     return device not in (None, "none")
 
 
-def make_optimizer(model: torch.nn.Module, config: Any, cpu_offload: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, config: Any, cpu_offload: bool = False,
+                   device: Any = "cpu") -> torch.optim.Optimizer:
     """AdamW; weight decay (0 by default, as Tülu) never applies to biases and norms.
-    Under ZeRO-Offload the same AdamW as DeepSpeed's CPU implementation."""
+    Under ZeRO-Offload the same AdamW as DeepSpeed's CPU implementation; elsewhere torch's
+    fused kernel where `device` has one (`fused_adamw`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
@@ -174,7 +200,17 @@ def make_optimizer(model: torch.nn.Module, config: Any, cpu_offload: bool = Fals
 
         return DeepSpeedCPUAdam(groups, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps,
                                 adamw_mode=True)
-    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps)
+    fused = getattr(config, "fused_adamw", False) and fused_adamw_supported(device)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps,
+                             **({"fused": True} if fused else {}))
+
+
+def fused_adamw_supported(device: Any) -> bool:
+    """Whether torch has a fused (one kernel for all parameters) AdamW for `device`: CUDA,
+    CPU (torch >= 2.4), MPS, XPU. Same update as the per-parameter loop (tests check)."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    return torch.device(device).type in _get_fused_kernels_supported_devices()
 
 
 class Engine:
@@ -194,19 +230,52 @@ class Engine:
         if check_plan is not None:  # a resume refused here has written nothing yet
             check_plan(self.total_steps, self.warmup_steps)
         self.ref = self.eval_ref = None
+        device = self.accelerator.device
+        fixed = config.attention if config.attention != "auto" else attention.default(device, config.packing)
         if spec.needs_reference:  # once, before the policy is loaded; then the reference is freed
             cache = run.root / "reference"
-            self.ref = reference.reference_logps(examples, config, self.collate, self.accelerator, cache)
+            self.ref = reference.reference_logps(examples, config, self.collate, self.accelerator, cache, fixed)
             if eval_examples:
-                self.eval_ref = reference.reference_logps(eval_examples, config, self.collate, self.accelerator, cache)
-        model = build_model(config, spec.scalar_head, tokenizer.pad_token_id)
+                self.eval_ref = reference.reference_logps(eval_examples, config, self.collate, self.accelerator,
+                                                          cache, fixed)
+        model = build_model(config, spec.scalar_head, tokenizer.pad_token_id, fixed)
+        if config.compile:
+            hf_model(model.model).base_model.compile(dynamic=True)
         plugin = self.accelerator.state.deepspeed_plugin
         self.deepspeed = plugin is not None
-        self.optimizer = make_optimizer(model, config, cpu_offloaded_optimizer(plugin and plugin.deepspeed_config))
+        self.optimizer = make_optimizer(model, config, cpu_offloaded_optimizer(plugin and plugin.deepspeed_config),
+                                        device)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(config.schedule, self.warmup_steps, self.total_steps))
+        self.num_params = sum(p.numel() for p in model.parameters())  # before FSDP/ZeRO-3 shard them
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         self.accelerator.register_for_checkpointing(self.scheduler)
+        self.attention, self.attention_times = fixed, {}
+        if config.attention == "auto" and config.packing and not self.deepspeed and examples:
+            self.attention, self.attention_times = self._pick_attention(attention.available(device))
+
+    # -- compute choices -------------------------------------------------------------
+    @torch.no_grad()
+    def _pick_attention(self, candidates: list[str]) -> tuple[str, dict[str, float]]:
+        """Time a forward pass of the first micro-batch with each packed-attention kernel and keep
+        the fastest (drover.train.attention). Forward only: it costs about one training step, and
+        the backward of attention scales as its forward does."""
+        plan = epoch_plan(self.examples, self.config, 0)
+        mb = self.collate([self.examples[i] for i in plan[0]]).to(self.accelerator.device)
+        backbone = hf_model(self.accelerator.unwrap_model(self.model).model)
+
+        def trial(name: str) -> tuple[float, float]:
+            backbone.set_attn_implementation(name)
+            start = time.perf_counter()
+            loss = float(self._objective(mb, self.ref).loss_sum)  # float() waits for the device
+            return time.perf_counter() - start, loss
+
+        def agree(times: dict[str, float]) -> dict[str, float]:
+            return self._reduce(times)
+
+        name, times = attention.pick(candidates, trial, agree)
+        backbone.set_attn_implementation(name)
+        return name, times
 
     # -- one micro-batch -------------------------------------------------------------
     def _ref(self, mb: MicroBatch, refs: list[torch.Tensor] | None) -> torch.Tensor | None:
@@ -237,7 +306,7 @@ class Engine:
         units = self._reduce({"units": sum(self._units(mb, self.ref) for mb in mbs)})["units"]
         # accelerate (and DeepSpeed) divide by grad_accum, DDP-style backends average over processes
         scale = acc.gradient_accumulation_steps * acc.num_processes / units if units > 0 else 0.0
-        sums: dict[str, float] = {"loss": 0.0, "tokens": 0.0}
+        sums: dict[str, float] = {"loss": 0.0, "tokens": 0.0, "input_tokens": 0.0}
         for i, mb in enumerate(mbs):
             last = i == len(mbs) - 1
             acc.sync_gradients = last
@@ -252,6 +321,7 @@ class Engine:
                 acc.backward(out.loss_sum * scale)
             sums["loss"] += float(out.loss_sum.detach())
             sums["tokens"] += mb.num_targets
+            sums["input_tokens"] += mb.num_tokens
             for key, value in out.metrics.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
         return {**self._reduce(sums), "units": units}
@@ -270,8 +340,9 @@ class Engine:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         units = sums["units"]
-        stats = {k: v / units if units else 0.0 for k, v in sums.items() if k not in ("tokens", "units")}
-        stats.update(tokens=sums["tokens"], units=units, lr=lr)
+        stats = {k: v / units if units else 0.0 for k, v in sums.items()
+                 if k not in ("tokens", "input_tokens", "units")}
+        stats.update(tokens=sums["tokens"], input_tokens=sums["input_tokens"], units=units, lr=lr)
         if grad_norm is not None:
             stats["grad_norm"] = float(grad_norm)
         return stats
@@ -331,7 +402,9 @@ class Engine:
         state.total_steps, state.warmup_steps = self.total_steps, self.warmup_steps
         bar = tqdm(total=self.total_steps, initial=state.step, desc=f"{self.spec.name}",
                    disable=not (config.progress and acc.is_main_process), dynamic_ncols=True)
+        gflops = self._matmul_gflops()
         start, tokens_at_start, stats, metrics = time.perf_counter(), state.tokens, {}, {}
+        input_tokens = 0
         plan_epoch, plan = -1, []
         while state.step < self.total_steps:
             if plan_epoch != state.epoch:
@@ -343,6 +416,7 @@ class Engine:
             state.step += 1
             state.epoch_step += 1
             state.tokens += int(stats["tokens"])
+            input_tokens += int(stats["input_tokens"])
             if state.epoch_step >= self.steps_per_epoch:
                 state.epoch, state.epoch_step = state.epoch + 1, 0
             elapsed = time.perf_counter() - start
@@ -359,7 +433,7 @@ class Engine:
             if config.stop_after_steps and state.step >= config.stop_after_steps and state.step < self.total_steps:
                 bar.close()
                 return TrainResult(None, state.step, state.tokens - tokens_at_start, time.perf_counter() - start,
-                                   stats.get("loss", math.nan))
+                                   stats.get("loss", math.nan), **self._compute_summary(input_tokens, gflops))
         bar.close()
         if self.eval_examples:
             metrics = self.evaluate()
@@ -369,7 +443,17 @@ class Engine:
         model_dir = checkpoint.save_final(acc, self.model, self.tokenizer, self.run.root / "model", config.lora.merge)
         acc.end_training()
         return TrainResult(model_dir, state.step, state.tokens - tokens_at_start, seconds,
-                           stats.get("loss", math.nan), metrics)
+                           stats.get("loss", math.nan), metrics, **self._compute_summary(input_tokens, gflops))
+
+    def _matmul_gflops(self) -> float:
+        """This process's matmul rate in the compute dtype (the MFU denominator)."""
+        return matmul_gflops(self.accelerator.device, reference.compute_dtype(self.accelerator))
+
+    def _compute_summary(self, input_tokens: int, gflops_before: float) -> dict[str, Any]:
+        """TrainResult's compute fields; the matmul rate is the mean of before and after training."""
+        return {"input_tokens": input_tokens, "params": self.num_params, "attention": self.attention,
+                "matmul_gflops": (gflops_before + self._matmul_gflops()) / 2,
+                "processes": self.accelerator.num_processes}
 
     def log(self, state: checkpoint.TrainState, stats: dict[str, float], event: str = "train") -> None:
         if self.accelerator.is_main_process:

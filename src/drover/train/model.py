@@ -40,11 +40,22 @@ class SequenceModel(nn.Module):
         # FSDP's transformer-based auto-wrap reads the layer classes from the prepared module
         self._no_split_modules = getattr(hf_model(model), "_no_split_modules", None)
 
+    def _segments(self, position_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, Any]:
+        """flash-attn-style boundaries of the packed examples for the varlen kernels (none when padded)."""
+        from drover.train.attention import PACKED_ONLY, segments
+
+        impl = getattr(hf_model(self.model).config, "_attn_implementation", None)
+        if attention_mask is not None or impl not in (*PACKED_ONLY, "flash_attention_2"):
+            return {}
+        cu = segments(position_ids)
+        longest = int((cu[1:] - cu[:-1]).max())
+        return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
                 src: torch.Tensor, ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         base = hf_model(self.model)
         out = base.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                              use_cache=False)
+                              use_cache=False, **self._segments(position_ids, attention_mask))
         hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])  # (B*L, H)
         if self.scalar_head:
             return base.score(hidden[last]).squeeze(-1).float()                       # (N,)
@@ -52,14 +63,18 @@ class SequenceModel(nn.Module):
 
 
 def load_backbone(path: str, scalar_head: bool, pad_token_id: int | None, *, allow_download: bool = False,
-                  qlora: bool = False, dtype: torch.dtype = torch.float32) -> nn.Module:
+                  qlora: bool = False, dtype: torch.dtype = torch.float32, attention: str = "sdpa") -> nn.Module:
     """Load trainable float32 weights (autocast provides bf16 compute) from a local path
-    (frozen models, like the reference, can load in the compute dtype instead)."""
+    (frozen models, like the reference, can load in the compute dtype instead).
+    `attention`: a transformers attn_implementation or drover's "varlen" (drover.train.attention)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from drover.models import _not_found
+    from drover.train import attention as attention_kernels
 
-    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": not allow_download}
+    attention_kernels.register()
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": not allow_download,
+                              "attn_implementation": attention}
     if qlora:
         try:
             from transformers import BitsAndBytesConfig
@@ -115,10 +130,10 @@ def apply_lora(model: nn.Module, lora: Any, scalar_head: bool) -> nn.Module:
     return get_peft_model(model, config)
 
 
-def build_model(config: Any, scalar_head: bool, pad_token_id: int | None) -> SequenceModel:
+def build_model(config: Any, scalar_head: bool, pad_token_id: int | None, attention: str = "sdpa") -> SequenceModel:
     """The policy (or reward model) ready for `accelerator.prepare`."""
     model = load_backbone(config.model, scalar_head, pad_token_id, allow_download=config.allow_download,
-                          qlora=config.lora.qlora)
+                          qlora=config.lora.qlora, attention=attention)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if config.lora.enabled or config.lora.qlora:

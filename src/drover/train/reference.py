@@ -43,7 +43,8 @@ def compute_dtype(accelerator: Any) -> torch.dtype:
 
 
 @torch.no_grad()
-def compute(examples: list[Example], config: Any, collate: Collate, accelerator: Any) -> list[torch.Tensor]:
+def compute(examples: list[Example], config: Any, collate: Collate, accelerator: Any,
+            attention: str = "sdpa") -> list[torch.Tensor]:
     """Per-example tensors of per-sequence reference log-prob sums (CPU, float32).
 
     Each process scores its share (`examples[rank::world]`) with a whole, unsharded copy of
@@ -57,7 +58,7 @@ def compute(examples: list[Example], config: Any, collate: Collate, accelerator:
     rank, world = accelerator.process_index, accelerator.num_processes
     with unpartitioned_loading(accelerator):
         model = load_backbone(config.reference_path, False, None, allow_download=config.allow_download,
-                              dtype=compute_dtype(accelerator))
+                              dtype=compute_dtype(accelerator), attention=attention)
     scorer = SequenceModel(model, chunk=config.logprob_chunk).to(accelerator.device).eval()
     mine = list(range(rank, len(examples), world))
     out: list[tuple[int, torch.Tensor]] = []
@@ -83,7 +84,7 @@ def compute(examples: list[Example], config: Any, collate: Collate, accelerator:
 
 
 def reference_logps(examples: list[Example], config: Any, collate: Collate, accelerator: Any,
-                    cache_dir: Path) -> list[torch.Tensor]:
+                    cache_dir: Path, attention: str = "sdpa") -> list[torch.Tensor]:
     """Cached reference log-probs for `examples` (computed by all processes, written by the main one).
 
     The main process decides whether the cache file is there and, if so, reads it and sends
@@ -100,7 +101,7 @@ def reference_logps(examples: list[Example], config: Any, collate: Collate, acce
         if found:
             loaded = torch.load(path, weights_only=True) if accelerator.is_main_process else None
             return broadcast_object_list([loaded])[0]
-    values = compute(examples, config, collate, accelerator)  # every process, or none: it gathers
+    values = compute(examples, config, collate, accelerator, attention)  # every process, or none: it gathers
     if accelerator.is_main_process:
         with atomic_open(path, "wb") as handle:
             torch.save(values, handle)

@@ -104,7 +104,8 @@ def run_training(config: Any, echo: bool = True) -> Path:
     result = engine.train(resume_from)
     summary = {"objective": spec.name, "steps": result.steps, "tokens": result.tokens,
                "seconds": round(result.seconds, 2), "tokens_per_s": round(result.tokens_per_s, 1),
-               "loss": result.loss, "data": report.summary(), "model": str(result.model_dir or ""),
+               "loss": result.loss, "mfu": round(result.mfu, 4), "matmul_gflops": round(result.matmul_gflops, 1),
+               "attention": result.attention, "data": report.summary(), "model": str(result.model_dir or ""),
                **result.metrics}
     if engine.accelerator.is_main_process:
         run.log("summary", wall_seconds=round(time.time() - started, 2), **summary)
@@ -123,6 +124,8 @@ def _summary_text(s: dict) -> str:
     where = s["model"] or "(stopped early: checkpoints only)"
     lines = [f"drover {s['objective']}: {s['steps']} steps, {s['tokens']:,} target tokens in {s['seconds']:.1f} s "
              f"({s['tokens_per_s']:,.0f} tokens/s), final loss {s['loss']:.4f}",
+             f"  compute: MFU {s['mfu']:.1%} of this process's measured matmul rate "
+             f"({s['matmul_gflops']:,.0f} GFLOP/s), attention {s['attention']}",
              f"  data: {s['data']}", f"  model: {where}"]
     lines += [f"  {k}: {v:.4f}" for k, v in s.items() if k.startswith("eval_")]
     return "\n".join(lines)
