@@ -1,0 +1,175 @@
+"""The local decoding engine (static KV slots, direct decode step, continuous batching):
+greedy outputs equal transformers' `generate` and the model's own forward step, seeded
+samples do not depend on batch composition, constrained rows stay valid, and rows that
+join a running batch (in `generate` and in `drover serve`'s worker) decode as if alone."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from drover.infer.generation import Decoder, GenerationItem, generate, rows_of
+from drover.llm.types import Constraint
+
+PROMPTS = ["Hello there, how are", "The", "Write a short poem about the sea and the sky, please",
+           "def add(a, b):", "Translate to French: the cheese is", "Once upon a time, in a land far away, there"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from drover.models import load_model, load_tokenizer
+
+    return load_model(tiny_model_dir), load_tokenizer(tiny_model_dir)
+
+
+def _reference(model, tok, prompt_ids, max_tokens, stop=()):
+    """transformers' greedy `generate` on the prompt alone (no padding), cut at EOS and stop strings."""
+    import torch
+
+    from drover.infer.generation import eos_ids
+
+    ids = torch.tensor([prompt_ids])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False)
+    new = out[0, ids.shape[1]:].tolist()
+    eos = eos_ids(model, tok)
+    ended = next((k for k, t in enumerate(new) if t in eos), None)
+    text = tok.decode(new[:ended] if ended is not None else new, skip_special_tokens=True)
+    cuts = [p for p in (text.find(s) for s in stop) if p >= 0]
+    return text[:min(cuts)] if cuts else text
+
+
+def _items(tok, count, **kw):
+    """`count` items of mixed prompt lengths and budgets."""
+    return [GenerationItem(prompt_ids=tok(PROMPTS[i % len(PROMPTS)])["input_ids"][: 3 + (i * 7) % 13],
+                           max_tokens=4 + (i * 5) % 17, **kw) for i in range(count)]
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_greedy_equals_transformers_generate(tiny, batch):
+    model, tok = tiny
+    items = _items(tok, 16)
+    got = dict(generate(model, tok, items, batch_size=batch))
+    for i, item in enumerate(items):
+        assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
+        assert got[i].completion_tokens <= item.max_tokens
+
+
+def test_stop_strings_and_budgets_equal_the_reference(tiny):
+    model, tok = tiny
+    items = _items(tok, 16, stop=("e", "th"))
+    got = dict(generate(model, tok, items, batch_size=16))
+    for i, item in enumerate(items):
+        assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens, item.stop)
+    assert {got[i].choices[0].finish_reason for i in got} <= {"stop", "length"}
+
+
+def test_the_direct_step_equals_the_models_own_forward(tiny, monkeypatch):
+    from drover.infer import kv_slots
+
+    model, tok = tiny
+    items = _items(tok, 12, logprobs=True, top_logprobs=2)
+    fast = dict(generate(model, tok, items, batch_size=5))
+    monkeypatch.setattr(kv_slots, "FAST_STEPS", {})
+    slow = dict(generate(model, tok, items, batch_size=5))
+    for i in fast:
+        a, b = fast[i].choices[0], slow[i].choices[0]
+        assert a.text == b.text and a.finish_reason == b.finish_reason
+        assert [x.token for x in a.logprobs] == [x.token for x in b.logprobs]
+        assert [x.logprob for x in a.logprobs] == pytest.approx([x.logprob for x in b.logprobs], abs=1e-4)
+
+
+def test_qwen2_direct_step_equals_transformers_generate(tmp_path):
+    from drover.infer import kv_slots
+    from drover.models import build_tiny, load_model, load_tokenizer
+
+    path = build_tiny(tmp_path / "qwen", arch="qwen2")
+    model, tok = load_model(path), load_tokenizer(path)
+    assert kv_slots.FAST_STEPS["qwen2"](model) is not None  # the direct step is the one under test
+    items = _items(tok, 6)
+    got = dict(generate(model, tok, items, batch_size=6))
+    for i, item in enumerate(items):
+        assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
+
+
+def test_seeded_samples_do_not_depend_on_batch_composition(tiny):
+    model, tok = tiny
+    target = GenerationItem(prompt_ids=tok(PROMPTS[2])["input_ids"], max_tokens=12, temperature=0.8, top_p=0.9,
+                            n=3, seeds=[5, 6, 7])
+    alone = dict(generate(model, tok, [target], batch_size=1))[0]
+    crowd = _items(tok, 13, temperature=1.0)
+    mixed = dict(generate(model, tok, crowd[:7] + [target] + crowd[7:], batch_size=16))[7]
+    assert [c.text for c in alone.choices] == [c.text for c in mixed.choices]
+    assert len({c.text for c in alone.choices}) > 1
+
+
+def test_constrained_rows_stay_valid_beside_free_ones(tiny):
+    import re
+
+    model, tok = tiny
+    free = _items(tok, 6)
+    choice = GenerationItem(prompt_ids=tok("Pick:")["input_ids"], max_tokens=20,
+                            constraint=Constraint(choice=["yes", "no way"]), temperature=1.0, seeds=[3])
+    regex = GenerationItem(prompt_ids=tok("Number:")["input_ids"], max_tokens=20,
+                           constraint=Constraint(regex=r"[0-9]{2,4}"))
+    got = dict(generate(model, tok, free[:3] + [choice, regex] + free[3:], batch_size=4))
+    assert got[3].choices[0].text in ("yes", "no way")
+    assert re.fullmatch(r"[0-9]{2,4}", got[4].choices[0].text)
+    alone = dict(generate(model, tok, free, batch_size=4))
+    assert [got[i].choices[0].text for i in (0, 1, 2, 5, 6, 7)] == [alone[i].choices[0].text for i in range(6)]
+
+
+def test_a_row_joining_a_running_batch_decodes_as_if_alone(tiny):
+    model, tok = tiny
+    first, late = _items(tok, 2)[0], GenerationItem(prompt_ids=tok(PROMPTS[5])["input_ids"], max_tokens=30)
+    first.max_tokens = 40
+    decoder = Decoder(model, tok, slots=4)
+    rows = rows_of(first)
+    assert decoder.admit([(rows[0], first)]) == []
+    done = []
+    for _ in range(5):
+        done += decoder.advance()
+    joining = rows_of(late)[0]
+    decoder.admit([(joining, late)])  # longer than the first prompt: the cache grows
+    while decoder.live:
+        done += decoder.advance()
+    assert decoder.stats["joined_running"] == 1 and decoder.stats["max_live"] == 2
+    assert {r.text for r in done} == {_reference(model, tok, first.prompt_ids, 40),
+                                      _reference(model, tok, late.prompt_ids, 30)}
+
+
+def test_zero_budget_rows_finish_without_decoding(tiny):
+    model, tok = tiny
+    got = dict(generate(model, tok, [GenerationItem(prompt_ids=[5, 6], max_tokens=0)] + _items(tok, 2)))
+    assert got[0].choices[0].text == "" and got[0].choices[0].finish_reason == "length"
+    assert got[0].completion_tokens == 0 and got[1].choices[0].text
+
+
+def test_serve_worker_lets_requests_join_a_running_batch(tiny):
+    """A request that arrives while another is decoding joins its batch (the worker's stats
+    say so) and gets exactly what it gets alone."""
+    from drover.infer.model_worker import ModelWorker
+
+    model, tok = tiny
+    long = GenerationItem(prompt_ids=tok(PROMPTS[0])["input_ids"], max_tokens=200)
+    late = [GenerationItem(prompt_ids=tok(p)["input_ids"], max_tokens=12) for p in PROMPTS[1:4]]
+    steps_seen = []
+
+    async def run():
+        worker = ModelWorker(model, tok, max_batch_size=8, batch_wait=0.0)
+        worker.start()
+        try:
+            first = asyncio.ensure_future(worker.submit("generate", long, 1))
+            while not worker.stats.get("steps"):
+                await asyncio.sleep(0.001)
+            steps_seen.append(worker.stats["steps"])
+            others = await asyncio.gather(*(worker.submit("generate", it, 1) for it in late))
+            return await first, others, worker.stats
+        finally:
+            await worker.stop()
+
+    first, others, stats = asyncio.run(asyncio.wait_for(run(), 120))
+    assert stats["joined_running"] >= len(late) and stats["max_live"] >= 2
+    assert first.choices[0].text == _reference(model, tok, long.prompt_ids, 200)
+    for item, result in zip(late, others):
+        assert result.choices[0].text == _reference(model, tok, item.prompt_ids, 12)
