@@ -127,6 +127,27 @@ def generic_step(model: Any) -> Step:
     return step
 
 
+# On CPU, one row times a row-major (out, in) weight goes through a GEMV that is ~1.6x slower
+# than a GEMM on the same weight stored (in, out) (measured here: 36 linears of a 17M Llama,
+# 5.3 vs 3.2 ms per step at batch 1; equal from 4 rows up). The decode step keeps such a copy
+# for models up to this size (it costs their weights' memory once more).
+TRANSPOSED_MAX_BYTES = 1 << 30
+
+
+def _transposed(model: Any, modules: list[Any]) -> dict[int, Any]:
+    """id(linear) -> its weight as a contiguous (in, out) tensor, for CPU models up to
+    TRANSPOSED_MAX_BYTES; cached on the model, rebuilt when a weight changed (training)."""
+    weights = [m.weight for m in modules]
+    if weights[0].device.type != "cpu" or sum(w.numel() * w.element_size() for w in weights) > TRANSPOSED_MAX_BYTES:
+        return {}
+    stamp = tuple((w.data_ptr(), w._version) for w in weights)
+    cached = getattr(model, "_drover_transposed", None)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, {id(m): m.weight.detach().t().contiguous() for m in modules})
+        model._drover_transposed = cached
+    return cached[1]
+
+
 def _llama_like(model: Any) -> Step | None:
     """The decoder-layer arithmetic of HF's Llama (and Qwen2: biases in q/k/v), module by module."""
     import torch
@@ -146,6 +167,22 @@ def _llama_like(model: Any) -> Step | None:
     rotary = sys.modules[type(attn0).__module__].apply_rotary_pos_emb
     embed, norm, head, rope = base.embed_tokens, base.norm, model.lm_head, base.rotary_emb
     gqa = attn0.num_key_value_groups > 1
+    linears = [head] + [m for layer in layers for m in (layer.self_attn.q_proj, layer.self_attn.k_proj,
+                                                         layer.self_attn.v_proj, layer.self_attn.o_proj,
+                                                         layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)]
+    if not all(isinstance(m, torch.nn.Linear) for m in linears) or not hasattr(layers[0].mlp, "act_fn"):
+        return None
+    packed = _transposed(model, linears)
+
+    def linear(module: Any, x: Any) -> Any:
+        wt = packed.get(id(module))
+        if wt is None:
+            return module(x)
+        y = x @ wt
+        return y if module.bias is None else y + module.bias
+
+    def mlp(block: Any, x: Any) -> Any:  # LlamaMLP / Qwen2MLP: down(act(gate(x)) * up(x))
+        return linear(block.down_proj, block.act_fn(linear(block.gate_proj, x)) * linear(block.up_proj, x))
 
     def step(cache: SlotCache, tokens: Any, positions: Any) -> Any:
         n = cache.n
@@ -156,16 +193,16 @@ def _llama_like(model: Any) -> Step | None:
         for i, layer in enumerate(layers):
             attn = layer.self_attn
             x = layer.input_layernorm(hidden)
-            q = attn.q_proj(x).view(n, 1, -1, attn.head_dim).transpose(1, 2)  # (n, heads, 1, head_dim)
-            k = attn.k_proj(x).view(n, 1, -1, attn.head_dim).transpose(1, 2)
-            v = attn.v_proj(x).view(n, 1, -1, attn.head_dim).transpose(1, 2)
+            q = linear(attn.q_proj, x).view(n, 1, -1, attn.head_dim).transpose(1, 2)  # (n, heads, 1, head_dim)
+            k = linear(attn.k_proj, x).view(n, 1, -1, attn.head_dim).transpose(1, 2)
+            v = linear(attn.v_proj, x).view(n, 1, -1, attn.head_dim).transpose(1, 2)
             q, k = rotary(q, k, cos, sin)
             keys, values = cache.write(i, k, v, rows, positions)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
                                                  enable_gqa=gqa)
-            hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(n, 1, -1))
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return head(norm(hidden))[:, -1, :].float()
+            hidden = hidden + linear(attn.o_proj, out.transpose(1, 2).reshape(n, 1, -1))
+            hidden = hidden + mlp(layer.mlp, layer.post_attention_layernorm(hidden))
+        return linear(head, norm(hidden))[:, -1, :].float()
 
     return step
 
