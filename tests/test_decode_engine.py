@@ -173,3 +173,15 @@ def test_serve_worker_lets_requests_join_a_running_batch(tiny):
     assert first.choices[0].text == _reference(model, tok, long.prompt_ids, 200)
     for item, result in zip(late, others):
         assert result.choices[0].text == _reference(model, tok, item.prompt_ids, 12)
+
+
+def test_a_stop_string_spanning_several_tokens_cuts_where_the_full_text_would(tiny):
+    """Stop strings are looked for in the newest tokens only; one taken from the middle of
+    the greedy text (several tokens long) still cuts exactly at its first occurrence."""
+    model, tok = tiny
+    ids = tok(PROMPTS[2])["input_ids"]
+    full = _reference(model, tok, ids, 40)
+    stop = full[len(full) // 2:len(full) // 2 + 7]
+    assert len(tok(stop, add_special_tokens=False)["input_ids"]) >= 2
+    got = dict(generate(model, tok, [GenerationItem(prompt_ids=ids, max_tokens=40, stop=("zzzz", stop))]))[0]
+    assert got.choices[0].text == full[:full.find(stop)] and got.choices[0].finish_reason == "stop"

@@ -9,8 +9,14 @@ needs three things `generate` does not give together:
 * per-row decoding parameters (temperature, top_p, max_tokens, stop strings) in one batch;
 * per-token log-probs and top alternatives in the OpenAI shape.
 
-Prompts are left-padded (so every row's next token is at the last position) and rows
-are sorted by prompt length before batching, so little compute goes to padding.
+The loop is a `Decoder`: a running batch of rows over a static KV cache
+(`drover.infer.kv_slots`: preallocated, one slot per row, a direct decode step for
+Llama-family models and the model's own forward for the rest). Prompts are prefilled by the
+model's own forward (left-padded when several join at once); rows join between steps
+and leave as soon as they finish, so `generate` admits rows longest prompt first and refills
+a slot the moment it frees, and `drover serve` lets requests join a running batch. Per step
+there is one device sync (the drawn tokens), log-probs only for rows that ask for them, and
+stop strings are looked for in the newest text only.
 Log-probs are those of the model's own distribution (temperature 1, no top_p, no
 constraint mask), as in OpenAI's and vLLM's APIs. A row with a `Constraint` draws only
 tokens its grammar allows (`drover.infer.constrained`); rows without one are untouched.
@@ -370,7 +376,16 @@ def _token_logprob(tokenizer: Any, logp: Any, token: int, top_k: int) -> TokenLo
 
 
 def _hit_stop(tokenizer: Any, row: _Row, stop: tuple[str, ...]) -> bool:
-    """Truncate the row at the first stop string, if one has appeared; True if so."""
+    """Truncate the row at the first stop string, if one has appeared; True if so.
+
+    A stop string that appears now ends in the newest token and, each token being at least
+    one byte, starts within its byte length of tokens before: only that tail is decoded at
+    every step (the whole text only once one is seen)."""
+    window = max(len(s.encode()) for s in stop) + 2
+    if len(row.out) > window:
+        tail = tokenizer.decode(row.out[-window:], skip_special_tokens=True)
+        if not any(s and s in tail for s in stop):
+            return False
     text = tokenizer.decode(row.out, skip_special_tokens=True)
     cuts = [pos for pos in (text.find(s) for s in stop if s) if pos >= 0]
     if not cuts:
