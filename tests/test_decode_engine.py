@@ -185,3 +185,57 @@ def test_a_stop_string_spanning_several_tokens_cuts_where_the_full_text_would(ti
     assert len(tok(stop, add_special_tokens=False)["input_ids"]) >= 2
     got = dict(generate(model, tok, [GenerationItem(prompt_ids=ids, max_tokens=40, stop=("zzzz", stop))]))[0]
     assert got.choices[0].text == full[:full.find(stop)] and got.choices[0].finish_reason == "stop"
+
+
+def _worker_run(model, tok, body, **kw):
+    from drover.infer.model_worker import ModelWorker
+
+    async def run():
+        worker = ModelWorker(model, tok, **kw)
+        worker.start()
+        try:
+            return await body(worker)
+        finally:
+            await worker.stop()
+
+    return asyncio.run(asyncio.wait_for(run(), 120))
+
+
+def test_an_abandoned_request_leaves_the_batch(tiny):
+    model, tok = tiny
+    long = GenerationItem(prompt_ids=tok(PROMPTS[0])["input_ids"], max_tokens=1500)
+    short = GenerationItem(prompt_ids=tok(PROMPTS[1])["input_ids"], max_tokens=5)
+
+    async def body(worker):
+        task = asyncio.ensure_future(worker.submit("generate", long, 1))
+        while not worker.stats.get("steps"):
+            await asyncio.sleep(0.001)
+        task.cancel()  # the client went away
+        result = await worker.submit("generate", short, 1)
+        while worker.decoder.live:
+            await asyncio.sleep(0.001)
+        return result, worker.stats
+
+    result, stats = _worker_run(model, tok, body, max_batch_size=2, batch_wait=0.0)
+    assert result.choices[0].text == _reference(model, tok, short.prompt_ids, 5)
+    assert stats["steps"] < 1500
+
+
+def test_a_failing_step_fails_its_requests_and_the_worker_keeps_serving(tiny, monkeypatch):
+    model, tok = tiny
+    item = GenerationItem(prompt_ids=tok(PROMPTS[3])["input_ids"], max_tokens=6)
+
+    async def body(worker):
+        real = worker.decoder.step
+
+        def broken(*args):
+            worker.decoder.step = real
+            raise RuntimeError("out of memory")
+
+        worker.decoder.step = broken
+        with pytest.raises(RuntimeError, match="out of memory"):
+            await worker.submit("generate", item, 1)
+        return await worker.submit("generate", item, 1)
+
+    result = _worker_run(model, tok, body, max_batch_size=4, batch_wait=0.0)
+    assert result.choices[0].text == _reference(model, tok, item.prompt_ids, 6)
