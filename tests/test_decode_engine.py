@@ -239,3 +239,22 @@ def test_a_failing_step_fails_its_requests_and_the_worker_keeps_serving(tiny, mo
 
     result = _worker_run(model, tok, body, max_batch_size=4, batch_wait=0.0)
     assert result.choices[0].text == _reference(model, tok, item.prompt_ids, 6)
+
+
+def test_a_grammar_failing_at_admission_fails_only_its_request(tiny):
+    """Two requests admitted together: the one whose grammar cannot be built fails, the other
+    is decoded as if alone."""
+    model, tok = tiny
+    good = GenerationItem(prompt_ids=tok(PROMPTS[1])["input_ids"], max_tokens=7)
+    bad = GenerationItem(prompt_ids=tok(PROMPTS[2])["input_ids"], max_tokens=7, constraint=Constraint(regex="(unclosed"))
+
+    async def body(worker):
+        results = await asyncio.gather(worker.submit("generate", bad, 1), worker.submit("generate", good, 1),
+                                       return_exceptions=True)
+        return results
+
+    from drover.infer.constrained import ConstraintError
+
+    bad_result, good_result = _worker_run(model, tok, body, max_batch_size=4, batch_wait=0.05)
+    assert isinstance(bad_result, ConstraintError)
+    assert good_result.choices[0].text == _reference(model, tok, good.prompt_ids, 7)

@@ -202,7 +202,7 @@ class Decoder:
             return done
         need = max(len(p) + live.budget for live, p in joining)
         if self.cache is None:
-            self.cache = SlotCache(self.model, self.slots, need)
+            self.cache = SlotCache(self.model, self.slots, need, ceiling=self.limit)
         self.cache.reserve(need)
         logits = self._prefill(joining)
         self.stats["admitted"] += len(joining)

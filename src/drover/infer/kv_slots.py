@@ -39,7 +39,7 @@ Step = Callable[["SlotCache", Any, Any], Any]
 class SlotCache:
     """Preallocated keys/values for up to `slots` rows of up to `capacity` tokens each."""
 
-    def __init__(self, model: Any, slots: int, capacity: int):
+    def __init__(self, model: Any, slots: int, capacity: int, ceiling: int | None = None):
         import torch
 
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -50,6 +50,7 @@ class SlotCache:
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.slots, self.capacity = slots, 0
+        self.ceiling = ceiling  # growth doubles the capacity, but not past this (the context)
         self.keys: list[Any] = []
         self.values: list[Any] = []
         self.lengths = [0] * slots  # tokens held per slot (python ints: no device sync to read them)
@@ -62,7 +63,8 @@ class SlotCache:
         torch = self._torch
         if capacity <= self.capacity:
             return
-        capacity = max(capacity, 2 * self.capacity)
+        doubled = 2 * self.capacity if self.ceiling is None else min(2 * self.capacity, self.ceiling)
+        capacity = max(capacity, doubled)
         shape = (self.slots, self.kv_heads, capacity, self.head_dim)
         for store in (self.keys, self.values):
             for layer in range(self.layers):

@@ -27,7 +27,7 @@ from typing import Any
 from drover.infer.generation import Decoder, result_of, rows_of
 
 
-@dataclass
+@dataclass(eq=False)
 class _Job:
     kind: str  # "generate" | "echo"
     payload: Any
@@ -88,9 +88,13 @@ class ModelWorker:
                     waiting += [(row, job) for row in self._rows(job)]
             try:
                 self._drop_abandoned(owner)
+                waiting = [(row, job) for row, job in waiting if not job.future.done()]
                 if waiting and self.decoder.free:
                     take, waiting = waiting[:self.decoder.free], waiting[self.decoder.free:]
-                    self._admit(take, owner)
+                    try:
+                        self._admit(take, owner)
+                    except Exception as exc:  # one job's own trouble: it alone fails
+                        self._resolve(take[0][1], exc)
                 for row in self.decoder.advance():
                     self._finished(row, owner.pop(id(row)))
             except Exception as exc:  # a bug or out-of-memory: fail the live requests, keep serving
@@ -134,9 +138,14 @@ class ModelWorker:
         assert self.decoder is not None
         try:
             done = self.decoder.admit([(row, job.payload) for row, job in take])
-        except Exception as exc:  # e.g. a grammar the engine rejects: fail these requests only
-            for _, job in take:
-                self._resolve(job, exc)
+        except Exception:  # e.g. a grammar the engine rejects: admit job by job, fail only the culprit
+            if len({id(job) for _, job in take}) == 1:
+                raise
+            for job in dict.fromkeys(job for _, job in take):
+                try:
+                    self._admit([(row, j) for row, j in take if j is job], owner)
+                except Exception as exc:
+                    self._resolve(job, exc)
             return
         for row, job in take:
             owner[id(row)] = job
