@@ -149,9 +149,12 @@ def decode_check(model_dir: str | None = None, device: str = "cuda", new_tokens:
             n = count if batch == 16 else max(4, count // 8)
             rows[f"{engine}_b{batch}"] = measure_decode(model, tok, engine, batch, new_tokens, n)
     ratios = {f"b{b}": rows[f"drover_b{b}"]["tok_s"] / rows[f"hf_b{b}"]["tok_s"] for b in (1, 16)}
+    alone = rows["hf_b1"]["texts"]
+    identical = {f"b{b}": rows[f"drover_b{b}"]["texts"][:len(alone)] == alone for b in (1, 16)}
     for row in rows.values():
         row.pop("texts")
-    return {"device": device, "rows": rows, "ratio_vs_hf_generate": ratios}
+    return {"device": device, "rows": rows, "ratio_vs_hf_generate": ratios,
+            "greedy_identical_to_hf_alone": identical}
 
 
 def worker(args: argparse.Namespace) -> None:
