@@ -218,6 +218,8 @@ class Decoder:
         go to slots [n, n + len(joining)). Returns their last-position logits."""
         import torch
 
+        from drover.infer.kv_slots import returned_cache
+
         width = max(len(p) for _, p in joining)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((len(joining), width), pad, dtype=torch.long)
@@ -229,7 +231,7 @@ class Decoder:
         with torch.inference_mode():
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-            past = out.past_key_values
+            past = returned_cache(out)
             for b, (_, p) in enumerate(joining):
                 self.cache.fill(self.cache.n, [(layer.keys[b, :, width - len(p):], layer.values[b, :, width - len(p):])
                                                for layer in past.layers])

@@ -108,9 +108,24 @@ class SlotCache:
         return (columns[None, :] <= positions[:, None])[:, None, None, :]
 
 
+def cache_kwarg(model: Any) -> str:
+    """The forward's name for the KV cache: `cache` from transformers 5.2x, `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def returned_cache(out: Any) -> Any:
+    """The KV cache a forward returned (`cache` or, in older transformers, `past_key_values`)."""
+    found = getattr(out, "cache", None)
+    return found if found is not None else out.past_key_values
+
+
 def generic_step(model: Any) -> Step:
     """One decoding step through the model's own forward: any causal LM using HF's Cache API."""
     from transformers import DynamicCache
+
+    name = cache_kwarg(model)
 
     def step(cache: SlotCache, tokens: Any, positions: Any) -> Any:
         n, width = cache.n, max(cache.lengths[:cache.n])
@@ -119,7 +134,7 @@ def generic_step(model: Any) -> Step:
         columns = cache._torch.arange(width + 1, device=cache.device)
         mask = (columns[None, :] < positions[:, None]) | (columns[None, :] == width)  # own keys + the new one (last)
         out = model(input_ids=tokens[:, None], attention_mask=mask[:, None, None, :], position_ids=positions[:, None],
-                    past_key_values=past, use_cache=True)
+                    use_cache=True, **{name: past})
         rows = cache._torch.arange(n, device=cache.device)
         for i, layer in enumerate(past.layers):
             cache.keys[i][rows, :, positions] = layer.keys[:, :, -1]
