@@ -258,3 +258,23 @@ def test_a_grammar_failing_at_admission_fails_only_its_request(tiny):
     bad_result, good_result = _worker_run(model, tok, body, max_batch_size=4, batch_wait=0.05)
     assert isinstance(bad_result, ConstraintError)
     assert good_result.choices[0].text == _reference(model, tok, good.prompt_ids, 7)
+
+
+def test_weights_changed_in_place_are_decoded_with_not_a_stale_copy(tiny_model_dir, tiny):
+    """The CPU step's (in, out) weight copies follow training: after an in-place update the
+    engine decodes what transformers' `generate` decodes with the new weights."""
+    import torch
+
+    from drover.models import load_model
+
+    _, tok = tiny
+    model = load_model(tiny_model_dir)  # its own copy: this test changes the weights
+    items = _items(tok, 4)
+    before = dict(generate(model, tok, items, batch_size=4))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    after = dict(generate(model, tok, items, batch_size=4))
+    for i, item in enumerate(items):
+        assert after[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
+    assert any(after[i].choices[0].text != before[i].choices[0].text for i in range(4))
