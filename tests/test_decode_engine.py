@@ -278,3 +278,30 @@ def test_weights_changed_in_place_are_decoded_with_not_a_stale_copy(tiny_model_d
     for i, item in enumerate(items):
         assert after[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
     assert any(after[i].choices[0].text != before[i].choices[0].text for i in range(4))
+
+
+@pytest.mark.parametrize("arch", ["mistral", "qwen2"])
+def test_a_sliding_window_model_decodes_like_transformers_past_its_window(tiny, arch):
+    """Models without a direct step go through their own forward: Mistral with an 8-token
+    sliding window, and Qwen2 with one full and one sliding layer (a mask per layer type);
+    outputs longer than the window equal transformers' `generate`."""
+    import torch
+    from transformers import AutoModelForCausalLM, MistralConfig, Qwen2Config
+
+    from drover.infer import kv_slots
+
+    _, tok = tiny
+    common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, sliding_window=8, max_position_embeddings=512,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    config = (MistralConfig(**common) if arch == "mistral"
+              else Qwen2Config(**common, use_sliding_window=True, max_window_layers=1))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    assert kv_slots.decode_step(model).__qualname__.startswith("generic_step")
+    items = _items(tok, 5)
+    for item in items:
+        item.max_tokens = 24
+    got = dict(generate(model, tok, items, batch_size=3))
+    for i, item in enumerate(items):
+        assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, 24)

@@ -126,15 +126,34 @@ def generic_step(model: Any) -> Step:
     from transformers import DynamicCache
 
     name = cache_kwarg(model)
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    window = getattr(config, "sliding_window", None)
+    types = set(getattr(config, "layer_types", None) or ())
+    sliding_layers = bool(window) and (not types or "sliding_attention" in types)
+    if not getattr(config, "use_sliding_window", True):
+        sliding_layers = False
+
+    def masks(cache: SlotCache, positions: Any, width: int) -> Any:
+        """4D bool masks (n, 1, 1, width + 1): a row's own keys (columns < its length, column j
+        holding position j) and the new key (last column); for sliding-window layers only the
+        keys within the window (HF's rule: query position - key position < window). One mask,
+        or one per layer type when the model mixes them."""
+        columns = cache._torch.arange(width + 1, device=cache.device)[None, :]
+        new = columns == width
+        full = ((columns < positions[:, None]) | new)[:, None, None, :]
+        if not sliding_layers:
+            return full
+        sliding = (((columns < positions[:, None]) & (columns > positions[:, None] - window)) | new)[:, None, None, :]
+        if len(types) > 1:
+            return {"full_attention": full, "sliding_attention": sliding}
+        return sliding
 
     def step(cache: SlotCache, tokens: Any, positions: Any) -> Any:
         n, width = cache.n, max(cache.lengths[:cache.n])
         past = DynamicCache(ddp_cache_data=[(cache.keys[i][:n, :, :width], cache.values[i][:n, :, :width])
                                             for i in range(cache.layers)])
-        columns = cache._torch.arange(width + 1, device=cache.device)
-        mask = (columns[None, :] < positions[:, None]) | (columns[None, :] == width)  # own keys + the new one (last)
-        out = model(input_ids=tokens[:, None], attention_mask=mask[:, None, None, :], position_ids=positions[:, None],
-                    use_cache=True, **{name: past})
+        out = model(input_ids=tokens[:, None], attention_mask=masks(cache, positions, width),
+                    position_ids=positions[:, None], use_cache=True, **{name: past})
         rows = cache._torch.arange(n, device=cache.device)
         for i, layer in enumerate(past.layers):
             cache.keys[i][rows, :, positions] = layer.keys[:, :, -1]
