@@ -305,3 +305,24 @@ def test_a_sliding_window_model_decodes_like_transformers_past_its_window(tiny, 
     got = dict(generate(model, tok, items, batch_size=3))
     for i, item in enumerate(items):
         assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, 24)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gemma"])
+def test_other_architectures_decode_like_transformers_through_their_own_forward(tiny, arch):
+    """No direct step for these (learned positions; Gemma's norms and scaled embeddings):
+    the generic step feeds the slots to the model's own forward, with the same outputs."""
+    import torch
+    from transformers import AutoModelForCausalLM, GemmaConfig, GPT2Config
+
+    _, tok = tiny
+    ids = dict(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    config = (GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=512, **ids)
+              if arch == "gpt2" else
+              GemmaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=1, head_dim=16, max_position_embeddings=512, **ids))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    items = _items(tok, 4)
+    got = dict(generate(model, tok, items, batch_size=4))
+    for i, item in enumerate(items):
+        assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
