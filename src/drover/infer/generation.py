@@ -149,7 +149,7 @@ class _Live:
 
     row: _Row
     item: GenerationItem
-    budget: int  # new tokens it may still produce in total
+    budget: int  # new tokens it may produce in all (max_tokens, capped by the context)
     generator: Any
     matcher: Any
 
