@@ -10,7 +10,8 @@ n, best_of (completions), temperature, top_p, max_tokens, stop, seed, logprobs,
 streaming (server-sent events) and constrained decoding (guided_choice, guided_regex,
 guided_json, response_format json_object / json_schema). Invalid values get HTTP 400,
 bodies over --max-body-bytes 413; the --max-* options bound what one request may ask.
-Concurrent requests are batched onto the model (--max-batch-size).
+Concurrent requests share one running batch (--max-batch-size sequences): they join and
+leave it between decoding steps.
 
 On a GPU machine with vLLM installed, `vllm serve MODEL_PATH --served-model-name NAME
 --port 8000` exposes the same API much faster (paged attention, continuous batching);
@@ -32,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the name clients pass as `model` (default: the model path)")
     parser.add_argument("--chat-template", default=None,
                         help="chat template for a tokenizer without one: tulu, chatml (default: the tokenizer's own)")
-    parser.add_argument("--max-batch-size", type=int, default=8, help="sequences per model call (default 8)")
+    parser.add_argument("--max-batch-size", type=int, default=8, help="sequences decoded together (default 8)")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16 (default auto)")
     parser.add_argument("--device", default="auto",
                         help="torch device, e.g. cpu or cuda:0 (default auto: the first GPU if any, else cpu)")

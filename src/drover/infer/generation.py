@@ -9,8 +9,14 @@ needs three things `generate` does not give together:
 * per-row decoding parameters (temperature, top_p, max_tokens, stop strings) in one batch;
 * per-token log-probs and top alternatives in the OpenAI shape.
 
-Prompts are left-padded (so every row's next token is at the last position) and rows
-are sorted by prompt length before batching, so little compute goes to padding.
+The loop is a `Decoder`: a running batch of rows over a static KV cache
+(`drover.infer.kv_slots`: preallocated, one slot per row, a direct decode step for
+Llama-family models and the model's own forward for the rest). Prompts are prefilled by the
+model's own forward (left-padded when several join at once); rows join between steps
+and leave as soon as they finish, so `generate` admits rows longest prompt first and refills
+a slot the moment it frees, and `drover serve` lets requests join a running batch. Per step
+there is one device sync (the drawn tokens), log-probs only for rows that ask for them, and
+stop strings are looked for in the newest text only.
 Log-probs are those of the model's own distribution (temperature 1, no top_p, no
 constraint mask), as in OpenAI's and vLLM's APIs. A row with a `Constraint` draws only
 tokens its grammar allows (`drover.infer.constrained`); rows without one are untouched.
@@ -100,121 +106,234 @@ def max_positions(model: Any, tokenizer: Any, limit: int | None = None) -> int:
 
 def generate(model: Any, tokenizer: Any, items: Sequence[GenerationItem], batch_size: int = 8,
              max_length: int | None = None) -> Iterator[tuple[int, GenerationResult]]:
-    """Yield (index into items, result) as soon as all of an item's samples are done."""
-    rows: list[_Row] = []
-    for i, item in enumerate(items):
-        for j in range(max(1, item.n)):
-            seed = item.seeds[j] if j < len(item.seeds) else sample_seed(item.prompt_ids, j)
-            rows.append(_Row(i, j, list(item.prompt_ids), seed))
-    limit = max_positions(model, tokenizer, max_length)
-    order = sorted(range(len(rows)), key=lambda r: -len(rows[r].ids))
+    """Yield (index into items, result) as soon as all of an item's samples are done.
+
+    Rows are admitted longest prompt first, `batch_size` at a time, and a row that finishes
+    hands its slot to the next waiting one at once (continuous batching), so a long sample
+    never holds a batch of finished ones."""
+    rows = [row for i, item in enumerate(items) for row in rows_of(item, i)]
+    pending = sorted(range(len(rows)), key=lambda r: -len(rows[r].ids))
     remaining = [max(1, it.n) for it in items]
     finished: dict[int, list[_Row]] = {}
-    stops = eos_ids(model, tokenizer)
-    for start in range(0, len(order), batch_size):
-        batch = [rows[r] for r in order[start:start + batch_size]]
-        _decode_batch(model, tokenizer, batch, [items[r.item] for r in batch], stops, limit)
-        for row in batch:
+    decoder = Decoder(model, tokenizer, batch_size, max_length)
+    while pending or decoder.live:
+        done: list[_Row] = []
+        if pending and decoder.free:
+            take, pending = pending[:decoder.free], pending[decoder.free:]
+            done += decoder.admit([(rows[r], items[rows[r].item]) for r in take])
+        done += decoder.advance()
+        for row in done:
             finished.setdefault(row.item, []).append(row)
             remaining[row.item] -= 1
             if remaining[row.item] == 0:
-                done = sorted(finished.pop(row.item), key=lambda r: r.sample)
-                item = items[row.item]
-                choices = [Choice(text=r.text, finish_reason=r.finish,
-                                  logprobs=r.logprobs if item.logprobs else None) for r in done]
-                yield row.item, GenerationResult(choices, len(item.prompt_ids), sum(len(r.out) for r in done))
+                yield row.item, result_of(items[row.item], finished.pop(row.item))
 
 
-def _decode_batch(model: Any, tokenizer: Any, batch: list[_Row], items: list[GenerationItem], stops: set[int],
-                  limit: int) -> None:
-    import torch
+def rows_of(item: GenerationItem, index: int = 0) -> list[_Row]:
+    """The rows (one per sample) that decode `item`, each with its own seed."""
+    return [_Row(index, j, list(item.prompt_ids), item.seeds[j] if j < len(item.seeds)
+                 else sample_seed(item.prompt_ids, j)) for j in range(max(1, item.n))]
 
-    device = next(model.parameters()).device
-    max_new = max(it.max_tokens for it in items)
-    # Left-truncate prompts that would not fit with their completion budget.
-    prompts = []
-    for row, item in zip(batch, items):
-        keep = max(1, limit - item.max_tokens)
-        prompts.append(row.ids[-keep:])
-    width = max(len(p) for p in prompts)
-    max_new = max(0, min(max_new, limit - width)) if width < limit else 0
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for b, p in enumerate(prompts):
-        ids[b, width - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[b, width - len(p):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    generators = [torch.Generator().manual_seed(r.seed) for r in batch]
-    temps = [float(it.temperature or 0.0) for it in items]
-    active = [it.max_tokens > 0 for it in items]
-    matchers = _matchers(model, tokenizer, items, stops)
-    for b, it in enumerate(items):
-        if it.max_tokens <= 0:
-            batch[b].finish = "length"
-    if max_new == 0 or not any(active):
-        for b, row in enumerate(batch):
-            row.finish = row.finish or "length"
-        return
-    with torch.inference_mode():
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        past = out.past_key_values
-        logits = out.logits[:, -1, :].float()
-        last_pos = positions[:, -1:]
-        for step in range(max_new):
-            logp = torch.log_softmax(logits, dim=-1)
-            next_ids = logits.argmax(-1)
-            for b, row in enumerate(batch):
-                if not active[b]:
-                    continue
-                row_logits = logits[b]
-                if matchers[b] is not None:
-                    allowed = matchers[b].allowed().to(row_logits.device)
-                    if not bool(allowed.any()):  # nothing can follow: the row ends here
-                        row.finish, active[b] = "stop", False
-                        continue
-                    row_logits = row_logits.masked_fill(~allowed, float("-inf"))
-                    if temps[b] <= 0:
-                        next_ids[b] = row_logits.argmax()
-                if temps[b] > 0:
-                    next_ids[b] = _sample(row_logits, temps[b], items[b].top_p, generators[b])
-            next_cpu = next_ids.tolist()
-            for b, row in enumerate(batch):
-                if not active[b]:
-                    continue
-                token = next_cpu[b]
-                if token in stops:
+
+def result_of(item: GenerationItem, rows: list[_Row]) -> GenerationResult:
+    """An item's result from its finished rows (any order)."""
+    done = sorted(rows, key=lambda r: r.sample)
+    choices = [Choice(text=r.text, finish_reason=r.finish, logprobs=r.logprobs if item.logprobs else None)
+               for r in done]
+    return GenerationResult(choices, len(item.prompt_ids), sum(len(r.out) for r in done))
+
+
+@dataclass
+class _Live:
+    """A row in a decoder slot: its request, budget, sampler and grammar state."""
+
+    row: _Row
+    item: GenerationItem
+    budget: int  # new tokens it may produce in all (max_tokens, capped by the context)
+    generator: Any
+    matcher: Any
+
+
+class Decoder:
+    """A running batch of rows over a static KV cache (`kv_slots`): rows join (`admit`: their
+    prompts are prefilled into free slots) and leave (when finished) between steps; `advance`
+    draws one token for every live row and runs one decoding step.
+
+    The state after `admit`/`advance`: `live[s]` is the row in slot s, `logits[s]` its
+    next-token logits (n, vocab) float32. Counters in `stats` show what the batch did
+    (steps, rows admitted while others were decoding) for tests and benchmarks."""
+
+    def __init__(self, model: Any, tokenizer: Any, slots: int, max_length: int | None = None):
+        from drover.infer.kv_slots import decode_step
+
+        self.model, self.tokenizer, self.slots = model, tokenizer, max(1, slots)
+        self.limit = max_positions(model, tokenizer, max_length)
+        self.stops = eos_ids(model, tokenizer)
+        self.step = decode_step(model)
+        self.device = next(model.parameters()).device
+        self.cache: Any = None
+        self.live: list[_Live] = []
+        self.logits: Any = None
+        self.stats = {"steps": 0, "admitted": 0, "joined_running": 0, "max_live": 0}
+
+    @property
+    def free(self) -> int:
+        return self.slots - len(self.live)
+
+    def admit(self, entries: list[tuple[_Row, GenerationItem]]) -> list[_Row]:
+        """Prefill these rows into free slots (at most `free`); return those already finished."""
+        import torch
+
+        from drover.infer.kv_slots import SlotCache
+
+        assert len(entries) <= self.free, "more rows than free slots"
+        joining, done = [], []
+        for row, item in entries:
+            keep = max(1, self.limit - item.max_tokens)  # left-truncate a prompt that leaves no room
+            prompt = row.ids[-keep:]
+            budget = max(0, min(item.max_tokens, self.limit - len(prompt)))
+            if budget == 0:
+                row.finish = "length"
+                done.append(row)
+                continue
+            matcher = _matchers(self.model, self.tokenizer, [item], self.stops)[0]
+            joining.append((_Live(row, item, budget, torch.Generator().manual_seed(row.seed), matcher), prompt))
+        if not joining:
+            return done
+        need = max(len(p) + live.budget for live, p in joining)
+        if self.cache is None:
+            self.cache = SlotCache(self.model, self.slots, need, ceiling=self.limit)
+        self.cache.reserve(need)
+        logits = self._prefill(joining)
+        self.stats["admitted"] += len(joining)
+        if self.live:
+            self.stats["joined_running"] += len(joining)
+        self.live += [live for live, _ in joining]
+        self.logits = logits if self.logits is None else torch.cat([self.logits, logits])
+        self.stats["max_live"] = max(self.stats["max_live"], len(self.live))
+        return done
+
+    def _prefill(self, joining: list[tuple[_Live, list[int]]]) -> Any:
+        """The model's own forward over the new prompts (left-padded, as a batch); their keys
+        go to slots [n, n + len(joining)). Returns their last-position logits."""
+        import torch
+
+        from drover.infer.kv_slots import returned_cache
+
+        width = max(len(p) for _, p in joining)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = torch.full((len(joining), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(joining), width), dtype=torch.long)
+        for b, (_, p) in enumerate(joining):
+            ids[b, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[b, width - len(p):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        with torch.inference_mode():
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            past = returned_cache(out)
+            for b, (_, p) in enumerate(joining):
+                self.cache.fill(self.cache.n, [(layer.keys[b, :, width - len(p):], layer.values[b, :, width - len(p):])
+                                               for layer in past.layers])
+                self.cache.n += 1
+            return out.logits[:, -1, :].float()
+
+    def advance(self) -> list[_Row]:
+        """Draw one token for every live row, retire the finished ones, and step the rest."""
+        import torch
+
+        if not self.live:
+            return []
+        with torch.inference_mode():
+            tokens = self._draw()
+            done = self._retire(tokens)
+            if self.live:
+                self.stats["steps"] += 1
+                positions = torch.tensor(self.cache.lengths[:self.cache.n], dtype=torch.long, device=self.device)
+                self.logits = self.step(self.cache, torch.tensor(tokens, dtype=torch.long, device=self.device),
+                                        positions)
+                for s in range(self.cache.n):
+                    self.cache.lengths[s] += 1
+        return done
+
+    def _draw(self) -> list[int | None]:
+        """Each live row's next token (None: the row ended without one) and its bookkeeping."""
+        import torch
+
+        logits = self.logits
+        logp = torch.log_softmax(logits, dim=-1) if any(lv.item.logprobs for lv in self.live) else None
+        chosen = logits.argmax(-1).tolist()
+        tokens: list[int | None] = []
+        for b, live in enumerate(self.live):
+            row, item = live.row, live.item
+            if row.finish is not None:  # ended from outside (its request was abandoned)
+                tokens.append(None)
+                continue
+            row_logits = logits[b]
+            if live.matcher is not None:
+                allowed = live.matcher.allowed().to(row_logits.device)
+                if not bool(allowed.any()):  # nothing can follow: the row ends here
                     row.finish = "stop"
-                    active[b] = False
+                    tokens.append(None)
                     continue
-                row.out.append(token)
-                if items[b].logprobs:
-                    row.logprobs.append(_token_logprob(tokenizer, logp[b], token, items[b].top_logprobs))
-                if items[b].on_token is not None and items[b].on_token(
-                        row.sample, token, row.logprobs[-1] if items[b].logprobs else None) is False:
-                    row.finish, active[b] = "abort", False
-                elif items[b].stop and _hit_stop(tokenizer, row, items[b].stop):
-                    active[b] = False
-                elif matchers[b] is not None and matchers[b].advance(token):
-                    row.finish = "stop"  # the grammar is complete and admits nothing more
-                    active[b] = False
-                elif len(row.out) >= items[b].max_tokens:
-                    row.finish = "length"
-                    active[b] = False
-            if not any(active):
-                break
-            mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=device)], dim=1)
-            last_pos = last_pos + 1
-            out = model(input_ids=next_ids[:, None].to(device), attention_mask=mask, position_ids=last_pos,
-                        past_key_values=past, use_cache=True)
-            past = out.past_key_values
-            logits = out.logits[:, -1, :].float()
-    for row in batch:
-        if row.finish is None:
-            row.finish = "length"
-        if not row.cut:
-            row.text = tokenizer.decode(row.out, skip_special_tokens=True)
+                row_logits = row_logits.masked_fill(~allowed, float("-inf"))
+                if not item.temperature or item.temperature <= 0:
+                    chosen[b] = int(row_logits.argmax())
+            if item.temperature and item.temperature > 0:
+                chosen[b] = _sample(row_logits, float(item.temperature), item.top_p, live.generator)
+            token = chosen[b]
+            tokens.append(token)
+            if token in self.stops:
+                row.finish = "stop"
+                continue
+            row.out.append(token)
+            if item.logprobs:
+                row.logprobs.append(_token_logprob(self.tokenizer, logp[b], token, item.top_logprobs))
+            if item.on_token is not None and item.on_token(
+                    row.sample, token, row.logprobs[-1] if item.logprobs else None) is False:
+                row.finish = "abort"
+            elif item.stop and _hit_stop(self.tokenizer, row, item.stop):
+                pass  # finish set to "stop" and the text cut
+            elif live.matcher is not None and live.matcher.advance(token):
+                row.finish = "stop"  # the grammar is complete and admits nothing more
+            elif len(row.out) >= live.budget:
+                row.finish = "length"
+        return tokens
+
+    def _retire(self, tokens: list[Any]) -> list[_Row]:
+        """Remove finished rows (the last live slot moves into each freed one, in `tokens` too);
+        return them, texts decoded."""
+        done = []
+        s = 0
+        while s < len(self.live):
+            row = self.live[s].row
+            if row.finish is None:
+                s += 1
+                continue
+            if not row.cut:
+                row.text = self.tokenizer.decode(row.out, skip_special_tokens=True)
+            done.append(row)
+            last = len(self.live) - 1
+            if s != last:
+                self.cache.move(last, s)
+                self.live[s] = self.live[last]
+                tokens[s] = tokens[last]
+                self.logits[s] = self.logits[last]
+            self.live.pop()
+            tokens.pop()
+            self.cache.n -= 1
+        self.logits = self.logits[:len(self.live)]
+        if not self.live:
+            self.logits = None
+        return done
+
+    def fail(self) -> list[_Row]:
+        """Drop every live row (after an error in a step); the cache is reused empty."""
+        rows = [live.row for live in self.live]
+        self.live, self.logits = [], None
+        if self.cache is not None:
+            self.cache.n = 0
+        return rows
 
 
 def _matchers(model: Any, tokenizer: Any, items: list[GenerationItem], stops: set[int]) -> list[Any]:
@@ -259,7 +378,16 @@ def _token_logprob(tokenizer: Any, logp: Any, token: int, top_k: int) -> TokenLo
 
 
 def _hit_stop(tokenizer: Any, row: _Row, stop: tuple[str, ...]) -> bool:
-    """Truncate the row at the first stop string, if one has appeared; True if so."""
+    """Truncate the row at the first stop string, if one has appeared; True if so.
+
+    A stop string that appears now ends in the newest token and, each token being at least
+    one byte, starts within its byte length of tokens before: only that tail is decoded at
+    every step (the whole text only once one is seen)."""
+    window = max(len(s.encode()) for s in stop) + 2
+    if len(row.out) > window:
+        tail = tokenizer.decode(row.out[-window:], skip_special_tokens=True)
+        if not any(s and s in tail for s in stop):
+            return False
     text = tokenizer.decode(row.out, skip_special_tokens=True)
     cuts = [pos for pos in (text.find(s) for s in stop if s) if pos >= 0]
     if not cuts:
