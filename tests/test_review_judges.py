@@ -49,3 +49,38 @@ def test_truthfulqa_chat_verdict_reads_a_whole_word(text, verdict):
         assert isinstance(got, ParseFailure)
     else:
         assert got == YesNo(verdict)
+
+
+def _pair_calls():
+    from drover.judges.mt_bench import PAIR_VERDICT, parse_pair_verdict
+    from drover.judges.runner import JudgeCall
+
+    return [JudgeCall(id=f"q{i}/ab", messages=[{"role": "user", "content": f"judge {i}"}], prompt_id="p",
+                      parse=lambda c: parse_pair_verdict(c.text), constraint=PAIR_VERDICT,
+                      decoding={"temperature": 0.0}) for i in range(3)]
+
+
+def test_a_journaled_unconstrained_verdict_is_not_reused_when_constraints_are_required(tmp_path):
+    """A verdict parsed from free text (the endpoint ignored the constraint) is journaled as the
+    plain call it was: a resumed `auto` run reuses it, a `constraints: on` run asks again."""
+    from drover.judges.runner import run_calls
+    from drover.llm.testing import FakeJudgeLLM
+
+    journal = tmp_path / "examples.jsonl"
+    free = FakeJudgeLLM("ignore", reply=lambda r: "Assistant A is better. [[A]]")
+    first = run_calls(free, _pair_calls(), "j", journal)
+    assert [j.verdict.outcome.value for j in first] == ["first"] * 3
+
+    resumed = FakeJudgeLLM("honour")
+    run_calls(resumed, _pair_calls(), "j", journal)
+    assert resumed.sent == []  # auto: the free-text verdicts stand
+
+    strict = FakeJudgeLLM("honour")
+    strict.config.constraints = "on"
+    again = run_calls(strict, _pair_calls(), "j", journal)
+    assert len(strict.sent) == 3 and all(j.raw in ("[[A]]", "[[B]]", "[[C]]") for j in again)
+    # ... and those constrained verdicts are what a later run reuses, strict or not
+    later = FakeJudgeLLM("honour")
+    later.config.constraints = "on"
+    assert [j.raw for j in run_calls(later, _pair_calls(), "j", journal)] == [j.raw for j in again]
+    assert later.sent == []
