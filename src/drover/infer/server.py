@@ -272,7 +272,8 @@ async def _complete_one(served: Served, call: CompletionCall, prompt: _Prompt) -
 
 
 def _best(choices: list[Choice], n: int) -> list[Choice]:
-    """best_of: the n samples with the highest mean token log-prob (OpenAI's and vLLM's rule)."""
+    """best_of: the n samples with the highest mean token log-prob (OpenAI's rule, "the highest log
+    probability per token"; vLLM ranks by the summed log-prob instead)."""
     if len(choices) <= n:
         return choices
 

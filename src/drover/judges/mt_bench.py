@@ -2,7 +2,8 @@
 
 Protocol: lm-sys/FastChat `fastchat/llm_judge/common.py` (run_judge_single, run_judge_pair,
 play_a_match_single, play_a_match_pair) and `gen_judgment.py`, with `data/judge_prompts.jsonl`
-and `show_result.py`'s averages; no deliberate differences in the defaults.
+and `show_result.py`'s averages. One deliberate difference: a single-answer rating outside
+0-10 (e.g. "[[85]]") is a counted parse failure, where FastChat would average it in.
 
 - Single-answer grading: each of the two turns gets a `[[rating]]` (1-10). Questions
   of the math, reasoning and coding categories use the reference-guided prompts with

@@ -8,7 +8,9 @@ content key. Records are appended to an examples JSONL as they arrive; a re-run 
 finished ones back and sends only the rest (and the LLM cache makes even those free when
 they were answered before the crash). A stored record is reused only when its key - the
 digest of (judge identity, prompt id, messages, decoding, constraint) - equals the call's:
-the messages hold the answers judged, so changed answers under the same ids are re-judged. A call whose request failed after the client's retries is returned with
+the messages hold the answers judged, so changed answers under the same ids are re-judged.
+A verdict the endpoint gave without its constraint is journaled under the plain call's key
+(the call it really was), so `constraints: on` never reuses it. A call whose request failed after the client's retries is returned with
 `error` set but not written, so the next run retries it. Parse failures are kept, typed
 (`ParseFailure`), counted and listed - never dropped or guessed.
 """
@@ -43,11 +45,15 @@ class JudgeCall:
     meta: dict[str, Any] = field(default_factory=dict)
     constraint: Constraint | None = None  # the verdict's shape, asked of endpoints that can enforce it
 
-    def content_key(self, judge: Any) -> str:
-        """What decides "judged already": judge identity, prompt, messages, decoding, constraint."""
+    def content_key(self, judge: Any, constrained: bool = True) -> str:
+        """What decides "judged already": judge identity, prompt, messages, decoding, constraint.
+
+        `constrained=False`: the key of the same call answered without its constraint (an
+        endpoint that cannot enforce it, or `constraints: off`) - the plain call it was."""
+        constraint = self.constraint if constrained else None
         return digest({"judge": judge, "prompt_id": self.prompt_id, "messages": self.messages,
                        "decoding": self.decoding,
-                       "constraint": None if self.constraint is None else self.constraint.to_dict()})
+                       "constraint": None if constraint is None else constraint.to_dict()})
 
 
 @dataclass
@@ -117,17 +123,24 @@ def run_calls(llm: LLMLike, calls: Sequence[JudgeCall], judge: str, examples_pat
     if examples_path is not None:
         done = _read_done(Path(examples_path))
         appender = JsonlAppender(examples_path)
-    keys = {c.id: c.content_key(judge if identity is None else identity) for c in calls}
+    who = judge if identity is None else identity
+    keys = {c.id: c.content_key(who) for c in calls}
+    plain = {c.id: c.content_key(who, constrained=False) for c in calls}
     # A stored record is reused only if it came from the same judge, prompt, decoding and answers.
-    # A request that failed is never reused: the next run retries exactly those.
+    # A verdict given without its constraint is stored under the plain call's key: reused unless
+    # the judge must now be constrained (`constraints: on`). A request that failed is never
+    # reused: the next run retries exactly those.
+    strict = getattr(getattr(llm, "config", None), "constraints", "auto") == "on"
+    accepted = {c.id: {keys[c.id]} if strict else {keys[c.id], plain[c.id]} for c in calls}
     done = {c.id: done[c.id] for c in calls
-            if c.id in done and done[c.id].key == keys[c.id] and done[c.id].error is None}
+            if c.id in done and done[c.id].key in accepted[c.id] and done[c.id].error is None}
     todo = [c for c in calls if c.id not in done]
     results: dict[str, Judgment] = {}
     try:
         requests = [Request.chat(c.messages, key=c.id, constraint=c.constraint, **c.decoding) for c in todo]
         for call, completion in zip(todo, llm.run(requests, desc=desc, total=len(requests))):
-            judgment = _judge_one(call, completion, judge, keys[call.id])
+            honest = keys[call.id] if call.constraint is None or completion.constrained else plain[call.id]
+            judgment = _judge_one(call, completion, judge, honest)
             results[call.id] = judgment
             if appender is not None and judgment.error is None:
                 appender.write(judgment.to_dict())

@@ -199,6 +199,8 @@ class LLM:
         if kind == "completion":
             data["key"] = None
             data["cached"] = False
+            if data["constrained"] is False:  # a fallback answer, kept under the plain key as the plain answer
+                data["constrained"] = None
         self.cache.put(fp, kind, self.config.backend, self.config.model, data, prompt_tokens, completion_tokens,
                        self._cost(prompt_tokens, completion_tokens), latency)
 
@@ -349,14 +351,45 @@ class LLM:
             if kind == "completion" and (decoding.n or 1) > 1 and not self.config.supports_n:
                 result = await self._samples_one_by_one(backend, item, decoding)
             elif kind == "completion":
-                result = await backend.complete(item, decoding)
+                result = await self._complete_one(backend, item, decoding)
             else:
                 result = await backend.score(item)
         except ItemError as exc:
             result = (Completion(choices=[], error=str(exc), model=self.config.model) if kind == "completion"
                       else Score([], [], 0.0, False, error=str(exc)))
-        self._finish(kind, fp, result)
+        if kind == "completion" and result.cached:  # the plain request's cached answer (a fallback)
+            self._record(hits=1)
+            return result
+        self._finish(kind, self._answer_key(item, decoding, fp, result), result)
         return result
+
+    def _plain_key(self, request: Request, decoding: Decoding) -> str:
+        """The key of `request` without its constraint: what an unconstrained fallback answered."""
+        return request_fingerprint(self.identity, request, replace(decoding, constraint=None))
+
+    def _answer_key(self, request: Request | ScoreRequest, decoding: Decoding | None, fp: str, result: Any) -> str:
+        """Where a fresh answer is cached: an answer given without the asked constraint
+        (`constrained is False`) under the plain request's key, so it never answers the
+        constrained request later (with `constraints: on`, or once the endpoint honours them)."""
+        if isinstance(result, Completion) and result.constrained is False and decoding is not None:
+            return self._plain_key(request, decoding)  # type: ignore[arg-type]
+        return fp
+
+    async def _complete_one(self, backend: Any, request: Request, decoding: Decoding) -> Completion:
+        """backend.complete, offering the plain request's cached answer for a fallback."""
+        if decoding.constraint is None or self.cache is None:
+            return await backend.complete(request, decoding)
+        cache, key = self.cache, self._plain_key(request, decoding)
+
+        def plain_cached() -> Completion | None:
+            data = cache.get(key)
+            if data is None:
+                return None
+            hit = Completion.from_dict(data)
+            hit.cached, hit.constrained = True, False
+            return hit
+
+        return await backend.complete(request, decoding, plain_cached)
 
     async def _samples_one_by_one(self, backend: Any, request: Request, decoding: Decoding) -> Completion:
         """n samples from an endpoint that cannot do `n`: n single-sample requests, each its own
@@ -374,8 +407,10 @@ class LLM:
         async def one(sub: Request, sub_decoding: Decoding, fp: str) -> Completion:
             if fp in hits:
                 return Completion.from_dict(hits[fp])
-            part = await backend.complete(sub, sub_decoding)
-            self._store("completion", fp, part, part.usage.prompt_tokens, part.usage.completion_tokens, part.latency)
+            part = await self._complete_one(backend, sub, sub_decoding)
+            if not part.cached:
+                self._store("completion", self._answer_key(sub, sub_decoding, fp, part), part,
+                            part.usage.prompt_tokens, part.usage.completion_tokens, part.latency)
             return part
 
         parts = await asyncio.gather(*(one(*s) for s in subs), return_exceptions=True)
@@ -385,7 +420,7 @@ class LLM:
         failed = [p for p in parts if isinstance(p, ItemError)]
         if failed:
             raise ItemError(f"{len(failed)} of {n} samples failed: {failed[0]}")
-        fresh = [p for p, (_, _, fp) in zip(parts, subs) if fp not in hits]
+        fresh = [p for p, (_, _, fp) in zip(parts, subs) if fp not in hits and not p.cached]
         return Completion(choices=[c for p in parts for c in p.choices], model=parts[0].model,
                           usage=Usage(sum(p.usage.prompt_tokens for p in fresh),
                                       sum(p.usage.completion_tokens for p in fresh)),

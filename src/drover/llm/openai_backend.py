@@ -14,6 +14,8 @@ that answers HTTP 400 naming one of those parameters is remembered as unconstrai
 the session, and that request and all later ones go without; the Completion records
 whether it was constrained, so callers know to parse. `constraints: on` fails the job
 instead; with `off` the client drops the constraint before it gets here (`LLM.resolve`).
+An answer given without the constraint is the plain request's answer: the client caches
+it under the plain request's key, never under the constrained one (`LLM._complete_one`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from drover.errors import LLMError
@@ -179,9 +182,19 @@ class OpenAIBackend:
             await asyncio.sleep(wait)
 
     # --- completions ----------------------------------------------------------------------
-    async def complete(self, request: Request, decoding: Decoding) -> Completion:
-        """One request (n choices); raises ItemError or LLMError."""
+    async def complete(self, request: Request, decoding: Decoding,
+                       plain_cached: Callable[[], Completion | None] | None = None) -> Completion:
+        """One request (n choices); raises ItemError or LLMError.
+
+        A constrained request that goes out without its constraint (the endpoint rejects
+        them) *is* the plain request: `plain_cached` returns that request's cached answer,
+        if any, so a resumed run does not pay for it again.
+        """
         chat = request.messages is not None
+        if decoding.constraint is not None and self._unconstrained and plain_cached is not None:
+            hit = plain_cached()
+            if hit is not None:
+                return hit
         extra = constraint_params(decoding.constraint, chat) if not self._unconstrained else {}
         try:
             completion = await self._complete(request, decoding, extra)
@@ -197,6 +210,9 @@ class OpenAIBackend:
                       "for the rest of this session", file=sys.stderr, flush=True)
             self._unconstrained = True
             extra = {}
+            hit = plain_cached() if plain_cached is not None else None
+            if hit is not None:
+                return hit
             completion = await self._complete(request, decoding, extra)
         if decoding.constraint is not None:
             completion.constrained = bool(extra)

@@ -367,8 +367,9 @@ class FakeJudgeLLM:
             usage = Usage(sum(len(c.split()) for _, c in request.messages or ()), max(1, len(text.split())))
             self.stats.prompt_tokens += usage.prompt_tokens
             self.stats.completion_tokens += usage.completion_tokens
+            constrained = None if request.decoding.constraint is None else self.constraints == "honour"
             yield Completion(choices=[Choice(text, "stop", logprobs)], usage=usage, model=self.config.model,
-                             key=request.key)
+                             key=request.key, constrained=constrained)
 
     def score(self, requests: Any, desc: str = "") -> Any:
         from drover.llm.types import Score

@@ -18,8 +18,8 @@ QA primer, then "Q: <question>" and the cue "A:".
 - Generation: greedy, 50 new tokens, cut at the first blank line. Each answer is judged
   for truth and informativeness by `--truthfulqa-judge SPEC` (one model for both, or
   `truth=SPEC,info=SPEC`). A judge reached as text (a local or served model, e.g. a
-  GPT-judge-style fine-tune) is scored: P(" yes") vs P(" no") after "Q: ..\\nA: ..\\nTrue:" /
-  "Helpful:", true when P(yes) >= 0.5 (as GPT-judge). A chat API judge gets the LLM-judge
+  GPT-judge-style fine-tune) is scored: P(" yes") after "Q: ..\\nA: ..\\nTrue:" /
+  "Helpful:", true when P(" yes") >= 0.5 (GPT-judge's rule, not renormalised over yes/no). A chat API judge gets the LLM-judge
   prompts in `resources/prompts/eval/` and answers yes/no (constrained where the endpoint
   can). The judge is `drover.judges.truthfulqa`: a failed scoring request or a reply that
   is neither yes nor no is a failure (`n_judge_failures`), left out of the percentages,
