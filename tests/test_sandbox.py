@@ -203,6 +203,52 @@ def test_attack1_a_program_cannot_forge_a_pass(name):
     assert run_tests(*humaneval_job(problem, problem["canonical_solution"]), FAST).passed
 
 
+# The program's process is forked from the tester: anything the tester held before the
+# fork is in the program's memory. These read the tests there and answer what they expect.
+TEST_READERS = {
+    "the tester's frames": """
+    import sys
+    def _read():
+        f = sys._getframe()
+        while f is not None:
+            for value in f.f_locals.values():
+                if isinstance(value, str) and "assert " + "answer()" in value:  # not in this source
+                    return value
+            f = f.f_back
+        return ""
+    """,
+    "its own heap": """
+    import ctypes
+    def _read():
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                parts = line.split()
+                if parts[1].startswith("rw") and (len(parts) < 6 or parts[5] == "[heap]"):
+                    low, high = (int(x, 16) for x in parts[0].split("-"))
+                    if high - low < 1 << 28:
+                        chunk = ctypes.string_at(low, high - low)
+                        at = chunk.find(b"assert " + b"answer() == 'K")  # not in this source
+                        if at >= 0:
+                            return chunk[at:at + 40].decode("ascii", "replace")
+        return ""
+    """,
+}
+
+
+@pytest.mark.parametrize("name", list(TEST_READERS))
+def test_attack1_the_tests_are_not_in_the_programs_memory(name):
+    secret = "K" + os.urandom(6).hex()
+    reader = textwrap.dedent(TEST_READERS[name]) + textwrap.dedent("""
+    import re
+    _FOUND = re.search(r"== '(K[0-9a-f]{12})'", _read())
+    def answer():
+        return _FOUND.group(1) if _FOUND else None
+    """)
+    result = run_tests(reader, f"assert answer() == '{secret}'\n", FAST)
+    assert result.status == "failed", (name, result)
+    assert run_tests(f"def answer(): return '{secret}'\n", f"assert answer() == '{secret}'\n", FAST).passed
+
+
 def test_attack2_host_unix_sockets_are_unreachable(tmp_path):
     path = tmp_path / "host.sock"
     with socket.socket(socket.AF_UNIX) as host, socket.socket(socket.AF_UNIX) as abstract:

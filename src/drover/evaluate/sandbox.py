@@ -267,7 +267,9 @@ def _launch(code: str, tests: str, limits: Limits, isolate: bool) -> ExecResult:
         os.close(verdict_w)
         try:
             try:
-                proc.stdin.write(json.dumps({"code": code, "tests": tests}).encode())
+                # Two messages: the tester reads the tests only after the program's process
+                # exists, so they are never in memory the program inherits (sandbox_exec).
+                proc.stdin.write(sandbox_wire.frame({"code": code}) + sandbox_wire.frame({"tests": tests}))
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
