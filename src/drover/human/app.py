@@ -77,8 +77,7 @@ class Pages:
             selected = {q.name: _one(submitted, q.name) for q in study.form.questions}
             comment = _one(submitted, "comment")
             flags = set(submitted.get("flags") or [])
-            raw = _one(submitted, "version")
-            version = int(raw) if raw.isdigit() else 0
+            version = _version(_one(submitted, "version")) or 0
         elif saved is not None:
             selected = study.form.to_display(saved.answers, assignment.swapped)
             comment, flags, version = saved.comment, set(saved.flags), saved.version
@@ -115,9 +114,8 @@ class Pages:
         comment = one.get("comment", "")
         if len(comment) > MAX_COMMENT:
             problems.append(f"the comment is longer than {MAX_COMMENT} characters")
-        try:
-            version = int(one.get("version", "0"))
-        except ValueError:
+        version = _version(one.get("version", "0"))
+        if version is None:
             version, problems = 0, problems + ["the page is damaged (version); reload it"]
         if problems:
             return self.item_page(rater, session, assignment, 400, fields, problems)
@@ -132,6 +130,11 @@ class Pages:
                 f"this answer was saved meanwhile (version {exc.current}, e.g. from another tab); your selections "
                 "are kept below: reload the item to see the saved answer, or submit again to replace it"])
         return RedirectResponse(self.next_url(rater, assignment.position), status_code=303)
+
+
+def _version(raw: str) -> int | None:
+    """The page's answer version: ASCII digits only ("²".isdigit() is true, int("²") raises)."""
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
 def _one(fields: dict[str, list[str]], name: str, default: str = "") -> str:
