@@ -61,6 +61,10 @@ HOSTILE = {
     "bad regex": (_raw('"guided_regex": "(("'), "chat/completions", 400, "regex"),
     "two constraints": (_raw('"guided_regex": "a", "guided_choice": ["b"]'), "chat/completions", 400,
                         "only one constraint"),
+    "lone surrogate in a message": (b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800b"}]}',
+                                    "chat/completions", 400, "lone UTF-16 surrogate"),
+    "lone surrogate in a prompt": (b'{"model": "tiny", "prompt": ["ok", "\\udfff"]}', "completions", 400,
+                                   "lone UTF-16 surrogate"),
     "stream_options without stream": (_raw('"stream_options": {"include_usage": true}'), "chat/completions", 400,
                                       "stream_options"),
 }
