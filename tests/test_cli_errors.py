@@ -237,3 +237,49 @@ def test_malformed_input_matrix(workdir, bad_files, capsys, command, case):
     assert "Traceback" not in err
     assert len(lines) == 1 and lines[0].startswith(f"drover {argv[0]}: error: "), err[-2000:]
     assert path.name in lines[0], lines[0]
+
+
+# ---- damaged study directories and result records: named, exit 2, never a traceback
+DAMAGED_STUDY = {
+    "study.json is a list": ("study.json", b"[]", "study.json: expected a JSON object"),
+    "study.json is a string": ("study.json", b'"x"', "study.json: expected a JSON object"),
+    "db is not a string": ("study.json", b'{"db": 5}', "study.json: expected a JSON object"),
+    "study.json not UTF-8": ("study.json", b"\xff\xfe{}", "study.json: not valid JSON"),
+    "the database is garbage": ("study.sqlite", b"not a database" * 500, "file is not a database"),
+    "the database is empty": ("study.sqlite", b"", "holds no readable study"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_STUDY))
+@pytest.mark.parametrize("action", ["results", "export", "serve"])
+def test_a_damaged_study_is_one_line_error(tmp_path, monkeypatch, capsys, case, action):
+    from human_helpers import free_port, make_study
+
+    directory, _ = make_study(tmp_path, "tulu", n=2)
+    name, content, expected = DAMAGED_STUDY[case]
+    (directory / name).write_bytes(content)
+    for sidecar in ("study.sqlite-wal", "study.sqlite-shm"):
+        (directory / sidecar).unlink(missing_ok=True)
+    monkeypatch.chdir(tmp_path)
+    extra = {"export": ["--out", "x.jsonl"], "serve": ["--port", str(free_port())]}.get(action, [])
+    argv = ["human", action, str(directory)] + extra
+    err = _fails(argv, expected, capsys)
+    assert str(directory) in err
+
+
+DAMAGED_RESULTS = {
+    "metrics not an object": ('{"name": "x", "metrics": "x"}', "metrics: expected an object"),
+    "a metric that is text": ('{"metrics": {"acc": "0.9"}}', "metrics.acc: expected a number"),
+    "a metric that is a bool": ('{"metrics": {"acc": true}}', "metrics.acc: expected a number"),
+    "breakdown a list": ('{"metrics": {"acc": 0.5}, "breakdown": [1]}', "breakdown: expected an object"),
+    "model label a list": ('{"metrics": {"acc": 0.5}, "model": {"label": ["x"]}}', "model.label: expected a string"),
+    "name a number": ('{"metrics": {"acc": 0.5}, "name": 5}', "name: expected a string"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_RESULTS))
+def test_report_names_a_result_with_wrong_types(tmp_path, capsys, case):
+    text, expected = DAMAGED_RESULTS[case]
+    (tmp_path / "eval" / "m").mkdir(parents=True)
+    (tmp_path / "eval" / "m" / "x.json").write_text(text)
+    assert "x.json" in _fails(["report", str(tmp_path)], expected, capsys)
