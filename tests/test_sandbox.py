@@ -249,6 +249,41 @@ def test_attack1_the_tests_are_not_in_the_programs_memory(name):
     assert run_tests(f"def answer(): return '{secret}'\n", f"assert answer() == '{secret}'\n", FAST).passed
 
 
+_PLANT_MODULE = r'''
+import json
+from drover.evaluate import sandbox
+root = str(sandbox._SOURCE_ROOT)
+planter = "\n".join([
+    "import os, types",
+    f"os.makedirs({root!r}, exist_ok=True)",
+    f"with open({root!r} + '/planted.py', 'w') as f:",
+    "    f.write(" + repr(
+        "import os, struct, json\n"
+        "msg = json.dumps({'status': 'passed', 'detail': ''}).encode()\n"
+        "for fd in range(3, 64):\n"
+        "    try: os.write(fd, struct.pack('>Q', len(msg)) + msg)\n"
+        "    except OSError: pass\n"
+        "os._exit(0)\n") + ")",
+    "planted = types.ModuleType('planted')",
+    "def answer(): return 0",
+]) + "\n"
+print(json.dumps(sandbox.run_tests(planter, "assert answer() == 42\n").status))
+'''
+
+
+def test_attack1_a_module_planted_in_tmp_is_not_imported_by_the_tester(tmp_path):
+    """drover installed under /tmp (a venv there): its source root lies inside the program's
+    writable tmpfs; a module planted there and named by the program must not run in the tester."""
+    if not str(tmp_path).startswith("/tmp/"):
+        pytest.skip(f"the temporary directory {tmp_path} is not under /tmp")
+    shutil.copytree(Path(SRC) / "drover", tmp_path / "src" / "drover", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
+    out = subprocess.run([sys.executable, "-c", _PLANT_MODULE], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == '"failed"'
+
+
 def test_attack2_host_unix_sockets_are_unreachable(tmp_path):
     path = tmp_path / "host.sock"
     with socket.socket(socket.AF_UNIX) as host, socket.socket(socket.AF_UNIX) as abstract:

@@ -247,6 +247,11 @@ def main() -> None:
     sys.path.insert(0, cfg["modules"])  # drover's source root: imported now, invisible after pivot_root
     from drover.evaluate import sandbox_exec, sandbox_wire  # noqa: PLC0415
 
+    # Gone again before any untrusted code runs: a source root under /tmp (a venv there) would
+    # lie in the program's writable tmpfs, and the tester imports the modules the program names.
+    sys.path.remove(cfg["modules"])
+    sys.path_importer_cache.clear()
+
     job = sandbox_wire.receive(0)  # unbuffered: the tests stay in the pipe for the tester
     if job is None or not isinstance(job.get("code"), str):
         _fail("no program on stdin")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import importlib.util
 import os
 import traceback
 import types
@@ -120,6 +121,17 @@ def _exception(name: str, message: str) -> BaseException:
     return ProgramError(f"{name}: {message}")
 
 
+def _read_only_module(name: str) -> bool:
+    """Whether importing `name` in the tester runs only code the program cannot have written
+    (nothing found under /tmp, the program's writable place)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    origin = getattr(spec, "origin", None) or ""
+    return spec is not None and not os.path.realpath(origin).startswith("/tmp/")
+
+
 def _test_namespace(names: object, requests: int, replies: int) -> dict:
     """The names the tests see: remotes for the program's functions, its modules and values."""
     namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
@@ -134,7 +146,7 @@ def _test_namespace(names: object, requests: int, replies: int) -> dict:
             namespace[name] = Remote(name, requests, replies)
         elif spec[0] == "value" and len(spec) == 2:
             namespace[name] = wire.decode(spec[1])
-        elif spec[0] == "module" and len(spec) == 2 and spec[1] == name:
+        elif spec[0] == "module" and len(spec) == 2 and spec[1] == name and _read_only_module(name):
             try:
                 namespace[name] = importlib.import_module(name)
             except ImportError:
