@@ -623,3 +623,16 @@ def test_isolation_report_says_what_holds():
     assert report["isolation"] == "namespaces" and report["unsafe_no_isolation"] is False
     assert report["memory_mb"] == 4096 and report["mode"] == ("root" if IS_ROOT else "non-root")
     assert set(report) >= {"aggregate_memory_cap", "aggregate_process_cap", "tmpfs_mb", "max_processes"}
+
+
+@pytest.mark.parametrize("index,completion", [
+    (38, "    return s\n\n\ndef encode_cyclic(s: str):\n    return s\n"),
+    (50, "    return s\n\n\ndef encode_shift(s: str):\n    return s\n"),
+    (32, "    return 0.0\n\n\ndef poly(xs: list, x: float):\n    return 0.0\n"),
+])
+def test_attack1_redefining_a_helper_the_tests_call_does_not_pass(index, completion):
+    """The tests of HumanEval/32, /38, /50 call helpers defined in the prompt; the program's own
+    versions of them must not be the ones the tests use."""
+    problem = _problems()[index]
+    assert run_tests(*humaneval_job(problem, completion), FAST).status == "failed"
+    assert run_tests(*humaneval_job(problem, problem["canonical_solution"]), FAST).passed
