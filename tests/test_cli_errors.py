@@ -206,6 +206,11 @@ FILE_COMMANDS = {
     "judge-bias": (["judge", "bias", "--annotations", "{f}"], "json"),
     "human-create": (["human", "create", "--a", "{f}", "--b", "conv.jsonl", "--out", "study"], "jsonl"),
     "run": (["run", "{f}"], "yaml"),
+    # the inputs are read before any model loads (so "nope" is never looked at)
+    "rerank-prompts": (["rerank", "--reward-model", "nope", "--policy", "nope", "--prompts", "{f}"], "jsonl"),
+    "rerank-input": (["rerank", "--reward-model", "nope", "--input", "{f}"], "jsonl"),
+    "expert-iterate": (["expert-iterate", "--policy", "nope", "--reward-model", "nope", "--prompts", "{f}",
+                        "--run-dir", "ei"], "jsonl"),
 }
 
 
@@ -283,3 +288,27 @@ def test_report_names_a_result_with_wrong_types(tmp_path, capsys, case):
     (tmp_path / "eval" / "m").mkdir(parents=True)
     (tmp_path / "eval" / "m" / "x.json").write_text(text)
     assert "x.json" in _fails(["report", str(tmp_path)], expected, capsys)
+
+
+def test_a_run_refused_for_a_bad_input_does_not_block_the_fixed_run(workdir, capsys):
+    """The stage claimed its output before reading the prompts: the corrected command was then
+    refused as "written under other settings" although nothing had been written."""
+    from drover.generate.stage import claim_output
+
+    _fails(["rerank", "--reward-model", "nope", "--policy", "nope", "--prompts", "empty.jsonl"], "empty file", capsys)
+    assert not (workdir / "runs" / "rerank" / "data" / "ranked.stage.json").exists()
+
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Cfg:  # a stage whose first attempt claimed its output, then failed before writing
+        output: str
+        seed: int = 0
+
+    out = workdir / "out.jsonl"
+    out.write_text("")
+    claim_output(Cfg(str(out)))
+    claim_output(Cfg(str(out), seed=1))  # empty: nothing to mix
+    out.write_text('{"id": "a"}\n')
+    with pytest.raises(Exception, match="written under other settings"):
+        claim_output(Cfg(str(out), seed=2))
