@@ -228,3 +228,13 @@ def test_the_done_page_links_back_even_when_the_first_item_is_item_0(tmp_path):
         assert 'href="/item/0"' in client.get("/done").text
     finally:
         s.close_engine()
+
+
+@pytest.mark.parametrize("path", ["/login", "/item/0"])
+def test_an_oversized_form_is_refused_before_it_is_read(study, path):
+    s, tokens = study
+    client = client_for(s, tokens["alice"])
+    r = client.post(path, content=b"comment=" + b"x" * (2 * 1024 * 1024),
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413
+    assert s.all_answers() == []

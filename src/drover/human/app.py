@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from jinja2 import Environment, FunctionLoader, select_autoescape
 
@@ -33,6 +33,7 @@ from drover.human.tokens import csrf_ok, csrf_token, hash_token
 SESSION_COOKIE = "drover_human_session"
 PRE_COOKIE = "drover_human_pre"
 MAX_COMMENT = 4000
+MAX_FORM_BYTES = 256 * 1024  # a full item form with a MAX_COMMENT comment is a few KiB
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
 STATIC = {"human.js": "text/javascript; charset=utf-8", "human.css": "text/css; charset=utf-8"}
@@ -46,9 +47,16 @@ _env = Environment(loader=FunctionLoader(lambda name: _resource("templates", nam
                    autoescape=select_autoescape(default=True, default_for_string=True))
 
 
-def _form_fields(body: bytes) -> dict[str, list[str]]:
-    """An application/x-www-form-urlencoded body (repeated keys kept, e.g. flags)."""
-    return parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+async def _form_fields(request: Request) -> dict[str, list[str]]:
+    """An application/x-www-form-urlencoded body (repeated keys kept, e.g. flags), read up to
+    MAX_FORM_BYTES: /login takes POSTs from anyone, so an unbounded body is a memory attack."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise HTTPException(413, f"a form is at most {MAX_FORM_BYTES} bytes")
+        chunks.append(chunk)
+    return parse_qs(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True)
 
 
 class Pages:
@@ -196,7 +204,7 @@ class Routes:
         return response
 
     async def login(self, request: Request) -> Response:
-        fields = _form_fields(await request.body())
+        fields = await _form_fields(request)
         nonce = request.cookies.get(PRE_COOKIE, "")
         if not nonce or not self.csrf_valid("pre:" + nonce, fields):
             return self.pages.message("invalid or missing CSRF token: reload the sign-in page and try again", 403)
@@ -204,7 +212,7 @@ class Routes:
 
     async def logout(self, request: Request) -> Response:
         rater, session = self.who(request)
-        if rater is None or not self.csrf_valid(session, _form_fields(await request.body())):
+        if rater is None or not self.csrf_valid(session, await _form_fields(request)):
             return self.pages.message("invalid or missing CSRF token", 403)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
@@ -229,7 +237,7 @@ class Routes:
 
     async def item_post(self, request: Request, item: int) -> Response:
         rater, session = self.who(request)
-        fields = _form_fields(await request.body())
+        fields = await _form_fields(request)
         if rater is None:
             return self.pages.message("not signed in: open your invite link again", 401)
         if not self.csrf_valid(session, fields):
@@ -259,7 +267,7 @@ class Routes:
 
     async def admin_close(self, request: Request) -> Response:
         rater, session = self.admin_of(request)
-        fields = _form_fields(await request.body())
+        fields = await _form_fields(request)
         if rater is None or not self.csrf_valid(session, fields):
             return self.pages.message("invalid or missing CSRF token, or not the admin", 403)
         self.study.set_closed(_one(fields, "closed", "1") == "1")
