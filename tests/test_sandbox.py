@@ -636,3 +636,10 @@ def test_attack1_redefining_a_helper_the_tests_call_does_not_pass(index, complet
     problem = _problems()[index]
     assert run_tests(*humaneval_job(problem, completion), FAST).status == "failed"
     assert run_tests(*humaneval_job(problem, problem["canonical_solution"]), FAST).passed
+
+
+def test_code_and_tests_larger_than_a_pipe_buffer_still_run():
+    """The tests wait in the stdin pipe until the program is forked: big jobs must not deadlock."""
+    pad = "# padding\n" * 30_000
+    assert run_tests("X = 1\n" + pad + "def f(): return 3\n", pad + "assert f() == 3\n", FAST).passed
+    assert run_tests("def f(): return 2\n", pad + "assert f() == 3\n", FAST).status == "failed"
