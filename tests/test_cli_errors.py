@@ -206,6 +206,11 @@ FILE_COMMANDS = {
     "judge-bias": (["judge", "bias", "--annotations", "{f}"], "json"),
     "human-create": (["human", "create", "--a", "{f}", "--b", "conv.jsonl", "--out", "study"], "jsonl"),
     "run": (["run", "{f}"], "yaml"),
+    # the inputs are read before any model loads (so "nope" is never looked at)
+    "rerank-prompts": (["rerank", "--reward-model", "nope", "--policy", "nope", "--prompts", "{f}"], "jsonl"),
+    "rerank-input": (["rerank", "--reward-model", "nope", "--input", "{f}"], "jsonl"),
+    "expert-iterate": (["expert-iterate", "--policy", "nope", "--reward-model", "nope", "--prompts", "{f}",
+                        "--run-dir", "ei"], "jsonl"),
 }
 
 
@@ -237,3 +242,73 @@ def test_malformed_input_matrix(workdir, bad_files, capsys, command, case):
     assert "Traceback" not in err
     assert len(lines) == 1 and lines[0].startswith(f"drover {argv[0]}: error: "), err[-2000:]
     assert path.name in lines[0], lines[0]
+
+
+# ---- damaged study directories and result records: named, exit 2, never a traceback
+DAMAGED_STUDY = {
+    "study.json is a list": ("study.json", b"[]", "study.json: expected a JSON object"),
+    "study.json is a string": ("study.json", b'"x"', "study.json: expected a JSON object"),
+    "db is not a string": ("study.json", b'{"db": 5}', "study.json: expected a JSON object"),
+    "study.json not UTF-8": ("study.json", b"\xff\xfe{}", "study.json: not valid JSON"),
+    "the database is garbage": ("study.sqlite", b"not a database" * 500, "file is not a database"),
+    "the database is empty": ("study.sqlite", b"", "holds no readable study"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_STUDY))
+@pytest.mark.parametrize("action", ["results", "export", "serve"])
+def test_a_damaged_study_is_one_line_error(tmp_path, monkeypatch, capsys, case, action):
+    from human_helpers import free_port, make_study
+
+    directory, _ = make_study(tmp_path, "tulu", n=2)
+    name, content, expected = DAMAGED_STUDY[case]
+    (directory / name).write_bytes(content)
+    for sidecar in ("study.sqlite-wal", "study.sqlite-shm"):
+        (directory / sidecar).unlink(missing_ok=True)
+    monkeypatch.chdir(tmp_path)
+    extra = {"export": ["--out", "x.jsonl"], "serve": ["--port", str(free_port())]}.get(action, [])
+    argv = ["human", action, str(directory)] + extra
+    err = _fails(argv, expected, capsys)
+    assert str(directory) in err
+
+
+DAMAGED_RESULTS = {
+    "metrics not an object": ('{"name": "x", "metrics": "x"}', "metrics: expected an object"),
+    "a metric that is text": ('{"metrics": {"acc": "0.9"}}', "metrics.acc: expected a number"),
+    "a metric that is a bool": ('{"metrics": {"acc": true}}', "metrics.acc: expected a number"),
+    "breakdown a list": ('{"metrics": {"acc": 0.5}, "breakdown": [1]}', "breakdown: expected an object"),
+    "model label a list": ('{"metrics": {"acc": 0.5}, "model": {"label": ["x"]}}', "model.label: expected a string"),
+    "name a number": ('{"metrics": {"acc": 0.5}, "name": 5}', "name: expected a string"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_RESULTS))
+def test_report_names_a_result_with_wrong_types(tmp_path, capsys, case):
+    text, expected = DAMAGED_RESULTS[case]
+    (tmp_path / "eval" / "m").mkdir(parents=True)
+    (tmp_path / "eval" / "m" / "x.json").write_text(text)
+    assert "x.json" in _fails(["report", str(tmp_path)], expected, capsys)
+
+
+def test_a_run_refused_for_a_bad_input_does_not_block_the_fixed_run(workdir, capsys):
+    """The stage claimed its output before reading the prompts: the corrected command was then
+    refused as "written under other settings" although nothing had been written."""
+    from drover.generate.stage import claim_output
+
+    _fails(["rerank", "--reward-model", "nope", "--policy", "nope", "--prompts", "empty.jsonl"], "empty file", capsys)
+    assert not (workdir / "runs" / "rerank" / "data" / "ranked.stage.json").exists()
+
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Cfg:  # a stage whose first attempt claimed its output, then failed before writing
+        output: str
+        seed: int = 0
+
+    out = workdir / "out.jsonl"
+    out.write_text("")
+    claim_output(Cfg(str(out)))
+    claim_output(Cfg(str(out), seed=1))  # empty: nothing to mix
+    out.write_text('{"id": "a"}\n')
+    with pytest.raises(Exception, match="written under other settings"):
+        claim_output(Cfg(str(out), seed=2))

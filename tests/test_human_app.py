@@ -203,3 +203,38 @@ def test_any_item_id_works_in_urls(tmp_path):
         location = r.headers["location"]
     assert sorted(a.item_id for a in s.all_answers()) == sorted(ids)
     assert "&lt;&gt;" in alice.get(url_of(s, "q'\"<>")).text
+
+
+@pytest.mark.parametrize("version", ["²", "٣", "1" * 40])
+def test_a_damaged_version_field_is_a_400_that_keeps_the_selections(study, version):
+    s, tokens = study
+    client = client_for(s, tokens["alice"])
+    item = my_items(s, "alice")[0]
+    page = client.get(url_of(s, item)).text
+    r = client.post(url_of(s, item), data={"csrf": csrf_of(page), "version": version, **TULU_OK})
+    assert r.status_code == 400 and "damaged" in r.text
+    assert 'value="yes" checked' in r.text or "checked" in r.text
+    assert s.answer("alice", item) is None
+
+
+def test_the_done_page_links_back_even_when_the_first_item_is_item_0(tmp_path):
+    directory, tokens = make_study(tmp_path, "tulu", n=2, raters=("alice",))
+    s = Study(directory)
+    try:
+        client = client_for(s, tokens["alice"])
+        assert s.assignments("alice")[0].item_position == 0
+        for item in my_items(s, "alice"):
+            assert post_item(s, client, item, **TULU_OK).status_code == 303
+        assert 'href="/item/0"' in client.get("/done").text
+    finally:
+        s.close_engine()
+
+
+@pytest.mark.parametrize("path", ["/login", "/item/0"])
+def test_an_oversized_form_is_refused_before_it_is_read(study, path):
+    s, tokens = study
+    client = client_for(s, tokens["alice"])
+    r = client.post(path, content=b"comment=" + b"x" * (2 * 1024 * 1024),
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413
+    assert s.all_answers() == []

@@ -203,6 +203,87 @@ def test_attack1_a_program_cannot_forge_a_pass(name):
     assert run_tests(*humaneval_job(problem, problem["canonical_solution"]), FAST).passed
 
 
+# The program's process is forked from the tester: anything the tester held before the
+# fork is in the program's memory. These read the tests there and answer what they expect.
+TEST_READERS = {
+    "the tester's frames": """
+    import sys
+    def _read():
+        f = sys._getframe()
+        while f is not None:
+            for value in f.f_locals.values():
+                if isinstance(value, str) and "assert " + "answer()" in value:  # not in this source
+                    return value
+            f = f.f_back
+        return ""
+    """,
+    "its own heap": """
+    import ctypes
+    def _read():
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                parts = line.split()
+                if parts[1].startswith("rw") and (len(parts) < 6 or parts[5] == "[heap]"):
+                    low, high = (int(x, 16) for x in parts[0].split("-"))
+                    if high - low < 1 << 28:
+                        chunk = ctypes.string_at(low, high - low)
+                        at = chunk.find(b"assert " + b"answer() == 'K")  # not in this source
+                        if at >= 0:
+                            return chunk[at:at + 40].decode("ascii", "replace")
+        return ""
+    """,
+}
+
+
+@pytest.mark.parametrize("name", list(TEST_READERS))
+def test_attack1_the_tests_are_not_in_the_programs_memory(name):
+    secret = "K" + os.urandom(6).hex()
+    reader = textwrap.dedent(TEST_READERS[name]) + textwrap.dedent("""
+    import re
+    _FOUND = re.search(r"== '(K[0-9a-f]{12})'", _read())
+    def answer():
+        return _FOUND.group(1) if _FOUND else None
+    """)
+    result = run_tests(reader, f"assert answer() == '{secret}'\n", FAST)
+    assert result.status == "failed", (name, result)
+    assert run_tests(f"def answer(): return '{secret}'\n", f"assert answer() == '{secret}'\n", FAST).passed
+
+
+_PLANT_MODULE = r'''
+import json
+from drover.evaluate import sandbox
+root = str(sandbox._SOURCE_ROOT)
+planter = "\n".join([
+    "import os, types",
+    f"os.makedirs({root!r}, exist_ok=True)",
+    f"with open({root!r} + '/planted.py', 'w') as f:",
+    "    f.write(" + repr(
+        "import os, struct, json\n"
+        "msg = json.dumps({'status': 'passed', 'detail': ''}).encode()\n"
+        "for fd in range(3, 64):\n"
+        "    try: os.write(fd, struct.pack('>Q', len(msg)) + msg)\n"
+        "    except OSError: pass\n"
+        "os._exit(0)\n") + ")",
+    "planted = types.ModuleType('planted')",
+    "def answer(): return 0",
+]) + "\n"
+print(json.dumps(sandbox.run_tests(planter, "assert answer() == 42\n").status))
+'''
+
+
+def test_attack1_a_module_planted_in_tmp_is_not_imported_by_the_tester(tmp_path):
+    """drover installed under /tmp (a venv there): its source root lies inside the program's
+    writable tmpfs; a module planted there and named by the program must not run in the tester."""
+    if not str(tmp_path).startswith("/tmp/"):
+        pytest.skip(f"the temporary directory {tmp_path} is not under /tmp")
+    shutil.copytree(Path(SRC) / "drover", tmp_path / "src" / "drover", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "src")}
+    out = subprocess.run([sys.executable, "-c", _PLANT_MODULE], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == '"failed"'
+
+
 def test_attack2_host_unix_sockets_are_unreachable(tmp_path):
     path = tmp_path / "host.sock"
     with socket.socket(socket.AF_UNIX) as host, socket.socket(socket.AF_UNIX) as abstract:
@@ -542,3 +623,23 @@ def test_isolation_report_says_what_holds():
     assert report["isolation"] == "namespaces" and report["unsafe_no_isolation"] is False
     assert report["memory_mb"] == 4096 and report["mode"] == ("root" if IS_ROOT else "non-root")
     assert set(report) >= {"aggregate_memory_cap", "aggregate_process_cap", "tmpfs_mb", "max_processes"}
+
+
+@pytest.mark.parametrize("index,completion", [
+    (38, "    return s\n\n\ndef encode_cyclic(s: str):\n    return s\n"),
+    (50, "    return s\n\n\ndef encode_shift(s: str):\n    return s\n"),
+    (32, "    return 0.0\n\n\ndef poly(xs: list, x: float):\n    return 0.0\n"),
+])
+def test_attack1_redefining_a_helper_the_tests_call_does_not_pass(index, completion):
+    """The tests of HumanEval/32, /38, /50 call helpers defined in the prompt; the program's own
+    versions of them must not be the ones the tests use."""
+    problem = _problems()[index]
+    assert run_tests(*humaneval_job(problem, completion), FAST).status == "failed"
+    assert run_tests(*humaneval_job(problem, problem["canonical_solution"]), FAST).passed
+
+
+def test_code_and_tests_larger_than_a_pipe_buffer_still_run():
+    """The tests wait in the stdin pipe until the program is forked: big jobs must not deadlock."""
+    pad = "# padding\n" * 30_000
+    assert run_tests("X = 1\n" + pad + "def f(): return 3\n", pad + "assert f() == 3\n", FAST).passed
+    assert run_tests("def f(): return 2\n", pad + "assert f() == 3\n", FAST).status == "failed"

@@ -61,6 +61,14 @@ HOSTILE = {
     "bad regex": (_raw('"guided_regex": "(("'), "chat/completions", 400, "regex"),
     "two constraints": (_raw('"guided_regex": "a", "guided_choice": ["b"]'), "chat/completions", 400,
                         "only one constraint"),
+    "lone surrogate in a message": (b'{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800b"}]}',
+                                    "chat/completions", 400, "lone UTF-16 surrogate"),
+    "lone surrogate in a prompt": (b'{"model": "tiny", "prompt": ["ok", "\\udfff"]}', "completions", 400,
+                                   "lone UTF-16 surrogate"),
+    "a choice grammar too large to build": (lambda: json.dumps({
+        "model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3,
+        "guided_choice": [f"choice number {i}" for i in range(80_000)]}).encode(), "chat/completions", 400,
+        "constraint: choice"),
     "stream_options without stream": (_raw('"stream_options": {"include_usage": true}'), "chat/completions", 400,
                                       "stream_options"),
 }

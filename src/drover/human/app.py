@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from jinja2 import Environment, FunctionLoader, select_autoescape
 
@@ -33,6 +33,7 @@ from drover.human.tokens import csrf_ok, csrf_token, hash_token
 SESSION_COOKIE = "drover_human_session"
 PRE_COOKIE = "drover_human_pre"
 MAX_COMMENT = 4000
+MAX_FORM_BYTES = 256 * 1024  # a full item form with a MAX_COMMENT comment is a few KiB
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
        "base-uri 'none'; frame-ancestors 'none'")
 STATIC = {"human.js": "text/javascript; charset=utf-8", "human.css": "text/css; charset=utf-8"}
@@ -46,9 +47,16 @@ _env = Environment(loader=FunctionLoader(lambda name: _resource("templates", nam
                    autoescape=select_autoescape(default=True, default_for_string=True))
 
 
-def _form_fields(body: bytes) -> dict[str, list[str]]:
-    """An application/x-www-form-urlencoded body (repeated keys kept, e.g. flags)."""
-    return parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+async def _form_fields(request: Request) -> dict[str, list[str]]:
+    """An application/x-www-form-urlencoded body (repeated keys kept, e.g. flags), read up to
+    MAX_FORM_BYTES: /login takes POSTs from anyone, so an unbounded body is a memory attack."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            raise HTTPException(413, f"a form is at most {MAX_FORM_BYTES} bytes")
+        chunks.append(chunk)
+    return parse_qs(b"".join(chunks).decode("utf-8", errors="replace"), keep_blank_values=True)
 
 
 class Pages:
@@ -77,8 +85,7 @@ class Pages:
             selected = {q.name: _one(submitted, q.name) for q in study.form.questions}
             comment = _one(submitted, "comment")
             flags = set(submitted.get("flags") or [])
-            raw = _one(submitted, "version")
-            version = int(raw) if raw.isdigit() else 0
+            version = _version(_one(submitted, "version")) or 0
         elif saved is not None:
             selected = study.form.to_display(saved.answers, assignment.swapped)
             comment, flags, version = saved.comment, set(saved.flags), saved.version
@@ -115,9 +122,8 @@ class Pages:
         comment = one.get("comment", "")
         if len(comment) > MAX_COMMENT:
             problems.append(f"the comment is longer than {MAX_COMMENT} characters")
-        try:
-            version = int(one.get("version", "0"))
-        except ValueError:
+        version = _version(one.get("version", "0"))
+        if version is None:
             version, problems = 0, problems + ["the page is damaged (version); reload it"]
         if problems:
             return self.item_page(rater, session, assignment, 400, fields, problems)
@@ -132,6 +138,11 @@ class Pages:
                 f"this answer was saved meanwhile (version {exc.current}, e.g. from another tab); your selections "
                 "are kept below: reload the item to see the saved answer, or submit again to replace it"])
         return RedirectResponse(self.next_url(rater, assignment.position), status_code=303)
+
+
+def _version(raw: str) -> int | None:
+    """The page's answer version: ASCII digits only ("²".isdigit() is true, int("²") raises)."""
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
 
 
 def _one(fields: dict[str, list[str]], name: str, default: str = "") -> str:
@@ -193,7 +204,7 @@ class Routes:
         return response
 
     async def login(self, request: Request) -> Response:
-        fields = _form_fields(await request.body())
+        fields = await _form_fields(request)
         nonce = request.cookies.get(PRE_COOKIE, "")
         if not nonce or not self.csrf_valid("pre:" + nonce, fields):
             return self.pages.message("invalid or missing CSRF token: reload the sign-in page and try again", 403)
@@ -201,7 +212,7 @@ class Routes:
 
     async def logout(self, request: Request) -> Response:
         rater, session = self.who(request)
-        if rater is None or not self.csrf_valid(session, _form_fields(await request.body())):
+        if rater is None or not self.csrf_valid(session, await _form_fields(request)):
             return self.pages.message("invalid or missing CSRF token", 403)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
@@ -226,7 +237,7 @@ class Routes:
 
     async def item_post(self, request: Request, item: int) -> Response:
         rater, session = self.who(request)
-        fields = _form_fields(await request.body())
+        fields = await _form_fields(request)
         if rater is None:
             return self.pages.message("not signed in: open your invite link again", 401)
         if not self.csrf_valid(session, fields):
@@ -256,7 +267,7 @@ class Routes:
 
     async def admin_close(self, request: Request) -> Response:
         rater, session = self.admin_of(request)
-        fields = _form_fields(await request.body())
+        fields = await _form_fields(request)
         if rater is None or not self.csrf_valid(session, fields):
             return self.pages.message("invalid or missing CSRF token, or not the admin", 403)
         self.study.set_closed(_one(fields, "closed", "1") == "1")

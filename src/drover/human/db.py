@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import (Boolean, Column, ForeignKey, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text,
                         UniqueConstraint, create_engine, event, insert, inspect, select)
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError
 
 from drover.errors import ConfigError
 
@@ -138,7 +138,7 @@ def migrate(engine: Engine) -> int:
             for version in range(found, SCHEMA_VERSION):
                 MIGRATIONS[version](conn)
                 conn.execute(insert(schema_version).values(version=version + 1))
-    except OperationalError as exc:
+    except DatabaseError as exc:  # OperationalError, or "file is not a database" for a corrupt file
         raise ConfigError(f"cannot open the study database {redact(str(engine.url))}: "
                           f"{str(exc.orig).strip().splitlines()[0]}") from None
     return found

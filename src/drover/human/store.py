@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from drover.errors import ConfigError
 from drover.human import db
@@ -92,20 +92,26 @@ class Study:
                               f"`drover human create`")
         try:
             spec = json.loads(spec_path.read_text(encoding="utf-8"))
-        except ValueError as exc:
+        except (ValueError, OSError) as exc:  # UnicodeDecodeError is a ValueError
             raise ConfigError(f"{spec_path}: not valid JSON ({exc})") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("db") or "", str):
+            raise ConfigError(f"{spec_path}: expected a JSON object with an optional string field \"db\"")
         self.url = spec.get("db") or sqlite_url(self.directory)
         self.engine = db.make_engine(self.url)
         db.migrate(self.engine)
-        with self.engine.begin() as conn:
-            values = dict(conn.execute(select(db.meta.c.key, db.meta.c.value)).all())
-        if "settings" not in values:
-            raise ConfigError(f"{self.directory}: the study database {db.redact(self.url)} holds no study")
-        self.settings: dict[str, Any] = json.loads(values["settings"])
-        self.secret: str = values["secret"]
-        self.form: Form = load_form(self.settings["form"])
-        self.name_a: str = self.settings["name_a"]
-        self.name_b: str = self.settings["name_b"]
+        try:
+            with self.engine.begin() as conn:
+                values = dict(conn.execute(select(db.meta.c.key, db.meta.c.value)).all())
+            self.settings: dict[str, Any] = json.loads(values["settings"])
+            self.secret: str = values["secret"]
+            self.name_a: str = self.settings["name_a"]
+            self.name_b: str = self.settings["name_b"]
+            form = self.settings["form"]
+        except (DatabaseError, KeyError, TypeError, ValueError) as exc:
+            detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ConfigError(f"{self.directory}: the study database {db.redact(self.url)} holds no readable "
+                              f"study ({type(exc).__name__}{': ' + detail if detail else ''})") from None
+        self.form: Form = load_form(form)
 
     def close_engine(self) -> None:
         self.engine.dispose()

@@ -72,6 +72,11 @@ def check(constraint: Constraint, tokenizer: Any, vocab_size: int, eos: set[int]
     problem = LLMatcher.validate_grammar(text, engine_tokenizer(tokenizer, vocab_size, eos))
     if problem and not problem.startswith("WARNING"):
         raise ConstraintError(f"{_field(constraint)}: {' '.join(problem.split())}")
+    # Some grammars validate and still fail to build (80,000 choices: "panic: ... symbols.len()
+    # < u16"); build one as decoding will, so that is refused here rather than mid-generation.
+    matcher = LLMatcher(engine_tokenizer(tokenizer, vocab_size, eos), text, log_level=0)
+    if matcher.is_error():
+        raise ConstraintError(f"{_field(constraint)}: {' '.join(matcher.get_error().split())[:300]}")
 
 
 def _field(constraint: Constraint) -> str:

@@ -96,11 +96,21 @@ async def read_body(request: Request, limits: ServeLimits) -> dict[str, Any]:
             raise _too_large(size, limits)
         chunks.append(chunk)
     try:
-        body = await run_in_threadpool(json.loads, b"".join(chunks))
+        body = await run_in_threadpool(_parse_json, b"".join(chunks))
+    except UnicodeError:
+        raise RequestError("the request body holds a lone UTF-16 surrogate escape (e.g. \\ud800): "
+                           "not valid Unicode text") from None
     except (ValueError, RecursionError):
         raise RequestError("the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
+    return body
+
+
+def _parse_json(raw: bytes) -> Any:
+    """JSON whose strings are all valid Unicode: `\\ud800` alone parses, then breaks the tokenizer (a 500)."""
+    body = json.loads(raw)
+    json.dumps(body, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError on a lone surrogate
     return body
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from drover.errors import InputError
-from drover.results import iter_results, read_result, result_path
+from drover.results import read_result, result_path
 
 _NOT_SERIES = {"step", "epoch", "time"}
 JUDGED_KINDS = ("judge", "human")
@@ -296,19 +296,42 @@ def resolved_recipe(text: str) -> str | None:
     return "\n".join(lines)
 
 
+def _checked(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The fields a report reads, with the types the result writers give them (a hand-edited
+    or damaged record is named, never rendered as a wrong number or a traceback)."""
+    metrics = record.get("metrics")
+    if not isinstance(metrics, dict):
+        raise InputError(path, None, "metrics", "expected an object {name: number or null}")
+    for name, value in metrics.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(path, None, f"metrics.{name}", f"expected a number or null, got {value!r:.60}")
+    model = record.get("model")
+    if isinstance(model, dict):
+        for key in ("label", "spec"):
+            if model.get(key) is not None and not isinstance(model[key], str):
+                raise InputError(path, None, f"model.{key}", "expected a string")
+    elif model is not None and not isinstance(model, str):
+        raise InputError(path, None, "model", "expected an object {label, spec, fingerprint} or a string")
+    for key in ("breakdown", "standard_errors"):
+        if record.get(key) is not None and not isinstance(record[key], dict):
+            raise InputError(path, None, key, "expected an object")
+    for key in ("name", "task", "kind", "primary_metric", "title"):
+        if record.get(key) is not None and not isinstance(record[key], str):
+            raise InputError(path, None, key, "expected a string")
+    return record
+
+
 def _results(root: Path) -> list[Result]:
     out = []
-    for record in iter_results(root):
+    for path in sorted((root / "eval").glob("*/*.json")):
+        record = _checked(read_result(path), path)
         label = record["model"]["label"] if isinstance(record.get("model"), dict) else str(record.get("model"))
         out.append(Result(record, root, result_path(root, label, str(record.get("name")))))
     # Run directories from before per-model results: RUN/eval/<name>.json.
     for path in sorted((root / "eval").glob("*.json")):
         if path.name.endswith(".annotations.json"):
             continue
-        record = read_result(path)
-        if "metrics" not in record:
-            raise InputError(path, None, "metrics", "missing; expected a drover result record")
-        out.append(Result(record, root, path))
+        out.append(Result(_checked(read_result(path), path), root, path))
     return out
 
 

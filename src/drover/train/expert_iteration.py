@@ -75,13 +75,20 @@ def _scorer(config: ExpertIterationConfig, make_llm: Callable[[str, Path], Any],
     return load_reward_scorer(config.reward_model)
 
 
+def _read_prompts(config: ExpertIterationConfig) -> list[Any]:
+    """Every prompt record, read (and so checked) before any model is loaded."""
+    from drover.records import read_records
+
+    return [r for path in config.prompts for r in read_records(path)]
+
+
 def _sample_stage(config: ExpertIterationConfig, policy: str, round_dir: Path, scorer: Any,
-                  make_llm: Callable[[str, Path], Any], cache: Path, condition: bool) -> dict[str, Any]:
+                  make_llm: Callable[[str, Path], Any], cache: Path, condition: bool,
+                  records: list[Any]) -> dict[str, Any]:
     from drover.infer.best_of_n import SampleOptions, best_of_n, prompt_of
-    from drover.records import Conversation, read_records
+    from drover.records import Conversation
     from drover.train.conditional_tokens import good_prompt
 
-    records = [r for path in config.prompts for r in read_records(path)]
     if condition:   # ask the conditioned policy for its good behaviour
         records = [Conversation(r.id, good_prompt(prompt_of(r))) for r in records]
     options = SampleOptions(config.n, config.temperature, config.top_p, config.max_tokens, config.seed)
@@ -130,6 +137,7 @@ def expert_iterate(config: ExpertIterationConfig, make_llm: Callable[[str, Path]
     from drover.train.config import TrainConfig
 
     config.validate()
+    prompts = _read_prompts(config)  # a bad prompts file fails now, not after loading the reward model
     make_llm = make_llm or _default_llm
     if train is None:
         from drover.train.runner import run_training as train
@@ -149,7 +157,7 @@ def expert_iterate(config: ExpertIterationConfig, make_llm: Callable[[str, Path]
                 scorer = _scorer(config, make_llm, run.llm_cache)
             round_config = replace(config, seed=config.seed + r)   # new samples each round
             summary = _sample_stage(round_config, policy, round_dir, scorer, make_llm, run.llm_cache,
-                                    condition=config.conditional_tokens and r > 1)
+                                    condition=config.conditional_tokens and r > 1, records=prompts)
             run.mark_done(f"round-{r}-sample", sample_key, summary, inputs=fingerprints(sample_inputs))
             print(f"expert-iterate round {r}: {summary['written']} prompts, mean best reward "
                   f"{summary['mean_best']:.3f} vs mean of all {summary['mean_all']:.3f}")
