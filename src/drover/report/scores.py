@@ -60,10 +60,16 @@ class MetricValues:
         return self._interval
 
     def by_id(self) -> dict[str, float]:
-        """Per-example values for paired tests (a ratio's per-example share value / denominator)."""
+        """Per-example values for paired tests (a ratio's per-example share value / denominator).
+
+        Several values under one id (a question judged in both orders, or per turn) are one
+        paired unit: their mean, never just the last one read."""
         if self.denominators is not None:
             return {i: v / d if d else 0.0 for i, v, d in zip(self.ids, self.values, self.denominators)}
-        return dict(zip(self.ids, self.values))
+        sums: dict[str, list[float]] = {}
+        for i, v in zip(self.ids, self.values):
+            sums.setdefault(i, []).append(v)
+        return {i: sum(vs) / len(vs) for i, vs in sums.items()}
 
 
 def _close(a: float, b: float) -> bool:

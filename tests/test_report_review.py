@@ -1,0 +1,85 @@
+"""Adversarial checks of the report's numbers (review of issues #12 and #16).
+
+Each test writes result files by hand through `drover.results.write_result` and works the
+expected number out in its comments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from drover.identity import digest
+from drover.report import figures, tables
+from drover.report.collect import collect
+from drover.report.scores import MetricValues
+from drover.results import write_result
+from drover.runs import RunDir
+
+
+def _record(kind, name, label, metrics, n, **extra):
+    return {"kind": kind, "name": name, "model": {"label": label, "spec": label, "fingerprint": digest(label)},
+            "key": digest([kind, name, label]), "metrics": metrics, "settings": {}, "n_examples": n,
+            "failures": 0, **extra}
+
+
+def _accuracy(root, label, task, correct):
+    ids = [f"e{i}" for i in range(len(correct))]
+    write_result(root, _record("benchmark", task, label, {"accuracy": 100.0 * sum(correct) / len(correct)},
+                               len(correct), primary_metric="accuracy"),
+                 [{"id": i, "correct": bool(c)} for i, c in zip(ids, correct)])
+
+
+def _results(roots):
+    return [r for run in collect(roots) for r in run.results]
+
+
+def _row(table, prefix):
+    return next(r for r in table.rows if r[0].startswith(prefix))
+
+
+def test_two_runs_with_one_label_and_one_folder_name_stay_two_rows(tmp_path: Path):
+    # runs/a/quickstart and runs/b/quickstart, both with a "base" model: 100% and 0%.
+    a, b = tmp_path / "a" / "quickstart", tmp_path / "b" / "quickstart"
+    _accuracy(a, "base", "gsm_cot", [1] * 8)
+    _accuracy(b, "base", "gsm_cot", [0] * 8)
+    results = _results([a, b])
+    assert sorted(r.row for r in results) == ["base (a/quickstart)", "base (b/quickstart)"]
+    table = tables.summary_table(results, None)
+    assert len(table.rows) == 2
+    assert _row(table, "base (a/quickstart)")[1].startswith("100.0")
+    assert _row(table, "base (b/quickstart)")[1].startswith("0.0 [0.0, 36.9] (-100.0*)")
+
+
+def test_training_figures_of_two_runs_named_alike_are_two_files(tmp_path: Path):
+    a, b = tmp_path / "a" / "quickstart", tmp_path / "b" / "quickstart"
+    for root, loss in ((a, 1.0), (b, 2.0)):
+        log = RunDir(root / "train" / "sft").ensure()
+        for step in (1, 2):
+            log.log("train", step=step, loss=loss / step)
+    names = [f.name for f in figures.training(collect([a, b]))]
+    assert len(names) == 2 and len(set(names)) == 2, names
+
+
+def test_average_compares_the_same_settings_for_every_model(tmp_path: Path):
+    # base: MMLU 0-shot 100, 5-shot 0; sft: 0-shot 100 only. Averaging base over both settings (50)
+    # against sft over one (100) compares two task sets; over the common setting both are 100.
+    root = tmp_path / "run"
+    _accuracy(root, "base", "mmlu_0shot", [1] * 8)
+    _accuracy(root, "base", "mmlu_5shot", [0] * 8)
+    _accuracy(root, "sft", "mmlu_0shot", [1] * 8)
+    table = tables.summary_table(_results([root]), "base")
+    assert _row(table, "base")[-1] == "100.0"
+    assert _row(table, "sft")[-1] == "100.0"
+    assert "left out (not run for every model): mmlu_5shot" in table.notes[-1]
+
+
+def test_sign_test_pairs_questions_not_the_last_judgment_under_an_id():
+    # Two judgments per question (both orders). A wins both orders of q0..q5; B of none. Keeping only
+    # the last judgment per id is what a dict of (id, value) pairs did: here the last is a tie for
+    # every question, which hid six clear wins (p = 2 / 2**6 = 0.03125 < 0.05).
+    ids = [f"q{i}" for i in range(6) for _ in range(2)]
+    a = MetricValues(ids, [1.0, 0.5] * 6, 1.0)
+    b = MetricValues(ids, [0.0, 0.5] * 6, 1.0)
+    p, plus, minus, common = tables.paired(a, b)
+    assert (plus, minus, common) == (6, 0, 6)
+    assert abs(p - 0.03125) < 1e-12
