@@ -24,3 +24,27 @@ def test_a_run_killed_before_its_first_checkpoint_leaves_no_steps_in_the_log(tin
     assert not list(run_dir.glob("checkpoints/*"))  # nothing to resume from
     run_training(train_config(tiny_model_dir, [data], run_dir, **common), echo=False)
     assert _train_steps(run_dir) == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_a_deleted_output_of_a_first_run_reruns_its_stage(tmp_path, capsys):
+    # The first run creates data/instructions.jsonl (prep's output, answers' input). Deleted, prep
+    # must run again ("missing"), not be skipped as done while answers fails on the absent file.
+    from test_identity_recipes import _alpaca, _recipe
+
+    from drover.cli import main
+    from drover.llm.testing import FakeOpenAIServer
+
+    _alpaca(tmp_path, ["one", "two", "three"])
+    with FakeOpenAIServer() as server:
+        recipe = _recipe(tmp_path, server.base_url)
+        assert main(["run", str(recipe)]) == 0
+        marker = json.loads((tmp_path / "run" / "stages" / "prep.json").read_text())
+        assert [p for p in marker["outputs"] if p.endswith("instructions.jsonl")]
+        (tmp_path / "run" / "data" / "instructions.jsonl").unlink()
+        capsys.readouterr()
+        assert main(["run", str(recipe), "--list"]) == 0
+        assert "missing  prep" in capsys.readouterr().out
+        asked = len(server.requests)
+        assert main(["run", str(recipe)]) == 0
+        assert (tmp_path / "run" / "data" / "instructions.jsonl").is_file()
+        assert len(server.requests) == asked  # same instructions again: the answers came from the cache
