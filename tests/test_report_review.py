@@ -83,3 +83,13 @@ def test_sign_test_pairs_questions_not_the_last_judgment_under_an_id():
     p, plus, minus, common = tables.paired(a, b)
     assert (plus, minus, common) == (6, 0, 6)
     assert abs(p - 0.03125) < 1e-12
+
+
+def test_a_delta_of_a_metric_below_one_keeps_its_digits(tmp_path: Path):
+    # A ratio metric (scale 1, no per-example values): 0.80 -> 0.83 is +0.030, not "+0.0".
+    root = tmp_path / "run"
+    for label, value in (("base", 0.80), ("sft", 0.83)):
+        write_result(root, _record("benchmark", "ratio_task", label, {"ratio": value}, 4, primary_metric="ratio"), [])
+    table = tables.summary_table(_results([root]), "base")
+    assert _row(table, "sft")[1] == "0.830 (+0.030)"
+    assert tables.delta(-2.25, True) == "-2.2" and tables.delta(0.0) == "+0.0"

@@ -63,6 +63,11 @@ def num(value: float | None, percent: bool = False) -> str:
     return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3f}"
 
 
+def delta(value: float, percent: bool = False) -> str:
+    """A signed difference in the precision of `num` (a 0.82 -> 0.85 change is +0.030, not +0.0)."""
+    return "+" + num(value, percent) if value >= 0 else "-" + num(-value, percent)
+
+
 def value_of(result: Result, metric: str) -> float | None:
     value = result.metrics.get(metric)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -109,7 +114,7 @@ def cell_text(cell: Cell, base: Cell | None) -> str:
             test = paired(cell.values, base.values)
             if test is not None and test[0] < ALPHA:
                 mark = "*"
-        text += f" ({cell.value - base.value:+.1f}{mark})"
+        text += f" ({delta(cell.value - base.value, percent)}{mark})"
     if result.failures:
         text += f" (partial: {result.failures} failed)"
     return text
