@@ -93,3 +93,23 @@ def test_a_delta_of_a_metric_below_one_keeps_its_digits(tmp_path: Path):
     table = tables.summary_table(_results([root]), "base")
     assert _row(table, "sft")[1] == "0.830 (+0.030)"
     assert tables.delta(-2.25, True) == "-2.2" and tables.delta(0.0) == "+0.0"
+
+
+def _alpaca_eval(root, label, name, judge, prefs):
+    examples = [{"id": str(i), "meta": {"index": i}, "preference": p} for i, p in enumerate(prefs)]
+    write_result(root, _record("judge", name, label, {"win_rate": 100 * sum(p - 1 for p in prefs) / len(prefs)},
+                               len(prefs), task="alpaca_eval_v2", primary_metric="win_rate", judge=judge), examples)
+
+
+def test_one_model_judged_by_two_judges_keeps_both_results(tmp_path: Path):
+    # sft judged on AlpacaEval by two judges (--name ae-a, --name ae-b): 100% and 25%. Keyed by
+    # (model, protocol), one of the two numbers used to vanish from the judge table.
+    root = tmp_path / "run"
+    _alpaca_eval(root, "sft", "ae-a", "judge-a", [2.0, 2.0, 2.0, 2.0])
+    _alpaca_eval(root, "sft", "ae-b", "judge-b", [2.0, 1.0, 1.0, 1.0])
+    results = _results([root])
+    (table,) = tables.judge_tables(results, None)
+    assert [r[0] for r in table.rows] == ["sft (ae-a) (baseline)", "sft (ae-b)"]
+    assert _row(table, "sft (ae-a)")[1].startswith("100.0")
+    assert _row(table, "sft (ae-b)")[1].startswith("25.0")
+    assert len(tables.pairwise_tables(results)) == 1

@@ -357,6 +357,14 @@ def name_rows(results: list[Result]) -> None:
     for r in results:
         roots = roots_of[r.label]
         r.row = r.label if len(roots) == 1 else f"{r.label} ({run_names(roots)[r.root]})"
+    # One model judged twice on one protocol (two judges, two references, under two --name):
+    # each result keeps its own row, named by the result, instead of the last one read winning.
+    seen: dict[tuple[str, str], int] = {}
+    for r in results:
+        seen[(r.row, r.task)] = seen.get((r.row, r.task), 0) + 1
+    for r in results:
+        if seen[(r.row, r.task)] > 1:
+            r.row = f"{r.row} ({r.name})"
 
 
 def collect(roots: list[str | Path]) -> list[RunContents]:
