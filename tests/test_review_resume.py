@@ -48,3 +48,28 @@ def test_a_deleted_output_of_a_first_run_reruns_its_stage(tmp_path, capsys):
         assert main(["run", str(recipe)]) == 0
         assert (tmp_path / "run" / "data" / "instructions.jsonl").is_file()
         assert len(server.requests) == asked  # same instructions again: the answers came from the cache
+
+
+def test_two_endpoints_under_one_served_name_never_replace_each_others_results(tmp_path, capsys):
+    # Both servers serve "llama": the label is the served name, so the second eval used to
+    # overwrite the first one's RUN/eval/llama/gsm_cot.json. Now it refuses (exit 2, one line,
+    # nothing changed) and --name keeps both; the same endpoint re-evaluated still replaces its own.
+    from drover.cli import main
+    from drover.llm.testing import FakeOpenAIServer
+
+    run = tmp_path / "run"
+    common = ["--tasks", "gsm_cot", "--limit", "2", "--run-dir", str(run)]
+    with FakeOpenAIServer() as a, FakeOpenAIServer() as b:
+        assert main(["eval", "--model", f"{a.base_url}#llama", *common]) == 0
+        first = (run / "eval" / "llama" / "gsm_cot.json").read_bytes()
+        capsys.readouterr()
+        assert main(["eval", "--model", f"{b.base_url}#llama", *common]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "another model" in err and "--name" in err and "\n" not in err
+        assert (run / "eval" / "llama" / "gsm_cot.json").read_bytes() == first
+        assert main(["eval", "--model", f"{b.base_url}#llama", "--name", "llama-b", *common]) == 0
+        assert (run / "eval" / "llama-b" / "gsm_cot.json").is_file()
+        # the same endpoint under other settings: its own result, replaced
+        assert main(["eval", "--model", f"{a.base_url}#llama", "--tasks", "gsm_cot", "--limit", "1",
+                     "--run-dir", str(run)]) == 0
+        assert (run / "eval" / "llama" / "gsm_cot.json").read_bytes() != first
