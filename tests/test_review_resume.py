@@ -73,3 +73,28 @@ def test_two_endpoints_under_one_served_name_never_replace_each_others_results(t
         assert main(["eval", "--model", f"{a.base_url}#llama", "--tasks", "gsm_cot", "--limit", "1",
                      "--run-dir", str(run)]) == 0
         assert (run / "eval" / "llama" / "gsm_cot.json").read_bytes() != first
+
+
+def test_a_deleted_result_makes_its_eval_stage_missing(tmp_path, capsys):
+    # Results live below the run directory, which is never a path argument: the eval command
+    # reports them (runs.report_stage outputs), so deleting one re-runs its stage.
+    import yaml
+
+    from drover.cli import main
+    from drover.llm.testing import FakeOpenAIServer
+
+    with FakeOpenAIServer() as server:
+        stages = [{"name": "bench", "command": "eval", "args": [
+            "--model", f"{server.base_url}#fake", "--tasks", "gsm_cot", "--limit", "2", "--run-dir", "${run_dir}"]}]
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text(yaml.safe_dump({"name": "t", "run_dir": str(tmp_path / "run"), "stages": stages}))
+        assert main(["run", str(recipe)]) == 0
+        result = tmp_path / "run" / "eval" / "fake" / "gsm_cot.json"
+        marker = json.loads((tmp_path / "run" / "stages" / "bench.json").read_text())
+        assert str(result) in marker["outputs"]
+        result.unlink()
+        capsys.readouterr()
+        assert main(["run", str(recipe), "--list"]) == 0
+        assert "missing  bench" in capsys.readouterr().out
+        assert main(["run", str(recipe)]) == 0
+        assert result.is_file()

@@ -326,6 +326,7 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
             inputs = {p: fp for p, fp in after.items() if before.get(p) == fp}
             inputs.update(fingerprints([p for p in report["inputs"] if p not in after]))
             outputs = [p for p in after if before.get(p) != after[p]]
+            outputs += [p for p in report["outputs"] if p not in outputs]
             failed = report["failed"]
             run.mark_done(stage.name, key, {"seconds": round(seconds, 2)}, inputs=inputs, outputs=outputs,
                           failed=failed)

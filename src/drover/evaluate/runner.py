@@ -33,7 +33,7 @@ from drover.evaluate.registry import TASKS
 from drover.evaluate.task import EvalContext, EvalOptions, Task
 from drover.errors import DroverError
 from drover.identity import digest, file_fingerprint, path_fingerprint
-from drover.results import find_result, model_slug, write_result
+from drover.results import find_result, model_slug, result_path, write_result
 from drover.runs import RunDir, report_stage
 
 
@@ -101,7 +101,7 @@ def check_label(run: RunDir, model: ModelRef, names: list[str]) -> None:
     """Refuse, before any request, to replace the results of another model that has this label
     (two endpoints serving one name, two directories of one name): results live per label."""
     from drover.errors import ConfigError
-    from drover.results import read_result, result_path
+    from drover.results import read_result
 
     for name in names:
         path = result_path(run.root, model.label, name)
@@ -156,6 +156,7 @@ def run_tasks(llm: Any, fmt: PromptFormatter, model: ModelRef, names: list[str],
         previous = None if force else find_result(run.root, model.label, name, key)
         if previous is not None:
             log(f"eval {name}: done already for {model.label} with the same model, data and settings; skipping")
+            report_stage(outputs=[result_path(run.root, model.label, name)])
             results.append(previous)
             continue
         log(f"eval {name}: running on {model.label}")
@@ -189,6 +190,7 @@ def run_tasks(llm: Any, fmt: PromptFormatter, model: ModelRef, names: list[str],
         }
         examples = [{**e, "prompt": prompt_text(e["prompt"])} if "prompt" in e else e for e in result.examples]
         path = write_result(run.root, record, examples)
+        report_stage(outputs=[path])
         record = json.loads(path.read_text(encoding="utf-8"))  # exactly what was written (strict JSON)
         run.log("eval", task=name, model=model.label, metrics=record["metrics"], time_s=record["time_s"])
         value = record["metrics"].get(task.primary_metric)
