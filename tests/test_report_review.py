@@ -113,3 +113,28 @@ def test_one_model_judged_by_two_judges_keeps_both_results(tmp_path: Path):
     assert _row(table, "sft (ae-a)")[1].startswith("100.0")
     assert _row(table, "sft (ae-b)")[1].startswith("25.0")
     assert len(tables.pairwise_tables(results)) == 1
+
+
+def test_mt_bench_pairwise_judgments_are_read_in_the_models_frame_and_resampled_by_question(tmp_path: Path):
+    # MT-bench pairwise: order "ab" shows model A (the evaluated model) first, unlike Vicuna-80's "ab"
+    # (reference first). The judge now records meta.switched. Model A wins q0 and q1 in both orders
+    # and q2 in neither (B wins): win rate 2/3. Read with Vicuna's rule it came out inverted (1/3).
+    from drover.judges.mt_bench import build_pairwise_calls
+
+    call = next(c for c in build_pairwise_calls({"81": ["a", "a"]}, {"81": ["b", "b"]}) if c.meta["order"] == "ab")
+    assert call.meta["switched"] is True
+    examples = []
+    for q, model_wins in ((0, True), (1, True), (2, False)):
+        for order in ("ab", "ba"):
+            first_won = model_wins == (order == "ab")
+            examples.append({"id": f"{q}/t1/{order}", "meta": {"question_id": str(q), "turn": 1, "order": order,
+                                                               "switched": order == "ab"},
+                             "verdict": {"type": "choice", "outcome": "first" if first_won else "second"}})
+    root = tmp_path / "run"
+    write_result(root, _record("judge", "mt-bench-pair-vs-b", "a", {"win_rate": 100 * 2 / 3}, 3,
+                               task="mt_bench_pairwise", primary_metric="win_rate"), examples)
+    (result,) = _results([root])
+    values = result.values("win_rate")
+    assert values is not None and values.scale == 100
+    assert sorted(values.ids) == ["0", "1", "2"]  # three questions, not six judgments
+    assert sorted(values.values) == [0.0, 1.0, 1.0]
