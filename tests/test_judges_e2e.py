@@ -17,8 +17,8 @@ from drover.cli import main
 
 pytestmark = pytest.mark.slow
 
-RESULT_KEYS = {"task", "kind", "model", "judge", "metrics", "standard_errors", "primary_metric", "breakdown",
-               "settings", "n", "n_examples", "failures", "examples_file", "usage", "cost", "key", "time_s"}
+RESULT_KEYS = {"task", "kind", "model", "judge", "metrics", "primary_metric", "breakdown", "settings", "n_examples",
+               "examples_file", "usage", "time_s"}
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +32,10 @@ def judge_spec(tiny_model_dir):
 def _judge(spec: str, run_dir: Path, *args: str) -> dict:
     code = main(["judge", *args, "--judge", spec, "--run-dir", str(run_dir), "--max-judge-tokens", "8"])
     assert code == 0
-    results = sorted((run_dir / "eval").glob("*/*.json"), key=lambda p: p.stat().st_mtime)
-    result = json.loads(results[-1].read_text())  # strict JSON: a metric without verdicts is null
+    results = sorted((run_dir / "eval").glob("*/*.json"), key=lambda p: p.stat().st_mtime)  # per model
+    result = json.loads(results[-1].read_text())
     assert RESULT_KEYS <= set(result) and result["kind"] == "judge"
-    assert all(v is None or isinstance(v, float) for v in result["metrics"].values())
+    assert all(v is None or isinstance(v, float) for v in result["metrics"].values())  # NaN is written as null
     return result
 
 
@@ -55,25 +55,23 @@ def test_vicuna_both_orders_rerun_and_resume(judge_spec: str, tmp_path: Path) ->
     run = tmp_path / "run"
     args = ("vicuna", "--model-outputs", str(model), "--reference", str(ref))
     first = _judge(judge_spec, run, *args)
-    assert first["task"] == "vicuna80" and first["model"]["label"] == "mine"
-    assert first["settings"]["orders"] == ["ab", "ba"]
+    assert first["task"] == "vicuna80" and first["model"]["label"] == "mine" and first["settings"]["orders"] == ["ab", "ba"]
     records = _examples(run, first)
     assert sorted(r["id"] for r in records) == ["1/ab", "1/ba", "2/ab", "2/ba"]
     assert all(r["decoding"] == {"temperature": 0.2, "max_tokens": 8} and r["judge"] == "tiny" for r in records)
-    assert all(r["constraint"] == {"regex": "(10|[1-9]) (10|[1-9])"} for r in records)
     m = first["metrics"]
     assert m["n_scored"] + m["n_unscored"] == 2
     n_parse_failures = sum(r["verdict"]["type"] == "parse_failure" for r in records)
     assert len(first["breakdown"]["failures"]) == n_parse_failures == first["failures"]
     assert first["usage"]["misses"] == 4
 
-    again = _judge(judge_spec, run, *args)
-    # Unchanged: the finished result stands (0 failures) or is re-read from the examples and cache (0 requests).
-    assert again == first or (again["usage"]["misses"] == 0 and again["metrics"] == first["metrics"])
+    again = _judge(judge_spec, run, *args)  # done already (same key), or re-judged from the cache after failures
+    assert again["metrics"] == first["metrics"] and (again == first or again["usage"]["misses"] == 0)
 
     path = run / first["examples_file"]
-    path.write_text(path.read_text().splitlines(keepends=True)[0])  # as if killed after one judgment
-    resumed = _judge(judge_spec, run, *args, "force=true")
+    path.write_text(path.read_text().splitlines(keepends=True)[0])  # as if killed after one judgment:
+    Path(str(path).replace(".examples.jsonl", ".json")).unlink()     # the record is written last
+    resumed = _judge(judge_spec, run, *args)
     assert resumed["usage"]["misses"] == 0 and resumed["usage"]["hits"] == 3  # the LLM cache answers the rest
     assert resumed["metrics"] == first["metrics"]
     assert len(_examples(run, resumed)) == 4
@@ -98,13 +96,13 @@ def test_alpaca_eval_v1_and_v2(judge_spec: str, tmp_path: Path) -> None:
     assert all(r["decoding"]["logprobs"] is True and r["decoding"]["top_logprobs"] == 5 for r in records)
     for r in records:  # a verdict from the top log-probs, or a listed failure naming what was there
         assert r["verdict"]["type"] in ("preference", "parse_failure")
-    annotations_file = run / v2["settings"]["files"]["annotations"]
-    assert annotations_file == run / "eval" / "tiny-policy" / "annotations" / "alpaca-eval-v2.json"
+    annotations_file = run / v2["settings"]["files"]["annotations"]  # eval/<model>/annotations/<name>.json
     annotations = json.loads(annotations_file.read_text())
     assert [a["generator_2"] for a in annotations] == ["tiny-policy"] * 2
 
-    bias = main(["judge", "bias", "--run-dir", str(run), "--annotations", str(annotations_file)])
-    assert bias == 0 and (run / "eval" / "bias" / "bias.json").exists()
+    bias = main(["judge", "bias", "--run-dir", str(run), "--annotations",
+                 str(annotations_file)])
+    assert bias == 0 and list((run / "eval").glob("*/bias.json"))
 
 
 def test_mt_bench_single_and_pairwise(judge_spec: str, tmp_path: Path) -> None:
@@ -115,7 +113,7 @@ def test_mt_bench_single_and_pairwise(judge_spec: str, tmp_path: Path) -> None:
     run = tmp_path / "run"
     single = _judge(judge_spec, run, "mt-bench", "--model-outputs", str(a))
     assert sorted(r["id"] for r in _examples(run, single)) == ["81/t1", "81/t2"]
-    assert single["metrics"]["n_scored"] + single["metrics"]["n_failed"] == 2 == single["n_judgments"]
+    assert single["metrics"]["n_scored"] + single["metrics"]["n_failed"] == 2
     pair = _judge(judge_spec, run, "mt-bench", "--mode", "pairwise", "--model-outputs", str(a),
                   "--baseline-outputs", str(b))
     assert len(_examples(run, pair)) == 4

@@ -320,10 +320,13 @@ def run_recipe(recipe: Recipe, only: list[str] | None = None, force: bool = Fals
                                   f"the same command: finished stages are skipped, this one resumes")
             report = read_stage_report(status_file)
             status_file.unlink(missing_ok=True)
-            after = fingerprints(candidates)
+            # Paths the stage created did not exist before it ran: named in its arguments, they
+            # are outputs too (else a deleted output of a first run would never be noticed).
+            after = fingerprints(list(dict.fromkeys([*candidates, *path_args(key["args"], run.root)])))
             inputs = {p: fp for p, fp in after.items() if before.get(p) == fp}
             inputs.update(fingerprints([p for p in report["inputs"] if p not in after]))
             outputs = [p for p in after if before.get(p) != after[p]]
+            outputs += [p for p in report["outputs"] if p not in outputs]
             failed = report["failed"]
             run.mark_done(stage.name, key, {"seconds": round(seconds, 2)}, inputs=inputs, outputs=outputs,
                           failed=failed)

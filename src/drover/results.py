@@ -9,7 +9,8 @@ overwrites another model's numbers):
 A record is a dict with at least:
 
     {"kind": "benchmark" | "judge", "name": str,
-     "model": {"label": str, "spec": str, "fingerprint": str | None},
+     "model": {"label": str, "spec": str, "fingerprint": str | None,
+               "source": str},  # optional: where the model lives (eval refuses another source under one label)
      "key": str,            # identity.digest of (input fingerprints + resolved settings)
      "metrics": {name: float | None}, "settings": {...}, "n_examples": int,
      "failures": int,       # items that produced no verdict / no answer (never guessed)

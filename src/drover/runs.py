@@ -32,10 +32,12 @@ from drover.identity import digest, path_fingerprint
 STATUS_ENV = "DROVER_STAGE_STATUS"
 
 
-def report_stage(inputs: list[str | Path] | None = None, failed: int = 0) -> None:
-    """Tell the recipe runner (if any) which files this stage read and how many items failed.
+def report_stage(inputs: list[str | Path] | None = None, failed: int = 0,
+                 outputs: list[str | Path] | None = None) -> None:
+    """Tell the recipe runner (if any) which files this stage read, which it wrote below the
+    run directory (results: a deleted one makes the stage "missing"), and how many items failed.
 
-    Repeated calls add up (inputs are merged, failures summed); a no-op outside a recipe."""
+    Repeated calls add up (paths are merged, failures summed); a no-op outside a recipe."""
     target = os.environ.get(STATUS_ENV)
     if not target:
         return
@@ -45,15 +47,17 @@ def report_stage(inputs: list[str | Path] | None = None, failed: int = 0) -> Non
     except (OSError, ValueError):
         current = {}
     names = list(dict.fromkeys([*current.get("inputs", []), *(str(p) for p in inputs or [])]))
-    write_json(path, {"inputs": names, "failed": int(current.get("failed", 0)) + int(failed)})
+    written = list(dict.fromkeys([*current.get("outputs", []), *(str(p) for p in outputs or [])]))
+    write_json(path, {"inputs": names, "outputs": written, "failed": int(current.get("failed", 0)) + int(failed)})
 
 
 def read_stage_report(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {"inputs": [], "failed": 0}
-    return {"inputs": list(data.get("inputs", [])), "failed": int(data.get("failed", 0))}
+        return {"inputs": [], "outputs": [], "failed": 0}
+    return {"inputs": list(data.get("inputs", [])), "outputs": list(data.get("outputs", [])),
+            "failed": int(data.get("failed", 0))}
 
 
 def fingerprints(paths: list[str | Path]) -> dict[str, str]:

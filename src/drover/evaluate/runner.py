@@ -31,8 +31,9 @@ from typing import Any
 from drover.evaluate.prompting import PromptFormatter, prompt_text, resolve_chat_format
 from drover.evaluate.registry import TASKS
 from drover.evaluate.task import EvalContext, EvalOptions, Task
+from drover.errors import DroverError
 from drover.identity import digest, file_fingerprint, path_fingerprint
-from drover.results import find_result, model_slug, write_result
+from drover.results import find_result, model_slug, result_path, write_result
 from drover.runs import RunDir, report_stage
 
 
@@ -78,8 +79,41 @@ class ModelRef:
     def fingerprint(self) -> str:
         return digest(self.identity)
 
+    @property
+    def source(self) -> str | None:
+        """Where the model lives (a resolved directory, or an endpoint's URL#name), to tell a model
+        retrained in place (same source: its results are replaced) from another model under the
+        same label (refused). None for a recipe's service: its port changes every run, and its
+        identity is declared (the recipe's stage key decides what re-runs)."""
+        if "endpoint" in self.identity:
+            return None
+        if "base_url" in self.identity:
+            return f"{self.identity['base_url']}#{self.identity.get('model')}"
+        path = Path(self.spec.removeprefix("hf:"))
+        return str(path.resolve()) if path.is_dir() else self.spec
+
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "spec": self.spec, "fingerprint": self.fingerprint}
+        out = {"label": self.label, "spec": self.spec, "fingerprint": self.fingerprint}
+        return {**out, "source": self.source} if self.source else out
+
+
+def check_label(run: RunDir, model: ModelRef, names: list[str]) -> None:
+    """Refuse, before any request, to replace the results of another model that has this label
+    (two endpoints serving one name, two directories of one name): results live per label."""
+    from drover.errors import ConfigError
+    from drover.results import read_result
+
+    for name in names:
+        path = result_path(run.root, model.label, name)
+        if not path.is_file():
+            continue
+        try:
+            old = (read_result(path).get("model") or {}).get("source")
+        except DroverError:
+            continue  # a torn or foreign file is recomputed, then replaced
+        if old and model.source and old != model.source:
+            raise ConfigError(f"{path}: holds the result of {old} under the label {model.label!r}, and {model.source} "
+                              f"is another model; give it its own --name (or --force to replace that result)")
 
 
 def model_label(spec: str, run_root: str | Path, name: str = "") -> str:
@@ -110,6 +144,8 @@ def run_tasks(llm: Any, fmt: PromptFormatter, model: ModelRef, names: list[str],
               force: bool = False, log: Callable[[str], None] = print,
               provenance: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Run (or skip, when done from the same inputs and settings) each task; returns their records."""
+    if not force:
+        check_label(run, model, names)
     run.ensure()
     results = []
     for name in names:
@@ -120,6 +156,7 @@ def run_tasks(llm: Any, fmt: PromptFormatter, model: ModelRef, names: list[str],
         previous = None if force else find_result(run.root, model.label, name, key)
         if previous is not None:
             log(f"eval {name}: done already for {model.label} with the same model, data and settings; skipping")
+            report_stage(outputs=[result_path(run.root, model.label, name)])
             results.append(previous)
             continue
         log(f"eval {name}: running on {model.label}")
@@ -153,6 +190,7 @@ def run_tasks(llm: Any, fmt: PromptFormatter, model: ModelRef, names: list[str],
         }
         examples = [{**e, "prompt": prompt_text(e["prompt"])} if "prompt" in e else e for e in result.examples]
         path = write_result(run.root, record, examples)
+        report_stage(outputs=[path])
         record = json.loads(path.read_text(encoding="utf-8"))  # exactly what was written (strict JSON)
         run.log("eval", task=name, model=model.label, metrics=record["metrics"], time_s=record["time_s"])
         value = record["metrics"].get(task.primary_metric)

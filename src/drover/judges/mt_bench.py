@@ -197,7 +197,7 @@ def build_pairwise_calls(answers_a: dict[str, list[str]], answers_b: dict[str, l
                     id=f"{qid}/t{turn}/{order}", messages=prompts[name].messages(**values),
                     prompt_id=f"mt_bench/{name}", parse=lambda c: parse_pair_verdict(c.text),
                     constraint=PAIR_VERDICT, decoding=dict(DECODING), meta={"question_id": qid, "category": q["category"], "turn": turn,
-                                                   "order": order}))
+                                                   "order": order, "switched": order == "ab"}))  # A shown first
     return calls
 
 

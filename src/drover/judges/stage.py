@@ -122,8 +122,8 @@ def run_judge(config: JudgeConfig, open_llm: Any = None, log: Any = print) -> di
     """Judge, aggregate and write one result; returns the record. `open_llm(config, cache)` is for tests."""
     from drover.judges.judge import JudgeContext
     from drover.judges.registry import JUDGES
-    from drover.results import examples_path, find_result, write_result
-    from drover.runs import RunDir
+    from drover.results import examples_path, find_result, result_path, write_result
+    from drover.runs import RunDir, report_stage
 
     judge = JUDGES.get(config.kind)
     settings = _settings(judge, config)
@@ -145,6 +145,7 @@ def run_judge(config: JudgeConfig, open_llm: Any = None, log: Any = print) -> di
         if previous is not None:
             log(f"judge {config.kind}: done already for these answers and settings "
                 f"({run.root / previous['examples_file']}); re-run with force=true to judge again")
+            report_stage(outputs=[result_path(run.root, inputs.label, name)])
             return previous
         ctx = None if llm is None else JudgeContext(
             llm, llm.config.model, identity, examples_path(run.root, inputs.label, name),
@@ -159,6 +160,7 @@ def run_judge(config: JudgeConfig, open_llm: Any = None, log: Any = print) -> di
     record["time_s"] = round(time.time() - start, 3)
     _write_extra_files(run.root, record, output, inputs.label, name)
     path = write_result(run.root, record, [j.to_dict() for j in judgments])
+    report_stage(outputs=[path])
     record["examples_file"] = str(Path(path).parent.relative_to(run.root) / f"{name}.examples.jsonl")
     if output.message:
         log(output.message)

@@ -358,14 +358,36 @@ def collect_run(root: str | Path) -> RunContents:
     return run
 
 
+def run_names(roots: list[Path]) -> dict[Path, str]:
+    """The shortest trailing part of each run's path that tells the runs apart
+    (runs/a/quickstart and runs/b/quickstart -> "a/quickstart", "b/quickstart")."""
+    unique = list(dict.fromkeys(roots))
+    parts = {root: root.resolve().parts for root in unique}
+    for depth in range(1, max((len(p) for p in parts.values()), default=1) + 1):
+        names = {root: "/".join(parts[root][-depth:]) for root in unique}
+        if len(set(names.values())) == len(unique):
+            return names
+    return {root: str(root.resolve()) for root in unique}
+
+
 def name_rows(results: list[Result]) -> None:
     """Give every result its row name: the model label, suffixed with the run's name where the
     same label appears in two runs (two rows, never one merged row or bar)."""
-    roots_of: dict[str, set[Path]] = {}
+    roots_of: dict[str, list[Path]] = {}
     for r in results:
-        roots_of.setdefault(r.label, set()).add(r.root)
+        if r.root not in roots_of.setdefault(r.label, []):
+            roots_of[r.label].append(r.root)
     for r in results:
-        r.row = r.label if len(roots_of[r.label]) == 1 else f"{r.label} ({r.root.name})"
+        roots = roots_of[r.label]
+        r.row = r.label if len(roots) == 1 else f"{r.label} ({run_names(roots)[r.root]})"
+    # One model judged twice on one protocol (two judges, two references, under two --name):
+    # each result keeps its own row, named by the result, instead of the last one read winning.
+    seen: dict[tuple[str, str], int] = {}
+    for r in results:
+        seen[(r.row, r.task)] = seen.get((r.row, r.task), 0) + 1
+    for r in results:
+        if seen[(r.row, r.task)] > 1:
+            r.row = f"{r.row} ({r.name})"
 
 
 def collect(roots: list[str | Path]) -> list[RunContents]:

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 
 from drover.report import plots
-from drover.report.collect import Result, RunContents
+from drover.report.collect import Result, RunContents, run_names
 from drover.report.scores import judge_preference
 from drover.report.tables import failed, value_of
 from drover.stats import word_tokens
@@ -131,9 +131,10 @@ def length_bias(results: list[Result]) -> tuple[list[Figure], str]:
 
 def training(runs: list[RunContents]) -> list[Figure]:
     out = []
+    names = run_names([run.root for run in runs])  # two runs named alike never share one figure file
     for run in runs:
         for curve in run.curves:
-            name = f"training-{run.root.name}-{curve.name}".replace("/", "-")
-            out.append(Figure(re.sub(r"[^A-Za-z0-9._-]+", "-", name) + ".png", f"Training: {run.root.name}/{curve.name}",
+            name = f"training-{names[run.root]}-{curve.name}".replace("/", "-")
+            out.append(Figure(re.sub(r"[^A-Za-z0-9._-]+", "-", name) + ".png", f"Training: {names[run.root]}/{curve.name}",
                               f"{curve.steps} logged steps; every logged series", plots.training_curves(curve)))
     return out

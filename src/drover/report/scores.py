@@ -18,6 +18,8 @@ judge and human examples (one per judgment)
     with `meta.switched` (true when the model's answer was shown first; Vicuna-80's
     `meta.order` "ab" = reference first, "ba" = model first) is mapped to that frame. `error` or a
     `parse_failure` verdict = failed. Pairing id: `meta.index`, `meta.question_id`, else `id`.
+    Several judgments under one pairing id (both orders, two turns) are one unit where their
+    per-question means reproduce the metric: the bootstrap then resamples questions.
 """
 
 from __future__ import annotations
@@ -60,10 +62,16 @@ class MetricValues:
         return self._interval
 
     def by_id(self) -> dict[str, float]:
-        """Per-example values for paired tests (a ratio's per-example share value / denominator)."""
+        """Per-example values for paired tests (a ratio's per-example share value / denominator).
+
+        Several values under one id (a question judged in both orders, or per turn) are one
+        paired unit: their mean, never just the last one read."""
         if self.denominators is not None:
             return {i: v / d if d else 0.0 for i, v, d in zip(self.ids, self.values, self.denominators)}
-        return dict(zip(self.ids, self.values))
+        sums: dict[str, list[float]] = {}
+        for i, v in zip(self.ids, self.values):
+            sums.setdefault(i, []).append(v)
+        return {i: sum(vs) / len(vs) for i, vs in sums.items()}
 
 
 def _close(a: float, b: float) -> bool:
@@ -198,6 +206,13 @@ def metric_values(record: dict[str, Any], examples: Sequence[dict[str, Any]], me
         kept = [(i, p - 1.0) for i, p in prefs if p is not None]
         if not kept:
             return None
+        by_question: dict[str, list[float]] = {}
+        for i, v in kept:
+            by_question.setdefault(i, []).append(v)
+        if len(by_question) < len(kept):  # both orders / turns of one question: resample questions, not judgments
+            found = _match(list(by_question), [sum(v) / len(v) for v in by_question.values()], {}, target)
+            if found is not None:
+                return found
         return _match([i for i, _ in kept], [v for _, v in kept], {}, target)
     examples = list(examples)
     groups_of = {f: [str(e[f]) for e in examples] for f in GROUP_FIELDS if all(f in e for e in examples)}

@@ -63,6 +63,11 @@ def num(value: float | None, percent: bool = False) -> str:
     return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.3f}"
 
 
+def delta(value: float, percent: bool = False) -> str:
+    """A signed difference in the precision of `num` (a 0.82 -> 0.85 change is +0.030, not +0.0)."""
+    return "+" + num(value, percent) if value >= 0 else "-" + num(-value, percent)
+
+
 def value_of(result: Result, metric: str) -> float | None:
     value = result.metrics.get(metric)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -109,7 +114,7 @@ def cell_text(cell: Cell, base: Cell | None) -> str:
             test = paired(cell.values, base.values)
             if test is not None and test[0] < ALPHA:
                 mark = "*"
-        text += f" ({cell.value - base.value:+.1f}{mark})"
+        text += f" ({delta(cell.value - base.value, percent)}{mark})"
     if result.failures:
         text += f" (partial: {result.failures} failed)"
     return text
@@ -199,31 +204,25 @@ def summary_table(results: list[Result], baseline: str | None) -> Table:
     tasks = sorted({r.task for r in benchmarks}, key=order_key)
     table = task_table("Benchmarks (Tülu Table 8 order)", benchmarks, baseline, tasks)
     higher = {t: next(r for r in benchmarks if r.task == t).higher_is_better for t in tasks}
-    families: list[str] = []
-    for t in tasks:
-        if higher[t] and family(t) not in families:
-            families.append(family(t))
     rows = rows_in_order(benchmarks)
     by = {(r.row, r.task): value_of(r, r.primary) for r in benchmarks}
-    scores: dict[str, dict[str, float]] = {}
-    for row in rows:
-        for fam in families:
-            values = [by[(row, t)] for t in tasks if family(t) == fam and by.get((row, t)) is not None]
-            if values:
-                scores.setdefault(row, {})[fam] = sum(values) / len(values)  # type: ignore[arg-type]
-    common = [f for f in families if all(f in scores.get(row, {}) for row in rows)]
+    # Only settings every row has a number for: a row with MMLU 0- and 5-shot must not be
+    # averaged against a row with 0-shot alone (two different task sets, one column).
+    common_tasks = [t for t in tasks if higher[t] and all(by.get((row, t)) is not None for row in rows)]
+    common = list(dict.fromkeys(family(t) for t in common_tasks))
+    left_out = [t for t in tasks if higher[t] and t not in common_tasks]
     table.header.append("average")
     table.csv_header.append("average")
     for line, csv_line, row in zip(table.rows, table.csv_rows, rows):
-        avg = sum(scores[row][f] for f in common) / len(common) if common else None
+        per_family = [[by[(row, t)] for t in common_tasks if family(t) == fam] for fam in common]
+        avg = sum(sum(v) / len(v) for v in per_family) / len(per_family) if per_family else None  # type: ignore[arg-type]
         line.append(num(avg))
         csv_line.append(avg)
     table.notes.append("average: mean over benchmarks (" + (", ".join(common) or "none") + ") of the mean over "
                        "each benchmark's settings, as Tülu Table 8"
                        + ("; not averaged: " + ", ".join(t for t in tasks if not higher[t]) + " (lower is better)"
                           if not all(higher.values()) else "")
-                       + ("; left out (not run for every model): " + ", ".join(f for f in families if f not in common)
-                          if len(common) < len(families) else ""))
+                       + ("; left out (not run for every model): " + ", ".join(left_out) if left_out else ""))
     return table
 
 

@@ -96,8 +96,9 @@ def run_training(config: Any, echo: bool = True) -> Path:
         if force:
             start_fresh(run)
         run.ensure().save_config(config)
-        if saved is not None:
-            run.truncate_log(saved.step)  # the steps after the checkpoint are redone and logged again
+        # The steps after the checkpoint (all of them when a killed run left none) are redone
+        # and logged again: one line per step, however the earlier run ended.
+        run.truncate_log(saved.step if saved is not None else 0)
     engine.accelerator.wait_for_everyone()
     if resume_from is not None and echo and engine.accelerator.is_main_process:
         print(f"drover {spec.name}: resuming from {resume_from}", file=sys.stderr)
