@@ -22,7 +22,8 @@ request body. Faults can be scripted for the next requests, in order:
 Constraints (vLLM's request fields `guided_choice`, `guided_regex`): `constraints="ignore"`
 (default) answers as above, as an endpoint without structured outputs; `"honour"` answers
 with a valid output (a seeded random choice or regex sample), as vLLM or drover serve;
-`"reject"` answers 400 to any request that carries one (for fallback tests).
+`"reject"` answers 400 to any request that carries one (for fallback tests; the same as
+`reject_params=CONSTRAINT_PARAMS`).
 
 It is a small asyncio HTTP/1.1 server (keep-alive, Content-Length bodies) rather than a web
 framework, so that a benchmark measures the client and not the server.
@@ -39,6 +40,9 @@ import time
 from typing import Any
 
 
+CONSTRAINT_PARAMS = ("guided_choice", "guided_regex", "guided_json", "structured_outputs", "response_format")
+
+
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, retry_after: float = 0.05, host: str = "127.0.0.1", port: int = 0,
                  model: str = "fake", slow: dict[str, float] | None = None, constraints: str = "ignore",
@@ -50,7 +54,8 @@ class FakeOpenAIServer:
         self.constraints = constraints
         self._rng = random.Random(0)
         self.delay = delay
-        self.reject_params = reject_params
+        # "reject" is reject_params for every constraint parameter (one way to refuse parameters).
+        self.reject_params = reject_params or (CONSTRAINT_PARAMS if constraints == "reject" else ())
         # At most `capacity` requests in service at once (an engine's batch slots): more wait.
         self._capacity = asyncio.Semaphore(capacity) if capacity else None
         self.slow = dict(slow or {})  # content -> its own delay (to hold one answer back)
@@ -198,10 +203,6 @@ class FakeOpenAIServer:
             await asyncio.sleep(3600)
         if fault == "drop":
             return 0, {}, None
-        guided = {k: request[k] for k in ("guided_choice", "guided_regex", "guided_json") if k in request}
-        if guided and self.constraints == "reject":
-            return 400, {}, {"error": {"message": f"unsupported parameter: {next(iter(guided))}",
-                                       "type": "invalid_request_error"}}
         delay = self.slow.get(_content(request), self.delay)
         if self._capacity is not None:
             async with self._capacity:

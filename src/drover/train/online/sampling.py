@@ -82,26 +82,6 @@ class Sample:
     ids: list[int]                # the sampled tokens, + EOS when the model stopped (not cut at max_new_tokens)
 
 
-def retokenized(tokenizer: Any, text: str, stopped: bool) -> list[int]:
-    """A response's tokens recovered from its text, for engines that report no token ids:
-    the text's tokens (no BOS), then EOS if the model ended it. Differs from the sampled
-    tokens where decoding is lossy (invalid UTF-8 bytes, non-canonical merges), and there
-    the log-probs are not the sampler's: prefer an engine that reports its tokens."""
-    ids = list(tokenizer.encode(text, add_special_tokens=False)) if text else []
-    if stopped or not ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
-
-
-def _reports_tokens() -> bool:
-    """Whether the local engine hands each sampled token id to a callback (`on_token`)."""
-    import dataclasses
-
-    from drover.infer.generation import GenerationItem
-
-    return any(f.name == "on_token" for f in dataclasses.fields(GenerationItem))
-
-
 def sample_responses(model: Any, tokenizer: Any, prompts: list[Prompt], config: Any, step: int,
                      slots: list[int]) -> list[list[Sample]]:
     """`config.samples_per_prompt` samples per prompt from `model` (a Hugging Face causal LM);
@@ -111,7 +91,6 @@ def sample_responses(model: Any, tokenizer: Any, prompts: list[Prompt], config: 
 
     g = config.samples_per_prompt
     drawn: list[list[list[int]]] = [[[] for _ in range(g)] for _ in prompts]
-    exact = _reports_tokens()
 
     def recorder(i: int) -> Any:
         def on_token(sample: int, token: int, _logprob: Any) -> None:
@@ -120,11 +99,10 @@ def sample_responses(model: Any, tokenizer: Any, prompts: list[Prompt], config: 
 
     items = []
     for i, (p, slot) in enumerate(zip(prompts, slots)):
-        extra = {"on_token": recorder(i)} if exact else {}
         items.append(GenerationItem(prompt_ids=p.ids, max_tokens=config.max_new_tokens,
                                     temperature=config.temperature, top_p=config.top_p, n=g,
                                     seeds=[sample_seed(config.train.seed, step, slot, j) for j in range(g)],
-                                    **extra))
+                                    on_token=recorder(i)))
     out: list[list[Sample]] = [[] for _ in items]
     eos = tokenizer.eos_token_id
     was_training = model.training
@@ -134,8 +112,7 @@ def sample_responses(model: Any, tokenizer: Any, prompts: list[Prompt], config: 
                                   max_length=config.train.max_length):
             for j, c in enumerate(result.choices):
                 stopped = c.finish_reason == "stop"
-                ids = drawn[i][j] + ([eos] if stopped or not drawn[i][j] else []) if exact \
-                    else retokenized(tokenizer, c.text, stopped)
+                ids = drawn[i][j] + ([eos] if stopped or not drawn[i][j] else [])
                 out[i].append(Sample(c.text, ids))
     finally:
         model.train(was_training)
