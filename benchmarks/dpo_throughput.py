@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from interleaved import fastest_runs
+from interleaved import add_harness_arguments, fastest_runs, parse_harness, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 HH = ROOT / "src/drover/resources/data/hh_rlhf/harmless-base/test.jsonl.gz"
@@ -161,27 +161,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--precision", choices=["auto", "no", "bf16"], default="auto")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per trainer (1: CPU time then measures work, not spinning; 0: torch's default)")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="runs per trainer, interleaved; the fastest counts (robust to a shared machine)")
     parser.add_argument("--trainers", default=",".join(TRAINERS), help=f"of {', '.join(TRAINERS)}, trl")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.precision == "auto":
-        from drover.train.engine import resolve_precision
-
-        args.precision = resolve_precision("auto") or "no"
+    add_harness_arguments(parser)
+    args = parse_harness(parser)
     if args.worker:
         return worker(args)
 
-    from drover.models import build_tiny
-
-    tmp = Path(tempfile.mkdtemp(prefix="drover-dpo-bench-"))
-    model_dir = build_tiny(tmp / "model", hidden=args.hidden, layers=args.layers, heads=max(1, args.hidden // 64))
+    tmp, model_dir = tiny_model("drover-dpo-bench-", args.hidden, args.layers)
     data = tmp / "pairs.jsonl"
     rows = pairs(args.pairs, max_chars=2 * args.max_length)   # ~3 chars/token: nothing gets truncated
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))

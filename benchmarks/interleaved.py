@@ -7,9 +7,13 @@ A worker prints one line `RESULT {json}` with at least a `seconds` field.
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
 
 def run_worker(cmd: list[str], name: str) -> dict | None:
@@ -31,3 +35,35 @@ def fastest_runs(commands: dict[str, list[str]], repeats: int) -> dict[str, dict
             if result and (name not in best or result["seconds"] < best[name]["seconds"]):
                 best[name] = result
     return best
+
+
+def add_harness_arguments(parser: Any) -> None:
+    """The flags every trainer benchmark shares: precision, threads, repeats, and the hidden
+    worker flags the parent passes to each fresh process."""
+    parser.add_argument("--precision", choices=["auto", "no", "bf16"], default="auto",
+                        help="every trainer: bf16 autocast or fp32 (auto: bf16 where the CPU computes it natively)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per trainer (1: CPU time then measures work, not spinning; 0: torch's default)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs per trainer, interleaved; the fastest counts (robust to a shared machine)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+
+
+def parse_harness(parser: Any) -> Any:
+    """Parsed arguments with `--precision auto` resolved as drover's engine resolves it."""
+    args = parser.parse_args()
+    if args.precision == "auto":
+        from drover.train.engine import resolve_precision
+
+        args.precision = resolve_precision("auto") or "no"
+    return args
+
+
+def tiny_model(prefix: str, hidden: int, layers: int) -> tuple[Path, Path]:
+    """(a fresh temporary directory, a tiny Llama saved in it) shared by every trainer of a run."""
+    from drover.models import build_tiny
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    return tmp, build_tiny(tmp / "model", hidden=hidden, layers=layers, heads=max(1, hidden // 64))

@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from interleaved import fastest_runs
+from interleaved import add_harness_arguments, fastest_runs, parse_harness, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = ROOT / "src/drover/resources/data/alpaca/seed_tasks.jsonl"
@@ -121,27 +121,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--precision", choices=["auto", "no", "bf16"], default="auto")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per trainer (1: CPU time then measures work, not spinning; 0: torch's default)")
-    parser.add_argument("--repeats", type=int, default=2,
-                        help="runs per trainer, interleaved; the fastest counts (robust to a shared machine)")
     parser.add_argument("--trainers", default="drover,trl")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.precision == "auto":
-        from drover.train.engine import resolve_precision
-
-        args.precision = resolve_precision("auto") or "no"
+    add_harness_arguments(parser)
+    args = parse_harness(parser)
     if args.worker:
         return worker(args)
 
-    from drover.models import build_tiny
-
-    tmp = Path(tempfile.mkdtemp(prefix="drover-online-bench-"))
-    model_dir = build_tiny(tmp / "model", hidden=args.hidden, layers=args.layers, heads=max(1, args.hidden // 64))
+    tmp, model_dir = tiny_model("drover-online-bench-", args.hidden, args.layers)
     data = tmp / "prompts.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in prompts(args.steps * args.prompts_per_step)))
     results = fastest_runs({

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from interleaved import fastest_runs
+from interleaved import add_harness_arguments, fastest_runs, parse_harness, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_ALPACA = ROOT / "src/drover/resources/data/codealpaca/code_alpaca_2k.json"
@@ -166,27 +166,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=384)
     parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--precision", choices=["auto", "no", "bf16"], default="auto",
-                        help="both trainers: bf16 autocast or fp32 (auto: bf16 where the CPU computes it natively)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per trainer (alternating); the best is kept")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per trainer (1: CPU time then measures work, not spinning; 0: torch's default)")
     parser.add_argument("--trainers", default=",".join(TRAINERS))
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.precision == "auto":
-        from drover.train.engine import resolve_precision
-
-        args.precision = resolve_precision("auto") or "no"
+    add_harness_arguments(parser)
+    args = parse_harness(parser)
     if args.worker:
         return worker(args)
 
-    from drover.models import build_tiny
-
-    tmp = Path(tempfile.mkdtemp(prefix="drover-bench-"))
-    model_dir = build_tiny(tmp / "model", hidden=args.hidden, layers=args.layers, heads=args.hidden // 64)
+    tmp, model_dir = tiny_model("drover-bench-", args.hidden, args.layers)
     data = tmp / "data.jsonl"
     data.write_text("".join(json.dumps(c) + "\n" for c in conversations(args.examples)))
     rows = fastest_runs({name: worker_command(name, model_dir, data, args) for name in args.trainers.split(",")},
