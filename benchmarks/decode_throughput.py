@@ -62,7 +62,7 @@ def measure_decode(model, tok, engine: str, batch: int, new_tokens: int, count: 
     device = next(model.parameters()).device
 
     def drover_run(chunk):
-        from drover.infer.generation import GenerationItem, generate
+        from drover.local.decode import GenerationItem, generate
 
         items = [GenerationItem(prompt_ids=p, max_tokens=new_tokens) for p in chunk]
         got = dict(generate(model, tok, items, batch_size=batch))

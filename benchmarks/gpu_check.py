@@ -162,7 +162,7 @@ def decode_section(model_dir: Path, sizes: Sizes, device, budget: float) -> dict
     import torch
     from transformers import AutoModelForCausalLM
 
-    from drover.infer.generation import GenerationItem, generate
+    from drover.local.decode import GenerationItem, generate
     from drover.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(model_dir))

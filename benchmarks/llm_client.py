@@ -31,7 +31,7 @@ from pathlib import Path
 
 from drover.llm.client import LLM
 from drover.llm.config import LLMConfig
-from drover.llm.types import Request
+from drover.completions import Request
 
 SERVER = "from drover.llm.testing import FakeOpenAIServer; FakeOpenAIServer(delay={delay}, port={port}).serve_forever()"
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/logprob_memory.py [--rows 8192] [--hidden 1024] [--vocab 32000] [--chunk 2048]
 
-Forward + backward of `selective_log_softmax` (drover.train.logprobs) over `rows` target
+Forward + backward of `selective_log_softmax` (drover.local.logprobs) over `rows` target
 positions, once with one chunk (the (rows, V) float32 logits and their gradient all alive:
 what `log_softmax(lm_head(h))` costs) and once in chunks of `--chunk` rows (recomputed in
 the backward pass). Each variant runs in a fresh process on CPU, so its peak RSS above the
@@ -22,7 +22,7 @@ def measure(rows: int, hidden: int, vocab: int, chunk: int, device: str = "cpu")
     """Peak MiB above the inputs of one forward + backward, and the summed log-probs (equal across chunks)."""
     import torch
 
-    from drover.train.logprobs import selective_log_softmax
+    from drover.local.logprobs import selective_log_softmax
 
     torch.manual_seed(0)
     head = torch.nn.Linear(hidden, vocab, bias=False, device=device)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from drover.llm.client import LLM
 from drover.llm.config import LLMConfig
-from drover.llm.types import Request
+from drover.completions import Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llm_client import free_port, wait_for  # noqa: E402  (the same helpers as the client benchmark)

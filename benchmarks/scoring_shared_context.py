@@ -60,7 +60,7 @@ def main() -> None:
 
     import torch
 
-    from drover.infer.scoring import encode_pair, score_pairs
+    from drover.local.scoring import encode_pair, score_pairs
     from drover.models import build_tiny, load_model, load_tokenizer
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from drover.infer.scoring import encode_pair, prompt_logprobs
+from drover.local.scoring import encode_pair, prompt_logprobs
 from drover.llm.config import LLMConfig
 from drover.llm.hf_backend import HFBackend
-from drover.llm.types import Request
+from drover.completions import Request
 from drover.models import load_tokenizer
 from drover.tokenization import encode_prompt, encode_rendered
 

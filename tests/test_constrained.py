@@ -10,7 +10,7 @@ import pytest
 
 from drover.llm.client import LLM
 from drover.llm.config import LLMConfig
-from drover.llm.types import Constraint, Request
+from drover.completions import Constraint, Request
 
 VERDICT = {"type": "object", "properties": {"verdict": {"enum": ["A", "B", "tie"]},
                                             "score": {"type": "integer", "minimum": 1, "maximum": 10}},

@@ -13,7 +13,7 @@ import re
 from drover.llm.client import LLM
 from drover.llm.config import LLMConfig
 from drover.llm.testing import FakeOpenAIServer
-from drover.llm.types import Constraint, Request
+from drover.completions import Constraint, Request
 
 PARAMS = ("guided_choice", "guided_regex", "guided_json", "response_format")
 CHOICE = Constraint(choice=("[[A]]", "[[B]]"))

@@ -9,8 +9,8 @@ import asyncio
 
 import pytest
 
-from drover.infer.generation import Decoder, GenerationItem, generate, rows_of
-from drover.llm.types import Constraint
+from drover.local.decode import Decoder, GenerationItem, generate, rows_of
+from drover.completions import Constraint
 
 PROMPTS = ["Hello there, how are", "The", "Write a short poem about the sea and the sky, please",
            "def add(a, b):", "Translate to French: the cheese is", "Once upon a time, in a land far away, there"]
@@ -27,7 +27,7 @@ def _reference(model, tok, prompt_ids, max_tokens, stop=()):
     """transformers' greedy `generate` on the prompt alone (no padding), cut at EOS and stop strings."""
     import torch
 
-    from drover.infer.generation import eos_ids
+    from drover.local.decode import eos_ids
 
     ids = torch.tensor([prompt_ids])
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False)
@@ -65,7 +65,7 @@ def test_stop_strings_and_budgets_equal_the_reference(tiny):
 
 
 def test_the_direct_step_equals_the_models_own_forward(tiny, monkeypatch):
-    from drover.infer import kv_slots
+    from drover.local import kv_slots
 
     model, tok = tiny
     items = _items(tok, 12, logprobs=True, top_logprobs=2)
@@ -80,7 +80,7 @@ def test_the_direct_step_equals_the_models_own_forward(tiny, monkeypatch):
 
 
 def test_qwen2_direct_step_equals_transformers_generate(tmp_path):
-    from drover.infer import kv_slots
+    from drover.local import kv_slots
     from drover.models import build_tiny, load_model, load_tokenizer
 
     path = build_tiny(tmp_path / "qwen", arch="qwen2")
@@ -253,7 +253,7 @@ def test_a_grammar_failing_at_admission_fails_only_its_request(tiny):
                                        return_exceptions=True)
         return results
 
-    from drover.infer.constrained import ConstraintError
+    from drover.local.constrained import ConstraintError
 
     bad_result, good_result = _worker_run(model, tok, body, max_batch_size=4, batch_wait=0.05)
     assert isinstance(bad_result, ConstraintError)
@@ -309,7 +309,7 @@ def test_a_sliding_window_model_decodes_like_transformers_past_its_window(tiny, 
     import torch
     from transformers import AutoModelForCausalLM, MistralConfig, Qwen2Config
 
-    from drover.infer import kv_slots
+    from drover.local import kv_slots
 
     _, tok = tiny
     common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

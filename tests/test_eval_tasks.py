@@ -13,7 +13,7 @@ import pytest
 from drover.evaluate.prompting import PromptFormatter
 from drover.evaluate.task import EvalContext, EvalOptions
 from drover.llm.client import LLMStats
-from drover.llm.types import Choice, Completion, Score
+from drover.completions import Choice, Completion, Score
 
 
 class ScriptedLLM:

@@ -17,7 +17,7 @@ from drover.generate.inputs import read_prompts
 from drover.generate.task_blocks import (Rejected, Task, encode_alpaca_prompt, parse_alpaca_tasks,
                                          parse_classification_instances, parse_generation_instances,
                                          parse_self_instruct_instructions)
-from drover.llm.types import Choice, Completion, TokenLogprob
+from drover.completions import Choice, Completion, TokenLogprob
 
 
 def test_doctests():

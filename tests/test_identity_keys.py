@@ -13,7 +13,7 @@ import pytest
 
 from drover.identity import FINGERPRINT_FILE, dir_fingerprint, digest
 from drover.llm.config import LLMConfig
-from drover.llm.types import Request, ScoreRequest, request_fingerprint, score_fingerprint
+from drover.completions import Request, ScoreRequest, request_fingerprint, score_fingerprint
 
 
 def _cache_key(config: LLMConfig) -> str:

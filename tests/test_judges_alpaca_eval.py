@@ -9,7 +9,7 @@ import pytest
 
 from drover.judges import alpaca_eval as ae
 from drover.judges.runner import run_calls
-from drover.llm.types import Choice, Completion, TokenLogprob
+from drover.completions import Choice, Completion, TokenLogprob
 from drover.metrics.winrate import win_rate
 
 DATA = Path(__file__).parent / "data" / "alpaca_eval"

@@ -22,7 +22,7 @@ from drover.judges.registry import JUDGES
 from drover.judges.stage import JudgeConfig, run_judge
 from drover.judges.verdicts import ParseFailure
 from drover.llm.testing import FakeJudgeLLM, sample_regex
-from drover.llm.types import Choice, Completion, TokenLogprob
+from drover.completions import Choice, Completion, TokenLogprob
 
 ALPACA = ["What are the names of some famous actors that started their careers on Broadway?",
           "How did US states get their names?"]

@@ -8,7 +8,7 @@ import pytest
 
 from drover.judges import llmbar
 from drover.judges.judge import JudgeContext
-from drover.llm.types import Choice, Completion
+from drover.completions import Choice, Completion
 
 
 def _ctx(judge) -> JudgeContext:

@@ -13,8 +13,8 @@ from drover.judges.mt_bench import parse_pair_verdict, parse_rating
 from drover.judges.verdicts import (Choice, Outcome, ParseFailure, Preference, Rating, ScorePair, Text,
                                     verdict_from_dict)
 from drover.judges.vicuna import parse_scores
-from drover.llm.types import Choice as LLMChoice
-from drover.llm.types import Completion, TokenLogprob
+from drover.completions import Choice as LLMChoice
+from drover.completions import Completion, TokenLogprob
 
 MODULES = ["drover.judges.vicuna", "drover.judges.alpaca_eval", "drover.judges.mt_bench", "drover.judges.llmbar",
            "drover.judges.bias", "drover.metrics.winrate", "drover.judges.listwise_eval", "drover.judges.truthfulqa",

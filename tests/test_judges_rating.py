@@ -11,7 +11,7 @@ import pytest
 import drover.judges.rating as rating
 from drover.judges.rating import RatingJob, Scores, build_prompt, parse, rate
 from drover.judges.verdicts import ParseFailure
-from drover.llm.types import Choice, Completion
+from drover.completions import Choice, Completion
 
 
 def test_doctests():

@@ -8,7 +8,7 @@ from pathlib import Path
 from drover.judges.mt_bench import parse_rating
 from drover.judges.runner import JudgeCall, failures, run_calls
 from drover.judges.verdicts import ParseFailure, Rating
-from drover.llm.types import Choice, Completion
+from drover.completions import Choice, Completion
 
 
 class ScriptedLLM:

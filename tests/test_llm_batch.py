@@ -21,7 +21,7 @@ from drover.llm.batch import custom_id
 from drover.llm.client import LLM
 from drover.llm.config import LLMConfig
 from drover.llm.fake_batch import FakeBatchServer
-from drover.llm.types import Request
+from drover.completions import Request
 
 
 @pytest.fixture
@@ -138,7 +138,7 @@ _CHILD = """
 import sys
 from drover.llm.client import LLM
 from drover.llm.config import LLMConfig
-from drover.llm.types import Request
+from drover.completions import Request
 config = LLMConfig.from_spec(sys.argv[1] + "#fake", mode="batch", batch_poll_interval=0.01)
 with LLM(config, sys.argv[2], progress=False) as llm:
     list(llm.run([Request.chat([("user", f"k{i}")]) for i in range(30)]))

@@ -17,7 +17,7 @@ from drover.llm.progress import Progress
 from drover.llm.ratelimit import RateLimiter, TokenBucket
 from drover.llm.retry import backoff_delay, redact, retry_after_seconds
 from drover.llm.testing import FakeOpenAIServer
-from drover.llm.types import Request
+from drover.completions import Request
 from drover.runs import RunDir
 
 

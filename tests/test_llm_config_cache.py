@@ -11,7 +11,7 @@ from drover.config import load_config
 from drover.errors import CacheError, ConfigError
 from drover.llm.cache import LLMCache
 from drover.llm.config import LLMConfig
-from drover.llm.types import Completion, Decoding, Request, request_fingerprint
+from drover.completions import Completion, Decoding, Request, request_fingerprint
 
 
 def test_spec_forms(tmp_path, monkeypatch):
@@ -60,7 +60,7 @@ def test_resolve_fills_unset_fields_only():
 
 
 def _completion(text: str) -> Completion:
-    from drover.llm.types import Choice, TokenLogprob, Usage
+    from drover.completions import Choice, TokenLogprob, Usage
 
     return Completion(choices=[Choice(text, "stop", [TokenLogprob("a", -0.1, {"a": -0.1, "b": -2.0})])],
                       usage=Usage(3, 4), model="m", latency=0.5)

@@ -7,7 +7,7 @@ import pytest
 
 from drover.llm.client import LLM
 from drover.llm.config import LLMConfig
-from drover.llm.types import Request, ScoreRequest
+from drover.completions import Request, ScoreRequest
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ PROMPTS = ["Hello there, how are", "The", "Write a short poem about the sea and 
 def test_greedy_matches_transformers_generate(tiny):
     import torch
 
-    from drover.infer.generation import GenerationItem, generate
+    from drover.local.decode import GenerationItem, generate
 
     model, tok = tiny
     items = [GenerationItem(prompt_ids=tok(p)["input_ids"], max_tokens=10) for p in PROMPTS]
@@ -38,7 +38,7 @@ def test_greedy_matches_transformers_generate(tiny):
 
 
 def test_sampling_is_seeded_per_sample_not_per_batch(tiny):
-    from drover.infer.generation import GenerationItem, generate
+    from drover.local.decode import GenerationItem, generate
 
     model, tok = tiny
     items = [GenerationItem(prompt_ids=tok(p)["input_ids"], max_tokens=8, temperature=1.0, top_p=0.9, n=2,
@@ -51,7 +51,7 @@ def test_sampling_is_seeded_per_sample_not_per_batch(tiny):
 
 
 def test_stop_strings_and_logprobs(tiny):
-    from drover.infer.generation import GenerationItem, generate
+    from drover.local.decode import GenerationItem, generate
 
     model, tok = tiny
     prompt = tok("Hello there")["input_ids"]
@@ -72,7 +72,7 @@ def test_stop_strings_and_logprobs(tiny):
 def test_scoring_matches_a_manual_forward_pass(tiny):
     import torch
 
-    from drover.infer.scoring import align_boundary, encode_pair, score_pairs
+    from drover.local.scoring import align_boundary, encode_pair, score_pairs
 
     model, tok = tiny
     assert align_boundary("Answer: ", "Paris") == ("Answer:", " Paris")
@@ -88,7 +88,7 @@ def test_scoring_matches_a_manual_forward_pass(tiny):
         assert score.total == pytest.approx(sum(manual), abs=1e-4)
         assert "".join(score.tokens).strip() == continuation.strip()
     # the greedy flag: score the model's own greedy continuation
-    from drover.infer.generation import GenerationItem, generate
+    from drover.local.decode import GenerationItem, generate
 
     prompt = "The capital of France is"
     greedy_text = dict(generate(model, tok, [GenerationItem(prompt_ids=tok(prompt)["input_ids"], max_tokens=4)]))[0]

@@ -15,7 +15,7 @@ from drover.llm.client import LLM
 from drover.llm.config import LLMConfig
 from drover.llm.replicas import Replica, ReplicaSet
 from drover.llm.testing import FakeOpenAIServer
-from drover.llm.types import Request
+from drover.completions import Request
 
 
 def _config(servers, **overrides) -> LLMConfig:

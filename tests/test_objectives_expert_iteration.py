@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from drover.llm.types import Choice, Completion
+from drover.completions import Choice, Completion
 from drover.records import Conversation, Message, Ranked, Response, read_conversations, read_ranked, write_jsonl
 
 
@@ -70,7 +70,7 @@ def test_conditional_tokens_tag_good_and_bad_in_the_system_turn():
 def test_expert_iteration_rounds_are_resumable_stages(tiny_model_dir, tmp_path, conditional):
     import torch
 
-    from drover.train.expert_iteration import ExpertIterationConfig, expert_iterate
+    from drover.infer.expert_iteration import ExpertIterationConfig, expert_iterate
     from drover.train.runner import run_training
 
     calls: list = []
@@ -130,7 +130,7 @@ class FakeJudge:
 
 
 def test_rating_judge_scorer_reads_scores_and_scores_unreadable_ratings_zero():
-    from drover.infer.best_of_n import rating_judge_scorer
+    from drover.judges.rating import rating_judge_scorer
 
     prompt = [Message("user", "Name a colour.")]
     scores = rating_judge_scorer(FakeJudge())([(prompt, "a poor answer"), (prompt, "a good answer"), (prompt, "x")])

@@ -159,7 +159,7 @@ def test_reward_model_on_hh_rlhf_learns_held_out_preferences(hh_reward_model):
 @pytest.mark.slow
 def test_rerank_orders_by_reward_and_resumes(hh_reward_model, tmp_path):
     from drover.cli import main
-    from drover.infer.reward_scorer import load_reward_scorer
+    from drover.local.reward import load_reward_scorer
     from drover.records import read_conversations, read_ranked
 
     model, _, tmp = hh_reward_model
@@ -219,7 +219,7 @@ def test_reward_command_saves_a_model_transformers_loads_and_rerank_scores(tiny_
     from transformers import AutoModelForSequenceClassification
 
     from drover.cli import main
-    from drover.infer.reward_scorer import load_reward_scorer
+    from drover.local.reward import load_reward_scorer
 
     data = ranked_lists(tmp_path / "lists.jsonl", 8, k=2, with_reference=False)
     run_dir = tmp_path / "rm"

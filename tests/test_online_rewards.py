@@ -115,7 +115,7 @@ def test_judge_reward_goes_through_the_client_and_its_cache(tmp_path):
 def test_judge_rating_scaled(monkeypatch, tmp_path):
     """A readable rating of 8 gives 8 x scale."""
     import drover.llm.client as client
-    from drover.llm.types import Choice, Completion
+    from drover.completions import Choice, Completion
     from drover.rewards.kind import RewardContext
 
     class Rater:
@@ -133,7 +133,7 @@ def test_pairwise_judge_both_orders(monkeypatch, tmp_path):
     This judge prefers whichever answer says GOOD: a GOOD response wins both orders (1.0), a
     plain one loses both (0.0); a judge that always prefers the first answer gives 0.5."""
     import drover.llm.client as client
-    from drover.llm.types import Choice, Completion
+    from drover.completions import Choice, Completion
     from drover.rewards.kind import RewardContext
 
     def likes_good(request):   # prefers a GOOD response to the reference, the reference to a plain one

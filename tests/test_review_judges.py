@@ -9,7 +9,7 @@ import pytest
 from drover.judges.judge import JudgeContext
 from drover.judges.truthfulqa import judge_answers, parse_yes_no
 from drover.judges.verdicts import ParseFailure, YesNo
-from drover.llm.types import Score
+from drover.completions import Score
 
 
 class _Scorer:

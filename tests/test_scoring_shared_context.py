@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from drover.infer.scoring import _encode, score_pairs
+from drover.local.scoring import _encode, score_pairs
 
 FEW_SHOT = "".join(f"Question {k}: which letter is number {k}?\nA. one\nB. two\nC. three\nD. four\nAnswer: B\n\n"
                    for k in range(3))

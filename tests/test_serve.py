@@ -8,7 +8,7 @@ import pytest
 from drover.errors import LLMError
 from drover.llm.client import LLM
 from drover.llm.config import LLMConfig
-from drover.llm.types import Request, ScoreRequest
+from drover.completions import Request, ScoreRequest
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from drover.infer.serve_requests import RequestError, ServeLimits, parse_chat, p
 from drover.llm.client import LLM
 from drover.llm.config import LLMConfig
 from drover.llm.testing import FakeOpenAIServer
-from drover.llm.types import Constraint, Request
+from drover.completions import Constraint, Request
 
 SCHEMA = {"type": "object", "properties": {"winner": {"enum": ["A", "B"]}}, "required": ["winner"],
           "additionalProperties": False}

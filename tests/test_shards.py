@@ -15,7 +15,7 @@ from drover.llm.cache import LLMCache
 from drover.llm.client import LLM
 from drover.llm.config import LLMConfig
 from drover.llm.sharded import ShardedLLM
-from drover.llm.types import Request
+from drover.completions import Request
 from drover.shards import Shard, mark_done, merge_output_parts, output_markers, output_part
 
 
@@ -139,7 +139,7 @@ def test_eval_under_a_launcher_shards_itself_and_rank0_merges(tiny_model_dir, tm
 def saved_reward_model(tiny_model_dir, tmp_path_factory):
     """The tiny model with a (random, then saved: fixed) scalar head."""
     from drover.models import load_tokenizer
-    from drover.train.scalar import load_reward_model
+    from drover.local.reward import load_reward_model
 
     path = tmp_path_factory.mktemp("rm") / "rm"
     load_reward_model(str(tiny_model_dir)).save_pretrained(path)
@@ -191,7 +191,7 @@ class _Judge:
         self.stats = LLMStats()
 
     def run(self, requests, desc="", total=None):
-        from drover.llm.types import Choice, Completion
+        from drover.completions import Choice, Completion
 
         for request in requests:
             text = request.messages[-1][1]

@@ -56,7 +56,7 @@ def test_varlen_attention_does_not_let_packed_examples_see_each_other():
     changing its own tokens must not: the test can fail)."""
     import torch
 
-    from drover.train.attention import segments, varlen_attention
+    from drover.local.attention import segments, varlen_attention
 
     torch.manual_seed(0)
     position_ids = torch.tensor([[0, 1, 2, 3, 0, 1, 2]])
@@ -83,7 +83,7 @@ def test_torch_varlen_attention_feeds_pytorch_kernel_the_segments(monkeypatch):
     import torch
     from torch.nn.attention import varlen
 
-    from drover.train.attention import segments, torch_varlen_attention, varlen_attention
+    from drover.local.attention import segments, torch_varlen_attention, varlen_attention
 
     def documented(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, window_size=(-1, -1), enable_gqa=False):
         assert window_size == (-1, 0) and cu_q is cu_k and q.dim() == 3  # causal, (T, H, D)
@@ -105,7 +105,7 @@ def test_torch_varlen_attention_feeds_pytorch_kernel_the_segments(monkeypatch):
 
 
 def test_pick_skips_an_optional_kernel_that_cannot_run_here():
-    from drover.train.attention import pick
+    from drover.local.attention import pick
 
     def trial(name):
         if name == "broken":
@@ -117,7 +117,7 @@ def test_pick_skips_an_optional_kernel_that_cannot_run_here():
 
 
 def test_auto_attention_is_measured_and_leaves_no_gradients(tiny_model_dir, tmp_path):
-    from drover.train.attention import available
+    from drover.local.attention import available
 
     data = codealpaca_jsonl(tmp_path / "d.jsonl", 6)
     engine = make_engine(train_config(tiny_model_dir, [data], tmp_path / "a", packing=True, pack_tokens=4096))
@@ -129,7 +129,7 @@ def test_auto_attention_is_measured_and_leaves_no_gradients(tiny_model_dir, tmp_
 
 
 def test_pick_takes_the_fastest_kernel_that_agrees_with_the_reference():
-    from drover.train.attention import pick
+    from drover.local.attention import pick
 
     runs = {"sdpa": (3.0, 10.0), "varlen": (2.0, 10.01), "leaky": (1.0, 9.0)}  # leaky: fast, wrong loss
     name, times = pick(list(runs), runs.__getitem__)

@@ -93,7 +93,7 @@ def test_selective_logprobs_match_full_log_softmax_and_packing(tiny_model_dir, t
 def test_chunked_log_softmax_equals_unchunked():
     import torch
 
-    from drover.train.logprobs import selective_log_softmax
+    from drover.local.logprobs import selective_log_softmax
 
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 50, bias=False)

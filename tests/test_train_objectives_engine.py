@@ -69,7 +69,7 @@ def test_reward_model_scores_match_transformers_and_reload(tiny_model_dir, tmp_p
     from drover.train.objective import ObjectiveOutput, ObjectiveSpec
     from drover.train.objectives import OBJECTIVES
     from drover.train.runner import run_training
-    from drover.train.scalar import load_reward_model, score_sequences
+    from drover.local.reward import load_reward_model, score_sequences
 
     def bradley_terry(batch, params):  # the engine's scalar-head path, independent of D2's module
         r = batch.rewards.view(-1, 2)

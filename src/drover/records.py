@@ -169,6 +169,11 @@ Record = Union[Conversation, Ranked]
 R = TypeVar("R", Conversation, Ranked)
 
 
+def prompt_of(record: "Record") -> list[Message]:
+    """The prompt turns of a record: a Ranked prompt, or a Conversation without its last answer."""
+    return list(record.messages) if isinstance(record, Ranked) else record.prompt_messages
+
+
 def _typename(obj: Any) -> str:
     return {dict: "object", list: "array", str: "string", type(None): "null",
             bool: "boolean", int: "number", float: "number"}.get(type(obj), type(obj).__name__)

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from drover.config import stage_config
-    from drover.train.expert_iteration import ExpertIterationConfig, expert_iterate
+    from drover.infer.expert_iteration import ExpertIterationConfig, expert_iterate
 
     flags = {"policy": args.policy, "prompts": args.prompts, "reward_model": args.reward_model,
              "select": args.select, "judge": args.judge, "rounds": args.rounds, "n": args.n,

@@ -119,7 +119,7 @@ def _rank(cfg: Any, run_dir: Any, records: Any, out_ranked: Path, out_best: Path
     import time
 
     from drover.infer.best_of_n import SampleOptions, best_of_n, rerank_file
-    from drover.infer.reward_scorer import load_reward_scorer
+    from drover.local.reward import load_reward_scorer
 
     scorer = load_reward_scorer(cfg.reward_model, batch_size=cfg.batch_size)
     start = time.monotonic()

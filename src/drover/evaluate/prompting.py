@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from drover.errors import ConfigError
-from drover.llm.types import Request, ScoreRequest
+from drover.completions import Request, ScoreRequest
 
 CHAT_FORMATS = ("tulu", "model", "none")
 AUTO = "auto"

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 
 from drover.errors import ConfigError
 from drover.evaluate.prompting import PromptFormatter
-from drover.llm.types import Completion, Request, Score, ScoreRequest
+from drover.completions import Completion, Request, Score, ScoreRequest
 
 T = TypeVar("T")
 

@@ -61,7 +61,7 @@ def _prompts(config: AnswersConfig, done: set[str]) -> Iterator[Prompt]:
 
 
 def run_answers(config: AnswersConfig) -> dict[str, Any]:
-    from drover.llm.types import Request
+    from drover.completions import Request
 
     summary = Summary("generate answers", config.output)
     teacher = open_llm(config.teacher, cache_path(config.output, config.run_dir), config.teacher_options)

@@ -72,7 +72,7 @@ def _named(items: list[str], what: str) -> list[tuple[str, str]]:
 
 
 def run_feedback(config: FeedbackConfig) -> dict[str, Any]:
-    from drover.llm.types import Request
+    from drover.completions import Request
 
     files = _named(config.responses, "responses")
     samplers = _named(config.sample, "sample")

@@ -96,7 +96,7 @@ class _Item:
 
 def _diversify(config: RankContextualConfig, policy: Any, items: list[_Item]) -> None:
     """Sample N per item, then resample too-similar responses (Tuna's diversity loop)."""
-    from drover.llm.types import Request
+    from drover.completions import Request
 
     def request(item: _Item, index: int, temperature: float) -> Any:
         return Request.chat(item.messages, key=item.prompt.id, sample_index=index, temperature=temperature,
@@ -137,7 +137,7 @@ def _diversify(config: RankContextualConfig, policy: Any, items: list[_Item]) ->
 
 
 def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
-    from drover.llm.types import Request
+    from drover.completions import Request
     from drover.templates import render_alpaca
 
     shards = RecordShards.resolve(config.shard or None, config.merge_shards, "generate rank --method contextual")

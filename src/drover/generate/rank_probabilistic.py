@@ -128,7 +128,7 @@ def run_rank_probabilistic(config: RankProbabilisticConfig) -> dict[str, Any]:
 
 
 def _sampled(config: RankProbabilisticConfig, llm: Any, prompts: list[Prompt]):
-    from drover.llm.types import Request
+    from drover.completions import Request
 
     groups = []
     for p in prompts:
@@ -158,7 +158,7 @@ def _sampled(config: RankProbabilisticConfig, llm: Any, prompts: list[Prompt]):
 
 
 def _scored(config: RankProbabilisticConfig, llm: Any, prompts: list[Prompt]):
-    from drover.llm.types import ScoreRequest
+    from drover.completions import ScoreRequest
     from drover.templates import render_alpaca
 
     given = _given(config, {p.id for p in prompts})

@@ -106,7 +106,7 @@ def _seed_tasks(config: SelfInstructConfig) -> list[dict[str, Any]]:
 
 
 def _request(config: SelfInstructConfig, text: str, index: int, **decoding: Any) -> Any:
-    from drover.llm.types import Request
+    from drover.completions import Request
 
     if config.prompt_style == "text":
         return Request.text(text, key=str(index), sample_index=index, **decoding)

@@ -54,7 +54,7 @@ def _pieces(prompt: Prompt, with_reference: bool) -> list[tuple[str, str]]:
 
 def run_translate(config: TranslateConfig) -> dict[str, Any]:
     from drover.formats.instruction import join_instruction
-    from drover.llm.types import Request
+    from drover.completions import Request
 
     summary = Summary(f"generate translate --to {config.to}", config.output)
     translator = open_llm(config.translator, cache_path(config.output, config.run_dir),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drover.records import Conversation, JsonlAppender, Message, Ranked, Record, Response
+from drover.records import Conversation, JsonlAppender, Message, Ranked, Record, Response, prompt_of
 
 Scorer = Callable[[list[tuple[list[Message], str]]], list[float]]
 
@@ -33,14 +33,9 @@ class SampleOptions:
     seed: int = 0
 
 
-def prompt_of(record: Record) -> list[Message]:
-    """The prompt turns of a record: a Ranked prompt, or a Conversation without its last answer."""
-    return list(record.messages) if isinstance(record, Ranked) else record.prompt_messages
-
-
 def sample(llm: Any, records: Iterable[Record], options: SampleOptions) -> Iterator[tuple[Record, list[str]]]:
     """(record, n sampled texts) per record, in input order; failed requests give no texts."""
-    from drover.llm.types import Request
+    from drover.completions import Request
 
     records = list(records)
     requests = [Request.chat([m.to_dict() for m in prompt_of(r)], key=r.id, n=options.n,
@@ -162,17 +157,3 @@ class _Null:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-def rating_judge_scorer(llm: Any) -> Scorer:
-    """A Scorer from an LLM judge: each response rated 1-10 on its own (the GPT-4-LLM /
-    FastChat reviewer prompt, `drover.judges.rating`); an unreadable rating scores 0."""
-    from drover.judges.rating import RatingJob, Scores, rate
-
-    def score(items: list[tuple[list[Message], str]]) -> list[float]:
-        jobs = [RatingJob(str(i), "\n\n".join(m.content for m in msgs if m.role == "user"), [text])
-                for i, (msgs, text) in enumerate(items)]
-        return [r.verdict.scores[0] if isinstance(r.verdict, Scores) else 0.0
-                for r in rate(llm, jobs, desc="judge")]
-
-    return score

@@ -1,6 +1,6 @@
 """The model's one worker for `drover serve`: continuous batching of concurrent requests.
 
-One model thread owns the model and a `Decoder` (`drover.infer.generation`): a running
+One model thread owns the model and a `Decoder` (`drover.local.decode`): a running
 batch of up to `max_batch_size` sequences over a static KV cache. Between two decoding
 steps it takes the jobs that arrived, prefills their prompts into free slots (requests join
 the running batch) and hands back every request whose samples have all finished (requests
@@ -10,7 +10,7 @@ The event loop only queues jobs and receives results, so it keeps accepting requ
 answering `/health`) while the model computes.
 
 Two kinds of job: "generate" (a `GenerationItem`, decoded in the running batch) and "echo"
-(prompt log-probs of given token ids and offsets, `drover.infer.scoring.encoded_prompt_logprobs`,
+(prompt log-probs of given token ids and offsets, `drover.local.scoring.encoded_prompt_logprobs`,
 run between two steps). A request whose caller has gone (its future cancelled) leaves the
 batch at the next step. `stats` counts steps and how many sequences joined a running batch.
 """
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from drover.infer.generation import Decoder, result_of, rows_of
+from drover.local.decode import Decoder, result_of, rows_of
 
 
 @dataclass(eq=False)
@@ -166,7 +166,7 @@ class ModelWorker:
             self._resolve(job, result_of(job.payload, job.done))
 
     def _echo(self, jobs: list[_Job]) -> None:
-        from drover.infer.scoring import encoded_prompt_logprobs
+        from drover.local.scoring import encoded_prompt_logprobs
 
         try:
             top_k = max(j.payload[1] for j in jobs)

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from drover.llm.types import Constraint
+from drover.completions import Constraint
 
 
 class RequestError(Exception):

@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 from drover.infer.serve_requests import RequestError
-from drover.llm.types import TokenLogprob
+from drover.completions import TokenLogprob
 
 
 def error_body(exc: RequestError) -> dict[str, Any]:

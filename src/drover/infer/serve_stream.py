@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from drover.infer import serve_responses as shape
-from drover.infer.generation import GenerationItem, GenerationResult
+from drover.local.decode import GenerationItem, GenerationResult
 from drover.infer.model_worker import ModelWorker
 from drover.infer.serve_requests import ChatCall, CompletionCall, RequestError
 from drover.infer.stream_text import TextDelta
-from drover.llm.types import TokenLogprob
+from drover.completions import TokenLogprob
 
 
 def response(events: AsyncIterator[bytes]) -> Any:

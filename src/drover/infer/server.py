@@ -39,12 +39,12 @@ from fastapi import Request  # at module level: FastAPI resolves the handlers' s
 
 from drover.infer import serve_responses as shape
 from drover.infer import serve_stream
-from drover.infer.generation import (GenerationItem, GenerationResult, eos_ids, logits_width, max_positions,
+from drover.local.decode import (GenerationItem, GenerationResult, eos_ids, logits_width, max_positions,
                                      sample_seed)
 from drover.infer.model_worker import ModelWorker
 from drover.infer.serve_requests import (ChatCall, CompletionCall, RequestError, Sampling, ServeLimits, check_context,
                                          check_model, parse_chat, parse_completion)
-from drover.llm.types import Choice
+from drover.completions import Choice
 from drover.tokenization import encode_rendered, encode_rendered_offsets
 
 GREEDY_BELOW = 1e-5  # temperatures below this decode greedily (vLLM's rule): 1/T would overflow
@@ -145,7 +145,7 @@ def _check_bytes(served: Served, text: str, where: str) -> None:
 def _check_constraint(served: Served, samp: Sampling) -> None:
     if samp.constraint is None:
         return
-    from drover.infer.constrained import ConstraintError, check
+    from drover.local.constrained import ConstraintError, check
 
     try:
         check(samp.constraint, served.tokenizer, served.vocab_size, served.eos)
@@ -168,7 +168,7 @@ def prepare_chat(served: Served, call: ChatCall) -> _Prompt:
 
 
 def prepare_completion(served: Served, call: CompletionCall) -> list[_Prompt]:
-    from drover.infer.scoring import token_offsets
+    from drover.local.scoring import token_offsets
 
     _check_constraint(served, call.sampling)
     prompts = []

@@ -42,7 +42,7 @@ from drover.inputs import iter_json_objects
 from drover.judges.files import data_path, read_json
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.verdicts import ParseFailure, Preference
-from drover.llm.types import Completion, Constraint
+from drover.completions import Completion, Constraint
 from drover.records import parse_messages
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from drover.errors import ConfigError
 from drover.judges import listwise
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.verdicts import ParseFailure
-from drover.llm.types import Constraint
+from drover.completions import Constraint
 
 if TYPE_CHECKING:
     from drover.judges.runner import JudgeCall, Judgment

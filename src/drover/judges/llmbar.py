@@ -23,7 +23,7 @@ from drover.judges.files import data_path, read_json
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.runner import JudgeCall, Judgment
 from drover.judges.verdicts import Choice, Outcome, ParseFailure, Text
-from drover.llm.types import Constraint
+from drover.completions import Constraint
 from drover.prompts import load_prompt
 
 SETS = {

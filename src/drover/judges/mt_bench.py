@@ -29,7 +29,7 @@ from drover.inputs import iter_json_objects
 from drover.judges.files import data_path, read_jsonl
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.verdicts import Choice, Outcome, ParseFailure, Rating
-from drover.llm.types import Constraint
+from drover.completions import Constraint
 from drover.records import parse_messages
 
 if TYPE_CHECKING:

@@ -205,7 +205,7 @@ def rate(llm: Any, jobs: Iterable[RatingJob], temperature: float = 0.2, max_toke
     Defaults are the FastChat reviewer's decoding (temperature 0.2, 1024 tokens). Both
     attempts go through the LLM cache, so an interrupted run resumes without paying twice.
     """
-    from drover.llm.types import Request
+    from drover.completions import Request
 
     def request(job: RatingJob, strict: bool) -> Request:
         return Request.chat(build_prompt(job.question, job.answers, strict=strict), key=job.key,
@@ -243,3 +243,17 @@ def _rate_batch(llm: Any, batch: list[RatingJob], request: Any, desc: str) -> It
                 verdict = ParseFailure(completion.text, verdict.reason)
             result.verdict = verdict
     yield from results
+
+
+def rating_judge_scorer(llm: Any) -> Any:
+    """A best-of-n scorer ((prompt messages, response) items -> rewards) from an LLM judge:
+    each response rated 1-10 on its own (the GPT-4-LLM / FastChat reviewer prompt above);
+    an unreadable rating scores 0. Used by best-of-n, expert iteration and the `judge` reward."""
+
+    def score(items: list[tuple[list[Any], str]]) -> list[float]:
+        jobs = [RatingJob(str(i), "\n\n".join(m.content for m in msgs if m.role == "user"), [text])
+                for i, (msgs, text) in enumerate(items)]
+        return [r.verdict.scores[0] if isinstance(r.verdict, Scores) else 0.0
+                for r in rate(llm, jobs, desc="judge")]
+
+    return score

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from drover.identity import digest
 from drover.judges.verdicts import ParseFailure, Verdict, verdict_from_dict
-from drover.llm.types import Completion, Constraint, Request
+from drover.completions import Completion, Constraint, Request
 from drover.records import JsonlAppender
 
 

@@ -28,7 +28,7 @@ from drover.errors import ConfigError, InputError
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.runner import JudgeCall, Judgment
 from drover.judges.verdicts import ParseFailure, YesNo
-from drover.llm.types import Constraint
+from drover.completions import Constraint
 from drover.prompts import load_prompt
 
 ASPECTS = ("truth", "info")
@@ -70,7 +70,7 @@ def chat_calls(aspect: str, items: list[tuple[str, str, str]]) -> list[JudgeCall
 
 def score_judgments(llm: Any, judge: str, aspect: str, items: list[tuple[str, str, str]]) -> list[Judgment]:
     """The logprob route: P(" yes") >= 0.5 after the official judge prompt (GPT-judge's rule)."""
-    from drover.llm.types import ScoreRequest
+    from drover.completions import ScoreRequest
 
     template = load_prompt(f"eval/truthfulqa_judge_{aspect}.txt")
     requests = []

@@ -29,7 +29,7 @@ from drover.judges.files import data_path as _data_path
 from drover.judges.files import read_jsonl as _read_jsonl
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.verdicts import ParseFailure, ScorePair
-from drover.llm.types import Constraint
+from drover.completions import Constraint
 from drover.records import parse_messages
 
 if TYPE_CHECKING:

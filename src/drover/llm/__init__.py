@@ -8,6 +8,6 @@
 from drover.llm.cache import LLMCache
 from drover.llm.client import LLM, LLMStats
 from drover.llm.config import LLMConfig
-from drover.llm.types import Completion, Decoding, Request, Score, ScoreRequest
+from drover.completions import Completion, Decoding, Request, Score, ScoreRequest
 
 __all__ = ["LLM", "LLMCache", "LLMConfig", "LLMStats", "Completion", "Decoding", "Request", "Score", "ScoreRequest"]

@@ -29,7 +29,7 @@ from drover.errors import LLMError
 from drover.llm.cache import LLMCache
 from drover.llm.config import LLMConfig
 from drover.llm.progress import Progress
-from drover.llm.types import (Completion, Decoding, Request, Score, ScoreRequest, Usage, request_fingerprint,
+from drover.completions import (Completion, Decoding, Request, Score, ScoreRequest, Usage, request_fingerprint,
                               score_fingerprint)
 
 CHUNK = 256  # requests read (and looked up in the cache) at a time

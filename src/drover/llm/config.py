@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from drover.errors import ConfigError
-from drover.llm.types import Decoding
+from drover.completions import Decoding
 
 
 def _declared_endpoints() -> dict[str, str]:

@@ -1,9 +1,9 @@
-"""Local Hugging Face backend: requests -> prompts -> `drover.infer.generation` / `scoring`.
+"""Local Hugging Face backend: requests -> prompts -> `drover.local.decode` / `scoring`.
 
 Chat requests are rendered with the tokenizer's chat template (or the named
 `chat_template` when the tokenizer has none) with the generation prompt appended; raw
 `prompt` requests go to the model as they are. A request's `Constraint` is enforced in
-the decoding loop (`drover.infer.constrained`); `constraints: off` removes it before it
+the decoding loop (`drover.local.constrained`); `constraints: off` removes it before it
 gets here (`LLM.resolve`). Each sample is seeded from the request's
 cache fingerprint and its choice index, so a re-run reproduces it exactly.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from drover.errors import DroverError
 from drover.llm.config import LLMConfig
-from drover.llm.types import Completion, Decoding, Request, Score, ScoreRequest, Usage, request_fingerprint
+from drover.completions import Completion, Decoding, Request, Score, ScoreRequest, Usage, request_fingerprint
 from drover.tokenization import encode_rendered
 
 
@@ -45,14 +45,14 @@ class HFBackend:
         return encode_rendered(self.tokenizer, request.prompt)
 
     def item(self, request: Request, decoding: Decoding, seed_key: str) -> Any:
-        from drover.infer.generation import GenerationItem, sample_seed
+        from drover.local.decode import GenerationItem, sample_seed
 
         n = decoding.n or 1
         base = decoding.seed if decoding.seed is not None else 0
         constraint = decoding.constraint
         if constraint is not None:
-            from drover.infer.constrained import check
-            from drover.infer.generation import eos_ids, logits_width
+            from drover.local.constrained import check
+            from drover.local.decode import eos_ids, logits_width
 
             check(constraint, self.tokenizer, logits_width(self.model), eos_ids(self.model, self.tokenizer))
         return GenerationItem(
@@ -65,7 +65,7 @@ class HFBackend:
         """Yield (index, Completion) as each request finishes (length-sorted batches)."""
         import time
 
-        from drover.infer.generation import generate
+        from drover.local.decode import generate
 
         items, index, constrained = [], [], []
         for i, (request, decoding) in enumerate(pairs):
@@ -86,7 +86,7 @@ class HFBackend:
                                        constrained=constrained[j])
 
     def score_batch(self, requests: Sequence[ScoreRequest]) -> Iterator[tuple[int, Score]]:
-        from drover.infer.scoring import score_pairs
+        from drover.local.scoring import score_pairs
 
         scores = score_pairs(self.model, self.tokenizer, [(r.context, r.continuation) for r in requests],
                              batch_size=self.config.batch_size, max_length=self.config.max_length)

@@ -34,7 +34,7 @@ from drover.llm.config import LLMConfig
 from drover.llm.ratelimit import RateLimiter, estimate_tokens
 from drover.llm.replicas import Replica, ReplicaSet
 from drover.llm.retry import Verdict, backoff_delay, classify_status, redact, retry_after_seconds
-from drover.llm.types import (Choice, Completion, Constraint, Decoding, Request, Score, ScoreRequest, TokenLogprob,
+from drover.completions import (Choice, Completion, Constraint, Decoding, Request, Score, ScoreRequest, TokenLogprob,
                               Usage)
 
 
@@ -248,7 +248,7 @@ class OpenAIBackend:
                           latency=latency)
 
     async def score(self, request: ScoreRequest) -> Score:
-        from drover.infer.scoring import align_boundary
+        from drover.local.scoring import align_boundary
 
         context, continuation = align_boundary(request.context, request.continuation)
         text = context + continuation

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from drover.llm.types import Choice, Completion, Request, Score, ScoreRequest
+from drover.completions import Choice, Completion, Request, Score, ScoreRequest
 
 
 class ShardedLLM:

@@ -351,7 +351,7 @@ class FakeJudgeLLM:
         raise ValueError("FakeJudgeLLM: json_schema constraints are not sampled")
 
     def run(self, requests: Any, desc: str = "", total: int | None = None) -> Any:
-        from drover.llm.types import Choice, Completion, TokenLogprob, Usage
+        from drover.completions import Choice, Completion, TokenLogprob, Usage
 
         for request in requests:
             self.sent.append(request)
@@ -373,7 +373,7 @@ class FakeJudgeLLM:
                              key=request.key, constrained=constrained)
 
     def score(self, requests: Any, desc: str = "") -> Any:
-        from drover.llm.types import Score
+        from drover.completions import Score
 
         for request in requests:
             self.sent.append(request)

@@ -5,8 +5,8 @@ answer using the Vicuna-80 / FastChat pairwise review prompt (`drover.judges.vic
 orders because judges favour a position: reward = mean over readable orders of 1 (win),
 0.5 (tie), 0 (loss); 0 when neither order is readable (as the rating judge).
 
-Both reuse the scorers best-of-n and expert iteration use (`drover.infer.reward_scorer`,
-`drover.infer.best_of_n.rating_judge_scorer`): a reward model is read at the response's
+Both reuse the scorers best-of-n and expert iteration use (`drover.local.reward`,
+`drover.judges.rating.rating_judge_scorer`): a reward model is read at the response's
 EOS exactly as `drover reward` trained it; a judge rates each response 1-10 with the
 GPT-4-LLM / FastChat reviewer prompt, every call cached in the run's LLM cache, so a
 resumed run pays for no rating twice.
@@ -29,7 +29,7 @@ class RewardModelParams:
 
 
 def _reward_model(params: RewardModelParams, ctx: RewardContext) -> RewardFn:
-    from drover.infer.reward_scorer import load_reward_scorer
+    from drover.local.reward import load_reward_scorer
 
     if not params.path:
         raise ConfigError("reward-model reward: params.path is required (a `drover reward` model directory)")
@@ -51,7 +51,7 @@ def _judge(params: JudgeParams, ctx: RewardContext) -> RewardFn:
 
     def score(items: list[RewardInput]) -> list[float]:
         if "scorer" not in state:   # connect on first use: building a spec validates nothing remote
-            from drover.infer.best_of_n import rating_judge_scorer
+            from drover.judges.rating import rating_judge_scorer
             from drover.llm.client import LLM
             from drover.llm.config import LLMConfig
 
@@ -79,7 +79,7 @@ def _pairwise_judge(params: PairwiseJudgeParams, ctx: RewardContext) -> RewardFn
     state: dict[str, object] = {}
 
     def score(items: list[RewardInput]) -> list[float]:
-        from drover.llm.types import Request
+        from drover.completions import Request
 
         if "llm" not in state:
             from drover.llm.client import LLM

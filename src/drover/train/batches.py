@@ -18,7 +18,7 @@ import torch
 from drover.collate import PackingCollator, PaddedCollator, group_by_length
 from drover.errors import ConfigError
 from drover.train.data import Example
-from drover.train.logprobs import TargetIndex, per_sequence, target_index
+from drover.local.logprobs import TargetIndex, per_sequence, target_index
 from drover.train.objective import SequenceBatch
 
 

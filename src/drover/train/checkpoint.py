@@ -140,7 +140,8 @@ def save_final(accelerator: Any, wrapper: Any, tokenizer: Any, out: Path, merge_
 
     Under ZeRO-3/FSDP the process's module holds only shards, so LoRA adapters are saved from
     the gathered state dict, and merging rebuilds the base model on the CPU of the main process."""
-    from drover.train.model import hf_model, sharded
+    from drover.local.sequence_model import hf_model
+    from drover.train.model import sharded
 
     model = accelerator.unwrap_model(wrapper).model
     state_dict = accelerator.get_state_dict(wrapper)  # every process takes part (gathers shards)
@@ -172,7 +173,8 @@ def merged_on_cpu(accelerator: Any, model: Any, state_dict: dict[str, Any]) -> A
 
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-    from drover.train.model import hf_model, load_backbone, unpartitioned_loading
+    from drover.local.sequence_model import hf_model, load_backbone
+    from drover.train.model import unpartitioned_loading
 
     name = model.active_adapter
     peft_config = copy.deepcopy(model.peft_config[name])

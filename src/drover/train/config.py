@@ -85,7 +85,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 where the hardware computes it
     logprob_chunk: int = 2048             # target rows per chunk of the memory-aware log-softmax
-    # compute (drover.train.attention, drover.train.flops): same loss and gradients, less time
+    # compute (drover.local.attention, drover.train.flops): same loss and gradients, less time
     attention: str = "auto"               # auto: packed -> fastest measured kernel here; padded -> sdpa
     compile: bool = False                 # torch.compile the backbone (pays off only for long runs of fixed shapes)
     fused_adamw: bool = True              # torch's fused AdamW kernel where the device has one
@@ -116,7 +116,7 @@ class TrainConfig:
             raise ConfigError(f"config: warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.eval_fraction < 1:
             raise ConfigError(f"config: eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        from drover.train.attention import ATTENTION_CHOICES, PACKED_ONLY
+        from drover.local.attention import ATTENTION_CHOICES, PACKED_ONLY
 
         if self.attention not in ATTENTION_CHOICES:
             raise ConfigError(f"config: attention must be one of {', '.join(ATTENTION_CHOICES)}, got {self.attention!r}")

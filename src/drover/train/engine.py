@@ -18,7 +18,7 @@ Device and dtype come from accelerate: the same code runs on one CPU process, DD
 DeepSpeed ZeRO-2/3 and FSDP (`recipes/accelerate/*.yaml`).
 
 Compute choices change speed, never the result (tests/test_train_compute.py): packed
-micro-batches use the attention kernel measured fastest here (drover.train.attention),
+micro-batches use the attention kernel measured fastest here (drover.local.attention),
 AdamW is torch's fused kernel where the device has one, `compile` compiles the backbone,
 and the result carries MFU against the matmul rate this process measured (drover.train.flops).
 """
@@ -37,12 +37,14 @@ import torch
 
 from drover.config import from_dict
 from drover.errors import ConfigError
+from drover.local import attention
+from drover.local.sequence_model import hf_model
 from drover.runs import RunDir
-from drover.train import attention, checkpoint, reference
+from drover.train import checkpoint, reference
 from drover.train.batches import Collate, MicroBatch, epoch_plan, sequence_batch, step_micro_batches, steps_per_epoch
 from drover.train.data import Example, examples_hash
 from drover.train.flops import matmul_gflops
-from drover.train.model import build_model, hf_model
+from drover.train.model import build_model
 from drover.train.objective import ObjectiveSpec
 
 
@@ -258,7 +260,7 @@ class Engine:
     @torch.no_grad()
     def _pick_attention(self, candidates: list[str]) -> tuple[str, dict[str, float]]:
         """Time a forward pass of the first micro-batch with each packed-attention kernel and keep
-        the fastest (drover.train.attention). Forward only: it costs about one training step, and
+        the fastest (drover.local.attention). Forward only: it costs about one training step, and
         the backward of attention scales as its forward does."""
         plan = epoch_plan(self.examples, self.config, 0)
         mb = self.collate([self.examples[i] for i in plan[0]]).to(self.accelerator.device)

@@ -53,7 +53,8 @@ def compute(examples: list[Example], config: Any, collate: Collate, accelerator:
     global FORWARD_PASSES
     from accelerate.utils import gather_object
 
-    from drover.train.model import SequenceModel, load_backbone, unpartitioned_loading
+    from drover.local.sequence_model import SequenceModel, load_backbone
+    from drover.train.model import unpartitioned_loading
 
     rank, world = accelerator.process_index, accelerator.num_processes
     with unpartitioned_loading(accelerator):

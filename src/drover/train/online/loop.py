@@ -35,7 +35,7 @@ from drover.runs import RunDir
 from drover.train import checkpoint
 from drover.train.batches import Collate, MicroBatch
 from drover.train.data import Example
-from drover.train.logprobs import per_sequence
+from drover.local.logprobs import per_sequence
 from drover.train.online.algorithm import AlgorithmSpec, Current, Rollout, token_kl_k3
 from drover.train.online.config import OnlineConfig
 from drover.train.online.sampling import Prompt, Sample, sample_responses, step_prompts
@@ -63,7 +63,7 @@ class OnlineTrainer:
     def __init__(self, config: OnlineConfig, spec: AlgorithmSpec, params: Any, prompts: list[Prompt],
                  tokenizer: Any, rewards: RewardSpec, run: RunDir):
         from drover.train.engine import lr_lambda, make_accelerator, make_optimizer
-        from drover.train.model import SequenceModel, load_backbone
+        from drover.local.sequence_model import SequenceModel, load_backbone
         from drover.train.online.policy import build_policy
         from drover.train.reference import compute_dtype
 
@@ -90,7 +90,7 @@ class OnlineTrainer:
         slots = list(range(step * c.prompts_per_step, (step + 1) * c.prompts_per_step))
         order = step_prompts(len(self.prompts), c.prompts_per_step, c.train.seed, step)
         mine = list(range(acc.process_index, len(slots), acc.num_processes))
-        from drover.train.model import hf_model
+        from drover.local.sequence_model import hf_model
 
         lm = hf_model(acc.unwrap_model(self.model).model)
         prompts = [self.prompts[order[i]] for i in mine]

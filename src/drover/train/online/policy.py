@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from drover.train.logprobs import selective_log_softmax
-from drover.train.model import SequenceModel, hf_model
+from drover.local.logprobs import selective_log_softmax
+from drover.local.sequence_model import SequenceModel, hf_model
 
 
 class PolicyWithValue(SequenceModel):

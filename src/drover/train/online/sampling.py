@@ -3,7 +3,7 @@
 Both are pure functions of (seed, step) and the current weights: the prompt order is a
 seeded permutation per pass over the prompts, and every sample draws from its own
 generator seeded by (seed, step, prompt position, sample index) — the local engine's
-per-row seeding (`drover.infer.generation`). The checkpointed step therefore *is* the
+per-row seeding (`drover.local.decode`). The checkpointed step therefore *is* the
 sampling RNG state: a resumed run draws exactly the samples the uninterrupted run would.
 
 `sample_responses` is the one place generation happens during training: today the local
@@ -35,7 +35,7 @@ def load_prompts(paths: list[str], tokenizer: Any, max_length: int, max_new_toke
     too long ones are an error naming file and line, or (`on_bad_records=drop`) skipped with a count."""
     import sys
 
-    from drover.infer.best_of_n import prompt_of
+    from drover.records import prompt_of
     from drover.records import read_records
     from drover.tokenization import encode_prompt
 
@@ -87,7 +87,7 @@ def sample_responses(model: Any, tokenizer: Any, prompts: list[Prompt], config: 
     """`config.samples_per_prompt` samples per prompt from `model` (a Hugging Face causal LM);
     `slots` number the prompts within the run (seeds: one per (seed, step, slot, sample)).
     Trained tokens are exactly the sampled ones (the engine's `on_token`), then EOS if it stopped."""
-    from drover.infer.generation import GenerationItem, generate, sample_seed
+    from drover.local.decode import GenerationItem, generate, sample_seed
 
     g = config.samples_per_prompt
     drawn: list[list[list[int]]] = [[[] for _ in range(g)] for _ in prompts]

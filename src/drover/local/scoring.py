@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from drover.llm.types import Score
+from drover.completions import Score
 from drover.tokenization import encode_rendered, encode_rendered_offsets
 
 
@@ -79,7 +79,7 @@ def _encode(tokenizer: Any, context: str, continuation: str) -> tuple[list[int],
 def score_pairs(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8,
                 max_length: int | None = None, share_context: bool = True) -> list[Score]:
     """One Score per (context, continuation), in input order; shared contexts run once."""
-    from drover.infer.generation import max_positions
+    from drover.local.decode import max_positions
 
     limit = max_positions(model, tokenizer, max_length)
     encoded = [_encode(tokenizer, context, continuation) for context, continuation in pairs]

@@ -66,11 +66,11 @@ def _default_llm(spec: str, cache: Path) -> Any:
 
 
 def _scorer(config: ExpertIterationConfig, make_llm: Callable[[str, Path], Any], cache: Path) -> Any:
-    from drover.infer.best_of_n import rating_judge_scorer
+    from drover.judges.rating import rating_judge_scorer
 
     if config.select == "judge":
         return rating_judge_scorer(make_llm(config.judge, cache))
-    from drover.infer.reward_scorer import load_reward_scorer
+    from drover.local.reward import load_reward_scorer
 
     return load_reward_scorer(config.reward_model)
 
@@ -85,7 +85,8 @@ def _read_prompts(config: ExpertIterationConfig) -> list[Any]:
 def _sample_stage(config: ExpertIterationConfig, policy: str, round_dir: Path, scorer: Any,
                   make_llm: Callable[[str, Path], Any], cache: Path, condition: bool,
                   records: list[Any]) -> dict[str, Any]:
-    from drover.infer.best_of_n import SampleOptions, best_of_n, prompt_of
+    from drover.infer.best_of_n import SampleOptions, best_of_n
+    from drover.records import prompt_of
     from drover.records import Conversation
     from drover.train.conditional_tokens import good_prompt
 

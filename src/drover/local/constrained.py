@@ -1,7 +1,7 @@
 """Constrained decoding for the local decoding loop, on llguidance (the grammar engine vLLM
 and SGLang also use), never on hand-written grammar code.
 
-A `drover.llm.types.Constraint` (choice / regex / JSON schema) becomes an llguidance
+A `drover.completions.Constraint` (choice / regex / JSON schema) becomes an llguidance
 grammar; each sampled row gets its own `LLMatcher`, which gives, before every step, the
 set of tokens that keep the output inside the language (a bitmask over the vocabulary)
 and, after it, consumes the token chosen. Disallowed tokens get logit -inf before argmax or
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from drover.llm.types import Constraint
+from drover.completions import Constraint
 
 
 class ConstraintError(ValueError):

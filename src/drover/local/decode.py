@@ -10,7 +10,7 @@ needs three things `generate` does not give together:
 * per-token log-probs and top alternatives in the OpenAI shape.
 
 The loop is a `Decoder`: a running batch of rows over a static KV cache
-(`drover.infer.kv_slots`: preallocated, one slot per row, a direct decode step for
+(`drover.local.kv_slots`: preallocated, one slot per row, a direct decode step for
 Llama-family models and the model's own forward for the rest). Prompts are prefilled by the
 model's own forward (left-padded when several join at once); rows join between steps
 and leave as soon as they finish, so `generate` admits rows longest prompt first and refills
@@ -19,7 +19,7 @@ there is one device sync (the drawn tokens), log-probs only for rows that ask fo
 stop strings are looked for in the newest text only.
 Log-probs are those of the model's own distribution (temperature 1, no top_p, no
 constraint mask), as in OpenAI's and vLLM's APIs. A row with a `Constraint` draws only
-tokens its grammar allows (`drover.infer.constrained`); rows without one are untouched.
+tokens its grammar allows (`drover.local.constrained`); rows without one are untouched.
 `on_token` (streaming) hears every token of a row as soon as it is drawn.
 
 Stop strings truncate the text at the first occurrence (finish_reason "stop", like an
@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drover.llm.types import Choice, Constraint, TokenLogprob
+from drover.completions import Choice, Constraint, TokenLogprob
 
 # on_token(sample index, token id, its log-prob entry or None): called on the worker thread;
 # returning False ends that row at once (finish_reason "abort": the stream's client left).
@@ -164,7 +164,7 @@ class Decoder:
     (steps, rows admitted while others were decoding) for tests and benchmarks."""
 
     def __init__(self, model: Any, tokenizer: Any, slots: int, max_length: int | None = None):
-        from drover.infer.kv_slots import decode_step
+        from drover.local.kv_slots import decode_step
 
         self.model, self.tokenizer, self.slots = model, tokenizer, max(1, slots)
         self.limit = max_positions(model, tokenizer, max_length)
@@ -184,7 +184,7 @@ class Decoder:
         """Prefill these rows into free slots (at most `free`); return those already finished."""
         import torch
 
-        from drover.infer.kv_slots import SlotCache
+        from drover.local.kv_slots import SlotCache
 
         assert len(entries) <= self.free, "more rows than free slots"
         joining, done = [], []
@@ -218,7 +218,7 @@ class Decoder:
         go to slots [n, n + len(joining)). Returns their last-position logits."""
         import torch
 
-        from drover.infer.kv_slots import returned_cache
+        from drover.local.kv_slots import returned_cache
 
         width = max(len(p) for _, p in joining)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -340,7 +340,7 @@ def _matchers(model: Any, tokenizer: Any, items: list[GenerationItem], stops: se
     """One grammar matcher per constrained row (None for the others)."""
     if not any(it.constraint is not None for it in items):
         return [None] * len(items)
-    from drover.infer.constrained import RowMatcher
+    from drover.local.constrained import RowMatcher
 
     vocab = logits_width(model)
     return [None if it.constraint is None else RowMatcher(it.constraint, tokenizer, vocab, stops) for it in items]

@@ -1,5 +1,8 @@
 """The request and result types of every LLM call (teachers, judges, raters, policies).
 
+A leaf module (it imports nothing from drover) below every layer: the client (`drover.llm`),
+its backends and the local engine (`drover.local`) speak it.
+
 A request is either a chat (`messages`) or a raw text prompt (`prompt`, for
 base-model benchmarks and pre-formatted chat text). `sample_index` makes the k-th of
 several independent samples of the same request a different cache entry, so
