@@ -167,9 +167,9 @@ def test_changed_answers_are_rejudged_and_unchanged_are_not(tmp_path: Path) -> N
     assert changed["key"] != first["key"]
     new = {e["id"]: e for e in _examples(tmp_path, changed)}
     assert "A NEW answer 2." in json.dumps(fake.sent[0].messages) and len(new) == 4
-    # Another judge never reuses a verdict either.
+    # Another judge never reuses a verdict either (force: it replaces the first judge's result).
     other = FakeJudgeLLM("honour", model="another-judge")
-    _run(tmp_path, "vicuna", "default", other)
+    _run(tmp_path, "vicuna", "default", other, force=True)
     assert len(other.sent) == 4
 
 
@@ -295,3 +295,26 @@ def test_judged_model_is_named_as_drover_eval_names_it(tmp_path: Path) -> None:
     assert answers_label(f"teacher:{model}", tmp_path / "run") == "train/sft/model"
     assert answers_label("teacher:http://127.0.0.1:9/v1#tiny", tmp_path / "run") == "tiny"
     assert answers_label("policy-vicuna", tmp_path / "run") == "policy-vicuna"
+
+
+def test_a_second_judge_never_silently_replaces_the_first_ones_verdicts(tmp_path: Path) -> None:
+    """Same answers, same protocol, default result name, another judge: refused before any
+    request, one line naming the stored judge; `--name` keeps both, force=true replaces."""
+    from drover.errors import ConfigError
+
+    first = _run(tmp_path, "vicuna", "default", FakeJudgeLLM("honour", model="judge-a"))
+    assert first["judge"] == "judge-a"
+    second = FakeJudgeLLM("honour", model="judge-b")
+    with pytest.raises(ConfigError, match="holds the verdicts of judge 'judge-a', and 'judge-b' is another judge"):
+        _run(tmp_path, "vicuna", "default", second)
+    assert second.stats.misses == 0 and second.stats.hits == 0
+    stored = json.loads((tmp_path / "run" / first["examples_file"]).with_suffix("").with_suffix(".json").read_text())
+    assert stored["judge"] == "judge-a"
+    settings = dict(_inputs(tmp_path)["vicuna"])["default"]
+    both = run_judge(JudgeConfig(kind="vicuna", judge="fake", run_dir=str(tmp_path / "run"), limit=2,
+                                 settings=settings, name="vicuna-judge-b"),
+                     open_llm=lambda c, cache: second, log=lambda *_: None)
+    assert both["judge"] == "judge-b" and both["name"] == "vicuna-judge-b"
+    assert _run(tmp_path, "vicuna", "default", FakeJudgeLLM("honour", model="judge-a"))["key"] == first["key"]
+    replaced = _run(tmp_path, "vicuna", "default", FakeJudgeLLM("honour", model="judge-b"), force=True)
+    assert replaced["judge"] == "judge-b"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drover.errors import ConfigError
+from drover.errors import ConfigError, DroverError
 
 # Options that change what the judge says (in the result key); the rest only change how fast.
 CALL_OPTIONS = ("temperature", "max_tokens")
@@ -141,6 +141,9 @@ def run_judge(config: JudgeConfig, open_llm: Any = None, log: Any = print) -> di
             inputs.label = llm.config.model if llm is not None else config.kind
         identity = judge_identity(llm.config) if llm is not None else None
         key = result_key(config, settings, inputs.content, identity)
+        if not config.force:
+            _refuse_another_judges_result(result_path(run.root, inputs.label, name), identity,
+                                          llm.config.model if llm is not None else None)
         previous = None if config.force else find_result(run.root, inputs.label, name, key)
         if previous is not None:
             log(f"judge {config.kind}: done already for these answers and settings "
@@ -166,6 +169,25 @@ def run_judge(config: JudgeConfig, open_llm: Any = None, log: Any = print) -> di
         log(output.message)
     _summary(record, path, log)
     return record
+
+
+def _refuse_another_judges_result(path: Path, identity: Any, judge: str | None) -> None:
+    """Refuse, before any request, to replace the verdicts of *another* judge stored under the
+    same result name for these answers: the default name says which protocol, not who judged,
+    so a second judge would otherwise silently take the first one's place in the report."""
+    from drover.results import read_result
+
+    if not path.exists():
+        return
+    try:
+        old = read_result(path)
+    except DroverError:
+        return  # a torn or foreign file is recomputed, then replaced (as find_result does)
+    from drover.identity import digest
+
+    if old.get("kind") == "judge" and digest(old.get("judge_identity")) != digest(identity):
+        raise ConfigError(f"{path}: holds the verdicts of judge {old.get('judge')!r}, and {judge!r} is another "
+                          f"judge; give it its own --name (or force=true to replace that result)")
 
 
 def _record(config: JudgeConfig, judge: Any, settings: Any, inputs: Any, name: str, key: str, output: Any,
