@@ -42,6 +42,10 @@ class Rollout:
     rewards:     (N,)   the reward spec's total per response
     group:       (N,)   prompt index 0..P-1 within the step
     group_size:  G, responses per prompt
+    world_sum:   sums a tensor over every process of the step (identity on one process): this
+                 process holds only its share of the prompt groups, so a statistic of the
+                 whole batch (PPO's whitening, batch-scaled rewards) must go through it
+                 (`batch_mean_std`); per-group ones need not, groups never straddle processes
     """
 
     mask: "torch.Tensor"
@@ -51,13 +55,14 @@ class Rollout:
     rewards: "torch.Tensor"
     group: "torch.Tensor"
     group_size: int
+    world_sum: Callable[["torch.Tensor"], "torch.Tensor"] = lambda x: x
 
     def select(self, rows: "torch.Tensor") -> "Rollout":
         """The sequences `rows` (whole prompt groups), renumbered from group 0."""
         group = self.group[rows]
         return Rollout(self.mask[rows], self.old_logps[rows], self.ref_logps[rows],
                        None if self.values is None else self.values[rows], self.rewards[rows],
-                       group - group.min(), self.group_size)
+                       group - group.min(), self.group_size, self.world_sum)
 
 
 @dataclass
@@ -89,6 +94,19 @@ class AlgorithmSpec:
     paper: str = ""                 # shown in `drover rl --help`
     value_head: bool = False        # train a value head on the policy's backbone (PPO)
     min_group_size: int = 1         # responses per prompt it needs (GRPO/RLOO baselines, DPO pairs)
+
+
+def batch_mean_std(x: "torch.Tensor", world_sum: Callable[["torch.Tensor"], "torch.Tensor"],
+                   mask: "torch.Tensor | None" = None) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Mean and unbiased std of `x`'s (masked) entries over the whole step, every process's
+    share included (two passes: the sums, then the squared deviations from the global mean)."""
+    import torch
+
+    m = torch.ones_like(x) if mask is None else mask.to(x.dtype)
+    n = world_sum(m.sum())
+    mean = world_sum((x * m).sum()) / n
+    var = world_sum((((x - mean) ** 2) * m).sum()) / (n - 1)
+    return mean, var.sqrt()
 
 
 def masked_sum(x: "torch.Tensor", mask: "torch.Tensor") -> "torch.Tensor":

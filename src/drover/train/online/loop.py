@@ -163,7 +163,11 @@ class OnlineTrainer:
                   if parts[0][0].values is not None else None)
         g = self.config.samples_per_prompt
         group = torch.arange(old.shape[0], device=old.device) // g
-        return Rollout(mask, old, ref, values, rewards.to(old.device), group, g)
+        return Rollout(mask, old, ref, values, rewards.to(old.device), group, g, self.world_sum)
+
+    def world_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` summed over every process (the whole step's batch statistics)."""
+        return self.accelerator.reduce(x, reduction="sum") if self.accelerator.num_processes > 1 else x
 
     # -- 5. update ---------------------------------------------------------------------
     def update(self, mbs: list[tuple[torch.Tensor, MicroBatch]], rollout: Rollout, adv: Any) -> dict[str, float]:

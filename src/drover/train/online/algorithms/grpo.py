@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 
 from drover.train.objective import ObjectiveOutput
-from drover.train.online.algorithm import Advantages, AlgorithmSpec, Current, Rollout, token_kl_k3
+from drover.train.online.algorithm import Advantages, AlgorithmSpec, Current, Rollout, batch_mean_std, token_kl_k3
 
 
 @dataclass
@@ -46,7 +46,7 @@ def advantages(rollout: Rollout, params: GrpoParams) -> Advantages:
     if params.scale_rewards == "group":
         adv = adv / (group_std(r, g) + 1e-4)
     elif params.scale_rewards == "batch":
-        adv = adv / (r.std() + 1e-4)
+        adv = adv / (batch_mean_std(r, rollout.world_sum)[1] + 1e-4)
     return Advantages(adv)
 
 

@@ -17,11 +17,12 @@ sequence's score on its last token (the EOS):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from drover.train.objective import ObjectiveOutput
-from drover.train.online.algorithm import Advantages, AlgorithmSpec, Current, Rollout
+from drover.train.online.algorithm import Advantages, AlgorithmSpec, Current, Rollout, batch_mean_std
 
 
 @dataclass
@@ -54,13 +55,11 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return adv, adv + values
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(x - mean) / std over the masked entries (unbiased variance, as TRL's masked_whiten)."""
-    m = mask.to(x.dtype)
-    n = m.sum()
-    mean = (x * m).sum() / n
-    var = (((x - mean) ** 2) * m).sum() / n * (n / (n - 1))
-    return (x - mean) * torch.rsqrt(var + 1e-8) * m
+def whiten(x: torch.Tensor, mask: torch.Tensor, world_sum: Any = lambda t: t) -> torch.Tensor:
+    """(x - mean) / std over the masked entries of the whole step, all processes (unbiased
+    variance, as TRL's masked_whiten)."""
+    mean, std = batch_mean_std(x, world_sum, mask)
+    return (x - mean) * torch.rsqrt(std ** 2 + 1e-8) * mask.to(x.dtype)
 
 
 def token_rewards(rollout: Rollout, kl_coef: float) -> torch.Tensor:
@@ -76,7 +75,7 @@ def advantages(rollout: Rollout, params: PpoParams) -> Advantages:
         raise ValueError("ppo needs values from the value head")
     adv, returns = gae(token_rewards(rollout, params.kl_coef), rollout.values, rollout.mask, params.gamma, params.lam)
     if params.whiten_advantages:
-        adv = whiten(adv, rollout.mask)
+        adv = whiten(adv, rollout.mask, rollout.world_sum)
     return Advantages(adv, returns)
 
 

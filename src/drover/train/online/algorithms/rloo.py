@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from drover.train.objective import ObjectiveOutput
-from drover.train.online.algorithm import Advantages, AlgorithmSpec, Current, Rollout
+from drover.train.online.algorithm import Advantages, AlgorithmSpec, Current, Rollout, batch_mean_std
 from drover.train.online.algorithms.grpo import clipped_surrogate
 
 
@@ -39,8 +39,9 @@ def advantages(rollout: Rollout, params: RlooParams) -> Advantages:
     baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (rollout.group_size - 1)
     adv = (grouped - baseline).reshape(-1)
     if params.normalize_advantages:
-        adv = (adv - adv.mean()) / (adv.std() + 1e-4)
-    return Advantages(adv, metrics={"seq_kl": float(kl.mean())})
+        mean, std = batch_mean_std(adv, rollout.world_sum)
+        adv = (adv - mean) / (std + 1e-4)
+    return Advantages(adv, metrics={"seq_kl": float(batch_mean_std(kl, rollout.world_sum)[0])})
 
 
 def loss(current: Current, rollout: Rollout, adv: Advantages, params: RlooParams) -> ObjectiveOutput:
