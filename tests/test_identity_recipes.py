@@ -120,3 +120,22 @@ def test_retraining_in_a_recipe_reruns_the_benchmarks_and_the_report_shows_the_n
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "sft" / "log.jsonl").read_text().splitlines()
              if json.loads(x)["event"] == "train"]
     assert steps == [1, 2, 3, 4, 5, 6]  # retrained from scratch (--force), one line per step
+
+
+def test_a_service_is_identified_by_the_content_of_every_path_it_names(tmp_path):
+    """`PATH`, `key=PATH`, `key=[A,B]` and `--flag=PATH` all count: editing the chat template a
+    service reads through `--chat-template=FILE` changes its identity (and so its cache key)."""
+    from drover.recipes import Service, path_args, service_identity
+
+    model, template, run = tmp_path / "model", tmp_path / "chat.jinja", tmp_path / "runs" / "r"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    template.write_text("{{ messages }}")
+    run.mkdir(parents=True)
+    args = [str(model), f"--chat-template={template}", "--port", "${port}", f"data=[{model},{template}]"]
+    assert path_args(args, run) == [str(model), str(template)]
+    service = Service("serve", args)
+    first = service_identity("s", service, {}, run)
+    assert service_identity("s", service, {}, run) == first
+    template.write_text("{{ messages | tojson }}")
+    assert service_identity("s", service, {}, run) != first

@@ -217,13 +217,13 @@ def start_service(name: str, service: Service, variables: dict[str, Any], log_di
 
 
 def path_args(args: list[str], run_root: Path) -> list[str]:
-    """The existing paths an argument list names (`PATH`, `key=PATH`, `key=[A,B]`, `hf:PATH`),
-    leaving out the run directory itself and its parents (every stage writes below them)."""
+    """The existing paths an argument list names (`PATH`, `key=PATH`, `key=[A,B]`, `--flag=PATH`,
+    `hf:PATH`), leaving out the run directory itself and its parents (every stage writes below them)."""
     skip = {run_root.resolve(), *run_root.resolve().parents}
     found: list[str] = []
     for arg in args:
         values = [arg]
-        if "=" in arg and not arg.startswith("-"):
+        if "=" in arg:
             values = [v.strip(" \"'") for v in arg.partition("=")[2].strip("[]").split(",")]
         for value in values:
             value = value.removeprefix("hf:")
