@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from human_helpers import csrf_of, make_study, url_of, version_of
 
-from drover.human.app import create_app
+from drover.human.app import SESSION_COOKIE, create_app
 from drover.human.store import Study
 from drover.human.summary import summarize
 
@@ -20,7 +20,9 @@ SQLI = "Robert'); DROP TABLE answers;-- \" OR 1=1 --"
 def client_for(study: Study, token: str | None) -> TestClient:
     client = TestClient(create_app(study), follow_redirects=False)
     if token:
-        r = client.get("/login", params={"token": token})
+        page = client.get("/login", params={"token": token})
+        assert page.status_code == 200 and "sign-in" in page.text
+        r = client.post("/login", data={"token": token, "csrf": csrf_of(page.text)})
         assert r.status_code == 303
     return client
 
@@ -238,3 +240,19 @@ def test_an_oversized_form_is_refused_before_it_is_read(study, path):
                     headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 413
     assert s.all_answers() == []
+
+
+def test_an_invite_link_alone_never_signs_in(study):
+    """Login CSRF: a page that makes a rater's browser GET another rater's invite link (an
+    <img>, a link) must not switch that browser to the other account. The link fills in the
+    form and names the account; only the rater's own POST (with the form's CSRF) signs in."""
+    s, tokens = study
+    client = TestClient(create_app(s), follow_redirects=False)
+    page = client.get("/login", params={"token": tokens["alice"]})
+    assert page.status_code == 200 and "signs you in as <strong>alice</strong>" in page.text
+    assert SESSION_COOKIE not in client.cookies
+    assert client.get("/").headers["location"] == "/login"  # still signed out
+    assert client.post("/login", data={"token": tokens["alice"]}).status_code == 403  # no CSRF: refused
+    assert SESSION_COOKIE not in client.cookies
+    assert client.post("/login", data={"token": tokens["alice"], "csrf": csrf_of(page.text)}).status_code == 303
+    assert client.get("/").headers["location"] == url_of(s, my_items(s, "alice")[0])

@@ -25,7 +25,8 @@ LOAD_SECONDS = 4.0
 @contextlib.contextmanager
 def signed_in(server: LiveServer, token: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=60) as client:
-        assert client.get("/login", params={"token": token}).status_code == 303
+        page = client.get("/login", params={"token": token})
+        assert client.post("/login", data={"token": token, "csrf": csrf_of(page.text)}).status_code == 303
         yield client
 
 

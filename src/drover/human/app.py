@@ -1,7 +1,8 @@
 """The rating website: FastAPI, server-rendered Jinja2 pages from resources/human/templates.
 
 Who may do what:
-- a rater signs in with an invite token (a link `/login?token=...` or the login form); the
+- a rater signs in with an invite token (a link `/login?token=...` fills in the login form,
+  which the rater submits; a GET never signs in), or by pasting it; the
   token lives in an HttpOnly cookie. A rater can open and answer only the items assigned to
   them: any other item id is a 404, whoever's it is.
 - the admin token opens `/admin`: progress, results (JSON/CSV), the `Ranked` export, and
@@ -195,11 +196,15 @@ class Routes:
         return Response(_resource("static", name), media_type=STATIC[name])
 
     def login_page(self, request: Request, token: str = "") -> Response:
-        if token:  # an invite link
-            return self.sign_in(request, token)
+        """The sign-in form; an invite link (`?token=`) fills it in and names whom it signs in,
+        but never signs in by itself: a GET any page can trigger (an <img>, a link) must not
+        switch a rater's browser to another account (login CSRF), so the rater presses the button."""
+        invited = self.study.rater_for_token(token.strip()) if token else None
         nonce = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(16)
-        response = self.pages.html("login.html", error="", csrf=csrf_token(self.study.secret, "pre:" + nonce),
-                                   rater=None)
+        response = self.pages.html("login.html", 403 if token and invited is None else 200,
+                                   error="unknown invite token" if token and invited is None else "",
+                                   csrf=csrf_token(self.study.secret, "pre:" + nonce), rater=None,
+                                   invited=invited.name if invited else "", token=token.strip() if invited else "")
         response.set_cookie(PRE_COOKIE, nonce, httponly=True, samesite="strict")
         return response
 
