@@ -138,3 +138,24 @@ def test_mt_bench_pairwise_judgments_are_read_in_the_models_frame_and_resampled_
     assert values is not None and values.scale == 100
     assert sorted(values.ids) == ["0", "1", "2"]  # three questions, not six judgments
     assert sorted(values.values) == [0.0, 1.0, 1.0]
+
+
+def test_uneven_orders_are_still_resampled_by_question(tmp_path: Path):
+    # AlpacaEval-style preferences, both orders per question, but q1's second order failed to parse:
+    # q0: wins both (1, 1), q1: one loss (0), q2: a win and a loss (1, 0). The metric is the mean over
+    # the 5 judgments that parsed = 3/5 = 60%; the per-question means (1, 0, 0.5) average 50%, so they
+    # do not reproduce it. The judgments used to be resampled as 5 independent values; now the three
+    # questions are, as a ratio of totals (2 + 0 + 1) / (2 + 1 + 2).
+    prefs = {("0", "ab"): 2.0, ("0", "ba"): 2.0, ("1", "ab"): 1.0, ("1", "ba"): None,
+             ("2", "ab"): 2.0, ("2", "ba"): 1.0}
+    examples = [{"id": f"{q}/{o}", "meta": {"index": q}, "preference": p} for (q, o), p in prefs.items()]
+    root = tmp_path / "run"
+    write_result(root, _record("judge", "ae", "sft", {"win_rate": 60.0}, 3, task="alpaca_eval_v2",
+                               primary_metric="win_rate"), examples)
+    (result,) = _results([root])
+    values = result.values("win_rate")
+    assert values is not None and values.scale == 100
+    assert values.ids == ["0", "1", "2"] and values.values == [2.0, 0.0, 1.0] and values.denominators == [2.0, 1.0, 2.0]
+    assert values.by_id() == {"0": 1.0, "1": 0.0, "2": 0.5}
+    interval = values.interval()
+    assert interval.method == "bootstrap (ratio of totals)" and interval.low <= 60.0 <= interval.high

@@ -18,8 +18,10 @@ judge and human examples (one per judgment)
     with `meta.switched` (true when the model's answer was shown first; Vicuna-80's
     `meta.order` "ab" = reference first, "ba" = model first) is mapped to that frame. `error` or a
     `parse_failure` verdict = failed. Pairing id: `meta.index`, `meta.question_id`, else `id`.
-    Several judgments under one pairing id (both orders, two turns) are one unit where their
-    per-question means reproduce the metric: the bootstrap then resamples questions.
+    Several judgments under one pairing id (both orders, two turns) are one unit: the bootstrap
+    resamples questions, as per-question means where they reproduce the metric, else (an
+    order failed, so questions hold unequal counts and the metric is the mean over
+    judgments) as a ratio of per-question totals to per-question counts.
 """
 
 from __future__ import annotations
@@ -213,6 +215,12 @@ def metric_values(record: dict[str, Any], examples: Sequence[dict[str, Any]], me
             found = _match(list(by_question), [sum(v) / len(v) for v in by_question.values()], {}, target)
             if found is not None:
                 return found
+            # Uneven judgments per question (an order failed to parse): the metric is the mean
+            # over judgments = a ratio of per-question totals, still resampled by question.
+            sums, counts = [sum(v) for v in by_question.values()], [float(len(v)) for v in by_question.values()]
+            for scale in SCALES:
+                if _close(scale * sum(sums) / sum(counts), target):
+                    return MetricValues(list(by_question), sums, scale, denominators=counts)
         return _match([i for i, _ in kept], [v for _, v in kept], {}, target)
     examples = list(examples)
     groups_of = {f: [str(e[f]) for e in examples] for f in GROUP_FIELDS if all(f in e for e in examples)}
