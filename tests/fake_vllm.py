@@ -75,6 +75,9 @@ class LLM:
 
         from drover.models import load_tokenizer
 
+        if kwargs.get("gpu_memory_utilization", 0.9) < 0.05:   # as vLLM's memory profiling refuses
+            raise ValueError("No available memory for the cache blocks. Try increasing `gpu_memory_utilization` "
+                             "when initializing the engine.")
         self.kwargs = {"model": model, **kwargs}
         self.model = FakeModel(AutoModelForCausalLM.from_pretrained(model, local_files_only=True).eval())
         self.tokenizer = load_tokenizer(kwargs.get("tokenizer") or model)

@@ -234,11 +234,25 @@ def test_vllm_sleep_mode_wakes_before_use_and_sleeps_after(fake, tiny_model_dir,
     from drover.train.online.loop import run_online
 
     run_online(config(tiny_model_dir, prompts_file, tmp_path / "r", engine="vllm", steps=2,
-                      vllm={"enable_sleep_mode": True}), echo=False)
+                      vllm={"enable_sleep_mode": True}, train={"max_length": 256}), echo=False)
     (llm,) = fake.made
     step = ["wake_up:weights", "apply_model", "reset_prefix_cache", "wake_up:kv_cache", "generate", "sleep2"]
     assert llm.events == ["sleep2"] + step * 2
     assert llm.kwargs["enable_sleep_mode"] is True
+    assert llm.kwargs["max_model_len"] == 256          # train.max_length, not the model's 2048
+
+
+def test_vllm_context_and_refused_settings(fake, tiny_model_dir, prompts_file, tmp_path):
+    from drover.train.online.loop import run_online
+
+    run_online(config(tiny_model_dir, prompts_file, tmp_path / "a", engine="vllm", steps=1,
+                      vllm={"max_model_len": 1024}), echo=False)
+    run_online(config(tiny_model_dir, prompts_file, tmp_path / "b", engine="vllm", steps=1,
+                      train={"max_length": 4096}), echo=False)
+    assert [llm.kwargs["max_model_len"] for llm in fake.made] == [1024, 2048]   # the model's limit caps the default
+    with pytest.raises(ConfigError, match="vLLM refused its settings: No available memory for the cache blocks"):
+        run_online(config(tiny_model_dir, prompts_file, tmp_path / "c", engine="vllm",
+                          vllm={"gpu_memory_utilization": 0.01}), echo=False)
 
 
 def test_vllm_run_resumes_bit_identically_and_refuses_another_engine(fake, tiny_model_dir, prompts_file, tmp_path):
@@ -308,6 +322,36 @@ def test_engine_config_errors(tiny_model_dir, prompts_file, tmp_path):
         config(tiny_model_dir, prompts_file, tmp_path / "r", vllm={"dtype": "fp8"})
     with pytest.raises(ConfigError, match="vllm: unknown key 'gpu_mem'"):
         config(tiny_model_dir, prompts_file, tmp_path / "r", vllm={"gpu_mem": 0.5})
+
+
+def test_grpo_on_the_vllm_engine_learns(fake, tiny_model_dir, tmp_path):
+    """test_online_train's toy task (digits are rare in the tiny model's samples) on engine=vllm."""
+    from drover.train.online.loop import run_online
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "messages": [
+        {"role": "user", "content": f"Say something about item {i}."}]}) + "\n" for i in range(8)))
+    run_online(config(tiny_model_dir, prompts, tmp_path / "r", engine="vllm", steps=40, prompts_per_step=4,
+                      samples_per_prompt=8, max_new_tokens=6, generation_batch_size=16), echo=False)
+    log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    rewards = [r["reward"] for r in log if r["event"] == "train"]
+    start, end = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert start < 0.1 and end > start + 0.5, [round(r, 2) for r in rewards]
+    assert len(fake.made[0].model.loaded) == 40
+
+
+def test_cli_runs_on_the_vllm_engine(fake, tiny_model_dir, prompts_file, tmp_path, capsys):
+    from drover.cli import main
+
+    code = main(["rl", "--engine", "vllm", "--model", str(tiny_model_dir), "--prompts", str(prompts_file),
+                 "--reward", "regex:pattern=[0-9],mode=fraction", "--run-dir", str(tmp_path / "r"), "steps=2",
+                 "prompts_per_step=2", "samples_per_prompt=2", "max_new_tokens=4", "train.progress=false",
+                 "vllm.gpu_memory_utilization=0.4"])
+    assert code == 0
+    assert "drover rl grpo: 2 steps, 8 samples" in capsys.readouterr().err
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    assert "engine: vllm" in saved and "gpu_memory_utilization: 0.4" in saved
+    assert fake.made[0].kwargs["gpu_memory_utilization"] == 0.4
 
 
 def test_cli_engine_flag_and_error(monkeypatch, tiny_model_dir, prompts_file, tmp_path, capsys):

@@ -77,6 +77,16 @@ def _launcher_env(setup: EngineSetup) -> None:
             os.environ["MASTER_PORT"] = str(probe.getsockname()[1])
 
 
+def _context(setup: EngineSetup) -> int:
+    """vLLM's context: `train.max_length` (every prompt + response fits it), or the model's own
+    limit when smaller (as the `hf` engine caps it), never the model's full length: vLLM would
+    reserve KV cache for a sequence of that length."""
+    from transformers import AutoConfig
+
+    limit = getattr(AutoConfig.from_pretrained(setup.model_dir, local_files_only=True), "max_position_embeddings", None)
+    return min(setup.max_length, limit) if isinstance(limit, int) and limit > 0 else setup.max_length
+
+
 def _without_stop(ids: list[int], finish_reason: str, stop_reason: Any, eos: int | None) -> list[int]:
     """vLLM's `token_ids` end with the token that stopped the sample (EOS: `stop_reason` None;
     a stop token id: `stop_reason` that id); the protocol's ids do not."""
@@ -97,11 +107,16 @@ class VLLMSampler:
                               "FSDP, DeepSpeed ZeRO-3 or QLoRA (use DDP / ZeRO-1/2 and LoRA, or engine=hf)")
         self.setup, self.config = setup, settings
         _launcher_env(setup)
-        self.llm = LLM(model=setup.model_dir, tokenizer=setup.tokenizer_dir, dtype=settings.dtype,
-                       gpu_memory_utilization=settings.gpu_memory_utilization,
-                       max_model_len=settings.max_model_len or setup.max_length, max_num_seqs=setup.batch_size,
-                       enable_sleep_mode=settings.enable_sleep_mode, seed=setup.seed,
-                       distributed_executor_backend="external_launcher")
+        try:
+            self.llm = LLM(model=setup.model_dir, tokenizer=setup.tokenizer_dir, dtype=settings.dtype,
+                           gpu_memory_utilization=settings.gpu_memory_utilization,
+                           max_model_len=settings.max_model_len or _context(setup), max_num_seqs=setup.batch_size,
+                           enable_sleep_mode=settings.enable_sleep_mode, seed=setup.seed,
+                           distributed_executor_backend="external_launcher")
+        except ValueError as exc:   # vLLM's checks of its settings (context too long, no memory left for the KV cache)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"rl: engine=vllm: vLLM refused its settings: {first} (see vllm.gpu_memory_utilization, "
+                              f"vllm.max_model_len)") from None
         self.synced = False
         self.asleep: set[str] = set()
         self._sleep()
