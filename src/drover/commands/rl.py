@@ -4,7 +4,7 @@
     drover rl --algorithm ppo --model runs/sft/model --prompts prompts.jsonl \\
         --reward reward-model:path=runs/rm/model steps=200 train.lr=1e-6 algorithm_params.kl_coef=0.05
     drover rl --config recipes/rlhf-grpo.yaml
-    drover rl --engine vllm --model runs/sft/model --prompts gsm.jsonl --reward gsm-match vllm.gpu_memory_utilization=0.4
+    drover rl --engine vllm --model runs/sft/model --prompts gsm.jsonl --reward gsm-match vllm.dtype=bfloat16
 
 Algorithms (drover/train/online/algorithms; loss, advantages and paper in each docstring):
   grpo        group-normalised rewards, clipped per-token surrogate + β·KL      Shao et al. 2024 (DeepSeekMath)

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 from drover.errors import ConfigError
 from drover.local.samplers import Drawn, EngineSetup
+from drover.models import _first_line
 
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 
@@ -44,7 +45,7 @@ class VLLMSettings:
     gpu_memory_utilization: float = 0.3   # share of the GPU vLLM may take (weights + KV cache); the policy,
                                           # reference and optimiser state need the rest (TRL's colocate default)
     max_model_len: int = 0                # 0: train.max_length (prompt + response, already checked per prompt)
-    dtype: str = "auto"                   # vLLM's weights and compute ("auto": the checkpoint's torch_dtype)
+    dtype: str = "auto"                   # vLLM's weights and compute ("auto": vLLM's choice from the checkpoint)
     enable_sleep_mode: bool = False       # free vLLM's GPU memory between samplings (slower, smaller peak)
 
     def validate(self) -> None:
@@ -114,9 +115,8 @@ class VLLMSampler:
                            enable_sleep_mode=settings.enable_sleep_mode, seed=setup.seed,
                            distributed_executor_backend="external_launcher")
         except ValueError as exc:   # vLLM's checks of its settings (context too long, no memory left for the KV cache)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConfigError(f"rl: engine=vllm: vLLM refused its settings: {first} (see vllm.gpu_memory_utilization, "
-                              f"vllm.max_model_len)") from None
+            raise ConfigError(f"rl: engine=vllm: vLLM refused its settings: {_first_line(exc) or 'ValueError'} "
+                              f"(see vllm.gpu_memory_utilization, vllm.max_model_len)") from None
         self.synced = False
         self.asleep: set[str] = set()
         self._sleep()
@@ -130,9 +130,8 @@ class VLLMSampler:
             raise ConfigError("rl: engine=vllm needs vLLM installed in this environment "
                               "(pip install 'drover[gpu]'), or use engine=hf") from None
         except Exception as exc:  # a broken install (CUDA/torch mismatch) fails on import in many ways
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConfigError(f"rl: engine=vllm: vllm failed to import ({first}); fix the install or use "
-                              f"engine=hf") from None
+            raise ConfigError(f"rl: engine=vllm: vllm failed to import ({_first_line(exc) or type(exc).__name__}); "
+                              f"fix the install or use engine=hf") from None
         if not cuda_available():
             raise ConfigError("rl: engine=vllm needs a CUDA GPU and none is visible here; use engine=hf "
                               "(the local engine runs on CPU too)")
