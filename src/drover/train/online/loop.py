@@ -220,7 +220,8 @@ class OnlineTrainer:
             saved = checkpoint.load(acc, resume_from)
             if saved.data_hash != resume_hash:
                 raise ConfigError(f"{resume_from}: the checkpoint was made with other settings (algorithm, "
-                                  f"rewards, prompts, sampling, engine or model); use a new run_dir or the same settings")
+                                  f"rewards, prompts, sampling, engine or model); use a new run_dir or the same "
+                                  f"settings")
             state = saved
         self._truncate_rewards_log(state.step)
         bar = tqdm(total=c.steps, initial=state.step, desc=self.spec.name,
