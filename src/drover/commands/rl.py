@@ -4,6 +4,7 @@
     drover rl --algorithm ppo --model runs/sft/model --prompts prompts.jsonl \\
         --reward reward-model:path=runs/rm/model steps=200 train.lr=1e-6 algorithm_params.kl_coef=0.05
     drover rl --config recipes/rlhf-grpo.yaml
+    drover rl --engine vllm --model runs/sft/model --prompts gsm.jsonl --reward gsm-match vllm.dtype=bfloat16
 
 Algorithms (drover/train/online/algorithms; loss, advantages and paper in each docstring):
   grpo        group-normalised rewards, clipped per-token surrogate + β·KL      Shao et al. 2024 (DeepSeekMath)
@@ -16,7 +17,15 @@ Rewards (drover/rewards; `--reward KIND[:key=value,...][@weight]`, repeatable, o
   judge-pairwise (llm=, preference over the record's reference answer, both orders), gsm-match,
   unit-tests (sandboxed), regex (pattern=, mode=search|fullmatch|fraction), length (target=, tolerance=, falloff=)
 
-Every OnlineConfig key can be set in --config or as key=value; engine settings (model, lr,
+Generation engines (`--engine`, or engine: in YAML; drover/local/samplers.py):
+  hf    the local engine on the policy itself (default; CPU or GPU)
+  vllm  an in-process vLLM on the training GPU, the policy's weights (LoRA merged) loaded into it
+        before every step's sampling; settings vllm.gpu_memory_utilization (0.3), vllm.max_model_len
+        (0: train.max_length), vllm.dtype (auto), vllm.enable_sleep_mode (false). Needs
+        pip install 'drover[gpu]' and a CUDA GPU, checked before anything runs (never a silent
+        fallback to hf); a run resumes only with the engine (and vllm.dtype) it started with.
+
+Every OnlineConfig key can be set in --config or as key=value; training-engine settings (model, lr,
 precision, LoRA, run_dir, save_every) are `train.KEY=VALUE`. A re-run of the same command
 resumes from the last checkpoint; one with other settings is refused. Outputs: RUN/model,
 RUN/rewards.jsonl (every reward call's inputs and outputs), RUN/log.jsonl (reward, KL, loss per step).
@@ -30,6 +39,7 @@ from typing import Any
 from drover.errors import ConfigError
 
 ALGORITHM_NAMES = ("grpo", "rloo", "ppo", "online-dpo")
+ENGINE_NAMES = ("hf", "vllm")   # drover.local.samplers.SAMPLERS (a test keeps them equal)
 
 
 def parse_reward(text: str) -> dict[str, Any]:
@@ -62,6 +72,7 @@ def parse_reward(text: str) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML with OnlineConfig keys")
     parser.add_argument("--algorithm", choices=ALGORITHM_NAMES, help="the online algorithm (default grpo)")
+    parser.add_argument("--engine", choices=ENGINE_NAMES, help="the generation engine that samples (default hf)")
     parser.add_argument("--model", help="the policy to start from (local directory); train.model")
     parser.add_argument("--prompts", action="append", help="Conversation/Ranked JSONL of prompts (repeatable)")
     parser.add_argument("--reward", action="append", help="KIND[:key=value,...][@weight] (repeatable)")
@@ -83,6 +94,8 @@ def build_config(args: argparse.Namespace) -> Any:
     data["train"] = train
     if args.algorithm:
         data["algorithm"] = args.algorithm
+    if args.engine:
+        data["engine"] = args.engine
     if args.prompts:
         data["prompts"] = args.prompts
     if args.reward:

@@ -12,4 +12,7 @@ none of them (tests/test_layers.py): one engine, reached from above only.
     sequence_model.py  the one forward: per-target log-probs (logprobs.py) or a scalar head
     reward.py          reward models: load, score (prompt, response) pairs as training read them
     attention.py       varlen attention kernels for packed rows
+    samplers.py        the generation-engine protocol of online training (sync weights, sample) and
+                       its registry: `hf` (decode.py on the policy) and `vllm` (vllm_sampler.py,
+                       in-process, weights pushed each step with LoRA merged by weights.py)
 """

@@ -8,6 +8,10 @@ how they are decoded, the reward spec, and the algorithm with its parameters.
 Batch: each step samples `samples_per_prompt` responses for each of `prompts_per_step`
 prompts; `train.micro_batch_size` counts *prompts* (with all their samples) per
 micro-batch, and every update of a step uses the whole batch (`updates_per_step` passes).
+
+Engine: `engine` names the generation engine that samples (`drover.local.samplers.SAMPLERS`:
+`hf`, the local engine on the policy itself, or `vllm`, an in-process vLLM synced with the
+policy every step); an engine with settings reads them from the field it names (`vllm`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drover.errors import ConfigError
+from drover.local.vllm_sampler import VLLMSettings
 from drover.rewards.kind import RewardTerm
 from drover.train.config import TrainConfig
 
@@ -40,7 +45,9 @@ class OnlineConfig:
     max_new_tokens: int = 64
     temperature: float = 1.0
     top_p: float = 1.0
-    generation_batch_size: int = 16            # rows decoded together
+    generation_batch_size: int = 16            # rows decoded together (vLLM: max_num_seqs)
+    engine: str = "hf"                         # a name in drover.local.samplers.SAMPLERS: hf | vllm
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
     train: TrainConfig = field(default_factory=_train_defaults)
 
     def validate(self) -> None:
@@ -59,14 +66,36 @@ class OnlineConfig:
             raise ConfigError(f"rl: top_p must be in (0, 1], got {self.top_p}")
         if self.train.grad_accum != 1:
             raise ConfigError("rl: train.grad_accum must be 1: a step's batch is split by train.micro_batch_size")
+        self.engine_spec()   # an unknown engine fails here, with a "did you mean"
+        self.vllm.validate()
+
+    def engine_spec(self) -> Any:
+        """The generation engine class (`drover.local.samplers.Sampler`)."""
+        from drover.local.samplers import SAMPLERS
+
+        try:
+            return SAMPLERS.get(self.engine)
+        except ConfigError as exc:
+            raise ConfigError(f"rl: engine: {exc}") from None
+
+    def engine_settings(self) -> Any:
+        """The settings section the chosen engine reads (None for an engine without settings)."""
+        spec = self.engine_spec()
+        return getattr(self, spec.settings) if spec.settings else None
 
     def resume_key(self) -> dict[str, Any]:
         """What a resumed run must share with the checkpoint (not how long it runs or logs)."""
         from drover.config import to_dict
+        from drover.local.samplers import SAMPLERS
 
         data = to_dict(self)
-        for key in ("steps",):
+        for key in ("steps", "engine"):
             data.pop(key)
+        for name in SAMPLERS.names():   # engine settings enter only as the chosen engine keys them
+            data.pop(SAMPLERS.get(name).settings or "", None)
+        engine = self.engine_spec().key(self.engine_settings())
+        if engine is not None:          # None (hf): the key of runs made before engines were selectable
+            data["engine"] = {"name": self.engine, **engine}
         for key in ("save_every", "keep_last", "progress", "stop_after_steps", "resume_from", "log_every",
                     "tensorboard", "wandb", "wandb_project", "max_steps", "epochs"):
             data["train"].pop(key, None)

@@ -2,6 +2,7 @@
 
     set up     accelerator, policy (+ value head), frozen reference, optimiser, schedule, resume
     per step   1. sample   G responses to each of the step's prompts from the current policy
+                           (the generation engine synced with the policy's weights first)
                2. score    the reward spec on every response (each term's value logged)
                3. rollout  log-probs of the responses under the sampling policy and the
                            reference (and values), in one no-grad pass each
@@ -62,8 +63,10 @@ def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
 class OnlineTrainer:
     def __init__(self, config: OnlineConfig, spec: AlgorithmSpec, params: Any, prompts: list[Prompt],
                  tokenizer: Any, rewards: RewardSpec, run: RunDir):
-        from drover.train.engine import lr_lambda, make_accelerator, make_optimizer
+        from drover.local.samplers import EngineSetup
         from drover.local.sequence_model import SequenceModel, load_backbone
+        from drover.train.engine import lr_lambda, make_accelerator, make_optimizer
+        from drover.train.model import sharded
         from drover.train.online.policy import build_policy
         from drover.train.reference import compute_dtype
 
@@ -82,6 +85,10 @@ class OnlineTrainer:
         self.model, self.optimizer = acc.prepare(policy, optimizer)
         acc.register_for_checkpointing(self.scheduler)
         self.collate = Collate(tokenizer.pad_token_id, packing=False, pack_tokens=t.max_length)
+        setup = EngineSetup(t.model, t.tokenizer_path, tokenizer, t.max_length, config.generation_batch_size, t.seed,
+                            acc.process_index, acc.local_process_index, acc.num_processes, sharded=sharded(acc),
+                            quantized=t.lora.qlora)
+        self.sampler = config.engine_spec()(setup, config.engine_settings())
 
     # -- 1. sample ---------------------------------------------------------------------
     def sample(self, step: int) -> tuple[list[int], list[list[Sample]]]:
@@ -90,11 +97,9 @@ class OnlineTrainer:
         slots = list(range(step * c.prompts_per_step, (step + 1) * c.prompts_per_step))
         order = step_prompts(len(self.prompts), c.prompts_per_step, c.train.seed, step)
         mine = list(range(acc.process_index, len(slots), acc.num_processes))
-        from drover.local.sequence_model import hf_model
-
-        lm = hf_model(acc.unwrap_model(self.model).model)
+        self.sampler.sync(acc.unwrap_model(self.model).model)   # the policy's weights as they are now
         prompts = [self.prompts[order[i]] for i in mine]
-        texts = sample_responses(lm, self.tokenizer, prompts, c, step, [slots[i] for i in mine])
+        texts = sample_responses(self.sampler, self.tokenizer, prompts, c, step, [slots[i] for i in mine])
         return [order[i] for i in mine], texts
 
     # -- 2. score ----------------------------------------------------------------------
@@ -219,7 +224,8 @@ class OnlineTrainer:
             saved = checkpoint.load(acc, resume_from)
             if saved.data_hash != resume_hash:
                 raise ConfigError(f"{resume_from}: the checkpoint was made with other settings (algorithm, "
-                                  f"rewards, prompts, sampling or model); use a new run_dir or the same settings")
+                                  f"rewards, prompts, sampling, engine or model); use a new run_dir or the same "
+                                  f"settings")
             state = saved
         self._truncate_rewards_log(state.step)
         bar = tqdm(total=c.steps, initial=state.step, desc=self.spec.name,
@@ -302,6 +308,7 @@ def prepare_online(config: OnlineConfig) -> tuple[OnlineTrainer, Path | None, st
     from drover.train.online.sampling import load_prompts
 
     config.validate()
+    config.engine_spec().check(config.engine_settings())   # vllm importable, a GPU: before anything runs
     spec: AlgorithmSpec = ALGORITHMS.get(config.algorithm)
     params = from_dict(spec.params, config.algorithm_params, where="algorithm_params")
     if config.samples_per_prompt < spec.min_group_size:

@@ -6,9 +6,9 @@ generator seeded by (seed, step, prompt position, sample index) — the local en
 per-row seeding (`drover.local.decode`). The checkpointed step therefore *is* the
 sampling RNG state: a resumed run draws exactly the samples the uninterrupted run would.
 
-`sample_responses` is the one place generation happens during training: today the local
-Hugging Face engine on the policy's own weights; an in-process vLLM engine (weights synced
-each step) would replace this function's body and nothing else.
+`sample_responses` is the one place generation happens during training, through a generation
+engine (`drover.local.samplers`: the local Hugging Face engine on the policy's own weights, or
+an in-process vLLM whose weights the loop syncs with the policy before every step's sampling).
 """
 
 from __future__ import annotations
@@ -82,38 +82,20 @@ class Sample:
     ids: list[int]                # the sampled tokens, + EOS when the model stopped (not cut at max_new_tokens)
 
 
-def sample_responses(model: Any, tokenizer: Any, prompts: list[Prompt], config: Any, step: int,
+def sample_responses(sampler: Any, tokenizer: Any, prompts: list[Prompt], config: Any, step: int,
                      slots: list[int]) -> list[list[Sample]]:
-    """`config.samples_per_prompt` samples per prompt from `model` (a Hugging Face causal LM);
-    `slots` number the prompts within the run (seeds: one per (seed, step, slot, sample)).
-    Trained tokens are exactly the sampled ones (the engine's `on_token`), then EOS if it stopped."""
-    from drover.local.decode import GenerationItem, generate, sample_seed
+    """`config.samples_per_prompt` samples per prompt from `sampler` (a `drover.local.samplers`
+    engine, synced with the policy this step); `slots` number the prompts within the run
+    (seeds: one per (seed, step, slot, sample)). Trained tokens are exactly the sampled ones,
+    then EOS if the sample stopped (or drew nothing: a response has at least one target)."""
+    from drover.local.decode import sample_seed
 
+    if not prompts:   # a process without prompt slots this step
+        return []
     g = config.samples_per_prompt
-    drawn: list[list[list[int]]] = [[[] for _ in range(g)] for _ in prompts]
-
-    def recorder(i: int) -> Any:
-        def on_token(sample: int, token: int, _logprob: Any) -> None:
-            drawn[i][sample].append(int(token))
-        return on_token
-
-    items = []
-    for i, (p, slot) in enumerate(zip(prompts, slots)):
-        items.append(GenerationItem(prompt_ids=p.ids, max_tokens=config.max_new_tokens,
-                                    temperature=config.temperature, top_p=config.top_p, n=g,
-                                    seeds=[sample_seed(config.train.seed, step, slot, j) for j in range(g)],
-                                    on_token=recorder(i)))
-    out: list[list[Sample]] = [[] for _ in items]
+    seeds = [[sample_seed(config.train.seed, step, slot, j) for j in range(g)] for slot in slots]
+    drawn = sampler.sample([p.ids for p in prompts], g, seeds, config.temperature, config.top_p,
+                           config.max_new_tokens)
     eos = tokenizer.eos_token_id
-    was_training = model.training
-    model.eval()
-    try:
-        for i, result in generate(model, tokenizer, items, batch_size=config.generation_batch_size,
-                                  max_length=config.train.max_length):
-            for j, c in enumerate(result.choices):
-                stopped = c.finish_reason == "stop"
-                ids = drawn[i][j] + ([eos] if stopped or not drawn[i][j] else [])
-                out[i].append(Sample(c.text, ids))
-    finally:
-        model.train(was_training)
-    return out
+    return [[Sample(d.text, d.ids + ([eos] if d.finish_reason == "stop" or not d.ids else [])) for d in group]
+            for group in drawn]
