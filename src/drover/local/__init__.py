@@ -12,4 +12,5 @@ none of them (tests/test_layers.py): one engine, reached from above only.
     sequence_model.py  the one forward: per-target log-probs (logprobs.py) or a scalar head
     reward.py          reward models: load, score (prompt, response) pairs as training read them
     attention.py       varlen attention kernels for packed rows
+    packed_linear.py   the decode step's CPU projections through oneDNN-packed weights
 """

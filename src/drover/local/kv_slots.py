@@ -163,33 +163,12 @@ def generic_step(model: Any) -> Step:
     return step
 
 
-# On CPU, one row times a row-major (out, in) weight goes through a GEMV that is ~1.6x slower
-# than a GEMM on the same weight stored (in, out) (measured here: 36 linears of a 17M Llama,
-# 5.3 vs 3.2 ms per step at batch 1; equal from 4 rows up). The decode step keeps such a copy
-# for fp32 models up to this size (it costs their weights' memory once more); in bf16 the
-# copy made decoding slower (217 vs 260 tokens per CPU-second), so bf16 uses the modules.
-TRANSPOSED_MAX_BYTES = 1 << 30
-
-
-def _transposed(model: Any, modules: list[Any]) -> dict[int, Any]:
-    """id(linear) -> its weight as a contiguous (in, out) tensor, for fp32 CPU models up to
-    TRANSPOSED_MAX_BYTES; made once per decode step built (one `generate` call, one serve
-    worker), never kept across them: training changes weights in place, and fused optimizers
-    (torch's fused AdamW) do so without bumping the tensors' version counters, so no cheap
-    stamp can tell a stale copy (a transpose is one pass over the weights, ~20 ms for 17M)."""
-    import torch
-
-    weights = [m.weight for m in modules]
-    if (weights[0].device.type != "cpu" or any(w.dtype != torch.float32 for w in weights)
-            or sum(w.numel() * w.element_size() for w in weights) > TRANSPOSED_MAX_BYTES):
-        return {}
-    return {id(m): m.weight.detach().t().contiguous() for m in modules}
-
-
 def _llama_like(model: Any) -> Step | None:
     """The decoder-layer arithmetic of HF's Llama (and Qwen2: biases in q/k/v), module by module."""
     import torch
     import torch.nn.functional as F
+
+    from drover.local.packed_linear import packed_linears, project
 
     base = getattr(model, "model", None)
     layers = getattr(base, "layers", None)
@@ -210,14 +189,10 @@ def _llama_like(model: Any) -> Step | None:
                                                          layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)]
     if not all(isinstance(m, torch.nn.Linear) for m in linears) or not hasattr(layers[0].mlp, "act_fn"):
         return None
-    packed = _transposed(model, linears)
+    packed = packed_linears(linears)
 
     def linear(module: Any, x: Any) -> Any:
-        wt = packed.get(id(module))
-        if wt is None:
-            return module(x)
-        y = x @ wt
-        return y if module.bias is None else y + module.bias
+        return project(packed, module, x)
 
     def mlp(block: Any, x: Any) -> Any:  # LlamaMLP / Qwen2MLP: down(act(gate(x)) * up(x))
         return linear(block.down_proj, block.act_fn(linear(block.gate_proj, x)) * linear(block.up_proj, x))
