@@ -164,12 +164,15 @@ class Decoder:
     (steps, rows admitted while others were decoding) for tests and benchmarks."""
 
     def __init__(self, model: Any, tokenizer: Any, slots: int, max_length: int | None = None):
-        from drover.local.kv_slots import decode_step
+        from drover.local.kv_slots import accepts, decode_step
 
         self.model, self.tokenizer, self.slots = model, tokenizer, max(1, slots)
         self.limit = max_positions(model, tokenizer, max_length)
         self.stops = eos_ids(model, tokenizer)
         self.step = decode_step(model)
+        # The prefill needs the last position's logits only (as HF `generate` asks for them):
+        # the head over every prompt position was ~10% of a batch prefill, in fp32 logits.
+        self._last_logits_only = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
         self.device = next(model.parameters()).device
         self.cache: Any = None
         self.live: list[_Live] = []
@@ -230,7 +233,8 @@ class Decoder:
         ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.inference_mode():
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             **self._last_logits_only)
             past = returned_cache(out)
             for b, (_, p) in enumerate(joining):
                 self.cache.fill(self.cache.n, [(layer.keys[b, :, width - len(p):], layer.values[b, :, width - len(p):])

@@ -108,11 +108,16 @@ class SlotCache:
         return (columns[None, :] <= positions[:, None])[:, None, None, :]
 
 
-def cache_kwarg(model: Any) -> str:
-    """The forward's name for the KV cache: `cache` from transformers 5.2x, `past_key_values` before."""
+def accepts(model: Any, name: str) -> bool:
+    """Whether the model's forward takes this keyword argument."""
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return name in inspect.signature(model.forward).parameters
+
+
+def cache_kwarg(model: Any) -> str:
+    """The forward's name for the KV cache: `cache` from transformers 5.2x, `past_key_values` before."""
+    return "cache" if accepts(model, "cache") else "past_key_values"
 
 
 def returned_cache(out: Any) -> Any:
