@@ -173,7 +173,7 @@ def _llama_like(model: Any) -> Step | None:
     import torch
     import torch.nn.functional as F
 
-    from drover.local.packed_linear import packed_linears, project
+    from drover.local.packed_linear import projections
 
     base = getattr(model, "model", None)
     layers = getattr(base, "layers", None)
@@ -189,18 +189,15 @@ def _llama_like(model: Any) -> Step | None:
     rotary = sys.modules[type(attn0).__module__].apply_rotary_pos_emb
     embed, norm, head, rope = base.embed_tokens, base.norm, model.lm_head, base.rotary_emb
     gqa = attn0.num_key_value_groups > 1
-    linears = [head] + [m for layer in layers for m in (layer.self_attn.q_proj, layer.self_attn.k_proj,
-                                                         layer.self_attn.v_proj, layer.self_attn.o_proj,
-                                                         layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)]
-    if not all(isinstance(m, torch.nn.Linear) for m in linears) or not hasattr(layers[0].mlp, "act_fn"):
+    # Per layer: q/k/v and gate/up each read one input, so each is one GEMM where packed.
+    groups = [[head]] + [g for layer in layers for g in ([layer.self_attn.q_proj, layer.self_attn.k_proj,
+                                                           layer.self_attn.v_proj], [layer.self_attn.o_proj],
+                                                          [layer.mlp.gate_proj, layer.mlp.up_proj],
+                                                          [layer.mlp.down_proj])]
+    if not all(isinstance(m, torch.nn.Linear) for g in groups for m in g) or not hasattr(layers[0].mlp, "act_fn"):
         return None
-    packed = packed_linears(linears)
-
-    def linear(module: Any, x: Any) -> Any:
-        return project(packed, module, x)
-
-    def mlp(block: Any, x: Any) -> Any:  # LlamaMLP / Qwen2MLP: down(act(gate(x)) * up(x))
-        return linear(block.down_proj, block.act_fn(linear(block.gate_proj, x)) * linear(block.up_proj, x))
+    project = projections(groups)
+    lm_head, per_layer = project[0], [project[1 + 4 * i: 5 + 4 * i] for i in range(len(layers))]
 
     def step(cache: SlotCache, tokens: Any, positions: Any) -> Any:
         n = cache.n
@@ -209,18 +206,17 @@ def _llama_like(model: Any) -> Step | None:
         cos, sin = rope(hidden, positions[:, None])
         mask = cache.mask(positions)
         for i, layer in enumerate(layers):
-            attn = layer.self_attn
-            x = layer.input_layernorm(hidden)
-            q = linear(attn.q_proj, x).view(n, 1, -1, attn.head_dim).transpose(1, 2)  # (n, heads, 1, head_dim)
-            k = linear(attn.k_proj, x).view(n, 1, -1, attn.head_dim).transpose(1, 2)
-            v = linear(attn.v_proj, x).view(n, 1, -1, attn.head_dim).transpose(1, 2)
+            attn, (qkv, o_proj, gate_up, down) = layer.self_attn, per_layer[i]
+            q, k, v = (y.view(n, 1, -1, attn.head_dim).transpose(1, 2)  # (n, heads, 1, head_dim)
+                       for y in qkv(layer.input_layernorm(hidden)))
             q, k = rotary(q, k, cos, sin)
             keys, values = cache.write(i, k, v, rows, positions)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
                                                  enable_gqa=gqa)
-            hidden = hidden + linear(attn.o_proj, out.transpose(1, 2).reshape(n, 1, -1))
-            hidden = hidden + mlp(layer.mlp, layer.post_attention_layernorm(hidden))
-        return linear(head, norm(hidden))[:, -1, :].float()
+            hidden = hidden + o_proj(out.transpose(1, 2).reshape(n, 1, -1))[0]
+            gate, up = gate_up(layer.post_attention_layernorm(hidden))  # LlamaMLP: down(act(gate(x)) * up(x))
+            hidden = hidden + down(layer.mlp.act_fn(gate) * up)[0]
+        return lm_head(norm(hidden))[0][:, -1, :].float()
 
     return step
 
