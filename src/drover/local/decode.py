@@ -217,12 +217,20 @@ class Decoder:
         return done
 
     def _prefill(self, joining: list[tuple[_Live, list[int]]]) -> Any:
-        """The model's own forward over the new prompts (left-padded, as a batch); their keys
-        go to slots [n, n + len(joining)). Returns their last-position logits."""
+        """The new prompts' keys into slots [n, n + len(joining)); returns their last-position
+        logits (len(joining), vocab) float32. Through the fast step's own prefill where it has
+        one (each prompt as if alone, no padding, packed projections: 32 Code Alpaca prompts
+        in two batches of 16 took 86 ms in fp32 and 54 in bf16 on the 17M model, vs 270 and
+        80 left-padded through the model's forward); else the model's own forward over them
+        as a left-padded batch."""
         import torch
 
         from drover.local.kv_slots import returned_cache
 
+        fast = getattr(self.step, "prefill", None)
+        if fast is not None:
+            with torch.inference_mode():
+                return fast(self.cache, [torch.tensor(p, dtype=torch.long, device=self.device) for _, p in joining])
         width = max(len(p) for _, p in joining)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((len(joining), width), pad, dtype=torch.long)

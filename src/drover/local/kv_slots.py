@@ -28,11 +28,14 @@ their keys copied into free slots.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable
 from typing import Any
 
-# step(cache, tokens (n,), positions (n,)) -> logits (n, vocab) float32
+# step(cache, tokens (n,), positions (n,)) -> logits (n, vocab) float32. A fast step may carry
+# `step.prefill(cache, prompts [(length,), ...]) -> logits (prompts, vocab)`: prompts into the
+# next free slots through the same arithmetic, each as if alone (no padding).
 Step = Callable[["SlotCache", Any, Any], Any]
 
 
@@ -199,25 +202,67 @@ def _llama_like(model: Any) -> Step | None:
     project = projections(groups)
     lm_head, per_layer = project[0], [project[1 + 4 * i: 5 + 4 * i] for i in range(len(layers))]
 
+    def layer_forward(i: int, hidden: Any, cos: Any, sin: Any, attend: Callable[..., Any]) -> Any:
+        """Decoder layer i on (rows, tokens, hidden); attend(i, q, k, v) stores the new keys
+        and returns the attention output (rows, heads, tokens, head_dim)."""
+        n, length = hidden.shape[:2]
+        layer, (qkv, o_proj, gate_up, down) = layers[i], per_layer[i]
+        head_dim = layer.self_attn.head_dim
+        q, k, v = (y.view(n, length, -1, head_dim).transpose(1, 2)  # (n, heads, tokens, head_dim)
+                   for y in qkv(layer.input_layernorm(hidden)))
+        q, k = rotary(q, k, cos, sin)
+        out = attend(i, q, k, v)
+        hidden = hidden + o_proj(out.transpose(1, 2).reshape(n, length, -1))[0]
+        gate, up = gate_up(layer.post_attention_layernorm(hidden))  # LlamaMLP: down(act(gate(x)) * up(x))
+        return hidden + down(layer.mlp.act_fn(gate) * up)[0]
+
     def step(cache: SlotCache, tokens: Any, positions: Any) -> Any:
-        n = cache.n
-        rows = torch.arange(n, device=cache.device)
+        rows = torch.arange(cache.n, device=cache.device)
+        mask = cache.mask(positions)
+
+        def attend(i: int, q: Any, k: Any, v: Any) -> Any:
+            keys, values = cache.write(i, k, v, rows, positions)
+            return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                                  scale=layers[i].self_attn.scaling, enable_gqa=gqa)
+
         hidden = embed(tokens[:, None])  # (n, 1, hidden)
         cos, sin = rope(hidden, positions[:, None])
-        mask = cache.mask(positions)
-        for i, layer in enumerate(layers):
-            attn, (qkv, o_proj, gate_up, down) = layer.self_attn, per_layer[i]
-            q, k, v = (y.view(n, 1, -1, attn.head_dim).transpose(1, 2)  # (n, heads, 1, head_dim)
-                       for y in qkv(layer.input_layernorm(hidden)))
-            q, k = rotary(q, k, cos, sin)
-            keys, values = cache.write(i, k, v, rows, positions)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
-                                                 enable_gqa=gqa)
-            hidden = hidden + o_proj(out.transpose(1, 2).reshape(n, 1, -1))[0]
-            gate, up = gate_up(layer.post_attention_layernorm(hidden))  # LlamaMLP: down(act(gate(x)) * up(x))
-            hidden = hidden + down(layer.mlp.act_fn(gate) * up)[0]
+        for i in range(len(layers)):
+            hidden = layer_forward(i, hidden, cos, sin, attend)
         return lm_head(norm(hidden))[0][:, -1, :].float()
 
+    def prefill(cache: SlotCache, prompts: list[Any]) -> Any:
+        """Prompts (each (length,)) into the next free slots, as HF's forward runs each one
+        alone (causal SDPA, no mask, no padding), in one pass: the projections run on all
+        their tokens concatenated (rows are independent in a GEMM; a large one is cheaper
+        than many small ones), attention per prompt. Returns their last logits (prompts, vocab)."""
+        lengths = [int(p.shape[0]) for p in prompts]
+        ends = list(itertools.accumulate(lengths))
+        slots = range(cache.n, cache.n + len(prompts))
+
+        def attend(i: int, q: Any, k: Any, v: Any) -> Any:
+            outs = []
+            for slot, end, length in zip(slots, ends, lengths):
+                qs, ks, vs = (t[:, :, end - length:end] for t in (q, k, v))
+                cache.keys[i][slot, :, :length] = ks[0]
+                cache.values[i][slot, :, :length] = vs[0]
+                outs.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=length > 1,
+                                                           scale=layers[i].self_attn.scaling, enable_gqa=gqa))
+            return torch.cat(outs, dim=2)
+
+        tokens = torch.cat(prompts)
+        positions = torch.cat([torch.arange(length, device=tokens.device) for length in lengths])
+        hidden = embed(tokens[None])  # (1, tokens of all prompts, hidden)
+        cos, sin = rope(hidden, positions[None])
+        for i in range(len(layers)):
+            hidden = layer_forward(i, hidden, cos, sin, attend)
+        for slot, length in zip(slots, lengths):
+            cache.lengths[slot] = length
+        cache.n += len(prompts)
+        last = torch.tensor([end - 1 for end in ends], device=tokens.device)
+        return lm_head(norm(hidden[:, last]))[0][0].float()
+
+    step.prefill = prefill  # type: ignore[attr-defined]
     return step
 
 
