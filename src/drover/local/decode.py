@@ -12,7 +12,7 @@ needs three things `generate` does not give together:
 The loop is a `Decoder`: a running batch of rows over a static KV cache
 (`drover.local.kv_slots`: preallocated, one slot per row, a direct decode step for
 Llama-family models and the model's own forward for the rest). Prompts are prefilled by the
-model's own forward (left-padded when several join at once); rows join between steps
+same step (each as if alone) or the model's own forward (left-padded); rows join between steps
 and leave as soon as they finish, so `generate` admits rows longest prompt first and refills
 a slot the moment it frees, and `drover serve` lets requests join a running batch. Per step
 there is one device sync (the drawn tokens), log-probs only for rows that ask for them, and

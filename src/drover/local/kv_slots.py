@@ -18,12 +18,14 @@ Two steps fill the same cache:
 * `generic_step`: the model's own forward (any HF causal LM whose layers use the standard
   Cache API), fed this cache's rows as a `DynamicCache` and a per-row 4D mask;
 * a fast step for architectures registered in `FAST_STEPS` (Llama, Qwen2 without sliding
-  windows): the same modules and the same rotary helper, called directly — the HF layer
-  arithmetic without HF's per-call plumbing. Tests check it against `generic_step` and
-  `model.generate`.
+  windows): the same norms, rotary helper and SDPA, called directly — the HF layer
+  arithmetic without HF's per-call plumbing — with the projections through weights packed
+  once for oneDNN on CPU (`drover.local.packed_linear`: q/k/v and gate/up one GEMM each).
+  It prefills prompts too, each as if alone (no padding), writing their keys into free
+  slots. Tests check it against `generic_step` and `model.generate`.
 
-Prompts are prefilled by the model's own forward (so the first token is exactly today's) and
-their keys copied into free slots.
+With `generic_step`, prompts are prefilled by the model's own forward (left-padded) and their
+keys copied into free slots.
 """
 
 from __future__ import annotations
