@@ -1,6 +1,6 @@
 """The decode step's packed projections (drover.local.packed_linear): a group of linears in one
-oneDNN GEMM gives each linear's own output (bf16: bit for bit; fp32: to the last bits), and
-without oneDNN (or where the group does not fit one GEMM) the modules themselves run."""
+oneDNN GEMM gives each linear's own output side by side (bf16: bit for bit; fp32: to the last
+bits), and without oneDNN (or where the group does not fit one GEMM) the modules themselves run."""
 
 from __future__ import annotations
 
@@ -37,9 +37,9 @@ def test_each_projection_equals_its_linears(dtype, bias, rows):
     with torch.inference_mode():
         for group, project in zip(groups, packed_linear.projections(groups)):
             inp = mid if group[0].in_features == 96 else x
-            got = project(inp)
-            assert len(got) == len(group)
-            for y, module in zip(got, group):
+            got = project(inp)  # the group's outputs side by side
+            assert got.shape[-1] == sum(m.out_features for m in group)
+            for y, module in zip(got.split([m.out_features for m in group], dim=-1), group):
                 want = module(inp)
                 assert y.shape == want.shape and y.dtype == want.dtype
                 if dtype == torch.bfloat16:
@@ -54,8 +54,8 @@ def test_without_onednn_the_modules_run(monkeypatch):
     assert packed_linear._packed(groups) is None
     x = torch.randn(3, 48)
     with torch.inference_mode():
-        for y, module in zip(packed_linear.projections(groups)[0](x), groups[0]):
-            assert torch.equal(y, module(x))
+        got = packed_linear.projections(groups)[0](x)
+        assert torch.equal(got, torch.cat([module(x) for module in groups[0]], dim=-1))
 
 
 def test_a_group_that_is_not_one_gemm_is_not_packed():

@@ -204,19 +204,27 @@ def _llama_like(model: Any) -> Step | None:
     project = projections(groups)
     lm_head, per_layer = project[0], [project[1 + 4 * i: 5 + 4 * i] for i in range(len(layers))]
 
+    head_dim = attn0.head_dim
+    heads, kv_heads = attn0.q_proj.out_features // head_dim, attn0.k_proj.out_features // head_dim
+    rotate_qk = _joint_rotary(sys.modules[type(attn0).__module__], rotary, embed.weight.dtype)
+
     def layer_forward(i: int, hidden: Any, cos: Any, sin: Any, attend: Callable[..., Any]) -> Any:
         """Decoder layer i on (rows, tokens, hidden); attend(i, q, k, v) stores the new keys
         and returns the attention output (rows, heads, tokens, head_dim)."""
         n, length = hidden.shape[:2]
         layer, (qkv, o_proj, gate_up, down) = layers[i], per_layer[i]
-        head_dim = layer.self_attn.head_dim
-        q, k, v = (y.view(n, length, -1, head_dim).transpose(1, 2)  # (n, heads, tokens, head_dim)
-                   for y in qkv(layer.input_layernorm(hidden)))
-        q, k = rotary(q, k, cos, sin)
-        out = attend(i, q, k, v)
-        hidden = hidden + o_proj(out.transpose(1, 2).reshape(n, length, -1))[0]
-        gate, up = gate_up(layer.post_attention_layernorm(hidden))  # LlamaMLP: down(act(gate(x)) * up(x))
-        return hidden + down(layer.mlp.act_fn(gate) * up)[0]
+        # (n, q|k|v heads, tokens, head_dim): q, k and v side by side from one projection
+        y = qkv(layer.input_layernorm(hidden)).view(n, length, -1, head_dim).transpose(1, 2)
+        if rotate_qk is not None:  # q and k rotated in one pass (neighbours in y)
+            qk = rotate_qk(y[:, :heads + kv_heads], cos, sin)
+            q, k = qk[:, :heads], qk[:, heads:]
+        else:
+            q, k = rotary(y[:, :heads], y[:, heads:heads + kv_heads], cos, sin)
+        out = attend(i, q, k, y[:, heads + kv_heads:])
+        hidden = hidden + o_proj(out.transpose(1, 2).reshape(n, length, -1))
+        gate, up = gate_up(layer.post_attention_layernorm(hidden)).split(
+            [layer.mlp.gate_proj.out_features, layer.mlp.up_proj.out_features], dim=-1)
+        return hidden + down(layer.mlp.act_fn(gate) * up)  # LlamaMLP: down(act(gate(x)) * up(x))
 
     def step(cache: SlotCache, tokens: Any, positions: Any) -> Any:
         rows = torch.arange(cache.n, device=cache.device)
@@ -231,7 +239,7 @@ def _llama_like(model: Any) -> Step | None:
         cos, sin = rope(hidden, positions[:, None])
         for i in range(len(layers)):
             hidden = layer_forward(i, hidden, cos, sin, attend)
-        return lm_head(norm(hidden))[0][:, -1, :].float()
+        return lm_head(norm(hidden))[:, -1, :].float()
 
     def prefill(cache: SlotCache, prompts: list[Any]) -> Any:
         """Prompts (each (length,)) into the next free slots, as HF's forward runs each one
@@ -262,10 +270,31 @@ def _llama_like(model: Any) -> Step | None:
             cache.lengths[slot] = length
         cache.n += len(prompts)
         last = torch.tensor([end - 1 for end in ends], device=tokens.device)
-        return lm_head(norm(hidden[:, last]))[0][0].float()
+        return lm_head(norm(hidden[:, last]))[0].float()
 
     step.prefill = prefill  # type: ignore[attr-defined]
     return step
+
+
+def _joint_rotary(modeling: Any, rotary: Callable[..., Any], dtype: Any) -> Callable[..., Any] | None:
+    """HF's `apply_rotary_pos_emb` arithmetic on q and k stacked along heads: one pass instead
+    of two (half the ops, ~17 us per layer at 16 rows). None unless it gives exactly what the
+    model's own helper gives (checked here on random inputs)."""
+    import torch
+
+    rotate_half = getattr(modeling, "rotate_half", None)
+    if rotate_half is None:
+        return None
+
+    def rotate(x: Any, cos: Any, sin: Any) -> Any:  # x (n, heads, tokens, d); cos/sin (n, tokens, d)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        return (x * cos) + (rotate_half(x) * sin)
+
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, h, 3, 8, generator=g).to(dtype) for h in (4, 2))
+    cos, sin = (torch.randn(2, 3, 8, generator=g).to(dtype) for _ in range(2))
+    want = torch.cat(rotary(q, k, cos, sin), dim=1)
+    return rotate if torch.equal(rotate(torch.cat([q, k], dim=1), cos, sin), want) else None
 
 
 # model_type -> builder of a fast step (None when the instance does not fit it after all).

@@ -34,8 +34,8 @@ PACK_ROWS = 16
 # the modules (a model that large is not one whose decoding is dominated by this overhead).
 PACKED_MAX_BYTES = 1 << 30
 
-# x (..., in) -> one output (..., out_j) per linear of the group
-Projection = Callable[[Any], list[Any]]
+# x (..., in) -> the group's outputs side by side, (..., out_1 + out_2 + ...)
+Projection = Callable[[Any], Any]
 
 
 def projections(groups: list[list[Any]]) -> list[Projection]:
@@ -53,26 +53,26 @@ def projections(groups: list[list[Any]]) -> list[Projection]:
     packed = _packed(groups)
     if packed is None:
         return [_modules(group) for group in groups]
-    return [_fused(weight, bias, sizes) for weight, bias, sizes in packed]
+    return [_fused(weight, bias) for weight, bias in packed]
 
 
 def _modules(group: list[Any]) -> Projection:
-    return lambda x: [module(x) for module in group]
-
-
-def _fused(weight: Any, bias: Any, sizes: list[int]) -> Projection:
     import torch
 
-    def project(x: Any) -> list[Any]:
-        y = torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-        return [y] if len(sizes) == 1 else list(y.split(sizes, dim=-1))
-
-    return project
+    if len(group) == 1:
+        return group[0]
+    return lambda x: torch.cat([module(x) for module in group], dim=-1)
 
 
-def _packed(groups: list[list[Any]]) -> list[tuple[Any, Any, list[int]]] | None:
-    """(packed weight, concatenated bias or None, output sizes) per group, or None where
-    packing is unavailable or disagrees with the modules."""
+def _fused(weight: Any, bias: Any) -> Projection:
+    import torch
+
+    return lambda x: torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _packed(groups: list[list[Any]]) -> list[tuple[Any, Any]] | None:
+    """(packed weight, concatenated bias or None) per group, or None where packing is
+    unavailable or disagrees with the modules."""
     import torch
 
     modules = [m for group in groups for m in group]
@@ -92,11 +92,11 @@ def _packed(groups: list[list[Any]]) -> list[tuple[Any, Any, list[int]]] | None:
             for group in groups:
                 weight = torch.cat([m.weight.detach() for m in group]) if len(group) > 1 else group[0].weight.detach()
                 bias = None if group[0].bias is None else torch.cat([m.bias.detach() for m in group])
-                packed.append((torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS), bias,
-                               [m.out_features for m in group]))
-            for group, (weight, bias, sizes) in zip(groups, packed):
+                packed.append((torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS), bias))
+            for group, (weight, bias) in zip(groups, packed):
                 row = torch.randn(2, group[0].in_features, generator=torch.Generator().manual_seed(0)).to(dtype)
-                for got, want in zip(_fused(weight, bias, sizes)(row), (m(row) for m in group)):
+                outputs = _fused(weight, bias)(row).split([m.out_features for m in group], dim=-1)
+                for got, want in zip(outputs, (m(row) for m in group)):
                     same = torch.equal(got, want) if dtype == torch.bfloat16 else torch.allclose(
                         got, want, rtol=1e-4, atol=1e-5)
                     if not same:
