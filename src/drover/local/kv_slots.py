@@ -97,12 +97,20 @@ class SlotCache:
                 store[layer][dst, :, :length] = store[layer][src, :, :length]
         self.lengths[dst] = length
 
-    def write(self, layer: int, k: Any, v: Any, rows: Any, columns: Any) -> tuple[Any, Any]:
-        """Put one new key/value per live row, (n, kv_heads, 1, head_dim), at its own column;
+    def targets(self, positions: Any) -> Any:
+        """(n * kv_heads,) flat row indices, into a layer's keys viewed as (-1, head_dim), of
+        each live row's new key, row r's at column positions[r]: computed once per step."""
+        heads = self._torch.arange(self.kv_heads, device=self.device)
+        rows = self._torch.arange(self.n, device=self.device)
+        return ((rows[:, None] * self.kv_heads + heads[None, :]) * self.capacity + positions[:, None]).reshape(-1)
+
+    def write(self, layer: int, k: Any, v: Any, targets: Any) -> tuple[Any, Any]:
+        """Put one new key/value per live row, (n, kv_heads, 1, head_dim), at its own column
+        (`targets`: one `index_copy_` each, ~2 us less than an advanced-index assignment);
         return the live rows' keys/values over the columns any of them uses."""
         keys, values = self.keys[layer], self.values[layer]
-        keys[rows, :, columns] = k[:, :, 0]
-        values[rows, :, columns] = v[:, :, 0]
+        keys.view(-1, self.head_dim).index_copy_(0, targets, k.reshape(-1, self.head_dim))
+        values.view(-1, self.head_dim).index_copy_(0, targets, v.reshape(-1, self.head_dim))
         width = max(self.lengths[:self.n]) + 1
         return keys[:self.n, :, :width], values[:self.n, :, :width]
 
@@ -227,11 +235,11 @@ def _llama_like(model: Any) -> Step | None:
         return hidden + down(layer.mlp.act_fn(gate) * up)  # LlamaMLP: down(act(gate(x)) * up(x))
 
     def step(cache: SlotCache, tokens: Any, positions: Any) -> Any:
-        rows = torch.arange(cache.n, device=cache.device)
+        targets = cache.targets(positions)
         mask = cache.mask(positions)
 
         def attend(i: int, q: Any, k: Any, v: Any) -> Any:
-            keys, values = cache.write(i, k, v, rows, positions)
+            keys, values = cache.write(i, k, v, targets)
             return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
                                                   scale=layers[i].self_attn.scaling, enable_gqa=gqa)
 
