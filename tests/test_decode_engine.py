@@ -39,6 +39,13 @@ def _reference(model, tok, prompt_ids, max_tokens, stop=()):
     return text[:min(cuts)] if cuts else text
 
 
+def _assert_greedy_like_generate(model, tok, items, batch):
+    """Greedy texts of `generate` at `batch` equal transformers' `generate` on each prompt alone."""
+    got = dict(generate(model, tok, items, batch_size=batch))
+    for i, item in enumerate(items):
+        assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
+
+
 def _items(tok, count, **kw):
     """`count` items of mixed prompt lengths and budgets."""
     return [GenerationItem(prompt_ids=tok(PROMPTS[i % len(PROMPTS)])["input_ids"][: 3 + (i * 7) % 13],
@@ -114,10 +121,7 @@ def test_bf16_greedy_equals_transformers_generate(tiny_model_dir):
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         pytest.skip("bf16 is emulated on this CPU")
     model, tok = load_model(tiny_model_dir, dtype="bfloat16"), load_tokenizer(tiny_model_dir)
-    items = _items(tok, 16)
-    got = dict(generate(model, tok, items, batch_size=1))
-    for i, item in enumerate(items):
-        assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
+    _assert_greedy_like_generate(model, tok, _items(tok, 16), batch=1)
 
 
 def test_a_gqa_llama_direct_step_equals_transformers_generate(tiny):
@@ -134,10 +138,7 @@ def test_a_gqa_llama_direct_step_equals_transformers_generate(tiny):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
     assert kv_slots.FAST_STEPS["llama"](model) is not None
-    items = _items(tok, 6)
-    got = dict(generate(model, tok, items, batch_size=4))
-    for i, item in enumerate(items):
-        assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
+    _assert_greedy_like_generate(model, tok, _items(tok, 6), batch=4)
 
 
 def test_qwen2_direct_step_equals_transformers_generate(tmp_path):
@@ -147,10 +148,7 @@ def test_qwen2_direct_step_equals_transformers_generate(tmp_path):
     path = build_tiny(tmp_path / "qwen", arch="qwen2")
     model, tok = load_model(path), load_tokenizer(path)
     assert kv_slots.FAST_STEPS["qwen2"](model) is not None  # the direct step is the one under test
-    items = _items(tok, 6)
-    got = dict(generate(model, tok, items, batch_size=6))
-    for i, item in enumerate(items):
-        assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
+    _assert_greedy_like_generate(model, tok, _items(tok, 6), batch=6)
 
 
 def test_seeded_samples_do_not_depend_on_batch_composition(tiny):
