@@ -252,8 +252,9 @@ def _llama_like(model: Any) -> Step | None:
     def prefill(cache: SlotCache, prompts: list[Any]) -> Any:
         """Prompts (each (length,)) into the next free slots, as HF's forward runs each one
         alone (causal SDPA, no mask, no padding), in one pass: the projections run on all
-        their tokens concatenated (rows are independent in a GEMM; a large one is cheaper
-        than many small ones), attention per prompt. Returns their last logits (prompts, vocab)."""
+        their tokens concatenated (a GEMM's rows do not mix, and one large GEMM is cheaper
+        than many small ones; in bf16 its size may change the summation order, as for any
+        batch), attention per prompt. Returns their last logits (prompts, vocab)."""
         lengths = [int(p.shape[0]) for p in prompts]
         ends = list(itertools.accumulate(lengths))
         slots = range(cache.n, cache.n + len(prompts))
