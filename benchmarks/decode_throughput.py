@@ -1,12 +1,15 @@
 """Decoding speed: drover's local engine vs transformers' `generate`, and `drover serve` under load.
 
     .venv/bin/python benchmarks/decode_throughput.py [--hidden 384 --layers 6] [--new-tokens 64]
-        [--repeats 2] [--baseline-src /path/to/older/drover/src] [--requests 32 --gap 0.02]
+        [--dtype float32 bfloat16] [--repeats 2] [--baseline-src /path/to/older/drover/src]
+        [--requests 32 --gap 0.02]
 
 Same model (a Llama built by drover.models.build_tiny: ~17M parameters by default; `--hidden
 64 --layers 2` is the test model), same prompts (shipped Code Alpaca instructions, mixed
-lengths), greedy, `--new-tokens` new tokens, fp32, one thread. Each measurement runs in its
-own subprocess, alternating with the others, fastest of `--repeats` (benchmarks/interleaved.py).
+lengths), greedy, `--new-tokens` new tokens, one thread, in each `--dtype` (drover, HF and
+the baseline all load the model in that dtype; serve keeps the checkpoint's fp32). Each
+measurement runs in its own subprocess, alternating with the others, fastest of `--repeats`
+(benchmarks/interleaved.py); `--no-serve` leaves the serve rows out.
 
 * decode: tokens/s at batch 1 and 16 for drover and for HF `generate` (batch 16: one
   left-padded batch), with greedy texts compared (drover at batch 1 and 16 vs HF alone);
@@ -46,12 +49,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _load(model_dir: str, device: str):
+def _load(model_dir: str, device: str, dtype: str = "float32"):
     from drover.models import load_model, load_tokenizer
 
     tok = load_tokenizer(model_dir)
     tok.padding_side = "left"
-    return load_model(model_dir, device=device), tok
+    return load_model(model_dir, dtype=dtype, device=device), tok
 
 
 def measure_decode(model, tok, engine: str, batch: int, new_tokens: int, count: int) -> dict:
@@ -62,7 +65,10 @@ def measure_decode(model, tok, engine: str, batch: int, new_tokens: int, count: 
     device = next(model.parameters()).device
 
     def drover_run(chunk):
-        from drover.local.decode import GenerationItem, generate
+        try:
+            from drover.local.decode import GenerationItem, generate
+        except ModuleNotFoundError:  # a --baseline-src tree from before the engine moved to drover.local
+            from drover.infer.generation import GenerationItem, generate
 
         items = [GenerationItem(prompt_ids=p, max_tokens=new_tokens) for p in chunk]
         got = dict(generate(model, tok, items, batch_size=batch))
@@ -135,14 +141,14 @@ def measure_serve(model_dir: str, requests: int, gap: float, new_tokens: int) ->
 
 
 def decode_check(model_dir: str | None = None, device: str = "cuda", new_tokens: int = 64,
-                 count: int = 32) -> dict:
+                 count: int = 32, dtype: str = "float32") -> dict:
     """For benchmarks/gpu_check.py: drover vs HF `generate` at batch 1 and 16 on `device`, in
     this process (builds the 17M model if no `model_dir`); returns the rows and ratios."""
     if model_dir is None:
         from drover.models import build_tiny
 
         model_dir = str(build_tiny(Path(tempfile.mkdtemp()) / "model", hidden=384, layers=6, heads=6))
-    model, tok = _load(model_dir, device)
+    model, tok = _load(model_dir, device, dtype)
     rows = {}
     for batch in (1, 16):
         for engine in ("drover", "hf"):
@@ -153,7 +159,7 @@ def decode_check(model_dir: str | None = None, device: str = "cuda", new_tokens:
     identical = {f"b{b}": rows[f"drover_b{b}"]["texts"][:len(alone)] == alone for b in (1, 16)}
     for row in rows.values():
         row.pop("texts")
-    return {"device": device, "rows": rows, "ratio_vs_hf_generate": ratios,
+    return {"device": device, "dtype": dtype, "rows": rows, "ratio_vs_hf_generate": ratios,
             "greedy_identical_to_hf_alone": identical}
 
 
@@ -165,7 +171,7 @@ def worker(args: argparse.Namespace) -> None:
         result = measure_serve(args.model_dir, args.requests, args.gap, args.new_tokens)
     else:
         engine, batch = args.job.split(":")
-        model, tok = _load(args.model_dir, "cpu")
+        model, tok = _load(args.model_dir, "cpu", args.dtype[0])
         result = measure_decode(model, tok, engine, int(batch), args.new_tokens, args.count)
     print("RESULT " + json.dumps(result))
 
@@ -178,6 +184,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=32, help="prompts per decode measurement (batch 1 uses 1/4)")
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between request arrivals")
+    parser.add_argument("--dtype", nargs="+", choices=["float32", "bfloat16"], default=["float32"],
+                        help="weights' dtype of every decode row (one set of rows per dtype)")
+    parser.add_argument("--no-serve", dest="serve", action="store_false", help="leave the serve rows out")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--baseline-src", default=None, help="another drover src/ to measure as the baseline")
     parser.add_argument("--job", default=None)
@@ -196,36 +205,39 @@ def main() -> None:
     if args.baseline_src:
         trees["before"] = args.baseline_src
     commands: dict[str, list[str]] = {}
-    for batch, count in ((1, max(4, args.count // 4)), (16, args.count)):
-        for tree in trees:
-            commands[f"{tree} b{batch}"] = ["env", f"PYTHONPATH={trees[tree]}", "OMP_NUM_THREADS=1", *base,
-                                            "--job", f"drover:{batch}", "--count", str(count)]
-        commands[f"hf-generate b{batch}"] = [*base, "--job", f"hf:{batch}", "--count", str(count)]
-    for tree in trees:
+    for dtype in args.dtype:
+        typed = [*base, "--dtype", dtype]
+        for batch, count in ((1, max(4, args.count // 4)), (16, args.count)):
+            for tree in trees:
+                commands[f"{tree} {dtype} b{batch}"] = ["env", f"PYTHONPATH={trees[tree]}", "OMP_NUM_THREADS=1",
+                                                        *typed, "--job", f"drover:{batch}", "--count", str(count)]
+            commands[f"hf-generate {dtype} b{batch}"] = [*typed, "--job", f"hf:{batch}", "--count", str(count)]
+    for tree in trees if args.serve else ():
         commands[f"{tree} serve"] = ["env", f"PYTHONPATH={trees[tree]}", "OMP_NUM_THREADS=1", *base, "--job", "serve"]
     load = os.getloadavg()[0]
     best = fastest_runs(commands, args.repeats)
     print(f"\nload average at start {load:.1f} on {os.cpu_count()} cores; one thread per worker; "
           f"fastest of {args.repeats}; {args.hidden}x{args.layers} Llama, {args.new_tokens} new tokens, greedy")
-    print(f"{'row':18} {'tok/s':>8} {'tok/CPU-s':>10} {'req/s':>7} {'req/CPU-s':>9} {'RSS MiB':>8}")
+    print(f"{'row':26} {'tok/s':>8} {'tok/CPU-s':>10} {'req/s':>7} {'req/CPU-s':>9} {'RSS MiB':>8}")
     for name, r in best.items():
-        print(f"{name:18} {r['tok_s']:8.0f} {r['tokens'] / r['cpu_seconds']:10.0f} "
+        print(f"{name:26} {r['tok_s']:8.0f} {r['tokens'] / r['cpu_seconds']:10.0f} "
               f"{r.get('req_s', float('nan')):7.2f} {r.get('req_cpu_s', float('nan')):9.2f} {r['rss_mib']:8.0f}")
-    for batch in (1, 16):
-        d, h = best.get(f"drover b{batch}"), best.get(f"hf-generate b{batch}")
-        if d and h:
-            print(f"batch {batch}: drover/HF generate {d['tok_s'] / h['tok_s']:.2f}x wall, "
-                  f"{(d['tokens'] / d['cpu_seconds']) / (h['tokens'] / h['cpu_seconds']):.2f}x per CPU-second")
-        b = best.get(f"before b{batch}")
-        if d and b:
-            print(f"batch {batch}: drover/before {d['tok_s'] / b['tok_s']:.2f}x wall, "
-                  f"{(d['tokens'] / d['cpu_seconds']) / (b['tokens'] / b['cpu_seconds']):.2f}x per CPU-second, "
-                  f"greedy texts identical: {d['texts'] == b['texts']}")
-    alone = best.get("hf-generate b1", {}).get("texts")
-    for batch in (1, 16):
-        if alone and best.get(f"drover b{batch}"):
-            same = best[f"drover b{batch}"]["texts"][:len(alone)] == alone
-            print(f"drover batch {batch} greedy texts identical to HF generate on each prompt alone: {same}")
+    for dtype in args.dtype:
+        for batch in (1, 16):
+            d, h = best.get(f"drover {dtype} b{batch}"), best.get(f"hf-generate {dtype} b{batch}")
+            if d and h:
+                print(f"{dtype} batch {batch}: drover/HF generate {d['tok_s'] / h['tok_s']:.2f}x wall, "
+                      f"{(d['tokens'] / d['cpu_seconds']) / (h['tokens'] / h['cpu_seconds']):.2f}x per CPU-second")
+            b = best.get(f"before {dtype} b{batch}")
+            if d and b:
+                print(f"{dtype} batch {batch}: drover/before {d['tok_s'] / b['tok_s']:.2f}x wall, "
+                      f"{(d['tokens'] / d['cpu_seconds']) / (b['tokens'] / b['cpu_seconds']):.2f}x per CPU-second, "
+                      f"greedy texts identical: {d['texts'] == b['texts']}")
+        alone = best.get(f"hf-generate {dtype} b1", {}).get("texts")
+        for batch in (1, 16):
+            if alone and best.get(f"drover {dtype} b{batch}"):
+                same = best[f"drover {dtype} b{batch}"]["texts"][:len(alone)] == alone
+                print(f"{dtype}: drover batch {batch} greedy texts identical to HF generate on each prompt alone: {same}")
     if best.get("drover serve") and best.get("before serve"):
         d, b = best["drover serve"], best["before serve"]
         print(f"serve: {d['req_s'] / b['req_s']:.2f}x requests/s wall, {d['req_cpu_s'] / b['req_cpu_s']:.2f}x per "

@@ -39,6 +39,13 @@ def _reference(model, tok, prompt_ids, max_tokens, stop=()):
     return text[:min(cuts)] if cuts else text
 
 
+def _assert_greedy_like_generate(model, tok, items, batch):
+    """Greedy texts of `generate` at `batch` equal transformers' `generate` on each prompt alone."""
+    got = dict(generate(model, tok, items, batch_size=batch))
+    for i, item in enumerate(items):
+        assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
+
+
 def _items(tok, count, **kw):
     """`count` items of mixed prompt lengths and budgets."""
     return [GenerationItem(prompt_ids=tok(PROMPTS[i % len(PROMPTS)])["input_ids"][: 3 + (i * 7) % 13],
@@ -79,6 +86,61 @@ def test_the_direct_step_equals_the_models_own_forward(tiny, monkeypatch):
         assert [x.logprob for x in a.logprobs] == pytest.approx([x.logprob for x in b.logprobs], abs=1e-4)
 
 
+def test_the_direct_prefill_equals_the_models_own_forward(tiny):
+    """Prompts of different lengths prefilled together, unpadded, into slots 1..3 (slot 0
+    already taken): each one's last logits and keys are those of the model's forward on it alone."""
+    import torch
+
+    from drover.local import kv_slots
+
+    model, tok = tiny
+    step = kv_slots.decode_step(model)
+    prompts = [tok(p)["input_ids"] for p in PROMPTS[:3]]
+    cache = kv_slots.SlotCache(model, 4, 64)
+    cache.n = 1
+    with torch.inference_mode():
+        logits = step.prefill(cache, [torch.tensor(p) for p in prompts])
+        assert cache.n == 4 and cache.lengths[1:] == [len(p) for p in prompts]
+        for b, p in enumerate(prompts):
+            out = model(input_ids=torch.tensor([p]), use_cache=True)
+            torch.testing.assert_close(logits[b], out.logits[0, -1].float(), rtol=1e-5, atol=1e-5)
+            for i, layer in enumerate(kv_slots.returned_cache(out).layers):
+                torch.testing.assert_close(cache.keys[i][1 + b, :, :len(p)], layer.keys[0], rtol=1e-5, atol=1e-5)
+                torch.testing.assert_close(cache.values[i][1 + b, :, :len(p)], layer.values[0], rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_greedy_equals_transformers_generate(tiny_model_dir):
+    """In bf16 the packed projections are bit-identical to the modules, so greedy texts stay
+    HF `generate`'s on each prompt alone at batch 1. (Not at batch 16: oneDNN's bf16 GEMMs
+    sum some rows in another order when there are 16 of them — HF `generate` batched and the
+    engine before this one differ from HF alone the same way.)"""
+    import torch
+
+    from drover.models import load_model, load_tokenizer
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("bf16 is emulated on this CPU")
+    model, tok = load_model(tiny_model_dir, dtype="bfloat16"), load_tokenizer(tiny_model_dir)
+    _assert_greedy_like_generate(model, tok, _items(tok, 16), batch=1)
+
+
+def test_a_gqa_llama_direct_step_equals_transformers_generate(tiny):
+    """Grouped-query attention (4 query heads over 2 key/value heads) through the direct step and prefill."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from drover.local import kv_slots
+
+    _, tok = tiny
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    assert kv_slots.FAST_STEPS["llama"](model) is not None
+    _assert_greedy_like_generate(model, tok, _items(tok, 6), batch=4)
+
+
 def test_qwen2_direct_step_equals_transformers_generate(tmp_path):
     from drover.local import kv_slots
     from drover.models import build_tiny, load_model, load_tokenizer
@@ -86,10 +148,7 @@ def test_qwen2_direct_step_equals_transformers_generate(tmp_path):
     path = build_tiny(tmp_path / "qwen", arch="qwen2")
     model, tok = load_model(path), load_tokenizer(path)
     assert kv_slots.FAST_STEPS["qwen2"](model) is not None  # the direct step is the one under test
-    items = _items(tok, 6)
-    got = dict(generate(model, tok, items, batch_size=6))
-    for i, item in enumerate(items):
-        assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
+    _assert_greedy_like_generate(model, tok, _items(tok, 6), batch=6)
 
 
 def test_seeded_samples_do_not_depend_on_batch_composition(tiny):

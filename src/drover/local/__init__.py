@@ -15,4 +15,5 @@ none of them (tests/test_layers.py): one engine, reached from above only.
     samplers.py        the generation-engine protocol of online training (sync weights, sample) and
                        its registry: `hf` (decode.py on the policy) and `vllm` (vllm_sampler.py,
                        in-process, weights pushed each step with LoRA merged by weights.py)
+    packed_linear.py   the decode step's CPU projections through oneDNN-packed weights
 """

@@ -12,7 +12,7 @@ needs three things `generate` does not give together:
 The loop is a `Decoder`: a running batch of rows over a static KV cache
 (`drover.local.kv_slots`: preallocated, one slot per row, a direct decode step for
 Llama-family models and the model's own forward for the rest). Prompts are prefilled by the
-model's own forward (left-padded when several join at once); rows join between steps
+same step (each as if alone) or the model's own forward (left-padded); rows join between steps
 and leave as soon as they finish, so `generate` admits rows longest prompt first and refills
 a slot the moment it frees, and `drover serve` lets requests join a running batch. Per step
 there is one device sync (the drawn tokens), log-probs only for rows that ask for them, and
@@ -164,12 +164,15 @@ class Decoder:
     (steps, rows admitted while others were decoding) for tests and benchmarks."""
 
     def __init__(self, model: Any, tokenizer: Any, slots: int, max_length: int | None = None):
-        from drover.local.kv_slots import decode_step
+        from drover.local.kv_slots import accepts, decode_step
 
         self.model, self.tokenizer, self.slots = model, tokenizer, max(1, slots)
         self.limit = max_positions(model, tokenizer, max_length)
         self.stops = eos_ids(model, tokenizer)
         self.step = decode_step(model)
+        # The prefill needs the last position's logits only (as HF `generate` asks for them):
+        # the head over every prompt position was ~10% of a batch prefill, in fp32 logits.
+        self._last_logits_only = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
         self.device = next(model.parameters()).device
         self.cache: Any = None
         self.live: list[_Live] = []
@@ -214,12 +217,20 @@ class Decoder:
         return done
 
     def _prefill(self, joining: list[tuple[_Live, list[int]]]) -> Any:
-        """The model's own forward over the new prompts (left-padded, as a batch); their keys
-        go to slots [n, n + len(joining)). Returns their last-position logits."""
+        """The new prompts' keys into slots [n, n + len(joining)); returns their last-position
+        logits (len(joining), vocab) float32. Through the fast step's own prefill where it has
+        one (each prompt as if alone, no padding, packed projections: 32 Code Alpaca prompts
+        in two batches of 16 took 86 ms in fp32 and 54 in bf16 on the 17M model, vs 270 and
+        80 left-padded through the model's forward); else the model's own forward over them
+        as a left-padded batch."""
         import torch
 
         from drover.local.kv_slots import returned_cache
 
+        fast = getattr(self.step, "prefill", None)
+        if fast is not None:
+            with torch.inference_mode():
+                return fast(self.cache, [torch.tensor(p, dtype=torch.long, device=self.device) for _, p in joining])
         width = max(len(p) for _, p in joining)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = torch.full((len(joining), width), pad, dtype=torch.long)
@@ -230,7 +241,8 @@ class Decoder:
         ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.inference_mode():
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                             **self._last_logits_only)
             past = returned_cache(out)
             for b, (_, p) in enumerate(joining):
                 self.cache.fill(self.cache.n, [(layer.keys[b, :, width - len(p):], layer.values[b, :, width - len(p):])

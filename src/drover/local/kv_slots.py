@@ -18,21 +18,26 @@ Two steps fill the same cache:
 * `generic_step`: the model's own forward (any HF causal LM whose layers use the standard
   Cache API), fed this cache's rows as a `DynamicCache` and a per-row 4D mask;
 * a fast step for architectures registered in `FAST_STEPS` (Llama, Qwen2 without sliding
-  windows): the same modules and the same rotary helper, called directly — the HF layer
-  arithmetic without HF's per-call plumbing. Tests check it against `generic_step` and
-  `model.generate`.
+  windows): the same norms, rotary helper and SDPA, called directly — the HF layer
+  arithmetic without HF's per-call plumbing — with the projections through weights packed
+  once for oneDNN on CPU (`drover.local.packed_linear`: q/k/v and gate/up one GEMM each).
+  It prefills prompts too, each as if alone (no padding), writing their keys into free
+  slots. Tests check it against `generic_step` and `model.generate`.
 
-Prompts are prefilled by the model's own forward (so the first token is exactly today's) and
-their keys copied into free slots.
+With `generic_step`, prompts are prefilled by the model's own forward (left-padded) and their
+keys copied into free slots.
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Callable
 from typing import Any
 
-# step(cache, tokens (n,), positions (n,)) -> logits (n, vocab) float32
+# step(cache, tokens (n,), positions (n,)) -> logits (n, vocab) float32. A fast step may carry
+# `step.prefill(cache, prompts [(length,), ...]) -> logits (prompts, vocab)`: prompts into the
+# next free slots through the same arithmetic, each as if alone (no padding).
 Step = Callable[["SlotCache", Any, Any], Any]
 
 
@@ -92,12 +97,20 @@ class SlotCache:
                 store[layer][dst, :, :length] = store[layer][src, :, :length]
         self.lengths[dst] = length
 
-    def write(self, layer: int, k: Any, v: Any, rows: Any, columns: Any) -> tuple[Any, Any]:
-        """Put one new key/value per live row, (n, kv_heads, 1, head_dim), at its own column;
+    def targets(self, positions: Any) -> Any:
+        """(n * kv_heads,) flat row indices, into a layer's keys viewed as (-1, head_dim), of
+        each live row's new key, row r's at column positions[r]: computed once per step."""
+        heads = self._torch.arange(self.kv_heads, device=self.device)
+        rows = self._torch.arange(self.n, device=self.device)
+        return ((rows[:, None] * self.kv_heads + heads[None, :]) * self.capacity + positions[:, None]).reshape(-1)
+
+    def write(self, layer: int, k: Any, v: Any, targets: Any) -> tuple[Any, Any]:
+        """Put one new key/value per live row, (n, kv_heads, 1, head_dim), at its own column
+        (`targets`: one `index_copy_` each, ~2 us less than an advanced-index assignment);
         return the live rows' keys/values over the columns any of them uses."""
         keys, values = self.keys[layer], self.values[layer]
-        keys[rows, :, columns] = k[:, :, 0]
-        values[rows, :, columns] = v[:, :, 0]
+        keys.view(-1, self.head_dim).index_copy_(0, targets, k.reshape(-1, self.head_dim))
+        values.view(-1, self.head_dim).index_copy_(0, targets, v.reshape(-1, self.head_dim))
         width = max(self.lengths[:self.n]) + 1
         return keys[:self.n, :, :width], values[:self.n, :, :width]
 
@@ -108,11 +121,16 @@ class SlotCache:
         return (columns[None, :] <= positions[:, None])[:, None, None, :]
 
 
-def cache_kwarg(model: Any) -> str:
-    """The forward's name for the KV cache: `cache` from transformers 5.2x, `past_key_values` before."""
+def accepts(model: Any, name: str) -> bool:
+    """Whether the model's forward takes this keyword argument."""
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    return name in inspect.signature(model.forward).parameters
+
+
+def cache_kwarg(model: Any) -> str:
+    """The forward's name for the KV cache: `cache` from transformers 5.2x, `past_key_values` before."""
+    return "cache" if accepts(model, "cache") else "past_key_values"
 
 
 def returned_cache(out: Any) -> Any:
@@ -163,33 +181,12 @@ def generic_step(model: Any) -> Step:
     return step
 
 
-# On CPU, one row times a row-major (out, in) weight goes through a GEMV that is ~1.6x slower
-# than a GEMM on the same weight stored (in, out) (measured here: 36 linears of a 17M Llama,
-# 5.3 vs 3.2 ms per step at batch 1; equal from 4 rows up). The decode step keeps such a copy
-# for fp32 models up to this size (it costs their weights' memory once more); in bf16 the
-# copy made decoding slower (217 vs 260 tokens per CPU-second), so bf16 uses the modules.
-TRANSPOSED_MAX_BYTES = 1 << 30
-
-
-def _transposed(model: Any, modules: list[Any]) -> dict[int, Any]:
-    """id(linear) -> its weight as a contiguous (in, out) tensor, for fp32 CPU models up to
-    TRANSPOSED_MAX_BYTES; made once per decode step built (one `generate` call, one serve
-    worker), never kept across them: training changes weights in place, and fused optimizers
-    (torch's fused AdamW) do so without bumping the tensors' version counters, so no cheap
-    stamp can tell a stale copy (a transpose is one pass over the weights, ~20 ms for 17M)."""
-    import torch
-
-    weights = [m.weight for m in modules]
-    if (weights[0].device.type != "cpu" or any(w.dtype != torch.float32 for w in weights)
-            or sum(w.numel() * w.element_size() for w in weights) > TRANSPOSED_MAX_BYTES):
-        return {}
-    return {id(m): m.weight.detach().t().contiguous() for m in modules}
-
-
 def _llama_like(model: Any) -> Step | None:
     """The decoder-layer arithmetic of HF's Llama (and Qwen2: biases in q/k/v), module by module."""
     import torch
     import torch.nn.functional as F
+
+    from drover.local.packed_linear import projections
 
     base = getattr(model, "model", None)
     layers = getattr(base, "layers", None)
@@ -205,44 +202,108 @@ def _llama_like(model: Any) -> Step | None:
     rotary = sys.modules[type(attn0).__module__].apply_rotary_pos_emb
     embed, norm, head, rope = base.embed_tokens, base.norm, model.lm_head, base.rotary_emb
     gqa = attn0.num_key_value_groups > 1
-    linears = [head] + [m for layer in layers for m in (layer.self_attn.q_proj, layer.self_attn.k_proj,
-                                                         layer.self_attn.v_proj, layer.self_attn.o_proj,
-                                                         layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)]
-    if not all(isinstance(m, torch.nn.Linear) for m in linears) or not hasattr(layers[0].mlp, "act_fn"):
+    # Per layer: q/k/v and gate/up each read one input, so each is one GEMM where packed.
+    groups = [[head]] + [g for layer in layers for g in ([layer.self_attn.q_proj, layer.self_attn.k_proj,
+                                                           layer.self_attn.v_proj], [layer.self_attn.o_proj],
+                                                          [layer.mlp.gate_proj, layer.mlp.up_proj],
+                                                          [layer.mlp.down_proj])]
+    if not all(isinstance(m, torch.nn.Linear) for g in groups for m in g) or not hasattr(layers[0].mlp, "act_fn"):
         return None
-    packed = _transposed(model, linears)
+    project = projections(groups)
+    lm_head, per_layer = project[0], [project[1 + 4 * i: 5 + 4 * i] for i in range(len(layers))]
 
-    def linear(module: Any, x: Any) -> Any:
-        wt = packed.get(id(module))
-        if wt is None:
-            return module(x)
-        y = x @ wt
-        return y if module.bias is None else y + module.bias
+    head_dim = attn0.head_dim
+    heads, kv_heads = attn0.q_proj.out_features // head_dim, attn0.k_proj.out_features // head_dim
+    rotate_qk = _joint_rotary(sys.modules[type(attn0).__module__], rotary, embed.weight.dtype)
 
-    def mlp(block: Any, x: Any) -> Any:  # LlamaMLP / Qwen2MLP: down(act(gate(x)) * up(x))
-        return linear(block.down_proj, block.act_fn(linear(block.gate_proj, x)) * linear(block.up_proj, x))
+    def layer_forward(i: int, hidden: Any, cos: Any, sin: Any, attend: Callable[..., Any]) -> Any:
+        """Decoder layer i on (rows, tokens, hidden); attend(i, q, k, v) stores the new keys
+        and returns the attention output (rows, heads, tokens, head_dim)."""
+        n, length = hidden.shape[:2]
+        layer, (qkv, o_proj, gate_up, down) = layers[i], per_layer[i]
+        # (n, q|k|v heads, tokens, head_dim): q, k and v side by side from one projection
+        y = qkv(layer.input_layernorm(hidden)).view(n, length, -1, head_dim).transpose(1, 2)
+        if rotate_qk is not None:  # q and k rotated in one pass (neighbours in y)
+            qk = rotate_qk(y[:, :heads + kv_heads], cos, sin)
+            q, k = qk[:, :heads], qk[:, heads:]
+        else:
+            q, k = rotary(y[:, :heads], y[:, heads:heads + kv_heads], cos, sin)
+        out = attend(i, q, k, y[:, heads + kv_heads:])
+        hidden = hidden + o_proj(out.transpose(1, 2).reshape(n, length, -1))
+        gate, up = gate_up(layer.post_attention_layernorm(hidden)).split(
+            [layer.mlp.gate_proj.out_features, layer.mlp.up_proj.out_features], dim=-1)
+        return hidden + down(layer.mlp.act_fn(gate) * up)  # LlamaMLP: down(act(gate(x)) * up(x))
 
     def step(cache: SlotCache, tokens: Any, positions: Any) -> Any:
-        n = cache.n
-        rows = torch.arange(n, device=cache.device)
+        targets = cache.targets(positions)
+        mask = cache.mask(positions)
+
+        def attend(i: int, q: Any, k: Any, v: Any) -> Any:
+            keys, values = cache.write(i, k, v, targets)
+            return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                                  scale=layers[i].self_attn.scaling, enable_gqa=gqa)
+
         hidden = embed(tokens[:, None])  # (n, 1, hidden)
         cos, sin = rope(hidden, positions[:, None])
-        mask = cache.mask(positions)
-        for i, layer in enumerate(layers):
-            attn = layer.self_attn
-            x = layer.input_layernorm(hidden)
-            q = linear(attn.q_proj, x).view(n, 1, -1, attn.head_dim).transpose(1, 2)  # (n, heads, 1, head_dim)
-            k = linear(attn.k_proj, x).view(n, 1, -1, attn.head_dim).transpose(1, 2)
-            v = linear(attn.v_proj, x).view(n, 1, -1, attn.head_dim).transpose(1, 2)
-            q, k = rotary(q, k, cos, sin)
-            keys, values = cache.write(i, k, v, rows, positions)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
-                                                 enable_gqa=gqa)
-            hidden = hidden + linear(attn.o_proj, out.transpose(1, 2).reshape(n, 1, -1))
-            hidden = hidden + mlp(layer.mlp, layer.post_attention_layernorm(hidden))
-        return linear(head, norm(hidden))[:, -1, :].float()
+        for i in range(len(layers)):
+            hidden = layer_forward(i, hidden, cos, sin, attend)
+        return lm_head(norm(hidden))[:, -1, :].float()
 
+    def prefill(cache: SlotCache, prompts: list[Any]) -> Any:
+        """Prompts (each (length,)) into the next free slots, as HF's forward runs each one
+        alone (causal SDPA, no mask, no padding), in one pass: the projections run on all
+        their tokens concatenated (a GEMM's rows do not mix, and one large GEMM is cheaper
+        than many small ones; in bf16 its size may change the summation order, as for any
+        batch), attention per prompt. Returns their last logits (prompts, vocab)."""
+        lengths = [int(p.shape[0]) for p in prompts]
+        ends = list(itertools.accumulate(lengths))
+        slots = range(cache.n, cache.n + len(prompts))
+
+        def attend(i: int, q: Any, k: Any, v: Any) -> Any:
+            outs = []
+            for slot, end, length in zip(slots, ends, lengths):
+                qs, ks, vs = (t[:, :, end - length:end] for t in (q, k, v))
+                cache.keys[i][slot, :, :length] = ks[0]
+                cache.values[i][slot, :, :length] = vs[0]
+                outs.append(F.scaled_dot_product_attention(qs, ks, vs, is_causal=length > 1,
+                                                           scale=layers[i].self_attn.scaling, enable_gqa=gqa))
+            return torch.cat(outs, dim=2)
+
+        tokens = torch.cat(prompts)
+        positions = torch.cat([torch.arange(length, device=tokens.device) for length in lengths])
+        hidden = embed(tokens[None])  # (1, tokens of all prompts, hidden)
+        cos, sin = rope(hidden, positions[None])
+        for i in range(len(layers)):
+            hidden = layer_forward(i, hidden, cos, sin, attend)
+        for slot, length in zip(slots, lengths):
+            cache.lengths[slot] = length
+        cache.n += len(prompts)
+        last = torch.tensor([end - 1 for end in ends], device=tokens.device)
+        return lm_head(norm(hidden[:, last]))[0].float()
+
+    step.prefill = prefill  # type: ignore[attr-defined]
     return step
+
+
+def _joint_rotary(modeling: Any, rotary: Callable[..., Any], dtype: Any) -> Callable[..., Any] | None:
+    """HF's `apply_rotary_pos_emb` arithmetic on q and k stacked along heads: one pass instead
+    of two (half the ops, ~17 us per layer at 16 rows). None unless it gives exactly what the
+    model's own helper gives (checked here on random inputs)."""
+    import torch
+
+    rotate_half = getattr(modeling, "rotate_half", None)
+    if rotate_half is None:
+        return None
+
+    def rotate(x: Any, cos: Any, sin: Any) -> Any:  # x (n, heads, tokens, d); cos/sin (n, tokens, d)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        return (x * cos) + (rotate_half(x) * sin)
+
+    g = torch.Generator().manual_seed(0)
+    q, k = (torch.randn(2, h, 3, 8, generator=g).to(dtype) for h in (4, 2))
+    cos, sin = (torch.randn(2, 3, 8, generator=g).to(dtype) for _ in range(2))
+    want = torch.cat(rotary(q, k, cos, sin), dim=1)
+    return rotate if torch.equal(rotate(torch.cat([q, k], dim=1), cos, sin), want) else None
 
 
 # model_type -> builder of a fast step (None when the instance does not fit it after all).
