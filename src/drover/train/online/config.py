@@ -99,6 +99,7 @@ class OnlineConfig:
         for key in ("save_every", "keep_last", "progress", "stop_after_steps", "resume_from", "log_every",
                     "tensorboard", "wandb", "wandb_project", "max_steps", "epochs"):
             data["train"].pop(key, None)
+        data["train"]["force"] = False   # how this invocation starts, not a setting (kept: keys stay as they were)
         return data
 
 

@@ -62,26 +62,27 @@ def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
 
 class OnlineTrainer:
     def __init__(self, config: OnlineConfig, spec: AlgorithmSpec, params: Any, prompts: list[Prompt],
-                 tokenizer: Any, rewards: RewardSpec, run: RunDir):
+                 tokenizer: Any, rewards: RewardSpec, run: RunDir, resume_settings: dict[str, Any] | None = None):
         from drover.local.samplers import EngineSetup
         from drover.local.sequence_model import SequenceModel, load_backbone
         from drover.train.engine import lr_lambda, make_accelerator, make_optimizer
         from drover.train.model import sharded
         from drover.train.online.policy import build_policy
+        from drover.train.online.resume import plan
         from drover.train.reference import compute_dtype
 
         t = config.train
         self.config, self.spec, self.params, self.prompts = config, spec, params, prompts
         self.tokenizer, self.rewards, self.run = tokenizer, rewards, run
+        self.resume_settings = resume_settings or {}
         self.accelerator = acc = make_accelerator(t, run)
         reference = load_backbone(t.reference_path, False, None, allow_download=t.allow_download,
                                   dtype=compute_dtype(acc))
         self.reference = SequenceModel(reference, chunk=t.logprob_chunk).to(acc.device).eval().requires_grad_(False)
         policy = build_policy(t, spec.value_head, tokenizer.pad_token_id)
         optimizer = make_optimizer(policy, t)
-        total = config.steps * config.updates_per_step
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(t.schedule, math.ceil(t.warmup_ratio * total), total))
+        total, warmup = plan(config)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, warmup, total))
         self.model, self.optimizer = acc.prepare(policy, optimizer)
         acc.register_for_checkpointing(self.scheduler)
         self.collate = Collate(tokenizer.pad_token_id, packing=False, pack_tokens=t.max_length)
@@ -218,16 +219,21 @@ class OnlineTrainer:
     def train(self, resume_from: Path | None, resume_hash: str) -> OnlineResult:
         from tqdm.auto import tqdm
 
+        from drover.train.online import resume
+
         acc, c = self.accelerator, self.config
-        state = checkpoint.TrainState(data_hash=resume_hash)
+        total, warmup = resume.plan(c)
+        state = checkpoint.TrainState(data_hash=resume_hash, settings=self.resume_settings, total_steps=total,
+                                      warmup_steps=warmup)
         if resume_from is not None:
-            saved = checkpoint.load(acc, resume_from)
-            if saved.data_hash != resume_hash:
-                raise ConfigError(f"{resume_from}: the checkpoint was made with other settings (algorithm, "
-                                  f"rewards, prompts, sampling, engine or model); use a new run_dir or the same "
-                                  f"settings")
-            state = saved
-        self._truncate_rewards_log(state.step)
+            resume.check(resume_from, checkpoint.read_state(resume_from), resume_hash, self.resume_settings, c)
+            state = checkpoint.load(acc, resume_from)
+            # later checkpoints record the plan (and settings) they continue under
+            state.settings, state.total_steps, state.warmup_steps = self.resume_settings, total, warmup
+        if acc.is_main_process:   # the steps after the checkpoint are redone and logged again: once each
+            self.run.truncate_log(state.step, events=("train",))
+            self._truncate_rewards_log(state.step)
+        acc.wait_for_everyone()
         bar = tqdm(total=c.steps, initial=state.step, desc=self.spec.name,
                    disable=not (c.train.progress and acc.is_main_process), dynamic_ncols=True)
         start, n_samples, updates = time.perf_counter(), 0, 0
@@ -283,9 +289,15 @@ class OnlineTrainer:
         """Drop reward rows of steps after the checkpoint: a resumed run logs them again."""
         import json
 
+        def before(line: str) -> bool:
+            try:
+                return json.loads(line)["step"] < step
+            except (ValueError, TypeError, KeyError):
+                return False   # a torn line: the process was killed mid-write (its step is redone)
+
         for path in self.run.root.glob("rewards*.jsonl"):
             lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-            kept = [line for line in lines if line.strip() and json.loads(line)["step"] < step]
+            kept = [line for line in lines if line.strip() and before(line)]
             if len(kept) != len(lines):
                 from drover.atomic import write_text
 
@@ -304,8 +316,10 @@ def prepare_online(config: OnlineConfig) -> tuple[OnlineTrainer, Path | None, st
     from drover.identity import digest
     from drover.models import load_tokenizer
     from drover.rewards.kind import RewardContext
+    from drover.train.online import resume
     from drover.train.online.algorithms import ALGORITHMS
     from drover.train.online.sampling import load_prompts
+    from drover.train.runner import start_fresh
 
     config.validate()
     config.engine_spec().check(config.engine_settings())   # vllm importable, a GPU: before anything runs
@@ -316,7 +330,7 @@ def prepare_online(config: OnlineConfig) -> tuple[OnlineTrainer, Path | None, st
                           f"got {config.samples_per_prompt}")
     t = config.train
     run = RunDir(t.run_dir)
-    resume_from = checkpoint.resolve_resume(t.resume_from, run.checkpoints)
+    resume_from = None if t.force else checkpoint.resolve_resume(t.resume_from, run.checkpoints)
     tokenizer = load_tokenizer(t.tokenizer_path, t.chat_template, allow_download=t.allow_download)
     prompts = load_prompts(config.prompts, tokenizer, t.max_length, config.max_new_tokens, t.on_bad_records)
     rewards = RewardSpec(config.rewards, RewardContext(llm_cache=run.llm_cache))
@@ -324,10 +338,19 @@ def prepare_online(config: OnlineConfig) -> tuple[OnlineTrainer, Path | None, st
         problem = rewards.problem(prompt.record)
         if problem:
             raise DataError(f"{prompt.where}: record {prompt.record.id!r}: {problem}")
-    resume_hash = digest({"config": config.resume_key(),
-                          "prompts": [[p.record.id, p.ids, p.record.to_dict()] for p in prompts]})[7:23]
-    run.ensure().save_config(config)
-    return OnlineTrainer(config, spec, params, prompts, tokenizer, rewards, run), resume_from, resume_hash
+    prompts_key = [[p.record.id, p.ids, p.record.to_dict()] for p in prompts]
+    resume_hash = digest({"config": config.resume_key(), "prompts": prompts_key})[7:23]
+    settings = resume.settings(config, digest(prompts_key)[7:23])
+    if resume_from is not None:   # a refused resume writes nothing: config.yaml and the logs stay as they were
+        resume.check(resume_from, checkpoint.read_state(resume_from), resume_hash, settings, config)
+    run.ensure()
+    if t.force:
+        start_fresh(run)
+        for path in run.root.glob("rewards*.jsonl"):
+            path.unlink()
+    run.save_config(config)
+    trainer = OnlineTrainer(config, spec, params, prompts, tokenizer, rewards, run, settings)
+    return trainer, resume_from, resume_hash
 
 
 def run_online(config: OnlineConfig, echo: bool = True) -> Path:
