@@ -9,6 +9,7 @@ call's inputs and outputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,8 @@ class RewardSpec:
         self.checks: list[tuple[str, Any, Callable[[Any, Record], str | None]]] = []
         for i, term in enumerate(terms):
             kind: RewardKind = REWARDS.get(term.kind)
+            if not math.isfinite(term.weight):
+                raise ConfigError(f"rewards[{i}].weight: must be a finite number, got {term.weight}")
             where = f"rewards[{i}].params"
             if kind.params is not None:
                 params = from_dict(kind.params, term.params, where=where)
@@ -106,10 +109,31 @@ class RewardSpec:
         return None
 
     def score(self, items: list[RewardInput]) -> tuple[list[float], dict[str, list[float]]]:
-        """(weighted totals, {term name: values}) for `items`, in order."""
-        values = {name: [float(v) for v in fn(items)] for name, fn in zip(self.names, self.fns)}
-        for name, got in values.items():
+        """(weighted totals, {term name: values}) for `items`, in order.
+
+        Every value must be a finite number: a NaN or inf (a reward model overflowing, a
+        broken reward function) would turn the advantages and then the weights into NaN
+        without a word, so it stops the run here, naming the term and the record (the last
+        checkpoint is kept; nothing of this step is logged)."""
+        values: dict[str, list[float]] = {}
+        for name, fn in zip(self.names, self.fns):
+            got = list(fn(items))
             if len(got) != len(items):
                 raise RuntimeError(f"reward {name!r} returned {len(got)} values for {len(items)} items")
+            values[name] = [finite(v, name, item) for v, item in zip(got, items)]
         totals = [sum(t.weight * values[n][i] for t, n in zip(self.terms, self.names)) for i in range(len(items))]
         return totals, values
+
+
+def finite(value: Any, name: str, item: RewardInput) -> float:
+    """`value` as a float, or a `DataError` naming the term and the record when it is not a finite number."""
+    from drover.errors import DataError
+
+    try:
+        number = None if isinstance(value, (str, bytes)) else float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number):
+        raise DataError(f"reward {name!r}: record {item.record.id!r}: got {value!r} for a response, not a finite "
+                        f"number; the run stops here (its last checkpoint is kept)")
+    return number

@@ -35,14 +35,13 @@ def load_prompts(paths: list[str], tokenizer: Any, max_length: int, max_new_toke
     too long ones are an error naming file and line, or (`on_bad_records=drop`) skipped with a count."""
     import sys
 
-    from drover.records import prompt_of
-    from drover.records import read_records
+    from drover.records import prompt_of, read_numbered_records
     from drover.tokenization import encode_prompt
 
     prompts: list[Prompt] = []
     dropped = 0
     for path in paths:
-        for line, record in enumerate(read_records(path), start=1):
+        for line, record in read_numbered_records(path):
             messages = prompt_of(record)
             where = f"{path}:{line}"
             if not messages:

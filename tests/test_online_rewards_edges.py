@@ -1,0 +1,77 @@
+"""Reward values and prompt files that must not slip through (review of issue #15): a NaN, inf
+or non-number reward stops the run with one line naming the term and the record; a weight must
+be finite; errors about a prompt name its real line even after blank lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from drover.errors import ConfigError, DataError
+from drover.records import Conversation, Message
+from drover.rewards.kind import RewardInput, RewardSpec, RewardTerm
+
+
+def _items(n: int = 2) -> list[RewardInput]:
+    record = Conversation("r1", [Message("user", "How many?"), Message("assistant", "#### 3")])
+    return [RewardInput(list(record.messages[:1]), "x" * (i + 1), record) for i in range(n)]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), None, "0.5", [1.0]])
+def test_a_reward_that_is_not_a_finite_number_is_an_error_naming_term_and_record(bad):
+    spec = RewardSpec([RewardTerm("length", params={"target": 1})])
+    spec.fns[0] = lambda items: [0.5] + [bad] * (len(items) - 1)
+    with pytest.raises(DataError, match=r"reward 'length': record 'r1': got .* not a finite number"):
+        spec.score(_items())
+
+
+def test_reward_values_that_are_numbers_pass_as_floats():
+    import numpy as np
+
+    spec = RewardSpec([RewardTerm("length", params={"target": 1})])
+    spec.fns[0] = lambda items: [np.float32(0.25), 1]
+    assert spec.score(_items()) == ([0.25, 1.0], {"length": [0.25, 1.0]})
+
+
+def test_a_reward_returning_too_many_values_is_caught():
+    spec = RewardSpec([RewardTerm("length", params={"target": 1})])
+    spec.fns[0] = lambda items: [1.0] * (len(items) + 1)
+    with pytest.raises(RuntimeError, match="returned 3 values for 2 items"):
+        spec.score(_items())
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf")])
+def test_a_weight_must_be_finite(weight):
+    with pytest.raises(ConfigError, match=r"rewards\[0\]\.weight: must be a finite number"):
+        RewardSpec([RewardTerm("length", weight=weight, params={"target": 1})])
+
+
+def test_a_nan_reward_stops_the_run_in_one_line_exit_2(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """Before: the NaN went into the advantages and the run 'finished' with NaN weights."""
+    import drover.rewards.verifiable as verifiable
+    from drover.cli import main
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "a", "messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    monkeypatch.setattr(verifiable, "length_reward", lambda n, params: float("nan"))
+    code = main(["rl", "--model", str(tiny_model_dir), "--prompts", str(prompts), "--reward", "length:target=3",
+                 "--run-dir", str(tmp_path / "r"), "steps=2", "prompts_per_step=1", "samples_per_prompt=2",
+                 "max_new_tokens=3", "train.progress=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("drover rl: error: reward 'length': record 'a': got nan")
+    assert not (tmp_path / "r" / "model").exists() and not (tmp_path / "r" / "rewards.jsonl").exists()
+
+
+def test_prompt_errors_name_the_real_line_after_blank_lines(tiny_tokenizer, tmp_path):
+    from drover.train.online.sampling import load_prompts
+
+    path = tmp_path / "p.jsonl"
+    short = json.dumps({"id": "a", "messages": [{"role": "user", "content": "hi"}]})
+    long = json.dumps({"id": "b", "messages": [{"role": "user", "content": "hi " * 50}]})
+    path.write_text(f"{short}\n\n\n{long}\n")
+    with pytest.raises(DataError, match=rf"^{path}:4: record 'b': prompt of \d+ tokens"):
+        load_prompts([str(path)], tiny_tokenizer, 40, 8)
+    prompts = load_prompts([str(path)], tiny_tokenizer, 400, 8)
+    assert [p.where for p in prompts] == [f"{path}:1", f"{path}:4"]
