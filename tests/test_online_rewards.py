@@ -36,10 +36,12 @@ def test_reference_answer_sources():
 
 def test_gsm_match_uses_the_gsm_extraction():
     record = gsm_record("Natalia sold 48+24 = 72 clips.\n#### 1,072")
-    totals, terms = spec({"kind": "gsm-match"}).score(
-        items(record, "So the answer is 1072.", "1,072", "I think 1071", "the answer is 1072.0 apples", ""))
-    assert totals == [1.0, 1.0, 0.0, 1.0, 0.0]
+    outputs = ("So the answer is 1072.", "1,072", "I think 1071", "the answer is 1072.0 apples", "")
+    totals, terms = spec({"kind": "gsm-match"}).score(items(record, *outputs))
+    assert totals == [1.0, 1.0, 0.0, 0.0, 0.0]     # the benchmark's default: "1072.0" != "1072", as open-instruct
     assert terms == {"gsm-match": totals}
+    totals, _ = spec({"kind": "gsm-match", "params": {"match": "value"}}).score(items(record, *outputs))
+    assert totals == [1.0, 1.0, 0.0, 1.0, 0.0]     # the benchmark's match=value: by value
 
 
 def test_regex_modes():

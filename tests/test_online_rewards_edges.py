@@ -75,3 +75,46 @@ def test_prompt_errors_name_the_real_line_after_blank_lines(tiny_tokenizer, tmp_
         load_prompts([str(path)], tiny_tokenizer, 40, 8)
     prompts = load_prompts([str(path)], tiny_tokenizer, 400, 8)
     assert [p.where for p in prompts] == [f"{path}:1", f"{path}:4"]
+
+
+# -- gsm-match agrees with the GSM benchmark ---------------------------------------------------
+
+GSM_CASES = [   # (output, gold answer): tricky for one extraction or the other
+    ("So the answer is 12.00.", "#### 12"), ("so -7", "#### 7"), ("The values are 1,2,18", "#### 18"),
+    ("12.5", "#### 125"), (".80", "#### 80"), ("She paid $1,234.50", "#### 1234.50"), ("pages 3-4", "#### 4"),
+    ("It is 1,000,000", "#### 1,000,000"), ("no number", "#### 3"), ("-21", "#### -21"), ("", "#### 0"),
+]
+
+
+@pytest.mark.parametrize("match", ["exact", "value"])
+def test_gsm_match_scores_as_the_gsm_benchmark_does(match):
+    """The same response is correct for the reward exactly when the GSM task (same `match`
+    setting; `exact` is both defaults) counts it correct."""
+    from drover.evaluate.tasks.gsm import MATCHERS, GSMSettings
+    from drover.metrics.extract import gsm_reference
+
+    assert GSMSettings().match == "exact"
+    params = {} if match == "exact" else {"match": match}
+    extract, correct_for = MATCHERS[match]
+    for output, gold in GSM_CASES:
+        record = Conversation("g", [Message("user", "How many?"), Message("assistant", gold)])
+        reward = RewardSpec([RewardTerm("gsm-match", params=params)]).score(
+            [RewardInput(record.messages[:1], output, record)])[0][0]
+        assert reward == float(correct_for(extract(output), gsm_reference(gold))), (output, gold)
+
+
+def test_gsm_match_reads_a_bare_gold_number_and_refuses_a_worked_answer_without_one():
+    def record(answer: str) -> Conversation:
+        return Conversation("g", [Message("user", "How many?")], meta={"answer": answer})
+
+    spec = RewardSpec([RewardTerm("gsm-match")])
+    assert spec.score([RewardInput([Message("user", "How many?")], "it is 1,024", record("1,024"))])[0] == [1.0]
+    # before: an IndexError traceback at the first step; now found with the other checks before training
+    assert spec.problem(record("She has 3 + 4 = 7 apples")) == \
+        "reward 'gsm-match': the gold answer is neither '... #### N' nor a bare number: 'She has 3 + 4 = 7 apples'"
+    assert spec.problem(record("#### 7")) is None
+
+
+def test_gsm_match_unknown_setting():
+    with pytest.raises(ConfigError, match=r"params.match 'valeu' is unknown \(did you mean 'value'\?\)"):
+        RewardSpec([RewardTerm("gsm-match", params={"match": "valeu"})])

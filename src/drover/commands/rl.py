@@ -14,7 +14,7 @@ Algorithms (drover/train/online/algorithms; loss, advantages and paper in each d
 
 Rewards (drover/rewards; `--reward KIND[:key=value,...][@weight]`, repeatable, or `rewards:` in YAML):
   reward-model (path=), judge (llm=, a 1-10 rating through the LLM client, cached),
-  judge-pairwise (llm=, preference over the record's reference answer, both orders), gsm-match,
+  judge-pairwise (llm=, preference over the record's reference answer, both orders), gsm-match (match=exact|value),
   unit-tests (sandboxed), regex (pattern=, mode=search|fullmatch|fraction), length (target=, tolerance=, falloff=)
 
 Generation engines (`--engine`, or engine: in YAML; drover/local/samplers.py):
