@@ -45,6 +45,8 @@ class RewardKind:
     params: type | None = None      # dataclass of the kind's parameters (`rewards[i].params`)
     doc: str = ""
     check: Callable[[Any, Record], str | None] | None = None   # what a prompt record lacks, before training
+    abstains: bool = False          # may return None for a response it has no verdict on (a judge that
+                                    # failed): counted, never replaced by a guess
 
 
 @dataclass
@@ -80,6 +82,7 @@ class RewardSpec:
         self.terms = terms
         self.names: list[str] = []
         self.fns: list[RewardFn] = []
+        self.abstains: list[bool] = []
         self.checks: list[tuple[str, Any, Callable[[Any, Record], str | None]]] = []
         for i, term in enumerate(terms):
             kind: RewardKind = REWARDS.get(term.kind)
@@ -97,6 +100,7 @@ class RewardSpec:
                 name = f"{name}.{i}"
             self.names.append(name)
             self.fns.append(kind.build(params, context))
+            self.abstains.append(kind.abstains)
             if kind.check is not None:
                 self.checks.append((name, params, kind.check))
 
@@ -108,20 +112,26 @@ class RewardSpec:
                 return f"reward {name!r}: {found}"
         return None
 
-    def score(self, items: list[RewardInput]) -> tuple[list[float], dict[str, list[float]]]:
+    def score(self, items: list[RewardInput]) -> tuple[list[float | None], dict[str, list[float | None]]]:
         """(weighted totals, {term name: values}) for `items`, in order.
 
         Every value must be a finite number: a NaN or inf (a reward model overflowing, a
         broken reward function) would turn the advantages and then the weights into NaN
         without a word, so it stops the run here, naming the term and the record (the last
-        checkpoint is kept; nothing of this step is logged)."""
-        values: dict[str, list[float]] = {}
-        for name, fn in zip(self.names, self.fns):
+        checkpoint is kept; nothing of this step is logged). A kind that `abstains` (a
+        judge) gives None where it has no verdict; the response's total is then None too:
+        unknown, for the caller to count and leave out, never a guess."""
+        values: dict[str, list[float | None]] = {}
+        for name, fn, abstains in zip(self.names, self.fns, self.abstains):
             got = list(fn(items))
             if len(got) != len(items):
                 raise RuntimeError(f"reward {name!r} returned {len(got)} values for {len(items)} items")
-            values[name] = [finite(v, name, item) for v, item in zip(got, items)]
-        totals = [sum(t.weight * values[n][i] for t, n in zip(self.terms, self.names)) for i in range(len(items))]
+            values[name] = [None if v is None and abstains else finite(v, name, item) for v, item in zip(got, items)]
+        totals: list[float | None] = []
+        for i in range(len(items)):
+            terms = [values[n][i] for n in self.names]
+            totals.append(None if any(v is None for v in terms) else
+                          sum(t.weight * v for t, v in zip(self.terms, terms)))  # type: ignore[operator]
         return totals, values
 
 

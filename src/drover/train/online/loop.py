@@ -24,6 +24,7 @@ import contextlib
 import math
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,8 @@ class OnlineTrainer:
 
     # -- 2. score ----------------------------------------------------------------------
     def score(self, step: int, prompt_ids: list[int], samples: list[list[Sample]]) -> torch.Tensor:
-        """(N,) totals of the reward spec; every response's terms appended to rewards.jsonl."""
+        """(N,) totals of the reward spec, NaN where a term had no verdict (a judge that failed);
+        every response's terms (None for no verdict) appended to rewards.jsonl."""
         items = [RewardInput(self.prompts[p].messages, sample.text, self.prompts[p].record)
                  for p, group in zip(prompt_ids, samples) for sample in group]
         totals, terms = self.rewards.score(items)
@@ -115,16 +117,16 @@ class OnlineTrainer:
                          "sample": n % self.config.samples_per_prompt, "response": item.response,
                          "terms": {name: values[n] for name, values in terms.items()}, "reward": totals[n]})
         self._append_rewards(rows)
-        return torch.tensor(totals, dtype=torch.float32)
+        return torch.tensor([math.nan if t is None else t for t in totals], dtype=torch.float32)
 
     def _append_rewards(self, rows: list[dict[str, Any]]) -> None:
-        import json
+        from drover.atomic import strict_dumps
 
         path = self.run.root / (REWARDS_LOG if self.accelerator.num_processes == 1
                                 else f"rewards.{self.accelerator.process_index}.jsonl")
         with open(path, "a", encoding="utf-8") as handle:
             for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.write(strict_dumps(row, ensure_ascii=False) + "\n")
 
     # -- 3. rollout --------------------------------------------------------------------
     def examples(self, prompt_ids: list[int], samples: list[list[Sample]]) -> list[Example]:
@@ -171,6 +173,21 @@ class OnlineTrainer:
         group = torch.arange(old.shape[0], device=old.device) // g
         return Rollout(mask, old, ref, values, rewards.to(old.device), group, g, self.world_sum)
 
+    @staticmethod
+    def drop_unjudged(rollout: Rollout) -> Rollout:
+        """Leave out of the step every prompt group with a response no reward could judge (NaN):
+        its rows lose their mask (no tokens, no units, no loss) and get a reward of 0 that
+        no algorithm reads through a masked row's equal-reward group. A whole group goes,
+        not one response: the group's baseline (GRPO, RLOO) or pair (online DPO) would
+        otherwise rest on a guess."""
+        unknown = torch.isnan(rollout.rewards)
+        if not bool(unknown.any()):
+            return rollout
+        dropped = unknown.view(-1, rollout.group_size).any(dim=1).repeat_interleave(rollout.group_size)
+        rollout.mask = rollout.mask & ~dropped.unsqueeze(1)
+        rollout.rewards = torch.where(dropped, torch.zeros_like(rollout.rewards), rollout.rewards)
+        return rollout
+
     def world_sum(self, x: torch.Tensor) -> torch.Tensor:
         """`x` summed over every process (the whole step's batch statistics)."""
         return self.accelerator.reduce(x, reduction="sum") if self.accelerator.num_processes > 1 else x
@@ -203,8 +220,11 @@ class OnlineTrainer:
         t = self.config.train
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
+        if units > 0:   # nothing to learn from (no pairs, every group unjudged): Adam's moments and weight
+            self.optimizer.step()   # decay would still move the weights, so the weights stay as they are
+        with warnings.catch_warnings():   # a skipped first optimiser step: the schedule still follows the steps
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         keys = sorted(sums)
         total = acc.reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=acc.device),
@@ -243,7 +263,7 @@ class OnlineTrainer:
             rewards = self.score(state.step, prompt_ids, samples)                # 2
             examples = self.examples(prompt_ids, samples)
             mbs = self.micro_batches(examples)
-            rollout = self.rollout(mbs, rewards)                                 # 3
+            rollout = self.drop_unjudged(self.rollout(mbs, rewards))             # 3
             adv = self.spec.advantages(rollout, self.params)                     # 4
             for _ in range(c.updates_per_step):                                  # 5
                 stats = self.update(mbs, rollout, adv)
@@ -253,7 +273,7 @@ class OnlineTrainer:
             n_samples += len(examples)
             stats.update(self.rollout_stats(rollout, adv), samples_per_s=n_samples / (time.perf_counter() - start))
             first = stats["reward"] if math.isnan(first) else first
-            last = stats["reward"]
+            last = stats["reward"] if not math.isnan(stats["reward"]) else last
             if state.step % c.train.log_every == 0 or state.step == c.steps:
                 self.log(state, stats)
             bar.update(1)
@@ -274,14 +294,20 @@ class OnlineTrainer:
     def rollout_stats(self, rollout: Rollout, adv: Any) -> dict[str, float]:
         """Means over the step (all processes): reward, KL to the reference, response length."""
         mask = rollout.mask.float()
+        kept = rollout.mask.any(dim=-1)            # responses trained on (a dropped group has none)
         kl_tokens = (token_kl_k3(rollout.old_logps, rollout.ref_logps) * mask).sum()
         log_ratio = ((rollout.old_logps - rollout.ref_logps) * mask).sum()
-        values = [rollout.rewards.sum(), float(rollout.rewards.numel()), kl_tokens, log_ratio, mask.sum()]
+        values = [(rollout.rewards * kept).sum(), kept.sum(), kl_tokens, log_ratio, mask.sum(),
+                  rollout.rewards.numel() - kept.sum()]
         total = self.accelerator.reduce(torch.tensor([float(v) for v in values], dtype=torch.float64,
                                                      device=self.accelerator.device), reduction="sum").tolist()
-        reward_sum, n, kl, ratio, tokens = total
-        stats = {"reward": reward_sum / n, "kl": kl / tokens, "seq_log_ratio": ratio / n,
-                 "response_tokens": tokens / n}
+        reward_sum, n, kl, ratio, tokens, unjudged = total
+
+        def per(x: float, d: float) -> float:
+            return x / d if d else math.nan   # nothing judged this step: no mean (null in log.jsonl)
+
+        stats = {"reward": per(reward_sum, n), "kl": per(kl, tokens), "seq_log_ratio": per(ratio, n),
+                 "response_tokens": per(tokens, n), "unjudged": unjudged}
         stats.update({f"adv_{k}": v for k, v in (adv.metrics or {}).items()})
         return stats
 

@@ -1,0 +1,77 @@
+"""A judge that fails gives no reward, never a guessed one (review of issue #15): the response's
+prompt group is left out of the step exactly (the update equals one without that group), counted
+in log.jsonl (`unjudged`) and null in rewards.jsonl."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from drover.train.online.algorithm import Current, Rollout
+from drover.train.online.algorithms import ALGORITHMS
+from drover.train.online.loop import OnlineTrainer
+
+PARAMS = {"grpo": {"beta": 0.04}, "rloo": {"beta": 0.05, "normalize_advantages": True}, "ppo": {},
+          "online-dpo": {}, "grpo-batch": {"scale_rewards": "batch"}}
+
+
+def _case(seed: int, n: int = 6, t: int = 4, g: int = 2) -> tuple[Rollout, Current]:
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.ones(n, t, dtype=torch.bool)
+    mask[1, 2:] = False
+    mask[4, 1:] = False
+    old = -torch.rand(n, t, generator=gen) * 3
+    ref = old - torch.rand(n, t, generator=gen) * 0.3
+    values = torch.randn(n, t, generator=gen)
+    rewards = torch.tensor([1.0, 0.0, 0.3, float("nan"), 0.5, 2.0])   # group 1 has an unjudged response
+    current = Current(old + torch.randn(n, t, generator=gen) * 0.1, values + torch.randn(n, t, generator=gen) * 0.1)
+    return Rollout(mask, old, ref, values, rewards, torch.arange(n) // g, g), current
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_an_unjudged_group_is_left_out_exactly(name):
+    from drover.config import from_dict
+
+    spec = ALGORITHMS.get(name.removesuffix("-batch"))
+    params = from_dict(spec.params, PARAMS[name], where="test")
+    full, current = _case(0)
+    dropped = OnlineTrainer.drop_unjudged(full)
+    keep = torch.tensor([0, 1, 4, 5])
+    alone = dropped.select(keep)
+    alone.mask, alone.rewards = full.mask[keep].clone(), full.rewards[keep].clone()
+    a = spec.loss(current, dropped, spec.advantages(dropped, params), params)
+    b = spec.loss(Current(current.logps[keep], current.values[keep]), alone, spec.advantages(alone, params), params)
+    assert float(a.units) == float(b.units) > 0
+    assert float(a.loss_sum) == pytest.approx(float(b.loss_sum), rel=1e-5, abs=1e-7)
+    assert not torch.isnan(a.loss_sum)
+
+
+def test_a_failing_judge_is_counted_and_trains_nothing_of_its_group(tiny_model_dir, tmp_path, monkeypatch):
+    import drover.llm.client as client
+    from drover.completions import Choice, Completion
+    from drover.train.online.config import online_config
+    from drover.train.online.loop import run_online
+
+    class Judge:   # rates 7, but its endpoint fails on every request about item 1
+        def run(self, requests, desc="", total=None):
+            return [Completion(choices=[], error="HTTP 500 after 6 retries") if "item 1" in r.messages[-1][1]
+                    else Completion(choices=[Choice(text="7\nfine")]) for r in requests]
+
+    monkeypatch.setattr(client, "LLM", lambda config, cache: Judge())
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "messages": [
+        {"role": "user", "content": f"Say something about item {i}."}]}) + "\n" for i in range(2)))
+    cfg = online_config({"algorithm": "grpo", "prompts": [str(prompts)], "steps": 1, "prompts_per_step": 2,
+                         "samples_per_prompt": 2, "max_new_tokens": 3,
+                         "rewards": [{"kind": "judge", "params": {"llm": "openai:judge"}}],
+                         "train": {"model": str(tiny_model_dir), "run_dir": str(tmp_path / "r"), "progress": False,
+                                   "save_every": 0}}, where="test")
+    run_online(cfg, echo=False)
+    rows = [json.loads(line) for line in (tmp_path / "r" / "rewards.jsonl").read_text().splitlines()]
+    assert {r["prompt_id"]: r["reward"] for r in rows} == {"p0": pytest.approx(0.7), "p1": None}
+    assert all(r["terms"]["judge"] is None for r in rows if r["prompt_id"] == "p1")
+    (log,) = [r for r in map(json.loads, (tmp_path / "r" / "log.jsonl").read_text().splitlines())
+              if r["event"] == "train"]
+    assert log["unjudged"] == 2 and log["reward"] == pytest.approx(0.7)   # the mean of what was judged
