@@ -75,3 +75,23 @@ def test_a_failing_judge_is_counted_and_trains_nothing_of_its_group(tiny_model_d
     (log,) = [r for r in map(json.loads, (tmp_path / "r" / "log.jsonl").read_text().splitlines())
               if r["event"] == "train"]
     assert log["unjudged"] == 2 and log["reward"] == pytest.approx(0.7)   # the mean of what was judged
+
+
+def test_a_step_with_nothing_to_learn_leaves_the_weights(tiny_model_dir, tmp_path):
+    """Online DPO where every response ties has no pair: before, AdamW's weight decay (and any
+    moments) still moved the weights on that step."""
+    from safetensors.torch import load_file
+
+    from drover.train.online.config import online_config
+    from drover.train.online.loop import run_online
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "a", "messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    cfg = online_config({"algorithm": "online-dpo", "prompts": [str(prompts)], "steps": 1, "prompts_per_step": 1,
+                         "samples_per_prompt": 2, "max_new_tokens": 3,
+                         "rewards": [{"kind": "length", "params": {"target": 1000}}],   # 0 for every response
+                         "train": {"model": str(tiny_model_dir), "run_dir": str(tmp_path / "r"), "progress": False,
+                                   "save_every": 0, "lr": 1e-2, "weight_decay": 0.5}}, where="test")
+    model = run_online(cfg, echo=False)
+    before, after = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(model / "model.safetensors"))
+    assert before.keys() == after.keys() and all(before[k].equal(after[k]) for k in before)
