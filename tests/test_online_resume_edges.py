@@ -107,3 +107,31 @@ def test_force_starts_fresh_and_is_not_a_setting(tiny_model_dir, prompts_file, t
     # the forced run's checkpoint resumes without force
     run_online(config(tiny_model_dir, prompts_file, run, algorithm_params={"beta": 0.5}), echo=False)
     assert [r["step"] for r in events(run)] == [1, 2, 3, 4]
+
+
+def test_a_policy_retrained_at_the_same_path_is_not_resumed(tiny_model_dir, prompts_file, tmp_path, capsys):
+    """A recipe's SFT stage re-run writes another model at the same path: resuming the old online
+    run would keep a policy trained from the first model against the second as reference (and a
+    finished run would hand back the old policy as if new). The resume refuses, naming it; the
+    recipe passes `--force` (rl's FRESH_FLAG) to a stale stage, which starts fresh."""
+    import shutil
+
+    from drover.cli import main
+    from drover.models import build_tiny
+    from drover.recipes import fresh_flag
+    from drover.train.online.loop import run_online
+
+    model = tmp_path / "sft-model"
+    shutil.copytree(tiny_model_dir, model)
+    run = tmp_path / "run"
+    run_online(config(model, prompts_file, run, train={"stop_after_steps": 2}), echo=False)
+    shutil.rmtree(model)
+    build_tiny(model, seed=1)
+    with pytest.raises(ConfigError, match=r"train\.model \(content\) 'sha256:[0-9a-f.]+' -> 'sha256:"):
+        run_online(config(model, prompts_file, run), echo=False)
+    assert fresh_flag("rl") == "--force"
+    args = ["rl", "--model", str(model), "--prompts", str(prompts_file), "--reward", "regex:pattern=[0-9]",
+            "--run-dir", str(run), "steps=2", "prompts_per_step=2", "samples_per_prompt=2", "max_new_tokens=4",
+            "train.progress=false", "--force"]
+    assert main(args) == 0
+    assert [r["step"] for r in events(run)] == [1, 2]

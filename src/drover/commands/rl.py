@@ -27,7 +27,8 @@ Generation engines (`--engine`, or engine: in YAML; drover/local/samplers.py):
 
 Every OnlineConfig key can be set in --config or as key=value; training-engine settings (model, lr,
 precision, LoRA, run_dir, save_every) are `train.KEY=VALUE`. A re-run of the same command
-resumes from the last checkpoint; one with other settings is refused. Outputs: RUN/model,
+resumes from the last checkpoint; one with other settings (or another policy or reference model
+at the same path) is refused, naming what changed; `--force` starts fresh. Outputs: RUN/model,
 RUN/rewards.jsonl (every reward call's inputs and outputs), RUN/log.jsonl (reward, KL, loss per step).
 """
 
@@ -38,6 +39,7 @@ from typing import Any
 
 from drover.errors import ConfigError
 
+FRESH_FLAG = "--force"  # what a recipe passes when this stage's inputs or settings changed
 ALGORITHM_NAMES = ("grpo", "rloo", "ppo", "online-dpo")
 ENGINE_NAMES = ("hf", "vllm")   # drover.local.samplers.SAMPLERS (a test keeps them equal)
 
@@ -77,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", action="append", help="Conversation/Ranked JSONL of prompts (repeatable)")
     parser.add_argument("--reward", action="append", help="KIND[:key=value,...][@weight] (repeatable)")
     parser.add_argument("--run-dir", help="checkpoints, logs and the final policy; train.run_dir")
+    parser.add_argument("--force", action="store_true",
+                        help="start fresh: replace the run's checkpoints, model and logs instead of resuming; "
+                             "train.force=true")
     parser.add_argument("overrides", nargs="*", help="key=value overrides (steps=50 train.lr=1e-6 ...)")
 
 
@@ -91,6 +96,8 @@ def build_config(args: argparse.Namespace) -> Any:
         train["model"] = args.model
     if args.run_dir:
         train["run_dir"] = args.run_dir
+    if getattr(args, "force", False):
+        train["force"] = True
     data["train"] = train
     if args.algorithm:
         data["algorithm"] = args.algorithm

@@ -339,7 +339,7 @@ def prepare_online(config: OnlineConfig) -> tuple[OnlineTrainer, Path | None, st
     """Every check (algorithm, parameters, resume point, tokenizer, prompts, rewards) before
     anything is written; then the trainer, the checkpoint to resume from and the settings key."""
     from drover.config import from_dict
-    from drover.identity import digest
+    from drover.identity import digest, path_fingerprint
     from drover.models import load_tokenizer
     from drover.rewards.kind import RewardContext
     from drover.train.online import resume
@@ -365,8 +365,12 @@ def prepare_online(config: OnlineConfig) -> tuple[OnlineTrainer, Path | None, st
         if problem:
             raise DataError(f"{prompt.where}: record {prompt.record.id!r}: {problem}")
     prompts_key = [[p.record.id, p.ids, p.record.to_dict()] for p in prompts]
-    resume_hash = digest({"config": config.resume_key(), "prompts": prompts_key})[7:23]
-    settings = resume.settings(config, digest(prompts_key)[7:23])
+    # the policy and reference by content: a model retrained at the same path (a recipe's SFT
+    # stage re-run) must not resume a policy trained from the other one against the new reference
+    models = {f"train.{name} (content)": path_fingerprint(path) if Path(path).exists() else path
+              for name, path in (("model", t.model), ("reference_model", t.reference_path))}
+    resume_hash = digest({"config": config.resume_key(), "prompts": prompts_key, "models": models})[7:23]
+    settings = {**resume.settings(config, digest(prompts_key)[7:23]), **models}
     if resume_from is not None:   # a refused resume writes nothing: config.yaml and the logs stay as they were
         resume.check(resume_from, checkpoint.read_state(resume_from), resume_hash, settings, config)
     run.ensure()

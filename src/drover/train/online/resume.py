@@ -54,7 +54,7 @@ def _show(value: Any) -> str:
 
 def refusal(path: Path, what: str) -> ConfigError:
     return ConfigError(f"{path}: the checkpoint was made with other settings ({what}); resuming would mix "
-                       f"them: use the same settings, a new run_dir, or train.force=true to start fresh")
+                       f"them: use the same settings, a new run_dir, or --force (train.force=true) to start fresh")
 
 
 def check(path: Path, saved: Any, resume_hash: str, now: dict[str, Any], config: Any) -> None:
