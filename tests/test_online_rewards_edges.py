@@ -118,3 +118,16 @@ def test_gsm_match_reads_a_bare_gold_number_and_refuses_a_worked_answer_without_
 def test_gsm_match_unknown_setting():
     with pytest.raises(ConfigError, match=r"params.match 'valeu' is unknown \(did you mean 'value'\?\)"):
         RewardSpec([RewardTerm("gsm-match", params={"match": "valeu"})])
+
+
+def test_fewer_prompts_per_step_than_processes_is_refused():
+    """A process without a prompt group would run no forward or backward: a traceback on it and
+    a hang on the others (DDP waits for its gradients); FSDP/ZeRO-3 need equal shares."""
+    from drover.train.online.config import OnlineConfig
+
+    OnlineConfig(prompts_per_step=4).check_processes(2, sharded=True)
+    OnlineConfig(prompts_per_step=3).check_processes(2, sharded=False)
+    with pytest.raises(ConfigError, match="prompts_per_step 1 is fewer than the 2 processes"):
+        OnlineConfig(prompts_per_step=1).check_processes(2, sharded=False)
+    with pytest.raises(ConfigError, match="must be a multiple of the 2 processes under FSDP"):
+        OnlineConfig(prompts_per_step=3).check_processes(2, sharded=True)

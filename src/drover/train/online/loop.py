@@ -77,6 +77,7 @@ class OnlineTrainer:
         self.tokenizer, self.rewards, self.run = tokenizer, rewards, run
         self.resume_settings = resume_settings or {}
         self.accelerator = acc = make_accelerator(t, run)
+        config.check_processes(acc.num_processes, sharded(acc))
         reference = load_backbone(t.reference_path, False, None, allow_download=t.allow_download,
                                   dtype=compute_dtype(acc))
         self.reference = SequenceModel(reference, chunk=t.logprob_chunk).to(acc.device).eval().requires_grad_(False)
