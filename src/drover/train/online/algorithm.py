@@ -99,13 +99,14 @@ class AlgorithmSpec:
 def batch_mean_std(x: "torch.Tensor", world_sum: Callable[["torch.Tensor"], "torch.Tensor"],
                    mask: "torch.Tensor | None" = None) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Mean and unbiased std of `x`'s (masked) entries over the whole step, every process's
-    share included (two passes: the sums, then the squared deviations from the global mean)."""
+    share included (two passes: the sums, then the squared deviations from the global mean).
+    A single entry has std 0 (not 0/0 = NaN: whitening it gives 0, not NaN weights)."""
     import torch
 
     m = torch.ones_like(x) if mask is None else mask.to(x.dtype)
     n = world_sum(m.sum())
-    mean = world_sum((x * m).sum()) / n
-    var = world_sum((((x - mean) ** 2) * m).sum()) / (n - 1)
+    mean = world_sum((x * m).sum()) / n.clamp(min=1)
+    var = world_sum((((x - mean) ** 2) * m).sum()) / (n - 1).clamp(min=1)
     return mean, var.sqrt()
 
 

@@ -220,6 +220,15 @@ class OnlineTrainer:
                 sums[key] = sums.get(key, 0.0) + float(value)
         t = self.config.train
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
+        keys = sorted(sums)
+        total = acc.reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=acc.device),
+                           reduction="sum").tolist()
+        loss = total[keys.index("loss")]
+        if not math.isfinite(loss) or (grad_norm is not None and not math.isfinite(float(grad_norm))):
+            self.optimizer.zero_grad(set_to_none=True)   # nothing of this step reaches the weights
+            raise DataError(f"rl: the loss of this step is {loss} (gradient norm {float(grad_norm or 0.0)}), not "
+                            f"finite: nothing of it was applied and the last checkpoint is kept; lower train.lr "
+                            f"or look at the step's rewards in {self.run.root / REWARDS_LOG}")
         lr = self.scheduler.get_last_lr()[0]
         if units > 0:   # nothing to learn from (no pairs, every group unjudged): Adam's moments and weight
             self.optimizer.step()   # decay would still move the weights, so the weights stay as they are
@@ -227,9 +236,6 @@ class OnlineTrainer:
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        keys = sorted(sums)
-        total = acc.reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=acc.device),
-                           reduction="sum").tolist()
         stats = {k: v / units if units else 0.0 for k, v in zip(keys, total)}
         stats.update(units=units, lr=lr)
         if grad_norm is not None:

@@ -1,6 +1,7 @@
-"""A judge that fails gives no reward, never a guessed one (review of issue #15): the response's
-prompt group is left out of the step exactly (the update equals one without that group), counted
-in log.jsonl (`unjudged`) and null in rewards.jsonl."""
+"""What one online step may learn from (review of issue #15): a judge that fails gives no reward,
+never a guessed one (its prompt group is left out exactly, counted as `unjudged`, null in
+rewards.jsonl); a step with nothing to learn leaves the weights; a one-token batch whitens to 0,
+not NaN; a non-finite loss is never applied."""
 
 from __future__ import annotations
 
@@ -95,3 +96,46 @@ def test_a_step_with_nothing_to_learn_leaves_the_weights(tiny_model_dir, tmp_pat
     model = run_online(cfg, echo=False)
     before, after = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(model / "model.safetensors"))
     assert before.keys() == after.keys() and all(before[k].equal(after[k]) for k in before)
+
+
+def test_whitening_a_single_token_gives_zero_not_nan():
+    from drover.train.online.algorithms.ppo import whiten
+
+    out = whiten(torch.tensor([[0.7, 0.0]]), torch.tensor([[True, False]]))
+    assert out.tolist() == [[0.0, 0.0]]
+
+
+def _one_prompt(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"id": "a", "messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    return prompts
+
+
+def test_ppo_on_a_one_token_step_stays_finite(tiny_model_dir, tmp_path):
+    """One response of one token: the batch whitening was 0/0, the loss NaN, the weights NaN, and
+    the next step's sampling died with a torch traceback."""
+    from safetensors.torch import load_file
+
+    from drover.train.online.config import online_config
+    from drover.train.online.loop import run_online
+
+    cfg = online_config({"algorithm": "ppo", "prompts": [str(_one_prompt(tmp_path))], "steps": 2,
+                         "prompts_per_step": 1, "samples_per_prompt": 1, "max_new_tokens": 1,
+                         "rewards": [{"kind": "length", "params": {"target": 3, "falloff": 5}}],
+                         "train": {"model": str(tiny_model_dir), "run_dir": str(tmp_path / "r"), "progress": False,
+                                   "save_every": 0, "lr": 1e-2}}, where="test")
+    weights = load_file(str(run_online(cfg, echo=False) / "model.safetensors"))
+    assert all(bool(torch.isfinite(w).all()) for w in weights.values())
+
+
+def test_a_non_finite_loss_is_never_applied(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import drover.train.online.algorithms.grpo as grpo
+    from drover.cli import main
+
+    monkeypatch.setattr(grpo, "clipped_surrogate", lambda ratio, adv, low, high: ratio * float("nan"))
+    code = main(["rl", "--model", str(tiny_model_dir), "--prompts", str(_one_prompt(tmp_path)), "--reward",
+                 "length:target=3", "--run-dir", str(tmp_path / "r"), "steps=2", "prompts_per_step=1",
+                 "samples_per_prompt=2", "max_new_tokens=3", "train.progress=false"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "the loss of this step is nan" in err[-1] and "nothing of it was applied" in err[-1]
+    assert not (tmp_path / "r" / "model").exists()
