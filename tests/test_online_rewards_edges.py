@@ -131,3 +131,19 @@ def test_fewer_prompts_per_step_than_processes_is_refused():
         OnlineConfig(prompts_per_step=1).check_processes(2, sharded=False)
     with pytest.raises(ConfigError, match="must be a multiple of the 2 processes under FSDP"):
         OnlineConfig(prompts_per_step=3).check_processes(2, sharded=True)
+
+
+def test_reward_flags_keep_text_parameters_verbatim():
+    """`--reward regex:pattern=1.50` was the regex "1.5" (YAML read the number first), `pattern=yes`
+    the regex "True", `pattern=007` "7": another reward than the one asked for, silently."""
+    from drover.commands.rl import parse_reward
+
+    assert parse_reward("regex:pattern=1.50")["params"] == {"pattern": "1.50"}
+    assert parse_reward("regex:pattern=yes,mode=search")["params"] == {"pattern": "yes", "mode": "search"}
+    assert parse_reward("judge:llm=007,scale=0.5@2")["params"] == {"llm": "007", "scale": 0.5}
+    assert parse_reward("length:target=5,falloff=2")["params"] == {"target": 5, "falloff": 2}
+    assert parse_reward("unit-tests:unsafe_no_isolation=false")["params"] == {"unsafe_no_isolation": False}
+    assert parse_reward("nosuch:x=1")["params"] == {"x": 1}      # refused later, by name
+    spec = RewardSpec([RewardTerm(**parse_reward("regex:pattern=1.50,mode=fullmatch"))])
+    assert spec.score([RewardInput([], text, Conversation("c", [Message("user", "q")])) for text in
+                       ("1.50", "1.5", "1x50")])[0] == [1.0, 0.0, 1.0]

@@ -61,14 +61,29 @@ def parse_reward(text: str) -> dict[str, Any]:
             pass
     kind, _, rest = text.partition(":")
     params: dict[str, Any] = {}
+    text_fields = _text_fields(kind)
     for item in filter(None, rest.split(",")):
         if "=" not in item:
             raise ConfigError(f"--reward {kind}: {item!r} is not key=value")
         keys, value = parse_override(item)
-        raw = item.partition("=")[2]
-        # numbers and booleans as YAML reads them; anything else (a regex like [a-z]) verbatim
-        params[".".join(keys)] = value if isinstance(value, (bool, int, float)) else raw
+        key, raw = ".".join(keys), item.partition("=")[2]
+        # numbers and booleans as YAML reads them; a text parameter (a regex, a path, an LLM
+        # spec) and anything else verbatim: pattern=1.50 is the regex "1.50", not "1.5"
+        params[key] = value if isinstance(value, (bool, int, float)) and key not in text_fields else raw
     return {"kind": kind, "weight": weight, "params": params}
+
+
+def _text_fields(kind: str) -> set[str]:
+    """The string-typed parameters of a reward kind (none for an unknown kind: it fails later, by name)."""
+    import typing
+
+    from drover.rewards import REWARDS
+
+    try:
+        params = REWARDS.get(kind).params
+    except ConfigError:
+        return set()
+    return {name for name, tp in typing.get_type_hints(params).items() if tp is str} if params else set()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
