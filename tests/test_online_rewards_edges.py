@@ -147,3 +147,27 @@ def test_reward_flags_keep_text_parameters_verbatim():
     spec = RewardSpec([RewardTerm(**parse_reward("regex:pattern=1.50,mode=fullmatch"))])
     assert spec.score([RewardInput([], text, Conversation("c", [Message("user", "q")])) for text in
                        ("1.50", "1.5", "1x50")])[0] == [1.0, 0.0, 1.0]
+
+
+def test_the_config_rl_help_shows_exists_and_loads():
+    """`drover rl --help` named recipes/rlhf-grpo.yaml, which never existed."""
+    import re as regex
+
+    import drover.commands.rl as rl
+    from drover.commands.rl import build_config
+    from drover.config import read_yaml
+
+    (path,) = regex.findall(r"--config (recipes/\S+\.yaml)", rl.__doc__)
+    shipped = Path(rl.__file__).resolve().parents[1] / "resources" / path
+    assert shipped.is_file()
+
+    class Args:
+        config, model, run_dir, force, algorithm, engine, prompts, reward = str(shipped), "m", None, False, None, \
+            None, None, None
+        overrides: list[str] = []
+
+    config = build_config(Args())
+    assert config.algorithm == "grpo" and config.train.lr == 1e-6 and config.train.schedule == "constant"
+    assert [t.kind for t in config.rewards] == ["gsm-match", "regex"]
+    RewardSpec(config.rewards)
+    assert read_yaml(str(shipped))["prompts"] == ["data/gsm-train.jsonl"]

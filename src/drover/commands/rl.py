@@ -3,7 +3,7 @@
     drover rl --algorithm grpo --model runs/sft/model --prompts gsm.jsonl --reward gsm-match --run-dir runs/grpo
     drover rl --algorithm ppo --model runs/sft/model --prompts prompts.jsonl \\
         --reward reward-model:path=runs/rm/model steps=200 train.lr=1e-6 algorithm_params.kl_coef=0.05
-    drover rl --config recipes/rlhf-grpo.yaml
+    drover rl --config recipes/train/rl-grpo-gsm.yaml train.model=runs/sft/model
     drover rl --engine vllm --model runs/sft/model --prompts gsm.jsonl --reward gsm-match vllm.dtype=bfloat16
 
 Algorithms (drover/train/online/algorithms; loss, advantages and paper in each docstring):
