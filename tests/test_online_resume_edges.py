@@ -135,3 +135,23 @@ def test_a_policy_retrained_at_the_same_path_is_not_resumed(tiny_model_dir, prom
             "train.progress=false", "--force"]
     assert main(args) == 0
     assert [r["step"] for r in events(run)] == [1, 2]
+
+
+def test_a_run_killed_writing_its_model_resumes_without_rewriting_its_checkpoint(tiny_model_dir, prompts_file,
+                                                                                 tmp_path):
+    import shutil
+
+    from drover.train import checkpoint
+    from drover.train.online.loop import run_online
+
+    run = tmp_path / "run"
+    run_online(config(tiny_model_dir, prompts_file, run, steps=2), echo=False)
+    want = (run / "model" / "model.safetensors").read_bytes()
+    shutil.rmtree(run / "model")                     # killed while save_final wrote it
+    last = checkpoint.latest(run / "checkpoints")
+    marker = last / "untouched"
+    marker.write_text("")
+    run_online(config(tiny_model_dir, prompts_file, run, steps=2), echo=False)
+    assert marker.exists() and checkpoint.latest(run / "checkpoints") == last
+    assert (run / "model" / "model.safetensors").read_bytes() == want
+    assert [r["step"] for r in events(run)] == [1, 2]

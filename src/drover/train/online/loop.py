@@ -263,7 +263,7 @@ class OnlineTrainer:
         acc.wait_for_everyone()
         bar = tqdm(total=c.steps, initial=state.step, desc=self.spec.name,
                    disable=not (c.train.progress and acc.is_main_process), dynamic_ncols=True)
-        start, n_samples, updates = time.perf_counter(), 0, 0
+        start, n_samples, updates, resumed_at = time.perf_counter(), 0, 0, state.step
         first = last = math.nan
         while state.step < c.steps:
             prompt_ids, samples = self.sample(state.step)                        # 1
@@ -292,7 +292,10 @@ class OnlineTrainer:
                 return OnlineResult(None, state.step, n_samples, updates, time.perf_counter() - start, first, last)
         bar.close()
         seconds = time.perf_counter() - start
-        checkpoint.save(acc, self.run.checkpoints, state, c.train.keep_last)
+        if resume_from is None or state.step != resumed_at:
+            # (a run killed while writing its final model resumes at its last step: that checkpoint
+            # is kept as it is, never replaced by an identical one, whose swap a kill could lose)
+            checkpoint.save(acc, self.run.checkpoints, state, c.train.keep_last)
         model_dir = checkpoint.save_final(acc, self.model, self.tokenizer, self.run.root / "model",
                                           c.train.lora.merge)
         acc.end_training()
