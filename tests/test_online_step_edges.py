@@ -139,3 +139,32 @@ def test_a_non_finite_loss_is_never_applied(tiny_model_dir, tmp_path, monkeypatc
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "the loss of this step is nan" in err[-1] and "nothing of it was applied" in err[-1]
     assert not (tmp_path / "r" / "model").exists()
+
+
+def test_log_probs_are_taken_at_the_sampling_temperature(tiny_model_dir, tmp_path):
+    """Samples drawn at temperature T come from softmax(logits / T): ratios, KL and the policy
+    gradient must use those log-probs (TRL's GRPO/RLOO/PPO divide the logits by T); before,
+    drover scored them at T = 1 whatever the sampling temperature."""
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import selective_log_softmax as trl_selective_log_softmax
+
+    from drover.train.online.config import online_config
+    from drover.train.online.loop import prepare_online
+    from drover.train.online.sampling import Sample
+
+    cfg = online_config({"algorithm": "grpo", "prompts": [str(_one_prompt(tmp_path))], "temperature": 0.7,
+                         "rewards": [{"kind": "length", "params": {"target": 3}}],
+                         "train": {"model": str(tiny_model_dir), "run_dir": str(tmp_path / "r"), "progress": False,
+                                   "mixed_precision": "no"}}, where="test")
+    trainer, _, _ = prepare_online(cfg)
+    response = [11, 12, 13, trainer.tokenizer.eos_token_id]
+    ((_, mb),) = trainer.micro_batches(trainer.examples([0], [[Sample("", response)]]))
+    ours_policy = trainer.forward(trainer.model, mb).logps[0]
+    ours_ref = trainer.forward(trainer.reference, mb).logps[0]
+    ids = torch.tensor([trainer.prompts[0].ids + response])
+    logits = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(ids).logits[:, :-1]
+    theirs = trl_selective_log_softmax(logits / 0.7, ids[:, 1:])[0, -len(response):]
+    assert ours_ref.tolist() == pytest.approx(theirs.tolist(), abs=1e-5)
+    assert ours_policy.tolist() == pytest.approx(theirs.tolist(), abs=1e-5)
+    at_one = trl_selective_log_softmax(logits, ids[:, 1:])[0, -len(response):]
+    assert (ours_ref - at_one).abs().max() > 1e-3
