@@ -141,10 +141,12 @@ def test_a_non_finite_loss_is_never_applied(tiny_model_dir, tmp_path, monkeypatc
     assert not (tmp_path / "r" / "model").exists()
 
 
-def test_log_probs_are_taken_at_the_sampling_temperature(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("algorithm, scored_at", [("grpo", 0.7), ("rloo", 0.7), ("ppo", 0.7), ("online-dpo", 1.0)])
+def test_log_probs_are_taken_at_the_sampling_temperature(tiny_model_dir, tmp_path, algorithm, scored_at):
     """Samples drawn at temperature T come from softmax(logits / T): ratios, KL and the policy
-    gradient must use those log-probs (TRL's GRPO/RLOO/PPO divide the logits by T); before,
-    drover scored them at T = 1 whatever the sampling temperature."""
+    gradient must use those log-probs (TRL's GRPO/RLOO divide the logits by T, for the reference
+    too); before, drover scored them at T = 1 whatever the sampling temperature. Online DPO's
+    implicit reward is the model's log-ratio at T = 1 (TRL's OnlineDPOTrainer)."""
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import selective_log_softmax as trl_selective_log_softmax
 
@@ -152,7 +154,7 @@ def test_log_probs_are_taken_at_the_sampling_temperature(tiny_model_dir, tmp_pat
     from drover.train.online.loop import prepare_online
     from drover.train.online.sampling import Sample
 
-    cfg = online_config({"algorithm": "grpo", "prompts": [str(_one_prompt(tmp_path))], "temperature": 0.7,
+    cfg = online_config({"algorithm": algorithm, "prompts": [str(_one_prompt(tmp_path))], "temperature": 0.7,
                          "rewards": [{"kind": "length", "params": {"target": 3}}],
                          "train": {"model": str(tiny_model_dir), "run_dir": str(tmp_path / "r"), "progress": False,
                                    "mixed_precision": "no"}}, where="test")
@@ -163,8 +165,8 @@ def test_log_probs_are_taken_at_the_sampling_temperature(tiny_model_dir, tmp_pat
     ours_ref = trainer.forward(trainer.reference, mb).logps[0]
     ids = torch.tensor([trainer.prompts[0].ids + response])
     logits = AutoModelForCausalLM.from_pretrained(tiny_model_dir)(ids).logits[:, :-1]
-    theirs = trl_selective_log_softmax(logits / 0.7, ids[:, 1:])[0, -len(response):]
+    theirs = trl_selective_log_softmax(logits / scored_at, ids[:, 1:])[0, -len(response):]
     assert ours_ref.tolist() == pytest.approx(theirs.tolist(), abs=1e-5)
     assert ours_policy.tolist() == pytest.approx(theirs.tolist(), abs=1e-5)
-    at_one = trl_selective_log_softmax(logits, ids[:, 1:])[0, -len(response):]
-    assert (ours_ref - at_one).abs().max() > 1e-3
+    other = trl_selective_log_softmax(logits / (1.7 - scored_at), ids[:, 1:])[0, -len(response):]
+    assert (ours_ref - other).abs().max() > 1e-3

@@ -94,6 +94,10 @@ class AlgorithmSpec:
     paper: str = ""                 # shown in `drover rl --help`
     value_head: bool = False        # train a value head on the policy's backbone (PPO)
     min_group_size: int = 1         # responses per prompt it needs (GRPO/RLOO baselines, DPO pairs)
+    # log-probs (policy and reference) of softmax(logits / sampling temperature): the policy-gradient
+    # methods score samples under the distribution that drew them (TRL's GRPO, RLOO and PPO); DPO's
+    # implicit reward is the model's own log-ratio at temperature 1 (TRL's OnlineDPOTrainer)
+    at_sampling_temperature: bool = True
 
 
 def batch_mean_std(x: "torch.Tensor", world_sum: Callable[["torch.Tensor"], "torch.Tensor"],

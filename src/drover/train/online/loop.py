@@ -82,9 +82,9 @@ class OnlineTrainer:
                                   dtype=compute_dtype(acc))
         self.reference = SequenceModel(reference, chunk=t.logprob_chunk).to(acc.device).eval().requires_grad_(False)
         policy = build_policy(t, spec.value_head, tokenizer.pad_token_id)
-        # ratios, KL and the update are under the distribution the samples were drawn from:
-        # softmax(logits / temperature), for the reference too (TRL's GRPO, RLOO and PPO do the same)
-        policy.temperature = self.reference.temperature = config.temperature
+        # ratios, KL and the update under the distribution the samples were drawn from, softmax(logits /
+        # temperature), for the reference too, where the algorithm asks (`AlgorithmSpec.at_sampling_temperature`)
+        policy.temperature = self.reference.temperature = config.temperature if spec.at_sampling_temperature else 1.0
         optimizer = make_optimizer(policy, t)
         total, warmup = plan(config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, warmup, total))
