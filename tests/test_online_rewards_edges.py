@@ -171,3 +171,20 @@ def test_the_config_rl_help_shows_exists_and_loads():
     assert [t.kind for t in config.rewards] == ["gsm-match", "regex"]
     RewardSpec(config.rewards)
     assert read_yaml(str(shipped))["prompts"] == ["data/gsm-train.jsonl"]
+
+
+@pytest.mark.parametrize("messages, role", [
+    ([{"role": "system", "content": "be nice"}], "system"),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}],
+     "assistant"),
+])
+def test_a_prompt_must_end_with_a_user_turn(tiny_tokenizer, tmp_path, messages, role):
+    """A system-only prompt was sampled from (and judged with an empty question)."""
+    from drover.train.online.sampling import load_prompts
+
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "a", "messages": [{"role": "user", "content": "hi"}]}) + "\n"
+                    + json.dumps({"id": "b", "messages": messages}) + "\n")
+    with pytest.raises(DataError, match=rf"{path}:2: record 'b': messages\[\d\]\.role: the prompt must end with a "
+                                        rf"user turn, got '{role}'"):
+        load_prompts([str(path)], tiny_tokenizer, 400, 8)

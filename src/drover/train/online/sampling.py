@@ -46,6 +46,9 @@ def load_prompts(paths: list[str], tokenizer: Any, max_length: int, max_new_toke
             where = f"{path}:{line}"
             if not messages:
                 raise DataError(f"{where}: record {record.id!r}: messages: no prompt turn to sample from")
+            if messages[-1].role != "user":   # as a Ranked prompt: the policy answers a user turn
+                raise DataError(f"{where}: record {record.id!r}: messages[{len(messages) - 1}].role: the prompt "
+                                f"must end with a user turn, got {messages[-1].role!r}")
             ids = encode_prompt(tokenizer, messages, record.id)
             if len(ids) + max_new_tokens + 1 > max_length:
                 if on_bad_records == "drop":
