@@ -43,9 +43,15 @@ def rewards(run_dir: Path) -> list[dict]:
 def test_refused_resume_writes_nothing_and_names_the_change(tiny_model_dir, prompts_file, tmp_path):
     from drover.train.online.loop import run_online
 
-    run = tmp_path / "run"
-    run_online(config(tiny_model_dir, prompts_file, run, train={"stop_after_steps": 2}), echo=False)
+    run, prompts = tmp_path / "run", tmp_path / "prompts.jsonl"
+    prompts.write_bytes(prompts_file.read_bytes())
+    run_online(config(tiny_model_dir, prompts, run, train={"stop_after_steps": 2}), echo=False)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    prompts.write_text(prompts.read_text().replace("item 3", "item three"))
+    with pytest.raises(ConfigError, match=r"made with other settings \(prompts \(content\) '\w+' -> '\w+'\)"):
+        run_online(config(tiny_model_dir, prompts, run), echo=False)
+    prompts.write_bytes(prompts_file.read_bytes())
+    prompts_file = prompts
     with pytest.raises(ConfigError, match=r"made with other settings \(algorithm_params\.beta None -> 0\.5\)"):
         run_online(config(tiny_model_dir, prompts_file, run, algorithm_params={"beta": 0.5}), echo=False)
     with pytest.raises(ConfigError, match=r"\(rewards\[0\]\.weight 1\.0 -> 2\.0\)"):
