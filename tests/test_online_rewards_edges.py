@@ -113,6 +113,8 @@ def test_gsm_match_reads_a_bare_gold_number_and_refuses_a_worked_answer_without_
     assert spec.problem(record("She has 3 + 4 = 7 apples")) == \
         "reward 'gsm-match': the gold answer is neither '... #### N' nor a bare number: 'She has 3 + 4 = 7 apples'"
     assert spec.problem(record("#### 7")) is None
+    # nothing (or words) after '####': an empty gold made an empty response "correct" under exact match
+    assert spec.problem(record("so 7.\n#### ")) is not None and spec.problem(record("#### 7 apples")) is not None
 
 
 def test_gsm_match_unknown_setting():

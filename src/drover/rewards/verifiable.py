@@ -44,17 +44,17 @@ NO_GOLD_NUMBER = "the gold answer is neither '... #### N' nor a bare number"
 def gsm_gold(answer: str) -> str | None:
     """The gold number of a GSM-style answer: after '####' as the benchmark reads it
     (`metrics.extract.gsm_reference`), or the answer itself when it is a bare number
-    (`meta.answer: 18`); None for anything else (a worked answer without '####').
+    (`meta.answer: 18`); None for anything else (a worked answer without '####', nothing or
+    words after it: an empty gold would make an empty response "correct").
 
-    >>> gsm_gold("so 18.\\n#### 1,024"), gsm_gold(" 18 "), gsm_gold("so she has 18")
-    ('1024', '18', None)
+    >>> gsm_gold("so 18.\\n#### 1,024"), gsm_gold(" 18 "), gsm_gold("so she has 18"), gsm_gold("#### ")
+    ('1024', '18', None, None)
     """
     from drover.metrics.extract import gsm_reference
 
-    if "####" in answer:
-        return gsm_reference(answer)
-    bare = gsm_reference("####" + answer)   # the same stripping and comma pass as after a '####'
-    return bare if _BARE_NUMBER.fullmatch(bare) else None
+    # the same stripping and comma pass as the benchmark's, after a '####' or of a bare answer
+    gold = gsm_reference(answer if "####" in answer else "####" + answer)
+    return gold if _BARE_NUMBER.fullmatch(gold) else None
 
 
 def _gsm_match(params: GsmMatchParams, ctx: RewardContext) -> RewardFn:
