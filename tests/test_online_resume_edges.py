@@ -161,3 +161,31 @@ def test_a_run_killed_writing_its_model_resumes_without_rewriting_its_checkpoint
     assert marker.exists() and checkpoint.latest(run / "checkpoints") == last
     assert (run / "model" / "model.safetensors").read_bytes() == want
     assert [r["step"] for r in events(run)] == [1, 2]
+
+
+def test_a_reward_model_retrained_at_the_same_path_is_not_resumed(tiny_model_dir, prompts_file, tmp_path):
+    """`reward-model:path=DIR` named the model by path only: a reward model retrained into DIR
+    resumed the run against other rewards than its first steps had."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from drover.train.online.loop import run_online
+
+    rm = tmp_path / "rm"
+
+    def save_reward_model(seed: int) -> None:
+        torch.manual_seed(seed)
+        shutil.rmtree(rm, ignore_errors=True)
+        shutil.copytree(tiny_model_dir, rm)
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+        model.save_pretrained(rm)
+
+    save_reward_model(0)
+    rewards = [{"kind": "reward-model", "params": {"path": str(rm)}}]
+    run = tmp_path / "run"
+    run_online(config(tiny_model_dir, prompts_file, run, rewards=rewards, train={"stop_after_steps": 2}), echo=False)
+    save_reward_model(1)
+    with pytest.raises(ConfigError, match=rf"\(rewards: {rm} \(content\) 'sha256:"):
+        run_online(config(tiny_model_dir, prompts_file, run, rewards=rewards), echo=False)

@@ -47,6 +47,8 @@ class RewardKind:
     check: Callable[[Any, Record], str | None] | None = None   # what a prompt record lacks, before training
     abstains: bool = False          # may return None for a response it has no verdict on (a judge that
                                     # failed): counted, never replaced by a guess
+    inputs: Callable[[Any], list[str]] | None = None   # files/directories it reads (a reward model): their
+                                                        # content keys a resumable run
 
 
 @dataclass
@@ -83,6 +85,7 @@ class RewardSpec:
         self.names: list[str] = []
         self.fns: list[RewardFn] = []
         self.abstains: list[bool] = []
+        self.input_paths: list[str] = []
         self.checks: list[tuple[str, Any, Callable[[Any, Record], str | None]]] = []
         for i, term in enumerate(terms):
             kind: RewardKind = REWARDS.get(term.kind)
@@ -101,6 +104,7 @@ class RewardSpec:
             self.names.append(name)
             self.fns.append(kind.build(params, context))
             self.abstains.append(kind.abstains)
+            self.input_paths += kind.inputs(params) if kind.inputs is not None else []
             if kind.check is not None:
                 self.checks.append((name, params, kind.check))
 

@@ -115,7 +115,8 @@ def _pairwise_judge(params: PairwiseJudgeParams, ctx: RewardContext) -> RewardFn
     return score
 
 
-REWARD_MODEL = RewardKind("reward-model", _reward_model, RewardModelParams, "a `drover reward` model")
+REWARD_MODEL = RewardKind("reward-model", _reward_model, RewardModelParams, "a `drover reward` model",
+                          inputs=lambda params: [params.path])
 JUDGE = RewardKind("judge", _judge, JudgeParams, "an LLM judge's 1-10 rating (cached)", abstains=True)
 PAIRWISE_JUDGE = RewardKind("judge-pairwise", _pairwise_judge, PairwiseJudgeParams,
                             "an LLM judge's preference over the reference answer, both orders (cached)",

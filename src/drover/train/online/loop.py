@@ -382,6 +382,7 @@ def prepare_online(config: OnlineConfig) -> tuple[OnlineTrainer, Path | None, st
     # stage re-run) must not resume a policy trained from the other one against the new reference
     models = {f"train.{name} (content)": path_fingerprint(path) if Path(path).exists() else path
               for name, path in (("model", t.model), ("reference_model", t.reference_path))}
+    models.update({f"rewards: {path} (content)": path_fingerprint(path) for path in rewards.input_paths})
     resume_hash = digest({"config": config.resume_key(), "prompts": prompts_key, "models": models})[7:23]
     settings = {**resume.settings(config, digest(prompts_key)[7:23]), **models}
     if resume_from is not None:   # a refused resume writes nothing: config.yaml and the logs stay as they were
