@@ -190,3 +190,10 @@ def test_a_prompt_must_end_with_a_user_turn(tiny_tokenizer, tmp_path, messages, 
     with pytest.raises(DataError, match=rf"{path}:2: record 'b': messages\[\d\]\.role: the prompt must end with a "
                                         rf"user turn, got '{role}'"):
         load_prompts([str(path)], tiny_tokenizer, 400, 8)
+
+
+def test_a_length_reward_needs_its_target():
+    """`--reward length` alone had target 0: the policy was rewarded for empty responses."""
+    with pytest.raises(ConfigError, match="length reward: params.target is required"):
+        RewardSpec([RewardTerm("length")])
+    RewardSpec([RewardTerm("length", params={"target": 0})])   # an explicit 0 is a choice

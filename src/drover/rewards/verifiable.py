@@ -157,11 +157,13 @@ def _regex(params: RegexParams, ctx: RewardContext) -> RewardFn:
 
 @dataclass
 class LengthParams:
-    target: int = 0                 # characters
+    target: int = -1                # characters (required: a forgotten target rewarded empty responses)
     tolerance: int = 0              # reward 1 within target ± tolerance ...
     falloff: int = 0                # ... then falling linearly to 0 over `falloff` more characters (0: a step)
 
     def validate(self) -> None:
+        if self.target == -1:
+            raise ConfigError("length reward: params.target is required (the response length in characters)")
         if self.target < 0 or self.tolerance < 0 or self.falloff < 0:
             raise ConfigError("length reward: params.target, tolerance and falloff must be >= 0")
 
