@@ -75,7 +75,7 @@ def test_a_failing_judge_is_counted_and_trains_nothing_of_its_group(tiny_model_d
     assert all(r["terms"]["judge"] is None for r in rows if r["prompt_id"] == "p1")
     (log,) = [r for r in map(json.loads, (tmp_path / "r" / "log.jsonl").read_text().splitlines())
               if r["event"] == "train"]
-    assert log["unjudged"] == 2 and log["reward"] == pytest.approx(0.7)   # the mean of what was judged
+    assert log["unjudged"] == log["dropped"] == 2 and log["reward"] == pytest.approx(0.7)   # mean of what was judged
 
 
 def test_a_step_with_nothing_to_learn_leaves_the_weights(tiny_model_dir, tmp_path):

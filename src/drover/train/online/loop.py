@@ -273,6 +273,7 @@ class OnlineTrainer:
             rewards = self.score(state.step, prompt_ids, samples)                # 2
             examples = self.examples(prompt_ids, samples)
             mbs = self.micro_batches(examples)
+            unjudged = float(torch.isnan(rewards).sum())                        # no verdict: left out
             rollout = self.drop_unjudged(self.rollout(mbs, rewards))             # 3
             adv = self.spec.advantages(rollout, self.params)                     # 4
             for _ in range(c.updates_per_step):                                  # 5
@@ -281,7 +282,8 @@ class OnlineTrainer:
             state.step += 1
             state.tokens += int(rollout.mask.sum())
             n_samples += len(examples)
-            stats.update(self.rollout_stats(rollout, adv), samples_per_s=n_samples / (time.perf_counter() - start))
+            stats.update(self.rollout_stats(rollout, adv, unjudged),
+                         samples_per_s=n_samples / (time.perf_counter() - start))
             first = stats["reward"] if math.isnan(first) else first
             last = stats["reward"] if not math.isnan(stats["reward"]) else last
             if state.step % c.train.log_every == 0 or state.step == c.steps:
@@ -304,23 +306,25 @@ class OnlineTrainer:
         acc.end_training()
         return OnlineResult(model_dir, state.step, n_samples, updates, seconds, first, last)
 
-    def rollout_stats(self, rollout: Rollout, adv: Any) -> dict[str, float]:
-        """Means over the step (all processes): reward, KL to the reference, response length."""
+    def rollout_stats(self, rollout: Rollout, adv: Any, unjudged: float = 0.0) -> dict[str, float]:
+        """Means over the step (all processes) of what it trained on: reward, KL to the reference,
+        response length; and counts of the responses a reward had no verdict on (`unjudged`) and
+        of those left out with them, their whole prompt groups (`dropped`)."""
         mask = rollout.mask.float()
         kept = rollout.mask.any(dim=-1)            # responses trained on (a dropped group has none)
         kl_tokens = (token_kl_k3(rollout.old_logps, rollout.ref_logps) * mask).sum()
         log_ratio = ((rollout.old_logps - rollout.ref_logps) * mask).sum()
         values = [(rollout.rewards * kept).sum(), kept.sum(), kl_tokens, log_ratio, mask.sum(),
-                  rollout.rewards.numel() - kept.sum()]
+                  rollout.rewards.numel() - kept.sum(), unjudged]
         total = self.accelerator.reduce(torch.tensor([float(v) for v in values], dtype=torch.float64,
                                                      device=self.accelerator.device), reduction="sum").tolist()
-        reward_sum, n, kl, ratio, tokens, unjudged = total
+        reward_sum, n, kl, ratio, tokens, dropped, unjudged = total
 
         def per(x: float, d: float) -> float:
             return x / d if d else math.nan   # nothing judged this step: no mean (null in log.jsonl)
 
         stats = {"reward": per(reward_sum, n), "kl": per(kl, tokens), "seq_log_ratio": per(ratio, n),
-                 "response_tokens": per(tokens, n), "unjudged": unjudged}
+                 "response_tokens": per(tokens, n), "unjudged": unjudged, "dropped": dropped}
         stats.update({f"adv_{k}": v for k, v in (adv.metrics or {}).items()})
         return stats
 
