@@ -170,3 +170,34 @@ def test_log_probs_are_taken_at_the_sampling_temperature(tiny_model_dir, tmp_pat
     assert ours_policy.tolist() == pytest.approx(theirs.tolist(), abs=1e-5)
     other = trl_selective_log_softmax(logits / (1.7 - scored_at), ids[:, 1:])[0, -len(response):]
     assert (ours_ref - other).abs().max() > 1e-3
+
+
+def test_a_sample_ends_with_the_stop_token_the_engine_drew(tiny_tokenizer, monkeypatch):
+    """A model may stop at several tokens (generation_config's eos_token_id list, e.g. Llama 3's
+    <|eot_id|> and <|end_of_text|>): vLLM reports which one ended a sample (`stop_reason`), and
+    that token is trained on, not the tokenizer's EOS it did not draw."""
+    import sys
+    from types import SimpleNamespace
+
+    import fake_vllm
+    from drover.local.samplers import EngineSetup
+    from drover.local.vllm_sampler import VLLMSampler
+    from drover.train.online.sampling import Prompt, sample_responses
+
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm.module())   # its SamplingParams
+    eos, other = tiny_tokenizer.eos_token_id, 9
+
+    def output(ids, finish, reason):
+        return SimpleNamespace(outputs=[SimpleNamespace(token_ids=ids, finish_reason=finish, stop_reason=reason)])
+
+    outputs = [output([5, 6, other], "stop", other), output([5, 6, eos], "stop", None), output([5, 6, 7], "length", None)]
+    sampler = object.__new__(VLLMSampler)
+    sampler.setup = EngineSetup("m", "m", tiny_tokenizer, 64, 4, 0)
+    sampler.config = SimpleNamespace(enable_sleep_mode=False)
+    sampler.synced, sampler.asleep = True, set()
+    sampler.llm = SimpleNamespace(generate=lambda requests, sampling_params, use_tqdm: outputs)
+    cfg = SimpleNamespace(samples_per_prompt=3, temperature=1.0, top_p=1.0, max_new_tokens=3,
+                          train=SimpleNamespace(seed=0))
+    prompt = Prompt(None, [], [1, 2], "p:1")
+    ((a, b, c),) = sample_responses(sampler, tiny_tokenizer, [prompt], cfg, 0, [0])
+    assert (a.ids, b.ids, c.ids) == ([5, 6, other], [5, 6, eos], [5, 6, 7])
