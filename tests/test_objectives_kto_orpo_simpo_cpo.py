@@ -226,6 +226,8 @@ def test_matches_trl_orpo_trainer():
 @pytest.mark.parametrize("labels,kl_offset", [
     ([True, False, True, False, False], 0.0),     # mismatched log-ratios < 0 on average: z_0 clamped to 0
     ([True, True, True, False, True], -10.0),     # the reference finds them unlikely: z_0 > 0
+    ([True] * 5, -10.0), ([False] * 5, -10.0),      # a batch of one label only (review of #15: agrees)
+    ([True] * 4, 0.0), ([False] * 4, -3.0),
 ])
 def test_matches_trl_kto_trainer(labels, kl_offset):
     """TRL's KTOTrainer._compute_loss on precomputed reference log-probs, with its KL

@@ -36,10 +36,12 @@ def test_reference_answer_sources():
 
 def test_gsm_match_uses_the_gsm_extraction():
     record = gsm_record("Natalia sold 48+24 = 72 clips.\n#### 1,072")
-    totals, terms = spec({"kind": "gsm-match"}).score(
-        items(record, "So the answer is 1072.", "1,072", "I think 1071", "the answer is 1072.0 apples", ""))
-    assert totals == [1.0, 1.0, 0.0, 1.0, 0.0]
+    outputs = ("So the answer is 1072.", "1,072", "I think 1071", "the answer is 1072.0 apples", "")
+    totals, terms = spec({"kind": "gsm-match"}).score(items(record, *outputs))
+    assert totals == [1.0, 1.0, 0.0, 0.0, 0.0]     # the benchmark's default: "1072.0" != "1072", as open-instruct
     assert terms == {"gsm-match": totals}
+    totals, _ = spec({"kind": "gsm-match", "params": {"match": "value"}}).score(items(record, *outputs))
+    assert totals == [1.0, 1.0, 0.0, 1.0, 0.0]     # the benchmark's match=value: by value
 
 
 def test_regex_modes():
@@ -98,7 +100,8 @@ def test_bad_reward_specs_are_config_errors(terms, message):
 
 def test_judge_reward_goes_through_the_client_and_its_cache(tmp_path):
     """A judge over HTTP (the fake OpenAI-compatible server on 127.0.0.1 echoes the prompt, an
-    unreadable rating: reward 0 after the stricter retry); a second run pays for nothing."""
+    unreadable rating: no reward (None, not a guessed 0) after the stricter retry); a second run
+    pays for nothing."""
     from drover.llm.testing import FakeOpenAIServer
     from drover.rewards.kind import RewardContext
 
@@ -108,7 +111,7 @@ def test_judge_reward_goes_through_the_client_and_its_cache(tmp_path):
         first = RewardSpec(terms, context).score(items(gsm_record("#### 1"), "one", "two"))[0]
         sent = len(server.requests)
         again = RewardSpec(terms, context).score(items(gsm_record("#### 1"), "one", "two"))[0]
-        assert first == again == [0.0, 0.0]
+        assert first == again == [None, None]
         assert sent == 4 and len(server.requests) == sent     # 2 ratings + 2 stricter retries, then cached
 
 

@@ -253,14 +253,21 @@ def read_ranked(path: str | Path) -> Iterator[Ranked]:
 
 def read_records(path: str | Path) -> Iterator[Record]:
     """Stream records of either type, telling them apart by the `responses` field."""
+    for _, record in read_numbered_records(path):
+        yield record
+
+
+def read_numbered_records(path: str | Path) -> Iterator[tuple[int, Record]]:
+    """(line number in the file, record): blank lines are skipped but still counted, so a
+    later error about a record can name its real line."""
     for number, obj in iter_json_lines(path):
         if isinstance(obj, dict) and "responses" in obj:
-            yield Ranked.from_dict(obj, (str(path), number))
+            yield number, Ranked.from_dict(obj, (str(path), number))
         elif isinstance(obj, dict) and "label" in obj and "completion" in obj and "responses" not in obj:
             raise InputError(path, number, None, "a labelled (unpaired) item, not a record: convert the file "
                              "with `drover convert --from unpaired IN OUT` (KTO reads the result)")
         else:
-            yield Conversation.from_dict(obj, (str(path), number))
+            yield number, Conversation.from_dict(obj, (str(path), number))
 
 
 def write_jsonl(path: str | Path, records: Iterable[Record | dict[str, Any]]) -> int:

@@ -3,7 +3,7 @@
     drover rl --algorithm grpo --model runs/sft/model --prompts gsm.jsonl --reward gsm-match --run-dir runs/grpo
     drover rl --algorithm ppo --model runs/sft/model --prompts prompts.jsonl \\
         --reward reward-model:path=runs/rm/model steps=200 train.lr=1e-6 algorithm_params.kl_coef=0.05
-    drover rl --config recipes/rlhf-grpo.yaml
+    drover rl --config recipes/train/rl-grpo-gsm.yaml train.model=runs/sft/model
     drover rl --engine vllm --model runs/sft/model --prompts gsm.jsonl --reward gsm-match vllm.dtype=bfloat16
 
 Algorithms (drover/train/online/algorithms; loss, advantages and paper in each docstring):
@@ -14,7 +14,7 @@ Algorithms (drover/train/online/algorithms; loss, advantages and paper in each d
 
 Rewards (drover/rewards; `--reward KIND[:key=value,...][@weight]`, repeatable, or `rewards:` in YAML):
   reward-model (path=), judge (llm=, a 1-10 rating through the LLM client, cached),
-  judge-pairwise (llm=, preference over the record's reference answer, both orders), gsm-match,
+  judge-pairwise (llm=, preference over the record's reference answer, both orders), gsm-match (match=exact|value),
   unit-tests (sandboxed), regex (pattern=, mode=search|fullmatch|fraction), length (target=, tolerance=, falloff=)
 
 Generation engines (`--engine`, or engine: in YAML; drover/local/samplers.py):
@@ -27,7 +27,8 @@ Generation engines (`--engine`, or engine: in YAML; drover/local/samplers.py):
 
 Every OnlineConfig key can be set in --config or as key=value; training-engine settings (model, lr,
 precision, LoRA, run_dir, save_every) are `train.KEY=VALUE`. A re-run of the same command
-resumes from the last checkpoint; one with other settings is refused. Outputs: RUN/model,
+resumes from the last checkpoint; one with other settings (or another policy or reference model
+at the same path) is refused, naming what changed; `--force` starts fresh. Outputs: RUN/model,
 RUN/rewards.jsonl (every reward call's inputs and outputs), RUN/log.jsonl (reward, KL, loss per step).
 """
 
@@ -38,6 +39,7 @@ from typing import Any
 
 from drover.errors import ConfigError
 
+FRESH_FLAG = "--force"  # what a recipe passes when this stage's inputs or settings changed
 ALGORITHM_NAMES = ("grpo", "rloo", "ppo", "online-dpo")
 ENGINE_NAMES = ("hf", "vllm")   # drover.local.samplers.SAMPLERS (a test keeps them equal)
 
@@ -59,14 +61,29 @@ def parse_reward(text: str) -> dict[str, Any]:
             pass
     kind, _, rest = text.partition(":")
     params: dict[str, Any] = {}
+    text_fields = _text_fields(kind)
     for item in filter(None, rest.split(",")):
         if "=" not in item:
             raise ConfigError(f"--reward {kind}: {item!r} is not key=value")
         keys, value = parse_override(item)
-        raw = item.partition("=")[2]
-        # numbers and booleans as YAML reads them; anything else (a regex like [a-z]) verbatim
-        params[".".join(keys)] = value if isinstance(value, (bool, int, float)) else raw
+        key, raw = ".".join(keys), item.partition("=")[2]
+        # numbers and booleans as YAML reads them; a text parameter (a regex, a path, an LLM
+        # spec) and anything else verbatim: pattern=1.50 is the regex "1.50", not "1.5"
+        params[key] = value if isinstance(value, (bool, int, float)) and key not in text_fields else raw
     return {"kind": kind, "weight": weight, "params": params}
+
+
+def _text_fields(kind: str) -> set[str]:
+    """The string-typed parameters of a reward kind (none for an unknown kind: it fails later, by name)."""
+    import typing
+
+    from drover.rewards import REWARDS
+
+    try:
+        params = REWARDS.get(kind).params
+    except ConfigError:
+        return set()
+    return {name for name, tp in typing.get_type_hints(params).items() if tp is str} if params else set()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompts", action="append", help="Conversation/Ranked JSONL of prompts (repeatable)")
     parser.add_argument("--reward", action="append", help="KIND[:key=value,...][@weight] (repeatable)")
     parser.add_argument("--run-dir", help="checkpoints, logs and the final policy; train.run_dir")
+    parser.add_argument("--force", action="store_true",
+                        help="start fresh: replace the run's checkpoints, model and logs instead of resuming; "
+                             "train.force=true")
     parser.add_argument("overrides", nargs="*", help="key=value overrides (steps=50 train.lr=1e-6 ...)")
 
 
@@ -91,6 +111,8 @@ def build_config(args: argparse.Namespace) -> Any:
         train["model"] = args.model
     if args.run_dir:
         train["run_dir"] = args.run_dir
+    if getattr(args, "force", False):
+        train["force"] = True
     data["train"] = train
     if args.algorithm:
         data["algorithm"] = args.algorithm

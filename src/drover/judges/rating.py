@@ -245,15 +245,17 @@ def _rate_batch(llm: Any, batch: list[RatingJob], request: Any, desc: str) -> It
     yield from results
 
 
-def rating_judge_scorer(llm: Any) -> Any:
+def rating_judge_scorer(llm: Any, failed: float | None = 0.0) -> Any:
     """A best-of-n scorer ((prompt messages, response) items -> rewards) from an LLM judge:
     each response rated 1-10 on its own (the GPT-4-LLM / FastChat reviewer prompt above);
-    an unreadable rating scores 0. Used by best-of-n, expert iteration and the `judge` reward."""
+    a failed call or an unreadable rating scores `failed`: 0 for best-of-n and expert
+    iteration, None for the online `judge` reward (which counts it and trains on nothing
+    it did not judge)."""
 
-    def score(items: list[tuple[list[Any], str]]) -> list[float]:
+    def score(items: list[tuple[list[Any], str]]) -> list[float | None]:
         jobs = [RatingJob(str(i), "\n\n".join(m.content for m in msgs if m.role == "user"), [text])
                 for i, (msgs, text) in enumerate(items)]
-        return [r.verdict.scores[0] if isinstance(r.verdict, Scores) else 0.0
+        return [r.verdict.scores[0] if isinstance(r.verdict, Scores) else failed
                 for r in rate(llm, jobs, desc="judge")]
 
     return score

@@ -74,13 +74,17 @@ def target_index(labels: "torch.Tensor", seq_index: "torch.Tensor", num_sequence
 
 
 def selective_log_softmax(head: "torch.nn.Module", hidden: "torch.Tensor", ids: "torch.Tensor",
-                          chunk: int = 2048) -> "torch.Tensor":
-    """log softmax(head(hidden))[ids] for `hidden` (M, H) and `ids` (M,) -> (M,) float32."""
+                          chunk: int = 2048, temperature: float = 1.0) -> "torch.Tensor":
+    """log softmax(head(hidden) / temperature)[ids] for `hidden` (M, H) and `ids` (M,) -> (M,)
+    float32. A temperature other than 1 gives the log-probs of the distribution a sampler drew
+    from at that temperature (what online RL's ratios and KL are taken under, as TRL does)."""
     import torch
     from torch.utils.checkpoint import checkpoint
 
     def one(h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         logits = head(h).float()                                    # (c, V)
+        if temperature != 1.0:
+            logits = logits / temperature
         return logits.gather(-1, t.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
     if hidden.shape[0] <= chunk:

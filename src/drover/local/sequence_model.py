@@ -37,6 +37,7 @@ class SequenceModel(nn.Module):
         self.model = model
         self.scalar_head = scalar_head
         self.chunk = chunk
+        self.temperature = 1.0   # log-probs of softmax(logits / temperature): online RL sets its sampling one
         # FSDP's transformer-based auto-wrap reads the layer classes from the prepared module
         self._no_split_modules = getattr(hf_model(model), "_no_split_modules", None)
 
@@ -59,7 +60,8 @@ class SequenceModel(nn.Module):
         hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])  # (B*L, H)
         if self.scalar_head:
             return base.score(hidden[last]).squeeze(-1).float()                       # (N,)
-        return selective_log_softmax(base.get_output_embeddings(), hidden[src], ids, self.chunk)  # (M,)
+        return selective_log_softmax(base.get_output_embeddings(), hidden[src], ids, self.chunk,
+                                     self.temperature)                                  # (M,)
 
 
 def load_backbone(path: str, scalar_head: bool, pad_token_id: int | None, *, allow_download: bool = False,

@@ -188,7 +188,9 @@ class VLLMSampler:
                 c = request.outputs[0]
                 if c.finish_reason not in ("stop", "length"):
                     raise RuntimeError(f"vLLM ended a sample with finish_reason {c.finish_reason!r}")
-                ids = _without_stop([int(t) for t in c.token_ids], c.finish_reason, c.stop_reason, eos)
-                row.append(Drawn(ids, tokenizer.decode(ids, skip_special_tokens=True), c.finish_reason))
+                drawn = [int(t) for t in c.token_ids]
+                ids = _without_stop(drawn, c.finish_reason, c.stop_reason, eos)
+                stop = drawn[-1] if len(ids) < len(drawn) else None   # the stop token vLLM drew, trained on as is
+                row.append(Drawn(ids, tokenizer.decode(ids, skip_special_tokens=True), c.finish_reason, stop))
             out.append(row)
         return out

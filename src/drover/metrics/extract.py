@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable
 
 # open-instruct's GSM number pattern: the sign belongs to the decimal alternative only, so
 # "-21" yields "21" but "-2.5" yields "-2.5".
@@ -109,6 +110,15 @@ def numbers_equal(prediction: str | None, reference: str) -> bool:
     except ValueError:
         return False
 
+
+
+# GSM `match` setting -> (extract a prediction from an output, is it correct for the gold string):
+# the one table the GSM benchmark and the `gsm-match` reward both read, so a response scores the
+# same in training and in evaluation.
+GSM_MATCHERS: dict[str, tuple[Callable[[str], str | None], Callable[[str | None, str], bool]]] = {
+    "exact": (gsm_prediction, gsm_reference_correct),  # open-instruct (the default)
+    "value": (last_number, numbers_equal),             # drover: signed numbers compared by value
+}
 
 # --- BBH ------------------------------------------------------------------------------------
 def bbh_prediction(output: str) -> str:

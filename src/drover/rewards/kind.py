@@ -9,6 +9,7 @@ call's inputs and outputs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,10 @@ class RewardKind:
     params: type | None = None      # dataclass of the kind's parameters (`rewards[i].params`)
     doc: str = ""
     check: Callable[[Any, Record], str | None] | None = None   # what a prompt record lacks, before training
+    abstains: bool = False          # may return None for a response it has no verdict on (a judge that
+                                    # failed): counted, never replaced by a guess
+    inputs: Callable[[Any], list[str]] | None = None   # files/directories it reads (a reward model): their
+                                                        # content keys a resumable run
 
 
 @dataclass
@@ -79,9 +84,13 @@ class RewardSpec:
         self.terms = terms
         self.names: list[str] = []
         self.fns: list[RewardFn] = []
+        self.abstains: list[bool] = []
+        self.input_paths: list[str] = []
         self.checks: list[tuple[str, Any, Callable[[Any, Record], str | None]]] = []
         for i, term in enumerate(terms):
             kind: RewardKind = REWARDS.get(term.kind)
+            if not math.isfinite(term.weight):
+                raise ConfigError(f"rewards[{i}].weight: must be a finite number, got {term.weight}")
             where = f"rewards[{i}].params"
             if kind.params is not None:
                 params = from_dict(kind.params, term.params, where=where)
@@ -94,6 +103,8 @@ class RewardSpec:
                 name = f"{name}.{i}"
             self.names.append(name)
             self.fns.append(kind.build(params, context))
+            self.abstains.append(kind.abstains)
+            self.input_paths += kind.inputs(params) if kind.inputs is not None else []
             if kind.check is not None:
                 self.checks.append((name, params, kind.check))
 
@@ -105,11 +116,38 @@ class RewardSpec:
                 return f"reward {name!r}: {found}"
         return None
 
-    def score(self, items: list[RewardInput]) -> tuple[list[float], dict[str, list[float]]]:
-        """(weighted totals, {term name: values}) for `items`, in order."""
-        values = {name: [float(v) for v in fn(items)] for name, fn in zip(self.names, self.fns)}
-        for name, got in values.items():
+    def score(self, items: list[RewardInput]) -> tuple[list[float | None], dict[str, list[float | None]]]:
+        """(weighted totals, {term name: values}) for `items`, in order.
+
+        Every value must be a finite number: a NaN or inf (a reward model overflowing, a
+        broken reward function) would turn the advantages and then the weights into NaN
+        without a word, so it stops the run here, naming the term and the record (the last
+        checkpoint is kept; nothing of this step is logged). A kind that `abstains` (a
+        judge) gives None where it has no verdict; the response's total is then None too:
+        unknown, for the caller to count and leave out, never a guess."""
+        values: dict[str, list[float | None]] = {}
+        for name, fn, abstains in zip(self.names, self.fns, self.abstains):
+            got = list(fn(items))
             if len(got) != len(items):
                 raise RuntimeError(f"reward {name!r} returned {len(got)} values for {len(items)} items")
-        totals = [sum(t.weight * values[n][i] for t, n in zip(self.terms, self.names)) for i in range(len(items))]
+            values[name] = [None if v is None and abstains else finite(v, name, item) for v, item in zip(got, items)]
+        totals: list[float | None] = []
+        for i in range(len(items)):
+            terms = [values[n][i] for n in self.names]
+            totals.append(None if any(v is None for v in terms) else
+                          sum(t.weight * v for t, v in zip(self.terms, terms)))  # type: ignore[operator]
         return totals, values
+
+
+def finite(value: Any, name: str, item: RewardInput) -> float:
+    """`value` as a float, or a `DataError` naming the term and the record when it is not a finite number."""
+    from drover.errors import DataError
+
+    try:
+        number = None if isinstance(value, (str, bytes)) else float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number):
+        raise DataError(f"reward {name!r}: record {item.record.id!r}: got {value!r} for a response, not a finite "
+                        f"number; the run stops here (its last checkpoint is kept)")
+    return number

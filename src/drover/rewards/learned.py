@@ -3,7 +3,12 @@
 The pairwise judge (`judge-pairwise`) compares each response with the prompt record's reference
 answer using the Vicuna-80 / FastChat pairwise review prompt (`drover.judges.vicuna`), in both
 orders because judges favour a position: reward = mean over readable orders of 1 (win),
-0.5 (tie), 0 (loss); 0 when neither order is readable (as the rating judge).
+0.5 (tie), 0 (loss).
+
+A judge can fail (an endpoint down after the client's retries, a verdict it cannot be made to
+write readably): such a response gets no reward at all (None, never a guessed 0 that would
+teach the policy its answer was bad); `RewardSpec` counts it, the online loop trains on none
+of that prompt's group and logs how many were dropped.
 
 Both reuse the scorers best-of-n and expert iteration use (`drover.local.reward`,
 `drover.judges.rating.rating_judge_scorer`): a reward model is read at the response's
@@ -55,9 +60,10 @@ def _judge(params: JudgeParams, ctx: RewardContext) -> RewardFn:
             from drover.llm.client import LLM
             from drover.llm.config import LLMConfig
 
-            state["scorer"] = rating_judge_scorer(LLM(LLMConfig.from_spec(params.llm), params.cache or ctx.llm_cache))
+            state["scorer"] = rating_judge_scorer(LLM(LLMConfig.from_spec(params.llm), params.cache or ctx.llm_cache),
+                                                  failed=None)
         ratings = state["scorer"]([(item.prompt, item.response) for item in items])  # type: ignore[operator]
-        return [params.scale * r for r in ratings]
+        return [None if r is None else params.scale * r for r in ratings]
 
     return score
 
@@ -104,13 +110,14 @@ def _pairwise_judge(params: PairwiseJudgeParams, ctx: RewardContext) -> RewardFn
                 continue
             mine = Outcome.SECOND if order == "ab" else Outcome.FIRST
             wins[i].append(0.5 if verdict.outcome == Outcome.TIE else float(verdict.outcome == mine))
-        return [sum(w) / len(w) if w else 0.0 for w in wins]
+        return [sum(w) / len(w) if w else None for w in wins]
 
     return score
 
 
-REWARD_MODEL = RewardKind("reward-model", _reward_model, RewardModelParams, "a `drover reward` model")
-JUDGE = RewardKind("judge", _judge, JudgeParams, "an LLM judge's 1-10 rating (cached)")
+REWARD_MODEL = RewardKind("reward-model", _reward_model, RewardModelParams, "a `drover reward` model",
+                          inputs=lambda params: [params.path])
+JUDGE = RewardKind("judge", _judge, JudgeParams, "an LLM judge's 1-10 rating (cached)", abstains=True)
 PAIRWISE_JUDGE = RewardKind("judge-pairwise", _pairwise_judge, PairwiseJudgeParams,
                             "an LLM judge's preference over the reference answer, both orders (cached)",
-                            check=needs_reference)
+                            check=needs_reference, abstains=True)

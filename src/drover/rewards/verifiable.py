@@ -1,8 +1,10 @@
 """Verifiable rewards: answers checked, code tested, formats matched — no model involved.
 
-`gsm-match` reuses the GSM evaluation's own extraction (`drover.metrics.extract`: the
-response's last number vs the number after '####' in the gold answer), so training and
-evaluation agree on what a correct answer is. `unit-tests` runs the response's code
+`gsm-match` reuses the GSM evaluation's own extraction and comparison
+(`drover.metrics.extract.GSM_MATCHERS`: the response's last number vs the number after '####'
+in the gold answer, exact-matched as open-instruct does by default, or by value with
+`match=value`, the benchmark's setting of the same name), so training and evaluation agree on
+what a correct answer is. `unit-tests` runs the response's code
 against the record's tests in the Codex-Eval sandbox: model-written code is untrusted and
 never runs outside it (`unsafe_no_isolation` is the sandbox's explicit opt-in).
 """
@@ -23,20 +25,61 @@ _CODE_BLOCK = re.compile(r"```(?:[a-zA-Z0-9_+-]*)\n(.*?)```", re.DOTALL)
 class GsmMatchParams:
     correct: float = 1.0
     wrong: float = 0.0
+    match: str = "exact"            # the GSM benchmark's `match` setting this reward agrees with: exact
+                                    # (open-instruct, the benchmark's default) | value (signed, by value)
+
+    def validate(self) -> None:
+        from drover.errors import did_you_mean
+        from drover.metrics.extract import GSM_MATCHERS
+
+        if self.match not in GSM_MATCHERS:
+            raise ConfigError(f"gsm-match reward: params.match {self.match!r} is unknown"
+                              f"{did_you_mean(self.match, GSM_MATCHERS)}; choose one of: {', '.join(GSM_MATCHERS)}")
+
+
+_BARE_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)")
+NO_GOLD_NUMBER = "the gold answer is neither '... #### N' nor a bare number"
+
+
+def gsm_gold(answer: str) -> str | None:
+    """The gold number of a GSM-style answer: after '####' as the benchmark reads it
+    (`metrics.extract.gsm_reference`), or the answer itself when it is a bare number
+    (`meta.answer: 18`); None for anything else (a worked answer without '####', nothing or
+    words after it: an empty gold would make an empty response "correct").
+
+    >>> gsm_gold("so 18.\\n#### 1,024"), gsm_gold(" 18 "), gsm_gold("so she has 18"), gsm_gold("#### ")
+    ('1024', '18', None, None)
+    """
+    from drover.metrics.extract import gsm_reference
+
+    # the same stripping and comma pass as the benchmark's, after a '####' or of a bare answer
+    gold = gsm_reference(answer if "####" in answer else "####" + answer)
+    return gold if _BARE_NUMBER.fullmatch(gold) else None
 
 
 def _gsm_match(params: GsmMatchParams, ctx: RewardContext) -> RewardFn:
-    from drover.metrics.extract import gsm_reference, last_number, numbers_equal
+    from drover.metrics.extract import GSM_MATCHERS
+
+    params.validate()
+    extract, correct_for = GSM_MATCHERS[params.match]
 
     def score(items: list[RewardInput]) -> list[float]:
         out = []
         for item in items:
-            gold = reference_answer(item.record)
-            ok = bool(gold) and numbers_equal(last_number(item.response), gsm_reference(gold))
-            out.append(params.correct if ok else params.wrong)
+            gold = gsm_gold(reference_answer(item.record))
+            if gold is None:
+                raise ConfigError(f"gsm-match reward: record {item.record.id!r}: {NO_GOLD_NUMBER}")
+            out.append(params.correct if correct_for(extract(item.response), gold) else params.wrong)
         return out
 
     return score
+
+
+def _needs_gold_number(_params: object, record: Record) -> str | None:
+    answer = reference_answer(record)
+    if not answer:
+        return needs_reference(_params, record)
+    return None if gsm_gold(answer) is not None else f"{NO_GOLD_NUMBER}: {answer[-40:]!r}"
 
 
 @dataclass
@@ -114,11 +157,13 @@ def _regex(params: RegexParams, ctx: RewardContext) -> RewardFn:
 
 @dataclass
 class LengthParams:
-    target: int = 0                 # characters
+    target: int = -1                # characters (required: a forgotten target rewarded empty responses)
     tolerance: int = 0              # reward 1 within target ± tolerance ...
     falloff: int = 0                # ... then falling linearly to 0 over `falloff` more characters (0: a step)
 
     def validate(self) -> None:
+        if self.target == -1:
+            raise ConfigError("length reward: params.target is required (the response length in characters)")
         if self.target < 0 or self.tolerance < 0 or self.falloff < 0:
             raise ConfigError("length reward: params.target, tolerance and falloff must be >= 0")
 
@@ -150,7 +195,7 @@ def _needs_tests(params: UnitTestsParams, record: Record) -> str | None:
 
 
 GSM_MATCH = RewardKind("gsm-match", _gsm_match, GsmMatchParams, "last number == GSM8K gold answer",
-                       check=needs_reference)
+                       check=_needs_gold_number)
 UNIT_TESTS = RewardKind("unit-tests", _unit_tests, UnitTestsParams, "code passes the record's tests (sandboxed)",
                         check=_needs_tests)
 REGEX = RewardKind("regex", _regex, RegexParams, "format check by regular expression")

@@ -24,20 +24,14 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from drover.errors import ConfigError, did_you_mean
 from drover.evaluate.task import EvalContext, Task, TaskResult, resource_path, resource_text
 from drover.metrics.classification import mean
-from drover.metrics.extract import gsm_prediction, gsm_reference, gsm_reference_correct, last_number, numbers_equal
+from drover.metrics.extract import GSM_MATCHERS as MATCHERS
+from drover.metrics.extract import gsm_reference
 from drover.records import iter_json_lines
-
-# match setting -> (extract a prediction from the output, is it correct for the gold string)
-MATCHERS: dict[str, tuple[Callable[[str], str | None], Callable[[str | None, str], bool]]] = {
-    "exact": (gsm_prediction, gsm_reference_correct),  # open-instruct (the default)
-    "value": (last_number, numbers_equal),             # drover: signed numbers compared by value
-}
 
 
 def exemplar_text(example: dict, cot: bool) -> str:

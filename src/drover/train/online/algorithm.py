@@ -94,18 +94,23 @@ class AlgorithmSpec:
     paper: str = ""                 # shown in `drover rl --help`
     value_head: bool = False        # train a value head on the policy's backbone (PPO)
     min_group_size: int = 1         # responses per prompt it needs (GRPO/RLOO baselines, DPO pairs)
+    # log-probs (policy and reference) of softmax(logits / sampling temperature): the policy-gradient
+    # methods score samples under the distribution that drew them (TRL's GRPO, RLOO and PPO); DPO's
+    # implicit reward is the model's own log-ratio at temperature 1 (TRL's OnlineDPOTrainer)
+    at_sampling_temperature: bool = True
 
 
 def batch_mean_std(x: "torch.Tensor", world_sum: Callable[["torch.Tensor"], "torch.Tensor"],
                    mask: "torch.Tensor | None" = None) -> tuple["torch.Tensor", "torch.Tensor"]:
     """Mean and unbiased std of `x`'s (masked) entries over the whole step, every process's
-    share included (two passes: the sums, then the squared deviations from the global mean)."""
+    share included (two passes: the sums, then the squared deviations from the global mean).
+    A single entry has std 0 (not 0/0 = NaN: whitening it gives 0, not NaN weights)."""
     import torch
 
     m = torch.ones_like(x) if mask is None else mask.to(x.dtype)
     n = world_sum(m.sum())
-    mean = world_sum((x * m).sum()) / n
-    var = world_sum((((x - mean) ** 2) * m).sum()) / (n - 1)
+    mean = world_sum((x * m).sum()) / n.clamp(min=1)
+    var = world_sum((((x - mean) ** 2) * m).sum()) / (n - 1).clamp(min=1)
     return mean, var.sqrt()
 
 

@@ -69,6 +69,18 @@ class OnlineConfig:
         self.engine_spec()   # an unknown engine fails here, with a "did you mean"
         self.vllm.validate()
 
+    def check_processes(self, num_processes: int, sharded: bool) -> None:
+        """Every process samples and trains its share of each step's prompt groups: with fewer
+        groups than processes one would have nothing to run (no forward, no backward: the
+        others wait on it forever); FSDP and ZeRO-3 also need equal shares (every forward
+        gathers parameters from all processes)."""
+        if self.prompts_per_step < num_processes:
+            raise ConfigError(f"rl: prompts_per_step {self.prompts_per_step} is fewer than the {num_processes} "
+                              f"processes: each needs at least one prompt per step (use a multiple of {num_processes})")
+        if sharded and self.prompts_per_step % num_processes:
+            raise ConfigError(f"rl: prompts_per_step {self.prompts_per_step} must be a multiple of the "
+                              f"{num_processes} processes under FSDP / DeepSpeed ZeRO-3 (equal shares per process)")
+
     def engine_spec(self) -> Any:
         """The generation engine class (`drover.local.samplers.Sampler`)."""
         from drover.local.samplers import SAMPLERS
@@ -99,6 +111,7 @@ class OnlineConfig:
         for key in ("save_every", "keep_last", "progress", "stop_after_steps", "resume_from", "log_every",
                     "tensorboard", "wandb", "wandb_project", "max_steps", "epochs"):
             data["train"].pop(key, None)
+        data["train"]["force"] = False   # how this invocation starts, not a setting (kept: keys stay as they were)
         return data
 
 

@@ -34,7 +34,7 @@ class PolicyWithValue(SequenceModel):
         out = base.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                               use_cache=False)
         hidden = out.last_hidden_state.reshape(-1, out.last_hidden_state.shape[-1])[src]   # (M, H)
-        logps = selective_log_softmax(base.get_output_embeddings(), hidden, ids, self.chunk)
+        logps = selective_log_softmax(base.get_output_embeddings(), hidden, ids, self.chunk, self.temperature)
         return logps, self.value_head(hidden).squeeze(-1).float()
 
 

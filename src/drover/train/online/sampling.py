@@ -35,18 +35,20 @@ def load_prompts(paths: list[str], tokenizer: Any, max_length: int, max_new_toke
     too long ones are an error naming file and line, or (`on_bad_records=drop`) skipped with a count."""
     import sys
 
-    from drover.records import prompt_of
-    from drover.records import read_records
+    from drover.records import prompt_of, read_numbered_records
     from drover.tokenization import encode_prompt
 
     prompts: list[Prompt] = []
     dropped = 0
     for path in paths:
-        for line, record in enumerate(read_records(path), start=1):
+        for line, record in read_numbered_records(path):
             messages = prompt_of(record)
             where = f"{path}:{line}"
             if not messages:
                 raise DataError(f"{where}: record {record.id!r}: messages: no prompt turn to sample from")
+            if messages[-1].role != "user":   # as a Ranked prompt: the policy answers a user turn
+                raise DataError(f"{where}: record {record.id!r}: messages[{len(messages) - 1}].role: the prompt "
+                                f"must end with a user turn, got {messages[-1].role!r}")
             ids = encode_prompt(tokenizer, messages, record.id)
             if len(ids) + max_new_tokens + 1 > max_length:
                 if on_bad_records == "drop":
@@ -87,7 +89,8 @@ def sample_responses(sampler: Any, tokenizer: Any, prompts: list[Prompt], config
     """`config.samples_per_prompt` samples per prompt from `sampler` (a `drover.local.samplers`
     engine, synced with the policy this step); `slots` number the prompts within the run
     (seeds: one per (seed, step, slot, sample)). Trained tokens are exactly the sampled ones,
-    then EOS if the sample stopped (or drew nothing: a response has at least one target)."""
+    then the stop token the engine drew if the sample stopped (the EOS where the engine does not
+    say which; also for a sample that drew nothing: a response has at least one target)."""
     from drover.local.decode import sample_seed
 
     if not prompts:   # a process without prompt slots this step
@@ -97,5 +100,9 @@ def sample_responses(sampler: Any, tokenizer: Any, prompts: list[Prompt], config
     drawn = sampler.sample([p.ids for p in prompts], g, seeds, config.temperature, config.top_p,
                            config.max_new_tokens)
     eos = tokenizer.eos_token_id
-    return [[Sample(d.text, d.ids + ([eos] if d.finish_reason == "stop" or not d.ids else [])) for d in group]
-            for group in drawn]
+
+    def trained(d: Any) -> list[int]:   # the stop token the engine drew (else the EOS) ends a stopped sample
+        end = d.stop if getattr(d, "stop", None) is not None else eos
+        return d.ids + ([end] if d.finish_reason == "stop" or not d.ids else [])
+
+    return [[Sample(d.text, trained(d)) for d in group] for group in drawn]

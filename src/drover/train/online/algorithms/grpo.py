@@ -46,7 +46,7 @@ def advantages(rollout: Rollout, params: GrpoParams) -> Advantages:
     if params.scale_rewards == "group":
         adv = adv / (group_std(r, g) + 1e-4)
     elif params.scale_rewards == "batch":
-        adv = adv / (batch_mean_std(r, rollout.world_sum)[1] + 1e-4)
+        adv = adv / (batch_mean_std(r, rollout.world_sum, rollout.mask.any(dim=-1))[1] + 1e-4)
     return Advantages(adv)
 
 

@@ -52,5 +52,5 @@ def loss(current: Current, rollout: Rollout, adv: Advantages, params: OnlineDpoP
                            implicit_reward_metrics(params.beta * ratio[chosen], params.beta * ratio[rejected]))
 
 
-SPEC = AlgorithmSpec("online-dpo", advantages, loss, OnlineDpoParams, min_group_size=2,
+SPEC = AlgorithmSpec("online-dpo", advantages, loss, OnlineDpoParams, min_group_size=2, at_sampling_temperature=False,
                      paper="Guo et al. 2024, Online AI Feedback (arXiv:2402.04792); DPO: Rafailov et al. 2023")

@@ -38,20 +38,22 @@ def advantages(rollout: Rollout, params: RlooParams) -> Advantages:
     grouped = r.view(-1, rollout.group_size)
     baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (rollout.group_size - 1)
     adv = (grouped - baseline).reshape(-1)
+    kept = rollout.mask.any(dim=-1)   # responses trained on (the loop leaves unjudged groups out)
     if params.normalize_advantages:
-        mean, std = batch_mean_std(adv, rollout.world_sum)
+        mean, std = batch_mean_std(adv, rollout.world_sum, kept)
         adv = (adv - mean) / (std + 1e-4)
-    return Advantages(adv, metrics={"seq_kl": float(batch_mean_std(kl, rollout.world_sum)[0])})
+    return Advantages(adv, metrics={"seq_kl": float(batch_mean_std(kl, rollout.world_sum, kept)[0])})
 
 
 def loss(current: Current, rollout: Rollout, adv: Advantages, params: RlooParams) -> ObjectiveOutput:
     mask = rollout.mask.to(current.logps.dtype)
+    kept = rollout.mask.any(dim=-1).to(mask.dtype)
     logps = (current.logps * mask).sum(-1)
     old = (rollout.old_logps * mask).sum(-1)
     ratio = torch.exp(logps - old)
-    per_seq = clipped_surrogate(ratio, adv.advantages, params.epsilon_low, params.epsilon_high)
+    per_seq = clipped_surrogate(ratio, adv.advantages, params.epsilon_low, params.epsilon_high) * kept
     kl = ((current.logps - rollout.ref_logps) * mask).sum(-1)
-    return ObjectiveOutput(per_seq.sum(), float(per_seq.shape[0]), {"seq_kl": float(kl.detach().sum())})
+    return ObjectiveOutput(per_seq.sum(), float(kept.sum()), {"seq_kl": float(kl.detach().sum())})
 
 
 SPEC = AlgorithmSpec("rloo", advantages, loss, RlooParams, min_group_size=2,
