@@ -118,6 +118,31 @@ def test_hf_engine_draws_what_the_local_engine_drew(tiny_model_dir, tiny_tokeniz
         assert len({tuple(s.ids) for group in new for s in group}) > 1
 
 
+def test_hf_engine_reports_which_of_several_stop_tokens_ended_a_sample(tiny_model_dir, tiny_tokenizer):
+    """A model may stop at several tokens (generation_config.eos_token_id a list, as Llama 3's):
+    a stopped sample is trained on the stop token it drew, not on the tokenizer's EOS."""
+    from transformers import AutoModelForCausalLM
+
+    from drover.local.decode import GenerationItem, generate
+    from drover.local.samplers import EngineSetup, HFSampler
+    from drover.tokenization import encode_prompt
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = encode_prompt(tiny_tokenizer, [{"role": "user", "content": "Say something."}], "p")
+    heard: list[int] = []
+    (_, free), = generate(model, tiny_tokenizer, [GenerationItem(prompt_ids=ids, max_tokens=6,
+                                                                 on_token=lambda _s, t, _l: heard.append(t))])
+    assert free.choices[0].finish_reason == "length" and free.stop_tokens == [None] and len(heard) == 6
+    third = heard[2]   # greedy: the third token again, which now ends the sample
+    model.generation_config.eos_token_id = [tiny_tokenizer.eos_token_id, third]
+    (_, stopped), = generate(model, tiny_tokenizer, [GenerationItem(prompt_ids=ids, max_tokens=6)])
+    assert stopped.choices[0].finish_reason == "stop" and stopped.stop_tokens == [third]
+    sampler = HFSampler(EngineSetup(str(tiny_model_dir), str(tiny_model_dir), tiny_tokenizer, 128, 4, 0))
+    sampler.sync(model)
+    (drawn,), = sampler.sample([ids], 1, [[0]], 0.0, 1.0, 6)
+    assert drawn.finish_reason == "stop" and drawn.stop == third and drawn.ids == heard[:heard.index(third)]
+
+
 # -- the vllm adapter on the fake ------------------------------------------------------------
 
 

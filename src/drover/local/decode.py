@@ -63,6 +63,9 @@ class GenerationResult:
     choices: list[Choice]
     prompt_tokens: int
     completion_tokens: int
+    # per choice, the stop token that ended it (a model may have several: generation_config's
+    # eos_token_id list); None where it ended otherwise (length, a stop string, a grammar)
+    stop_tokens: list[int | None] = field(default_factory=list)
 
 
 def sample_seed(*parts: object) -> int:
@@ -82,6 +85,7 @@ class _Row:
     finish: str | None = None
     text: str = ""
     cut: bool = False  # text already truncated at a stop string
+    stop_token: int | None = None  # the stop token (EOS) that ended the row, never in `out`
 
 
 def eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -140,7 +144,8 @@ def result_of(item: GenerationItem, rows: list[_Row]) -> GenerationResult:
     done = sorted(rows, key=lambda r: r.sample)
     choices = [Choice(text=r.text, finish_reason=r.finish, logprobs=r.logprobs if item.logprobs else None)
                for r in done]
-    return GenerationResult(choices, len(item.prompt_ids), sum(len(r.out) for r in done))
+    return GenerationResult(choices, len(item.prompt_ids), sum(len(r.out) for r in done),
+                            [r.stop_token for r in done])
 
 
 @dataclass
@@ -297,6 +302,7 @@ class Decoder:
             tokens.append(token)
             if token in self.stops:
                 row.finish = "stop"
+                row.stop_token = token
                 continue
             row.out.append(token)
             if item.logprobs:

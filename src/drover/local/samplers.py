@@ -103,9 +103,9 @@ class HFSampler:
 
     def sample(self, prompts_ids: list[list[int]], n: int, seeds: list[list[int]], temperature: float,
                top_p: float, max_tokens: int) -> list[list[Drawn]]:
-        """Trained tokens are exactly the sampled ones, heard through the engine's `on_token`
-        (the stop token is not reported: a stopped row ends without it)."""
-        from drover.local.decode import GenerationItem, eos_ids, generate
+        """Trained tokens are exactly the sampled ones, heard through the engine's `on_token`;
+        a stopped row's stop token is the one the engine reports (`GenerationResult.stop_tokens`)."""
+        from drover.local.decode import GenerationItem, generate
 
         if self.model is None:
             raise RuntimeError("HFSampler.sample before sync: the engine has no policy to sample from")
@@ -120,15 +120,12 @@ class HFSampler:
                                 seeds=list(row_seeds), on_token=recorder(i))
                  for i, (ids, row_seeds) in enumerate(zip(prompts_ids, seeds))]
         out: list[list[Drawn]] = [[] for _ in items]
-        # the local engine does not report which stop token ended a row: known only when there is one
-        stops = eos_ids(self.model, self.setup.tokenizer)
-        stop = next(iter(stops)) if len(stops) == 1 else None
         was_training = self.model.training
         self.model.eval()
         try:
             for i, result in generate(self.model, self.setup.tokenizer, items, batch_size=self.setup.batch_size,
                                       max_length=self.setup.max_length):
-                out[i] = [Drawn(drawn[i][j], c.text, c.finish_reason, stop if c.finish_reason == "stop" else None)
+                out[i] = [Drawn(drawn[i][j], c.text, c.finish_reason, result.stop_tokens[j])
                           for j, c in enumerate(result.choices)]
         finally:
             self.model.train(was_training)
