@@ -44,7 +44,8 @@ def _fixture(fmt: str, name: str, tmp: Path) -> Path:
     one = {"flan": SAMPLES / "flan.jsonl", "dolly": SAMPLES / "dolly.jsonl",
            "oasst": SAMPLES / "oasst_ready.trees.jsonl", "alpaca": data_path("codealpaca", "code_alpaca_2k.json"),
            "sharegpt": SAMPLES / "sharegpt.json", "baize": SAMPLES / "baize.json",
-           "unnatural": SAMPLES / "unnatural_full.jsonl", "superni": SAMPLES / "task999_movie_review_sentiment.json"}
+           "unnatural": SAMPLES / "unnatural_full.jsonl", "superni": SAMPLES / "task999_movie_review_sentiment.json",
+           "gsm8k": data_path("gsm8k", "test.jsonl")}
     if fmt == "self-instruct":
         source = tmp / "sample" / "all_instances_82K.jsonl"
         source.parent.mkdir()
