@@ -111,7 +111,6 @@ def numbers_equal(prediction: str | None, reference: str) -> bool:
         return False
 
 
-
 # GSM `match` setting -> (extract a prediction from an output, is it correct for the gold string):
 # the one table the GSM benchmark and the `gsm-match` reward both read, so a response scores the
 # same in training and in evaluation.
@@ -119,6 +118,7 @@ GSM_MATCHERS: dict[str, tuple[Callable[[str], str | None], Callable[[str | None,
     "exact": (gsm_prediction, gsm_reference_correct),  # open-instruct (the default)
     "value": (last_number, numbers_equal),             # drover: signed numbers compared by value
 }
+
 
 # --- BBH ------------------------------------------------------------------------------------
 def bbh_prediction(output: str) -> str:
