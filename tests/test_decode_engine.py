@@ -204,6 +204,13 @@ def test_zero_budget_rows_finish_without_decoding(tiny):
     assert got[0].completion_tokens == 0 and got[1].choices[0].text
 
 
+def test_an_empty_prompt_is_refused_not_decoded_from_its_neighbours_logits():
+    """The direct prefill takes each prompt's last logits at its end in the concatenation: an
+    empty prompt would get the previous prompt's (or, alone, crash in a reshape)."""
+    with pytest.raises(ValueError, match="prompt: empty"):
+        GenerationItem(prompt_ids=[], max_tokens=5)
+
+
 def test_serve_worker_lets_requests_join_a_running_batch(tiny):
     """A request that arrives while another is decoding joins its batch (the worker's stats
     say so) and gets exactly what it gets alone."""
