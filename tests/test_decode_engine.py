@@ -162,6 +162,17 @@ def test_seeded_samples_do_not_depend_on_batch_composition(tiny):
     assert len({c.text for c in alone.choices}) > 1
 
 
+def test_top_p_zero_keeps_only_the_most_likely_token(tiny):
+    """top_p 0 is nucleus sampling over the smallest set reaching that mass: the top token
+    alone (HF's TopPLogitsWarper keeps one), so samples equal the greedy text; before, the
+    filter was skipped and the whole distribution sampled."""
+    model, tok = tiny
+    prompt = tok(PROMPTS[0])["input_ids"]
+    sampled = dict(generate(model, tok, [GenerationItem(prompt_ids=prompt, max_tokens=12, temperature=1.0,
+                                                        top_p=0.0, n=4, seeds=[1, 2, 3, 4])]))[0]
+    assert [c.text for c in sampled.choices] == [_reference(model, tok, prompt, 12)] * 4
+
+
 def test_constrained_rows_stay_valid_beside_free_ones(tiny):
     import re
 

@@ -382,7 +382,9 @@ def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> in
     import torch
 
     probs = torch.softmax(logits.cpu() / temperature, dim=-1)
-    if top_p is not None and 0 < top_p < 1:
+    # top_p 0 keeps the most likely token only (HF's TopPLogitsWarper keeps at least one),
+    # never the whole distribution.
+    if top_p is not None and top_p < 1:
         sorted_probs, sorted_idx = probs.sort(descending=True)
         cumulative = sorted_probs.cumsum(-1)
         drop = cumulative - sorted_probs > top_p  # keep the smallest prefix whose mass reaches top_p
