@@ -278,6 +278,26 @@ def _worker_run(model, tok, body, **kw):
     return asyncio.run(asyncio.wait_for(run(), 120))
 
 
+def test_a_stop_string_with_special_tokens_inside_it_is_still_found(tiny):
+    """Special tokens decode to nothing, so a stop string's characters may lie more tokens
+    apart than its byte length: the tail looked at each step counts only tokens that add
+    text. Before, "ab" with four <|user|> between its letters was never found."""
+    from drover.local.decode import _hit_stop, _Row, skipped_ids
+
+    _, tok = tiny
+    user = tok.convert_tokens_to_ids("<|user|>")
+    out = tok("x y z w")["input_ids"] + tok("a")["input_ids"] + [user] * 4 + tok("b c")["input_ids"]
+    row = _Row(0, 0, [1], 0)
+    hit = None
+    for k, token in enumerate(out):
+        row.out.append(token)
+        if _hit_stop(tok, row, ("ab",), skipped_ids(tok)):
+            hit = k
+            break
+    whole = tok.decode(out, skip_special_tokens=True)
+    assert "ab" in whole and hit is not None and row.text == whole[:whole.find("ab")]
+
+
 def test_an_abandoned_request_leaves_the_batch(tiny):
     model, tok = tiny
     long = GenerationItem(prompt_ids=tok(PROMPTS[0])["input_ids"], max_tokens=1500)

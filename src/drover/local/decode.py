@@ -105,6 +105,14 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
+def skipped_ids(tokenizer: Any) -> frozenset[int]:
+    """Token ids that decoding with skip_special_tokens leaves out of the text (they add no byte)."""
+    ids = {int(i) for i in getattr(tokenizer, "all_special_ids", None) or ()}
+    ids.update(int(i) for i, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items()
+               if getattr(added, "special", False))
+    return frozenset(ids)
+
+
 def max_positions(model: Any, tokenizer: Any, limit: int | None = None) -> int:
     candidates = [limit, getattr(model.config, "max_position_embeddings", None)]
     tok_max = getattr(tokenizer, "model_max_length", None)
@@ -180,6 +188,7 @@ class Decoder:
         self.model, self.tokenizer, self.slots = model, tokenizer, max(1, slots)
         self.limit = max_positions(model, tokenizer, max_length)
         self.stops = eos_ids(model, tokenizer)
+        self.skipped = skipped_ids(tokenizer)
         self.step = decode_step(model)
         # The prefill needs the last position's logits only (as HF `generate` asks for them):
         # the head over every prompt position was ~10% of a batch prefill, in fp32 logits.
@@ -316,7 +325,7 @@ class Decoder:
             if item.on_token is not None and item.on_token(
                     row.sample, token, row.logprobs[-1] if item.logprobs else None) is False:
                 row.finish = "abort"
-            elif item.stop and _hit_stop(self.tokenizer, row, item.stop):
+            elif item.stop and _hit_stop(self.tokenizer, row, item.stop, self.skipped):
                 pass  # finish set to "stop" and the text cut
             elif live.matcher is not None and live.matcher.advance(token):
                 row.finish = "stop"  # the grammar is complete and admits nothing more
@@ -403,15 +412,21 @@ def _token_logprob(tokenizer: Any, logp: Any, token: int, top_k: int) -> TokenLo
     return TokenLogprob(token=tokenizer.decode([token]), logprob=float(logp[token]), top=top)
 
 
-def _hit_stop(tokenizer: Any, row: _Row, stop: tuple[str, ...]) -> bool:
+def _hit_stop(tokenizer: Any, row: _Row, stop: tuple[str, ...], skipped: frozenset[int] = frozenset()) -> bool:
     """Truncate the row at the first stop string, if one has appeared; True if so.
 
     A stop string that appears now ends in the newest token and, each token being at least
     one byte, starts within its byte length of tokens before: only that tail is decoded at
-    every step (the whole text only once one is seen)."""
+    every step (the whole text only once one is seen). Tokens in `skipped` (special tokens,
+    which the text leaves out) add no byte, so they do not count toward that tail: a stop
+    string with several of them inside it is still found (issue #19 review)."""
     window = max(len(s.encode()) for s in stop) + 2
-    if len(row.out) > window:
-        tail = tokenizer.decode(row.out[-window:], skip_special_tokens=True)
+    start, seen = len(row.out), 0
+    while start > 0 and seen < window:
+        start -= 1
+        seen += row.out[start] not in skipped
+    if start > 0:
+        tail = tokenizer.decode(row.out[start:], skip_special_tokens=True)
         if not any(s and s in tail for s in stop):
             return False
     text = tokenizer.decode(row.out, skip_special_tokens=True)
