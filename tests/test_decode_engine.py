@@ -425,6 +425,32 @@ def test_a_sliding_window_model_decodes_like_transformers_past_its_window(tiny, 
         assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, 24)
 
 
+@pytest.mark.parametrize("arch", ["mistral", "qwen2", "gemma2"])
+def test_prompts_longer_than_the_sliding_window_decode_like_transformers(tiny, arch):
+    """Prompts of 1-40 tokens with an 8-token window, alone and in one batch. The prefill
+    used to keep the keys of the cache the forward builds, whose sliding layers hold only the
+    last 7 (Mistral: other texts; Qwen2 with mixed layers and Gemma2: a crash); and Gemma2's
+    eager attention adds its per-layer-type masks to the scores, so boolean ones masked nothing."""
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma2Config, MistralConfig, Qwen2Config
+
+    _, tok = tiny
+    common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, sliding_window=8, max_position_embeddings=512,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    config = {"mistral": lambda: MistralConfig(**common),
+              "qwen2": lambda: Qwen2Config(**common, use_sliding_window=True, max_window_layers=1),
+              "gemma2": lambda: Gemma2Config(**common, head_dim=16)}[arch]()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    ids = tok(" ".join(PROMPTS * 2))["input_ids"]
+    items = [GenerationItem(prompt_ids=ids[i:i + length], max_tokens=20) for i, length in enumerate([30, 1, 9, 17, 40])]
+    for batch in (1, 5):
+        got = dict(generate(model, tok, items, batch_size=batch))
+        for i, item in enumerate(items):
+            assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, 20), (batch, i)
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "gemma"])
 def test_other_architectures_decode_like_transformers_through_their_own_forward(tiny, arch):
     """No direct step for these (learned positions; Gemma's norms and scaled embeddings):

@@ -245,7 +245,9 @@ class Decoder:
         as a left-padded batch."""
         import torch
 
-        from drover.local.kv_slots import returned_cache
+        from transformers import DynamicCache
+
+        from drover.local.kv_slots import cache_kwarg, returned_cache
 
         fast = getattr(self.step, "prefill", None)
         if fast is not None:
@@ -261,8 +263,11 @@ class Decoder:
         ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.inference_mode():
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            # A cache of plain layers, not the one the forward would make from the config: a
+            # sliding-window layer keeps only its last window - 1 keys, and the slots need all
+            # of them (the step's masks apply the window).
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             **self._last_logits_only)
+                             **{cache_kwarg(self.model): DynamicCache()}, **self._last_logits_only)
             past = returned_cache(out)
             for b, (_, p) in enumerate(joining):
                 self.cache.fill(self.cache.n, [(layer.keys[b, :, width - len(p):], layer.values[b, :, width - len(p):])
