@@ -60,7 +60,7 @@ class GenerationItem:
     def __post_init__(self) -> None:
         # A model cannot continue nothing, and the direct prefill would hand an empty prompt
         # the last logits of the prompt before it in the batch (a silent leak between rows).
-        if not self.prompt_ids:
+        if len(self.prompt_ids) == 0:
             raise ValueError("prompt: empty (it encodes to no tokens); the model has nothing to continue")
 
 
