@@ -162,6 +162,17 @@ def test_seeded_samples_do_not_depend_on_batch_composition(tiny):
     assert len({c.text for c in alone.choices}) > 1
 
 
+def test_top_p_zero_keeps_only_the_most_likely_token(tiny):
+    """top_p 0 is nucleus sampling over the smallest set reaching that mass: the top token
+    alone (HF's TopPLogitsWarper keeps one), so samples equal the greedy text; before, the
+    filter was skipped and the whole distribution sampled."""
+    model, tok = tiny
+    prompt = tok(PROMPTS[0])["input_ids"]
+    sampled = dict(generate(model, tok, [GenerationItem(prompt_ids=prompt, max_tokens=12, temperature=1.0,
+                                                        top_p=0.0, n=4, seeds=[1, 2, 3, 4])]))[0]
+    assert [c.text for c in sampled.choices] == [_reference(model, tok, prompt, 12)] * 4
+
+
 def test_constrained_rows_stay_valid_beside_free_ones(tiny):
     import re
 
@@ -202,6 +213,13 @@ def test_zero_budget_rows_finish_without_decoding(tiny):
     got = dict(generate(model, tok, [GenerationItem(prompt_ids=[5, 6], max_tokens=0)] + _items(tok, 2)))
     assert got[0].choices[0].text == "" and got[0].choices[0].finish_reason == "length"
     assert got[0].completion_tokens == 0 and got[1].choices[0].text
+
+
+def test_an_empty_prompt_is_refused_not_decoded_from_its_neighbours_logits():
+    """The direct prefill takes each prompt's last logits at its end in the concatenation: an
+    empty prompt would get the previous prompt's (or, alone, crash in a reshape)."""
+    with pytest.raises(ValueError, match="prompt: empty"):
+        GenerationItem(prompt_ids=[], max_tokens=5)
 
 
 def test_serve_worker_lets_requests_join_a_running_batch(tiny):
@@ -258,6 +276,26 @@ def _worker_run(model, tok, body, **kw):
             await worker.stop()
 
     return asyncio.run(asyncio.wait_for(run(), 120))
+
+
+def test_a_stop_string_with_special_tokens_inside_it_is_still_found(tiny):
+    """Special tokens decode to nothing, so a stop string's characters may lie more tokens
+    apart than its byte length: the tail looked at each step counts only tokens that add
+    text. Before, "ab" with four <|user|> between its letters was never found."""
+    from drover.local.decode import _hit_stop, _Row, skipped_ids
+
+    _, tok = tiny
+    user = tok.convert_tokens_to_ids("<|user|>")
+    out = tok("x y z w")["input_ids"] + tok("a")["input_ids"] + [user] * 4 + tok("b c")["input_ids"]
+    row = _Row(0, 0, [1], 0)
+    hit = None
+    for k, token in enumerate(out):
+        row.out.append(token)
+        if _hit_stop(tok, row, ("ab",), skipped_ids(tok)):
+            hit = k
+            break
+    whole = tok.decode(out, skip_special_tokens=True)
+    assert "ab" in whole and hit is not None and row.text == whole[:whole.find("ab")]
 
 
 def test_an_abandoned_request_leaves_the_batch(tiny):
@@ -385,6 +423,32 @@ def test_a_sliding_window_model_decodes_like_transformers_past_its_window(tiny, 
     got = dict(generate(model, tok, items, batch_size=3))
     for i, item in enumerate(items):
         assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, 24)
+
+
+@pytest.mark.parametrize("arch", ["mistral", "qwen2", "gemma2"])
+def test_prompts_longer_than_the_sliding_window_decode_like_transformers(tiny, arch):
+    """Prompts of 1-40 tokens with an 8-token window, alone and in one batch. The prefill
+    used to keep the keys of the cache the forward builds, whose sliding layers hold only the
+    last 7 (Mistral: other texts; Qwen2 with mixed layers and Gemma2: a crash); and Gemma2's
+    eager attention adds its per-layer-type masks to the scores, so boolean ones masked nothing."""
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma2Config, MistralConfig, Qwen2Config
+
+    _, tok = tiny
+    common = dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, sliding_window=8, max_position_embeddings=512,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    config = {"mistral": lambda: MistralConfig(**common),
+              "qwen2": lambda: Qwen2Config(**common, use_sliding_window=True, max_window_layers=1),
+              "gemma2": lambda: Gemma2Config(**common, head_dim=16)}[arch]()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    ids = tok(" ".join(PROMPTS * 2))["input_ids"]
+    items = [GenerationItem(prompt_ids=ids[i:i + length], max_tokens=20) for i, length in enumerate([30, 1, 9, 17, 40])]
+    for batch in (1, 5):
+        got = dict(generate(model, tok, items, batch_size=batch))
+        for i, item in enumerate(items):
+            assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, 20), (batch, i)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "gemma"])

@@ -114,3 +114,14 @@ def test_hf_backend_through_the_client_with_cache(tiny_model_dir, tmp_path):
     assert [c.text for c in again] == [c.text for c in first]
     with LLM(cfg, None, progress=False) as llm:  # no cache: the same seeded samples again
         assert [ch.text for ch in llm.complete(reqs[-1]).choices] == [ch.text for ch in first[-1].choices]
+
+
+def test_an_empty_prompt_fails_alone_and_its_batch_decodes_as_without_it(tiny_model_dir):
+    """A text prompt that encodes to no tokens (this tokenizer adds no BOS) is an error for that
+    request only; before, the engine decoded it from the previous prompt's last logits."""
+    cfg = LLMConfig.from_spec(f"hf:{tiny_model_dir}", max_tokens=5, batch_size=4)
+    with LLM(cfg, None, progress=False) as llm:
+        got = list(llm.run([Request.text("Once upon a time", key="a"), Request.text("", key="empty")]))
+        alone = llm.complete(Request.text("Once upon a time", key="a"))
+    assert got[0].ok and got[0].text == alone.text
+    assert not got[1].ok and "prompt: empty" in got[1].error

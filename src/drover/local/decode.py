@@ -57,6 +57,12 @@ class GenerationItem:
     constraint: Constraint | None = None
     on_token: TokenCallback | None = None
 
+    def __post_init__(self) -> None:
+        # A model cannot continue nothing, and the direct prefill would hand an empty prompt
+        # the last logits of the prompt before it in the batch (a silent leak between rows).
+        if len(self.prompt_ids) == 0:
+            raise ValueError("prompt: empty (it encodes to no tokens); the model has nothing to continue")
+
 
 @dataclass
 class GenerationResult:
@@ -97,6 +103,14 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
         elif isinstance(source, (list, tuple)):
             ids.update(int(x) for x in source)
     return ids
+
+
+def skipped_ids(tokenizer: Any) -> frozenset[int]:
+    """Token ids that decoding with skip_special_tokens leaves out of the text (they add no byte)."""
+    ids = {int(i) for i in getattr(tokenizer, "all_special_ids", None) or ()}
+    ids.update(int(i) for i, added in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items()
+               if getattr(added, "special", False))
+    return frozenset(ids)
 
 
 def max_positions(model: Any, tokenizer: Any, limit: int | None = None) -> int:
@@ -174,6 +188,7 @@ class Decoder:
         self.model, self.tokenizer, self.slots = model, tokenizer, max(1, slots)
         self.limit = max_positions(model, tokenizer, max_length)
         self.stops = eos_ids(model, tokenizer)
+        self.skipped = skipped_ids(tokenizer)
         self.step = decode_step(model)
         # The prefill needs the last position's logits only (as HF `generate` asks for them):
         # the head over every prompt position was ~10% of a batch prefill, in fp32 logits.
@@ -230,7 +245,9 @@ class Decoder:
         as a left-padded batch."""
         import torch
 
-        from drover.local.kv_slots import returned_cache
+        from transformers import DynamicCache
+
+        from drover.local.kv_slots import cache_kwarg, returned_cache
 
         fast = getattr(self.step, "prefill", None)
         if fast is not None:
@@ -246,8 +263,11 @@ class Decoder:
         ids, mask = ids.to(self.device), mask.to(self.device)
         with torch.inference_mode():
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            # A cache of plain layers, not the one the forward would make from the config: a
+            # sliding-window layer keeps only its last window - 1 keys, and the slots need all
+            # of them (the step's masks apply the window).
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                             **self._last_logits_only)
+                             **{cache_kwarg(self.model): DynamicCache()}, **self._last_logits_only)
             past = returned_cache(out)
             for b, (_, p) in enumerate(joining):
                 self.cache.fill(self.cache.n, [(layer.keys[b, :, width - len(p):], layer.values[b, :, width - len(p):])
@@ -310,7 +330,7 @@ class Decoder:
             if item.on_token is not None and item.on_token(
                     row.sample, token, row.logprobs[-1] if item.logprobs else None) is False:
                 row.finish = "abort"
-            elif item.stop and _hit_stop(self.tokenizer, row, item.stop):
+            elif item.stop and _hit_stop(self.tokenizer, row, item.stop, self.skipped):
                 pass  # finish set to "stop" and the text cut
             elif live.matcher is not None and live.matcher.advance(token):
                 row.finish = "stop"  # the grammar is complete and admits nothing more
@@ -376,7 +396,9 @@ def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> in
     import torch
 
     probs = torch.softmax(logits.cpu() / temperature, dim=-1)
-    if top_p is not None and 0 < top_p < 1:
+    # top_p 0 keeps the most likely token only (HF's TopPLogitsWarper keeps at least one),
+    # never the whole distribution.
+    if top_p is not None and top_p < 1:
         sorted_probs, sorted_idx = probs.sort(descending=True)
         cumulative = sorted_probs.cumsum(-1)
         drop = cumulative - sorted_probs > top_p  # keep the smallest prefix whose mass reaches top_p
@@ -395,15 +417,21 @@ def _token_logprob(tokenizer: Any, logp: Any, token: int, top_k: int) -> TokenLo
     return TokenLogprob(token=tokenizer.decode([token]), logprob=float(logp[token]), top=top)
 
 
-def _hit_stop(tokenizer: Any, row: _Row, stop: tuple[str, ...]) -> bool:
+def _hit_stop(tokenizer: Any, row: _Row, stop: tuple[str, ...], skipped: frozenset[int] = frozenset()) -> bool:
     """Truncate the row at the first stop string, if one has appeared; True if so.
 
     A stop string that appears now ends in the newest token and, each token being at least
     one byte, starts within its byte length of tokens before: only that tail is decoded at
-    every step (the whole text only once one is seen)."""
+    every step (the whole text only once one is seen). Tokens in `skipped` (special tokens,
+    which the text leaves out) add no byte, so they do not count toward that tail: a stop
+    string with several of them inside it is still found (issue #19 review)."""
     window = max(len(s.encode()) for s in stop) + 2
-    if len(row.out) > window:
-        tail = tokenizer.decode(row.out[-window:], skip_special_tokens=True)
+    start, seen = len(row.out), 0
+    while start > 0 and seen < window:
+        start -= 1
+        seen += row.out[start] not in skipped
+    if start > 0:
+        tail = tokenizer.decode(row.out[start:], skip_special_tokens=True)
         if not any(s and s in tail for s in stop):
             return False
     text = tokenizer.decode(row.out, skip_special_tokens=True)

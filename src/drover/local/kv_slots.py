@@ -150,6 +150,18 @@ def generic_step(model: Any) -> Step:
     sliding_layers = bool(window) and (not types or "sliding_attention" in types)
     if not getattr(config, "use_sliding_window", True):
         sliding_layers = False
+    # Eager attention adds its mask to the scores; a per-layer-type dict reaches it as given
+    # (e.g. Gemma2 skips its own mask building then), so there the masks must be additive floats.
+    additive = getattr(config, "_attn_implementation", None) == "eager"
+    dtype = next(model.parameters()).dtype
+
+    def shaped(allowed: Any) -> Any:
+        if not additive:
+            return allowed
+        import torch
+
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed,
+                                                                                         torch.finfo(dtype).min)
 
     def masks(cache: SlotCache, positions: Any, width: int) -> Any:
         """4D bool masks (n, 1, 1, width + 1): a row's own keys (columns < its length, column j
@@ -160,11 +172,11 @@ def generic_step(model: Any) -> Step:
         new = columns == width
         full = ((columns < positions[:, None]) | new)[:, None, None, :]
         if not sliding_layers:
-            return full
+            return shaped(full)
         sliding = (((columns < positions[:, None]) & (columns > positions[:, None] - window)) | new)[:, None, None, :]
         if len(types) > 1:
-            return {"full_attention": full, "sliding_attention": sliding}
-        return sliding
+            return {"full_attention": shaped(full), "sliding_attention": shaped(sliding)}
+        return shaped(sliding)
 
     def step(cache: SlotCache, tokens: Any, positions: Any) -> Any:
         n, width = cache.n, max(cache.lengths[:cache.n])
