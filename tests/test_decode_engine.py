@@ -470,3 +470,19 @@ def test_other_architectures_decode_like_transformers_through_their_own_forward(
     got = dict(generate(model, tok, items, batch_size=4))
     for i, item in enumerate(items):
         assert got[i].choices[0].text == _reference(model, tok, item.prompt_ids, item.max_tokens)
+
+
+def test_top_logprobs_beyond_the_vocabulary_lists_it_all_instead_of_failing_the_batch(tiny):
+    """A request asking for more alternatives than the vocabulary has (a local model with a small
+    vocabulary, an OpenAI-style top_logprobs=20 on a 16-token toy) gets every token ranked; its
+    batch neighbours are unaffected (topk used to raise, failing every row of the batch)."""
+    model, tok = tiny
+    vocab = model.get_output_embeddings().weight.shape[0]
+    items = [GenerationItem(prompt_ids=tok("Hello there")["input_ids"], max_tokens=2, logprobs=True,
+                            top_logprobs=vocab + 5),
+             GenerationItem(prompt_ids=tok("Another prompt")["input_ids"], max_tokens=2)]
+    got = dict(generate(model, tok, items, batch_size=2))
+    first = got[0].choices[0].logprobs[0]
+    assert 0 < len(first.top) <= vocab and first.logprob <= max(first.top.values()) + 1e-6
+    alone = dict(generate(model, tok, [items[1]], batch_size=1))
+    assert got[1].choices[0].text == alone[0].choices[0].text

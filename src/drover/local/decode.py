@@ -410,7 +410,7 @@ def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> in
 def _token_logprob(tokenizer: Any, logp: Any, token: int, top_k: int) -> TokenLogprob:
     top = None
     if top_k and top_k > 0:
-        values, indices = logp.topk(top_k)
+        values, indices = logp.topk(min(top_k, logp.shape[-1]))  # more than the vocabulary: all of it
         top = {}
         for v, i in zip(values.tolist(), indices.tolist()):
             top.setdefault(tokenizer.decode([i]), float(v))
