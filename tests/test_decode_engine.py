@@ -486,3 +486,33 @@ def test_top_logprobs_beyond_the_vocabulary_lists_it_all_instead_of_failing_the_
     assert 0 < len(first.top) <= vocab and first.logprob <= max(first.top.values()) + 1e-6
     alone = dict(generate(model, tok, [items[1]], batch_size=1))
     assert got[1].choices[0].text == alone[0].choices[0].text
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_what_a_finished_row_left_in_its_slot_never_reaches_the_next_row(tiny, monkeypatch, fast):
+    """A row that overflowed (fp16 inf/NaN in its keys and values) must not poison the row
+    decoded in its slot next: attention masks the stale columns, but multiplies their values by
+    a zero weight, and 0 x NaN is NaN. Slots are zeroed past a new row's tokens (both prefills)."""
+    import torch
+
+    from drover.local import kv_slots
+
+    model, tok = tiny
+    if not fast:
+        monkeypatch.setitem(kv_slots.FAST_STEPS, "llama", lambda m: None)
+    first = GenerationItem(prompt_ids=tok(PROMPTS[5])["input_ids"], max_tokens=30)
+    later = GenerationItem(prompt_ids=tok(PROMPTS[0])["input_ids"][:4], max_tokens=12)
+    decoder = Decoder(model, tok, slots=1)
+    decoder.admit([(rows_of(first)[0], first)])
+    while decoder.live:
+        decoder.advance()
+    for store in (decoder.cache.keys, decoder.cache.values):
+        for layer in store:
+            layer.fill_(float("nan"))  # what an overflowed row could leave behind
+    row = rows_of(later)[0]
+    decoder.admit([(row, later)])
+    done = []
+    while decoder.live:
+        done += decoder.advance()
+    assert [r.text for r in done] == [_reference(model, tok, later.prompt_ids, 12)]
+    assert not torch.isnan(decoder.cache.values[0][0, :, :len(later.prompt_ids) + 12]).any()

@@ -87,6 +87,16 @@ class SlotCache:
         for layer, (k, v) in enumerate(layer_kv):
             self.keys[layer][slot, :, :length] = k
             self.values[layer][slot, :, :length] = v
+        self.hold(slot, length)
+
+    def hold(self, slot: int, length: int) -> None:
+        """Slot `slot` now holds `length` tokens of a new row: what an earlier row left in its
+        later columns is zeroed. Those columns are masked, but attention still multiplies their
+        values by a zero weight, and 0 x NaN is NaN: a row that overflowed (fp16) would
+        otherwise poison every later row decoded in its slot."""
+        for store in (self.keys, self.values):
+            for layer in range(self.layers):
+                store[layer][slot, :, length:].zero_()
         self.lengths[slot] = length
 
     def move(self, src: int, dst: int) -> None:
@@ -95,7 +105,7 @@ class SlotCache:
         for store in (self.keys, self.values):
             for layer in range(self.layers):
                 store[layer][dst, :, :length] = store[layer][src, :, :length]
-        self.lengths[dst] = length
+        self.hold(dst, length)
 
     def targets(self, positions: Any) -> Any:
         """(n * kv_heads,) flat row indices, into a layer's keys viewed as (-1, head_dim), of
@@ -288,7 +298,7 @@ def _llama_like(model: Any) -> Step | None:
         for i in range(len(layers)):
             hidden = layer_forward(i, hidden, cos, sin, attend)
         for slot, length in zip(slots, lengths):
-            cache.lengths[slot] = length
+            cache.hold(slot, length)
         cache.n += len(prompts)
         last = torch.tensor([end - 1 for end in ends], device=tokens.device)
         return lm_head(norm(hidden[:, last]))[0].float()
