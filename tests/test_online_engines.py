@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from online_helpers import write_prompts
 
 import fake_vllm
 from drover.errors import ConfigError
@@ -23,12 +24,7 @@ LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 @pytest.fixture(scope="module")
 def prompts_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
-    with open(path, "w") as handle:
-        for i in range(4):
-            handle.write(json.dumps({"id": f"p{i}", "messages": [
-                {"role": "user", "content": f"Count to {i} please."}]}) + "\n")
-    return path
+    return write_prompts(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", 4, "Count to {i} please.")
 
 
 @pytest.fixture
@@ -353,9 +349,7 @@ def test_grpo_on_the_vllm_engine_learns(fake, tiny_model_dir, tmp_path):
     """test_online_train's toy task (digits are rare in the tiny model's samples) on engine=vllm."""
     from drover.train.online.loop import run_online
 
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "messages": [
-        {"role": "user", "content": f"Say something about item {i}."}]}) + "\n" for i in range(8)))
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 8)
     run_online(config(tiny_model_dir, prompts, tmp_path / "r", engine="vllm", steps=40, prompts_per_step=4,
                       samples_per_prompt=8, max_new_tokens=6, generation_batch_size=16), echo=False)
     log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from online_helpers import write_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,9 +48,7 @@ def test_two_processes_give_the_one_process_run(tiny_model_dir, tmp_path, algori
 
     from drover.cli import main
 
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "messages": [
-        {"role": "user", "content": f"Say something about item {i}."}]}) + "\n" for i in range(8)))
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 8)
     command = ["rl", "--algorithm", algorithm, "--model", str(tiny_model_dir), "--prompts", str(prompts),
                "--reward", "regex:pattern=[0-9],mode=fraction"]
     settings = ["steps=3", "prompts_per_step=4", "samples_per_prompt=2", "max_new_tokens=5", "train.lr=1e-3",

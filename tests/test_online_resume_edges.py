@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from online_helpers import write_prompts
 
 from drover.errors import ConfigError
 
@@ -16,10 +17,7 @@ DIGITS = {"kind": "regex", "params": {"pattern": "[0-9]", "mode": "fraction"}}
 
 @pytest.fixture(scope="module")
 def prompts_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"id": f"p{i}", "messages": [
-        {"role": "user", "content": f"Say something about item {i}."}]}) + "\n" for i in range(4)))
-    return path
+    return write_prompts(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", 4)
 
 
 def config(model: Path, prompts: Path, run_dir: Path, **over):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from online_helpers import write_prompts
 import torch
 
 from drover.train.online.algorithm import Current, Rollout
@@ -61,9 +62,7 @@ def test_a_failing_judge_is_counted_and_trains_nothing_of_its_group(tiny_model_d
                     else Completion(choices=[Choice(text="7\nfine")]) for r in requests]
 
     monkeypatch.setattr(client, "LLM", lambda config, cache: Judge())
-    prompts = tmp_path / "p.jsonl"
-    prompts.write_text("".join(json.dumps({"id": f"p{i}", "messages": [
-        {"role": "user", "content": f"Say something about item {i}."}]}) + "\n" for i in range(2)))
+    prompts = write_prompts(tmp_path / "p.jsonl", 2)
     cfg = online_config({"algorithm": "grpo", "prompts": [str(prompts)], "steps": 1, "prompts_per_step": 2,
                          "samples_per_prompt": 2, "max_new_tokens": 3,
                          "rewards": [{"kind": "judge", "params": {"llm": "openai:judge"}}],

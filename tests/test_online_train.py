@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from online_helpers import write_prompts
 
 from drover.errors import ConfigError
 
@@ -23,12 +24,7 @@ LEARNS = {   # settings under which each algorithm learns the toy reward within 
 
 @pytest.fixture(scope="module")
 def prompts_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
-    with open(path, "w") as handle:
-        for i in range(8):
-            handle.write(json.dumps({"id": f"p{i}", "messages": [
-                {"role": "user", "content": f"Say something about item {i}."}]}) + "\n")
-    return path
+    return write_prompts(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", 8)
 
 
 def config(model: Path, prompts: Path, run_dir: Path, algo: str, **over):
