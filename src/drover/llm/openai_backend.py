@@ -64,6 +64,7 @@ class OpenAIBackend:
         self.limiter = RateLimiter(config.rpm, config.tpm)
         self._reached = False  # has any request got an HTTP answer from the endpoint?
         self._unconstrained = False  # did the endpoint reject constraint parameters (constraints: auto)?
+        self._refused: LLMError | None = None  # the endpoint refused the job (401/403/404): no more requests
 
     # --- lifecycle (called on the client's event-loop thread) ---------------------------
     async def start(self) -> None:
@@ -119,6 +120,9 @@ class OpenAIBackend:
             headers: Any = None
             failure: str | None = None  # a replica-level failure (connection, timeout, 5xx)
             await self._slots.acquire()
+            if self._refused is not None:   # waiting requests are never sent once the job is refused
+                self._slots.release()
+                raise LLMError(str(self._refused))
             replica, client = self.replicas.acquire()
             try:
                 await self.limiter.acquire(est_tokens)
@@ -160,8 +164,9 @@ class OpenAIBackend:
                     continue  # this replica is out for a while: straight on to another one
             if verdict is Verdict.FATAL:
                 where = replica.url
-                raise LLMError(f"{where} refused model {self.config.model!r}: {message} "
-                               f"(check {self.config.api_key_env}, the model name and base_url)")
+                self._refused = LLMError(f"{where} refused model {self.config.model!r}: {message} "
+                                         f"(check {self.config.api_key_env}, the model name and base_url)")
+                raise LLMError(str(self._refused))
             if verdict is Verdict.RECORD:
                 raise ItemError(message, status)
             if attempt >= self.config.max_retries:
