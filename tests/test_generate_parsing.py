@@ -402,3 +402,64 @@ def test_probabilistic_rank_uses_length_normalised_logprob(tmp_path, monkeypatch
     assert [r["score"] for r in row["responses"]] == pytest.approx([score for score, _ in expected])
     assert row["reference"] == "orig"
     assert summary["counts"]["duplicate samples dropped"] == 1
+
+
+def test_an_empty_teacher_answer_is_recorded_not_failed_and_not_asked_again(tmp_path, monkeypatch):
+    """A teacher that answers nothing (e.g. EOS first) gave its answer: re-running would read
+    the same answer back from the cache, so it is rejected (recorded), not a failure that
+    leaves a recipe stage failed forever; an LLM error stays a failure, retried next run."""
+    import drover.generate.answers as ans
+
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"id": f"p{i}", "instruction": f"Task {i}.", "input": ""} for i in range(3)]))
+    replies = {"p0": "An answer.", "p1": "  \n ",
+               "p2": Completion(choices=[], error="HTTP 400: prompt too long")}
+    teacher = ScriptedLLM(lambda r: replies[r.key])
+    _patch(monkeypatch, ans, {"teacher": teacher})
+    out = tmp_path / "data" / "answers.jsonl"
+    summary = ans.run_answers(ans.AnswersConfig(input=str(prompts), output=str(out), teacher="x"))
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["p0"]
+    rejected = [json.loads(line) for line in (tmp_path / "data" / "answers.rejected.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["reason"]) for r in rejected] == [("p1", "empty answer")]
+    assert summary["counts"]["rejected (empty answer)"] == 1
+    assert summary["counts"]["failed (LLM error; re-run to retry)"] == 1
+    teacher.seen.clear()
+    again = ans.run_answers(ans.AnswersConfig(input=str(prompts), output=str(out), teacher="x"))
+    assert [r.key for r in teacher.seen] == ["p2"]  # only the failed item is asked again
+    assert again["counts"]["already done"] == 2
+
+
+def test_probabilistic_rank_retries_llm_errors_and_records_only_what_the_teacher_gave(tmp_path, monkeypatch):
+    """A record short of responses because samples failed (LLM errors) is retried next run,
+    not written to failures.jsonl for good; one short because the teacher's samples were all
+    alike is recorded and not asked again, and does not leave the stage failed."""
+    import drover.generate.rank_probabilistic as rp
+
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps([{"id": q, "instruction": f"Say {q}."} for q in ("ok", "alike", "flaky")]))
+    broken = {"flaky"}
+
+    def reply(request):
+        if request.key in broken and request.sample_index > 0:
+            return Completion(choices=[], error="HTTP 500: gave up after 7 attempts", key=request.key)
+        text = "same words" if request.key == "alike" else f"words {request.sample_index}"
+        return Completion(choices=[Choice(text, "stop", [TokenLogprob(w, -1.0) for w in text.split()])],
+                          key=request.key)
+
+    teacher = ScriptedLLM(reply)
+    _patch(monkeypatch, rp, {"teacher": teacher})
+    out = tmp_path / "rp.jsonl"
+    config = rp.RankProbabilisticConfig(input=str(prompts), output=str(out), teacher="t")
+    summary = rp.run_rank_probabilistic(config)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["ok"]
+    recorded = [json.loads(line)["id"] for line in (tmp_path / "rp.failures.jsonl").read_text().splitlines()]
+    assert recorded == ["alike"]
+    counts = summary["counts"]
+    assert counts["records failed (LLM error; re-run to retry)"] == 1
+    assert counts["records rejected: too few usable responses (recorded)"] == 1
+    broken.clear()
+    teacher.seen.clear()
+    again = rp.run_rank_probabilistic(config)
+    assert {r.key for r in teacher.seen} == {"flaky"}
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["ok", "flaky"]
+    assert not any("failed" in key for key in again["counts"])

@@ -79,7 +79,7 @@ def test_n_samples_native_and_emulated(server, tmp_path):
     cache = tmp_path / "c.sqlite"
     with LLM(_config(server, supports_n=False, seed=10), cache, progress=False) as llm:
         # sample 1 of "y" was asked for alone before: it is the same cache entry as choice 1 of n=3
-        single = llm.complete(Request.chat([("user", "y")], sample_index=1, seed=11))
+        single = llm.complete(Request.chat([("user", "y")], sample_index=1))
         emulated = llm.complete(Request.chat([("user", "y")], n=3))
     assert [ch.text for ch in emulated.choices] == [f"answer: y seed={s}" for s in (10, 11, 12)]
     assert emulated.choices[1].text == single.text
@@ -125,6 +125,7 @@ def test_gives_up_after_max_retries_and_records_the_error(server, tmp_path):
         out = list(llm.run(_chats(1)))
         assert not out[0].ok and "HTTP 500" in out[0].error and "3 attempts" in out[0].error
         assert llm.stats.errors == 1
+        assert llm.stats.first_error == out[0].error  # the summary says why, not only how many
     with LLM(_config(server), tmp_path / "c.sqlite", progress=False) as llm:  # errors are not cached
         assert [c.ok for c in llm.run(_chats(3))] == [True, True, True]
     assert server.count("q0") == 4
@@ -282,3 +283,13 @@ def test_lean_transport_chunked_bodies_and_stale_connections():
     first, second = asyncio.run(main())
     assert first.json() == {"a": "q"} and second.content == b"hello"
     assert len(seen) == 2  # a fresh connection after the stale one
+
+
+def test_seeded_samples_differ_by_their_sample_index(server):
+    """k independent samples of a seeded request are not one sample k times: sample k goes out
+    with seed + k (GPT-4-LLM's n responses per instruction, Tuna's ranked samples)."""
+    reqs = [Request.chat([("user", "s")], sample_index=i, temperature=1.0) for i in range(3)]
+    with LLM(_config(server, seed=7), None, progress=False) as llm:
+        out = list(llm.run(reqs))
+    assert sorted(r["seed"] for r in server.requests) == [7, 8, 9]
+    assert [c.text for c in out] == [f"answer: s seed={s}" for s in (7, 8, 9)]

@@ -4,7 +4,9 @@ The teacher sees the Alpaca prompt (with or without input) as one user message, 
 at temperature 1.0, top_p 1.0, up to 512 tokens, as in "Instruction Tuning with GPT-4".
 `prompt: chat` sends the record's own turns instead (multi-turn prompts, or data
 already in chat form). Each answer becomes a Conversation with the instruction as the user
-turn; the finish reason, truncation and teacher go to `meta`.
+turn; the finish reason, truncation and teacher go to `meta`. An empty answer is the
+teacher's answer, not a transient failure (a re-run would read the same answer back from
+the cache): it goes to `<output>.rejected.jsonl` and is not asked again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from drover.generate.inputs import Prompt, read_prompts
-from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require
+from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require, sidecar
 from drover.records import Conversation, JsonlAppender, Message
 
 
@@ -67,9 +69,10 @@ def run_answers(config: AnswersConfig) -> dict[str, Any]:
     teacher = open_llm(config.teacher, cache_path(config.output, config.run_dir), config.teacher_options)
     source = config.source or f"teacher:{teacher.config.model}"
     try:
-        with JsonlAppender(config.output) as out:
-            summary.add("already done", len(out.done_ids))
-            prompts = list(_prompts(config, out.done_ids))
+        with JsonlAppender(config.output) as out, JsonlAppender(sidecar(config.output, "rejected.jsonl")) as rejected:
+            done = out.done_ids | rejected.done_ids
+            summary.add("already done", len(done))
+            prompts = list(_prompts(config, done))
             requests = [Request.chat(teacher_messages(p, config.prompt, config.system), key=p.id,
                                      temperature=config.temperature, top_p=config.top_p,
                                      max_tokens=config.max_tokens) for p in prompts]
@@ -80,7 +83,9 @@ def run_answers(config: AnswersConfig) -> dict[str, Any]:
                 choice = completion.choices[0]
                 answer = choice.text.strip()
                 if not answer:
-                    summary.add("failed (empty answer)")
+                    rejected.write({"id": prompt.id, "reason": "empty answer", "finish_reason": choice.finish_reason,
+                                    "teacher": teacher.config.model})
+                    summary.add("rejected (empty answer)")
                     continue
                 truncated = choice.finish_reason == "length"
                 meta = {**prompt.meta, "teacher": teacher.config.model, "finish_reason": choice.finish_reason,

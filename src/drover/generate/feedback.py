@@ -145,10 +145,13 @@ def _rate_and_write(config: FeedbackConfig, judge: Any, prompts: list[Prompt], s
         if failures:
             summary.add("ratings failed (recorded)", len(failures))
         missing = [s for s in sources if s not in have]
+        if len(rated) < config.min_responses and any(f["error"] for f in failures):
+            summary.add("records failed (judge LLM error; re-run to retry)")  # transient: not recorded
+            continue
         if len(rated) < config.min_responses:
             bad.write({"id": p.id, "reason": f"{len(rated)} rated responses < min_responses={config.min_responses}",
                        "failures": failures, "missing_sources": missing})
-            summary.add("records failed")
+            summary.add("records rejected: too few rated responses (recorded)")
             continue
         rated.sort(key=lambda r: -(r.score or 0.0))  # stable: ties keep source order
         meta = {**p.meta, "judge": judge.config.model, "rating_mode": config.mode, "explanations": explanations}

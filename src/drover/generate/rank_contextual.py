@@ -92,6 +92,7 @@ class _Item:
         self.texts: list[str | None] = []
         self.trials = 0
         self.resampled = 0
+        self.llm_error = False  # a sample failed with an LLM error: retried next run, not recorded
 
 
 def _diversify(config: RankContextualConfig, policy: Any, items: list[_Item]) -> None:
@@ -107,6 +108,7 @@ def _diversify(config: RankContextualConfig, policy: Any, items: list[_Item]) ->
     for i, it in enumerate(items):
         chunk = completions[i * config.n:(i + 1) * config.n]
         it.texts = [c.text.strip() if not c.error and c.text.strip() else None for c in chunk]
+        it.llm_error = any(c.error for c in chunk)
     for trial in range(1, config.max_trials + 1):
         pending = []
         for it in items:
@@ -162,16 +164,19 @@ def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
                 _diversify(config, policy, items)
                 ready = []
                 for it in items:
+                    if it.llm_error:
+                        summary.add("records failed (policy LLM error; re-run to retry)")
+                        continue
                     if sum(t is not None for t in it.texts) < config.n:
-                        bad.write({"id": it.prompt.id, "reason": "policy samples failed or empty"})
-                        summary.add("records failed (sampling)")
+                        bad.write({"id": it.prompt.id, "reason": "policy samples empty"})
+                        summary.add("records rejected: empty policy samples (recorded)")
                         continue
                     pair = too_similar_pair([tokenize(t) for t in it.texts], config.rouge_threshold)
                     if pair is not None:  # the diversity rule holds for every ranking that is written
                         bad.write({"id": it.prompt.id, "responses": it.texts,
                                    "reason": f"responses {pair[0]} and {pair[1]} still have ROUGE-L >= "
                                              f"{config.rouge_threshold} after {config.max_trials} resampling trials"})
-                        summary.add("records failed (near-duplicates after resampling)")
+                        summary.add("records rejected: near-duplicates after resampling (recorded)")
                         continue
                     ready.append(it)
                 shown = [render_alpaca(it.prompt.instruction, it.prompt.input) if it.prompt.instruction is not None
@@ -203,7 +208,7 @@ def _write(config: RankContextualConfig, it: _Item, completion: Any, judge: Any,
     if len(order) < config.min_responses:
         bad.write({"id": p.id, "reason": f"{len(order)} ranked responses < min_responses={config.min_responses}",
                    "raw": completion.text, "responses": it.texts})
-        summary.add("records failed (too few ranked)")
+        summary.add("records rejected: too few ranked (recorded)")
         return
     scores = [verdict.scores.get(i) for i in order]
     consistent = all(s is not None for s in scores) and all(a >= b for a, b in zip(scores, scores[1:]))

@@ -111,10 +111,13 @@ def run_rank_probabilistic(config: RankProbabilisticConfig) -> dict[str, Any]:
                         continue
                     seen.add(text)
                     responses.append((normalized_score(total, length, config.beta), text, source, total, length))
+                if len(responses) < config.min_responses and any("LLM error" in p for p in problems):
+                    summary.add("records failed (LLM error; re-run to retry)")  # transient: not recorded
+                    continue
                 if len(responses) < config.min_responses:
                     bad.write({"id": prompt.id, "reason": f"{len(responses)} usable responses < "
                                f"min_responses={config.min_responses}", "problems": problems})
-                    summary.add("records failed")
+                    summary.add("records rejected: too few usable responses (recorded)")
                     continue
                 responses.sort(key=lambda r: -r[0])
                 meta = {**prompt.meta, "method": "probabilistic", "beta": config.beta, "model": llm.config.model,
@@ -140,7 +143,7 @@ def _sampled(config: RankProbabilisticConfig, llm: Any, prompts: list[Prompt]):
         candidates, problems = [], []
         for k, c in enumerate(completions):
             if c.error:
-                problems.append("samples failed (LLM error)")
+                problems.append("samples lost (LLM error)")
                 continue
             choice = c.choices[0]
             text = choice.text.strip()
@@ -175,7 +178,7 @@ def _scored(config: RankProbabilisticConfig, llm: Any, prompts: list[Prompt]):
         for text, source, _ in items:
             score = next(scores)
             if score.error:
-                problems.append("scoring failed")
+                problems.append("scores lost (LLM error)")
                 continue
             candidates.append((text.strip(), score.total, len(score.token_logprobs), source))
         yield p, candidates, problems

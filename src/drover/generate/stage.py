@@ -120,7 +120,8 @@ class Summary:
         for name, s in usage.items():
             lines.append(f"  {name}: {s['misses']} calls ({s['hits']} cached), "
                          f"{s['prompt_tokens']} prompt + {s['completion_tokens']} completion tokens, "
-                         f"${s['cost']:.4f}, {s['errors']} errors")
+                         f"${s['cost']:.4f}, {s['errors']} errors"
+                         + (f" (first: {s['first_error']})" if s.get("first_error") else ""))
         for key, value in self.extra.items():
             lines.append(f"  {key}: {json.dumps(value) if not isinstance(value, str) else value}")
         print("\n".join(lines), flush=True)

@@ -43,6 +43,7 @@ class LLMStats:
     completion_tokens: int = 0
     cost: float = 0.0
     errors: int = 0
+    first_error: str = ""  # the first failed item's message: the count alone does not say why
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,6 +208,8 @@ class LLM:
     def _finish(self, kind: str, fp: str, result: Completion | Score) -> None:
         """Account for and cache one fresh result (any thread)."""
         if result.error is not None:
+            with self._stats_lock:
+                self.stats.first_error = self.stats.first_error or result.error
             self._record(misses=1, errors=1)
             return
         if isinstance(result, Completion):
@@ -393,13 +396,14 @@ class LLM:
 
     async def _samples_one_by_one(self, backend: Any, request: Request, decoding: Decoding) -> Completion:
         """n samples from an endpoint that cannot do `n`: n single-sample requests, each its own
-        cache entry (sample index request.sample_index·n + j; seed + j when seeded)."""
+        cache entry: sample index request.sample_index·n + j (sent with seed + that index
+        when seeded), the same entry as that sample asked for alone."""
         from drover.llm.openai_backend import ItemError
 
         n = decoding.n or 1
         subs = []
         for j in range(n):
-            sub_decoding = replace(decoding, n=1, seed=None if decoding.seed is None else decoding.seed + j)
+            sub_decoding = replace(decoding, n=1)
             sub = replace(request, decoding=sub_decoding, sample_index=request.sample_index * n + j)
             subs.append((sub, sub_decoding, request_fingerprint(self.identity, sub, sub_decoding)))
         hits = self.cache.get_many([fp for _, _, fp in subs]) if self.cache is not None else {}

@@ -225,7 +225,7 @@ class OpenAIBackend:
 
     async def _complete(self, request: Request, decoding: Decoding, extra: dict[str, Any]) -> Completion:
         n = decoding.n or 1
-        kwargs = {**_sampling_kwargs(self.config.model, decoding), **extra}
+        kwargs = {**_sampling_kwargs(self.config.model, decoding, request.sample_index), **extra}
         if request.messages is not None:
             kwargs["messages"] = request.message_dicts()
             if decoding.logprobs:
@@ -318,10 +318,13 @@ def _lean_ok(base_url: str | None) -> bool:
     return not any(os.environ.get(v) for v in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"))
 
 
-def _sampling_kwargs(model: str, d: Decoding) -> dict[str, Any]:
+def _sampling_kwargs(model: str, d: Decoding, sample_index: int = 0) -> dict[str, Any]:
+    """The body's sampling fields. A seeded request's k-th sample (`sample_index`) is sent
+    with seed + k: the same seed would make the endpoint return the same sample k times."""
     kwargs: dict[str, Any] = {"model": model}
+    seed = None if d.seed is None else d.seed + sample_index
     for name, value in (("temperature", d.temperature), ("top_p", d.top_p), ("max_tokens", d.max_tokens),
-                        ("seed", d.seed)):
+                        ("seed", seed)):
         if value is not None:
             kwargs[name] = value
     if d.stop:
