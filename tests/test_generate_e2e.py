@@ -18,6 +18,10 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+# The served model samples with a seed (seed + k for a prompt's k-th sample), so what the
+# tiny random model says (rarely, nothing at all) is the same on every run.
+SEEDED = {"seed": 0}
+
 PROMPTS = [
     {"id": "p1", "instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well."},
     {"id": "p2", "instruction": "Translate the sentence into French.", "input": "Good morning.", "output": "Bonjour."},
@@ -54,7 +58,7 @@ def test_answers_then_translate_then_answers_in_chinese(url, prompts, tmp_path):
 
     data = tmp_path / "run" / "data"
     en = data / "answers_en.jsonl"
-    run_answers(AnswersConfig(input=str(prompts), output=str(en), teacher=url, max_tokens=8))
+    run_answers(AnswersConfig(input=str(prompts), output=str(en), teacher=url, max_tokens=8, teacher_options=SEEDED))
     rows = _rows(en)
     assert [r["id"] for r in rows] == ["p1", "p2", "p3"]
     for row in rows:
@@ -64,7 +68,8 @@ def test_answers_then_translate_then_answers_in_chinese(url, prompts, tmp_path):
     assert rows[1]["messages"][0]["content"] == "Translate the sentence into French.\n\nGood morning."
     assert (tmp_path / "run" / "llm-cache.sqlite").exists()  # RUN/data/x.jsonl -> RUN/llm-cache.sqlite
     # a re-run is a no-op: everything done, no LLM call
-    again = run_answers(AnswersConfig(input=str(prompts), output=str(en), teacher=url, max_tokens=8))
+    again = run_answers(AnswersConfig(input=str(prompts), output=str(en), teacher=url, max_tokens=8,
+                                      teacher_options=SEEDED))
     assert again["counts"]["already done"] == 3 and again["llm"]["teacher"]["misses"] == 0
 
     zh = data / "prompts_zh.jsonl"
@@ -77,7 +82,8 @@ def test_answers_then_translate_then_answers_in_chinese(url, prompts, tmp_path):
     assert rows_zh[0]["meta"]["input"] == "" and rows_zh[0]["meta"]["language"] == "Chinese"
 
     answers_zh = data / "answers_zh.jsonl"
-    run_answers(AnswersConfig(input=str(zh), output=str(answers_zh), teacher=url, max_tokens=8))
+    run_answers(AnswersConfig(input=str(zh), output=str(answers_zh), teacher=url, max_tokens=8,
+                              teacher_options=SEEDED))
     assert [r["id"] for r in _rows(answers_zh)] == ["p1", "p2", "p3"]
 
 
@@ -129,7 +135,8 @@ def test_rank_probabilistic_with_teacher_logprobs_and_with_a_scorer(url, prompts
     from drover.generate.rank_probabilistic import RankProbabilisticConfig, run_rank_probabilistic
 
     out = tmp_path / "p.jsonl"
-    run_rank_probabilistic(RankProbabilisticConfig(input=str(prompts), output=str(out), teacher=url, max_tokens=8))
+    run_rank_probabilistic(RankProbabilisticConfig(input=str(prompts), output=str(out), teacher=url, max_tokens=8,
+                                                   teacher_options=SEEDED))
     for row, prompt in zip(_rows(out), PROMPTS):
         assert row["reference"] == prompt["output"]
         scores = [r["score"] for r in row["responses"]]
@@ -155,7 +162,8 @@ def test_rank_contextual_records_unreadable_rankings(url, prompts, tmp_path):
 
     out = tmp_path / "c.jsonl"
     summary = run_rank_contextual(RankContextualConfig(input=str(prompts), output=str(out), policy=url, judge=url,
-                                                       limit=2, max_tokens=8, judge_max_tokens=12))
+                                                       limit=2, max_tokens=8, judge_max_tokens=12,
+                                                       policy_options=SEEDED, judge_options=SEEDED))
     failures = _rows(tmp_path / "c.failures.jsonl")
     done = {r["id"] for r in (_rows(out) if out.exists() else [])}
     assert done | {f["id"] for f in failures} == {"p1", "p2"}
@@ -171,7 +179,7 @@ def test_answers_resume_after_sigkill(url, tmp_path):
                                + "\n" for i in range(16)))
     out = tmp_path / "run" / "data" / "answers.jsonl"
     cmd = [sys.executable, "-m", "drover", "generate", "answers", "--input", str(prompts), "--output", str(out),
-           "--teacher", url, "max_tokens=16", "teacher_options.concurrency=1"]
+           "--teacher", url, "max_tokens=16", "teacher_options.concurrency=1", "teacher_options.seed=0"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
