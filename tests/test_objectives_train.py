@@ -233,3 +233,22 @@ def test_reward_command_saves_a_model_transformers_loads_and_rerank_scores(tiny_
     assert len(rewards) == 2 and all(math.isfinite(r) for r in rewards)
     assert main(["reward", "--model", str(tiny_model_dir), "--data", str(data), "--run-dir", str(tmp_path / "x"),
                  "objective_params.margn=1"]) == 2          # a misspelt parameter is a config error
+
+
+def test_a_reward_for_a_response_cut_away_entirely_is_refused_not_made_up(tiny_model_dir):
+    """Past max_length the start is kept, as in training; a prompt that fills max_length
+    leaves no response token for the head to read, and would otherwise get a reward read
+    off the prompt (the same for every candidate)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from drover.errors import DataError
+    from drover.local.reward import score_sequences
+    from drover.models import load_tokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1).eval()
+    model.config.pad_token_id = model.config.eos_token_id
+    tok = load_tokenizer(tiny_model_dir)
+    long_response = score_sequences(model, tok, ["hi"], ["an answer " * 40], max_length=32)
+    assert len(long_response) == 1 and math.isfinite(long_response[0])  # truncated, still a response
+    with pytest.raises(DataError, match=r"prompt 1 fills max_length=32 .* none of its response"):
+        score_sequences(model, tok, ["hi", "hello " * 60], ["an answer", "an answer"], max_length=32)

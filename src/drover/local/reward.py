@@ -37,10 +37,14 @@ def _messages(prompt: str | Sequence[Message | dict]) -> list[Message | dict]:
 
 def score_sequences(model: Any, tokenizer: Any, prompts: Sequence[str | Sequence[Message | dict]],
                     responses: Sequence[str], batch_size: int = 8, max_length: int = 2048) -> list[float]:
-    """One reward per (prompt, response); a prompt is a user message string or chat turns."""
+    """One reward per (prompt, response); a prompt is a user message string or chat turns.
+
+    A sequence longer than `max_length` keeps its start, as in training (the reward is read at
+    the last response token kept); one with no response token left is refused (DataError)."""
     import torch
 
     from drover.collate import PaddedCollator
+    from drover.errors import DataError
     from drover.local.logprobs import target_index
     from drover.local.sequence_model import SequenceModel
     from drover.tokenization import encode_prompt_response
@@ -55,6 +59,10 @@ def score_sequences(model: Any, tokenizer: Any, prompts: Sequence[str | Sequence
         for start in range(0, len(prompts), batch_size):
             seqs = [encode_prompt_response(tokenizer, _messages(prompts[i]), responses[i], max_length, str(i))
                     for i in range(start, min(start + batch_size, len(prompts)))]
+            for i, seq in enumerate(seqs, start):
+                if seq.num_trained == 0:  # the head would read a prompt token: a reward for no response
+                    raise DataError(f"reward model: prompt {i} fills max_length={max_length} tokens, so none of "
+                                    f"its response is left to score; raise max_length or shorten the prompt")
             out = collate(seqs)
             index = target_index(out["labels"], out["seq_index"], len(seqs)).to(device)
             scores.extend(scorer(input_ids=out["input_ids"].to(device), position_ids=out["position_ids"].to(device),
