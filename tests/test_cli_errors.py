@@ -312,3 +312,12 @@ def test_a_run_refused_for_a_bad_input_does_not_block_the_fixed_run(workdir, cap
     out.write_text('{"id": "a"}\n')
     with pytest.raises(Exception, match="written under other settings"):
         claim_output(Cfg(str(out), seed=2))
+    # an empty output whose items were all recorded as rejected or failed is not empty: those
+    # ids are done, and resuming under other settings would keep them
+    for name in ("rejected", "failures"):
+        out.write_text("")
+        claim_output(Cfg(str(out), seed=3))
+        (workdir / f"out.{name}.jsonl").write_text('{"id": "a", "reason": "empty answer"}\n')
+        with pytest.raises(Exception, match="written under other settings"):
+            claim_output(Cfg(str(out), seed=4))
+        (workdir / f"out.{name}.jsonl").unlink()

@@ -172,7 +172,8 @@ def claim_output(config: Any, force: bool = False, output: str | Path | None = N
     if force:
         for path in [output, *(sidecar(output, s) for s in SIDECARS), *map(Path, also)]:
             path.unlink(missing_ok=True)
-    elif marker.exists() and output.exists() and output.stat().st_size > 0:  # an empty output mixes nothing
+    elif marker.exists() and any(p.exists() and p.stat().st_size > 0  # an empty output mixes nothing
+                                 for p in (output, sidecar(output, "failures.jsonl"), sidecar(output, "rejected.jsonl"))):
         try:
             before = json.loads(marker.read_text(encoding="utf-8"))
         except ValueError:
