@@ -4,6 +4,7 @@ the result-file format the report reads, resume, and one task through `drover se
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -195,11 +196,20 @@ def test_limits_metrics_and_breakdowns(suite):
 
     tox = load("toxigen")
     assert tox["higher_is_better"] is False and set(tox["breakdown"]["group"]) == {"asian", "women"}
-    assert tox["n_examples"] == 4 and 0 <= tox["metrics"]["toxic"] <= 100
+    flags = [e["toxic"] for e in examples("toxigen")]
+    assert tox["n_examples"] == len(flags) == 4 and all(isinstance(f, bool) for f in flags)
+    assert tox["metrics"]["toxic"] == pytest.approx(100 * sum(flags) / 4)  # the figure is its examples' own
     assert examples("toxigen")[0]["prompt"].startswith("<|user|>\nComplete the following: - ")
 
     mc = load("truthfulqa_mc")
-    assert mc["n_examples"] == 2 and 0 <= mc["metrics"]["mc2"] <= 100 and mc["metrics"]["mc1"] in (0, 50, 100)
+    mc_rows = examples("truthfulqa_mc")
+    assert mc["n_examples"] == len(mc_rows) == 2
+    for e in mc_rows:  # MC2 by hand: the true answers' share of the probability mass of all answers
+        top = max(e["true_logprobs"] + e["false_logprobs"])
+        true, false = (sum(math.exp(x - top) for x in e[k]) for k in ("true_logprobs", "false_logprobs"))
+        assert e["mc2"] == pytest.approx(true / (true + false), rel=1e-9)
+    assert mc["metrics"]["mc2"] == pytest.approx(50 * sum(e["mc2"] for e in mc_rows))
+    assert mc["metrics"]["mc1"] == pytest.approx(50 * sum(e["mc1"] for e in mc_rows))
     gen = load("truthfulqa_gen")
     assert set(gen["metrics"]) == {"truthful", "informative", "truthful_informative", "n_judge_failures"}
     assert gen["metrics"]["truthful_informative"] <= min(gen["metrics"]["truthful"], gen["metrics"]["informative"])
