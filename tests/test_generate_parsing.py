@@ -402,6 +402,7 @@ def test_probabilistic_rank_uses_length_normalised_logprob(tmp_path, monkeypatch
     assert [r["score"] for r in row["responses"]] == pytest.approx([score for score, _ in expected])
     assert row["reference"] == "orig"
     assert summary["counts"]["duplicate samples dropped"] == 1
+    assert not (tmp_path / "rp.failures.jsonl").exists()  # a sidecar appears only when something is recorded
 
 
 def test_an_empty_teacher_answer_is_recorded_not_failed_and_not_asked_again(tmp_path, monkeypatch):

@@ -292,13 +292,15 @@ class JsonlAppender:
     rewritten: appending to it would destroy what it holds.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, lazy: bool = False):
+        """`lazy`: create the file only at the first write (a sidecar of failures or
+        rejections that most runs leave empty)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done_ids: set[str] = set()
         if self.path.exists():
             self._recover()
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle: Any = None if lazy and not self.path.exists() else open(self.path, "a", encoding="utf-8")
 
     def _refuse(self, line: int, problem: str) -> InputError:
         return InputError(self.path, line, None, f"{problem}; this output must be a JSONL file of records "
@@ -342,12 +344,15 @@ class JsonlAppender:
 
     def write(self, record: Record | dict[str, Any]) -> None:
         obj = record if isinstance(record, dict) else record.to_dict()
+        if self._handle is None:
+            self._handle = open(self.path, "a", encoding="utf-8")
         self._handle.write(strict_dumps(obj, ensure_ascii=False) + "\n")
         self._handle.flush()
         self.done_ids.add(str(obj["id"]))
 
     def close(self) -> None:
-        self._handle.close()
+        if self._handle is not None:
+            self._handle.close()
 
     def __enter__(self) -> "JsonlAppender":
         return self

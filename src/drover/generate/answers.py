@@ -69,7 +69,7 @@ def run_answers(config: AnswersConfig) -> dict[str, Any]:
     teacher = open_llm(config.teacher, cache_path(config.output, config.run_dir), config.teacher_options)
     source = config.source or f"teacher:{teacher.config.model}"
     try:
-        with JsonlAppender(config.output) as out, JsonlAppender(sidecar(config.output, "rejected.jsonl")) as rejected:
+        with JsonlAppender(config.output) as out, JsonlAppender(sidecar(config.output, "rejected.jsonl"), lazy=True) as rejected:
             done = out.done_ids | rejected.done_ids
             summary.add("already done", len(done))
             prompts = list(_prompts(config, done))

@@ -83,7 +83,7 @@ def run_feedback(config: FeedbackConfig) -> dict[str, Any]:
     judge = open_llm(config.judge, cache, config.judge_options, role="judge")
     llms: dict[str, Any] = {"judge": judge}
     try:
-        with JsonlAppender(config.output) as out, JsonlAppender(sidecar(config.output, "failures.jsonl")) as bad:
+        with JsonlAppender(config.output) as out, JsonlAppender(sidecar(config.output, "failures.jsonl"), lazy=True) as bad:
             done = out.done_ids | bad.done_ids
             summary.add("already done", len(done))
             prompts: list[Prompt] = []

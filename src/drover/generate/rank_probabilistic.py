@@ -95,7 +95,7 @@ def run_rank_probabilistic(config: RankProbabilisticConfig) -> dict[str, Any]:
     llm = (open_llm(config.teacher, cache, config.teacher_options) if config.teacher
            else open_llm(config.scorer, cache, config.scorer_options, role="scorer"))
     try:
-        with JsonlAppender(config.output) as out, JsonlAppender(sidecar(config.output, "failures.jsonl")) as bad:
+        with JsonlAppender(config.output) as out, JsonlAppender(sidecar(config.output, "failures.jsonl"), lazy=True) as bad:
             done = out.done_ids | bad.done_ids
             summary.add("already done", len(done))
             prompts = [p for n, p in enumerate(read_prompts(config.input))
