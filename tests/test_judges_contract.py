@@ -180,8 +180,14 @@ def test_changed_options_rejudge(tmp_path: Path) -> None:
     _run(tmp_path, "mt-bench", "single", fake, judge_options={"max_tokens": 7})
     assert len(fake.sent) == 4 and {r.decoding.max_tokens for r in fake.sent} == {7}
     fake.sent.clear()
-    _run(tmp_path, "mt-bench", "single", fake, judge_options={"max_tokens": 7}, constrain=False)
+    unconstrained = _run(tmp_path, "mt-bench", "single", fake, judge_options={"max_tokens": 7}, constrain=False)
     assert len(fake.sent) == 4 and all(r.decoding.constraint is None for r in fake.sent)
+    # a sampling seed (or top_p) fills what the judge's requests leave unset: other verdicts,
+    # never "done already" with the verdicts sampled under the old one
+    seeded = _run(tmp_path, "mt-bench", "single", fake, judge_options={"max_tokens": 7, "seed": 5}, constrain=False)
+    assert seeded["key"] != unconstrained["key"]
+    reseeded = _run(tmp_path, "mt-bench", "single", fake, judge_options={"max_tokens": 7, "seed": 6}, constrain=False)
+    assert reseeded["key"] not in (seeded["key"], unconstrained["key"])
 
 
 def test_request_errors_are_failures_and_a_rerun_retries_only_them(tmp_path: Path) -> None:

@@ -29,6 +29,10 @@ from drover.errors import ConfigError, DroverError
 
 # Options that change what the judge says (in the result key); the rest only change how fast.
 CALL_OPTIONS = ("temperature", "max_tokens")
+# the judge LLM's other decoding defaults: they fill what a judge's requests leave unset (a
+# seed, top_p, stop strings) and so change verdicts; keyed only when given, so the keys of
+# results judged without them stay as they were
+DECODING_OPTIONS = ("top_p", "stop", "seed", "n", "logprobs", "top_logprobs")
 PRICES = ("price_input_per_1k", "price_output_per_1k")
 
 
@@ -77,7 +81,8 @@ def result_key(config: JudgeConfig, settings: Any, content: Any, identity: Any) 
 
     return digest({"kind": config.kind, "judge": identity, "settings": dataclasses.asdict(settings),
                    "limit": config.limit, "constrain": config.constrain, "content": content,
-                   "options": {k: config.judge_options.get(k) for k in CALL_OPTIONS}})
+                   "options": {**{k: config.judge_options.get(k) for k in CALL_OPTIONS},
+                               **{k: config.judge_options[k] for k in DECODING_OPTIONS if k in config.judge_options}}})
 
 
 def _settings(judge: Any, config: JudgeConfig) -> Any:
