@@ -464,3 +464,36 @@ def test_probabilistic_rank_retries_llm_errors_and_records_only_what_the_teacher
     assert {r.key for r in teacher.seen} == {"flaky"}
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["ok", "flaky"]
     assert not any("failed" in key for key in again["counts"])
+
+
+def test_contextual_rank_retries_a_policy_llm_error_and_records_empty_samples(tmp_path, monkeypatch):
+    """A policy sample lost to an LLM error leaves its prompt for the next run (not recorded
+    as failed for good); a policy that answered nothing is recorded and not asked again."""
+    import drover.generate.rank_contextual as rc
+
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps([{"id": q, "instruction": f"Tell me about {q}."} for q in ("flaky", "mute")]))
+    broken = {"flaky"}
+    words = ["apples grow on trees in orchards", "the moon orbits our planet slowly",
+             "rivers carry water to the sea", "bread is baked from flour and yeast"]
+
+    def policy_reply(request):
+        if request.key in broken and request.sample_index == 1:
+            return Completion(choices=[], error="HTTP 503: gave up after 7 attempts", key=request.key)
+        return "   " if request.key == "mute" and request.sample_index == 2 else words[request.sample_index % 4]
+
+    policy = ScriptedLLM(policy_reply)
+    judge = ScriptedLLM(lambda r: "Response 0: 9\nResponse 1: 8\nResponse 2: 7\nResponse 3: 6\n\nrank: [0, 1, 2, 3]")
+    _patch(monkeypatch, rc, {"policy": policy, "judge": judge})
+    out = tmp_path / "rc.jsonl"
+    config = rc.RankContextualConfig(input=str(prompts), output=str(out), policy="p", judge="j", n=4)
+    summary = rc.run_rank_contextual(config)
+    assert not out.exists() or not out.read_text().strip()
+    recorded = [json.loads(line) for line in (tmp_path / "rc.failures.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["reason"]) for r in recorded] == [("mute", "policy samples empty")]
+    assert summary["counts"]["records failed (policy LLM error; re-run to retry)"] == 1
+    broken.clear()
+    policy.seen.clear()
+    rc.run_rank_contextual(config)
+    assert {r.key for r in policy.seen} == {"flaky"}
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["flaky"]
