@@ -229,3 +229,14 @@ def _save_only_uploads(save):
         if all(job.get("id") is None for job in self.jobs):
             save(self)
     return wrapped
+
+
+def test_unseeded_samples_of_one_prompt_are_separate_batch_requests(server, tmp_path):
+    """k independent samples of a prompt with no seed send the same body: keyed by the body
+    alone they were one request in the job, and its one answer came back as all k samples."""
+    requests = [Request.chat([("user", "same")], sample_index=k, temperature=1.0) for k in range(3)]
+    with LLM(_config(server), tmp_path / "c.sqlite", progress=False) as llm:
+        out = list(llm.run(requests))
+    assert all(c.ok for c in out) and server.job_sizes() == [3]
+    ids = [line["custom_id"] for job in server.jobs.values() for line in job["lines"]]
+    assert len(set(ids)) == 3

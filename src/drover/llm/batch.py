@@ -43,9 +43,14 @@ TERMINAL = ("completed", "failed", "expired", "cancelled")
 _SAVE_LOCK = threading.Lock()  # clients run their event loops on threads of their own
 
 
-def custom_id(url: str, body: dict[str, Any]) -> str:
-    """The id of one request inside a batch: the digest of what is sent (stable across runs)."""
-    return hashlib.sha256(canonical_json({"url": url, "body": body}).encode("utf-8")).hexdigest()[:40]
+def custom_id(url: str, body: dict[str, Any], sample: int = 0) -> str:
+    """The id of one request inside a batch: the digest of what is sent and, past the first,
+    which independent sample it is (stable across runs). Unseeded samples of one prompt send
+    the same body; keyed by body alone they were one request, answered once for all of them."""
+    key: dict[str, Any] = {"url": url, "body": body}
+    if sample:
+        key["sample"] = sample
+    return hashlib.sha256(canonical_json(key).encode("utf-8")).hexdigest()[:40]
 
 
 class BatchJournal:
@@ -114,9 +119,10 @@ class BatchBackend(OpenAIBackend):
         self.jobs_resumed = 0
 
     # --- queueing (instead of POSTing) -------------------------------------------------------
-    async def _call(self, path: str, body: dict[str, Any], est_tokens: float) -> tuple[dict[str, Any], float]:
+    async def _call(self, path: str, body: dict[str, Any], est_tokens: float,
+                    sample: int = 0) -> tuple[dict[str, Any], float]:
         url = "/v1" + path
-        cid = custom_id(url, body)
+        cid = custom_id(url, body, sample)
         pending = self._queue.get(cid) or self._find_waiting(cid)
         if pending is None:
             line = (json.dumps({"custom_id": cid, "method": "POST", "url": url, "body": body},

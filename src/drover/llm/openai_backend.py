@@ -101,8 +101,11 @@ class OpenAIBackend:
         return redact(text, [self._key])
 
     # --- the retry loop ---------------------------------------------------------------
-    async def _call(self, path: str, body: dict[str, Any], est_tokens: float) -> tuple[dict[str, Any], float]:
+    async def _call(self, path: str, body: dict[str, Any], est_tokens: float,
+                    sample: int = 0) -> tuple[dict[str, Any], float]:
         """POST `body` to `path` with retries; returns the parsed JSON response and its latency.
+        `sample` (the request's sample index) tells apart independent samples whose bodies are
+        the same (no seed); each POST is its own sample here, the batch backend keys by it.
 
         Uses the client's low-level `post` with a raw httpx response: the same auth,
         URL handling and error types as `client.chat.completions.create`, without its
@@ -234,7 +237,8 @@ class OpenAIBackend:
                     kwargs["top_logprobs"] = decoding.top_logprobs
             chars = sum(len(c) for _, c in request.messages)
             response, latency = await self._call("/chat/completions", kwargs,
-                                                 estimate_tokens(chars, decoding.max_tokens or 0, n))
+                                                 estimate_tokens(chars, decoding.max_tokens or 0, n),
+                                                 request.sample_index)
             choices = [Choice(text=(c.get("message") or {}).get("content") or "", finish_reason=c.get("finish_reason"),
                               logprobs=_chat_logprobs(c.get("logprobs")) if decoding.logprobs else None)
                        for c in sorted(response["choices"], key=lambda c: c.get("index", 0))]
@@ -243,7 +247,8 @@ class OpenAIBackend:
             if decoding.logprobs:
                 kwargs["logprobs"] = decoding.top_logprobs or 1
             response, latency = await self._call("/completions", kwargs,
-                                                 estimate_tokens(len(request.prompt or ""), decoding.max_tokens or 0, n))
+                                                 estimate_tokens(len(request.prompt or ""), decoding.max_tokens or 0, n),
+                                                 request.sample_index)
             choices = [Choice(text=c.get("text") or "", finish_reason=c.get("finish_reason"),
                               logprobs=_text_logprobs(c.get("logprobs"), decoding.top_logprobs) if decoding.logprobs else None)
                        for c in sorted(response["choices"], key=lambda c: c.get("index", 0))]
