@@ -324,3 +324,35 @@ def test_a_second_judge_never_silently_replaces_the_first_ones_verdicts(tmp_path
     assert _run(tmp_path, "vicuna", "default", FakeJudgeLLM("honour", model="judge-a"))["key"] == first["key"]
     replaced = _run(tmp_path, "vicuna", "default", FakeJudgeLLM("honour", model="judge-b"), force=True)
     assert replaced["judge"] == "judge-b"
+
+
+def test_another_sampling_seed_rejudges_every_call(tmp_path: Path) -> None:
+    """A judge option that only fills what the calls leave unset (the LLM's seed, top_p) changes
+    the verdicts: a re-run under it sends every call again, never the stored verdicts of the
+    old seed under the new result key (the per-call keys missed it)."""
+    from drover.llm.config import LLMConfig
+
+    fake = FakeJudgeLLM("honour")
+
+    def run(**options: Any) -> dict[str, Any]:
+        fake.config = LLMConfig(backend="openai", model="fake-judge", base_url="http://fake.invalid/v1", **options)
+        fake.sent.clear()
+        cfg = JudgeConfig(kind="mt-bench", judge="fake", run_dir=str(tmp_path / "run"), limit=2,
+                          settings=dict(dict(_inputs(tmp_path))["mt-bench"])["single"],
+                          judge_options={**options, "temperature": 0.7})
+        return run_judge(cfg, open_llm=lambda c, cache: fake, log=lambda *_: None)
+
+    plain = run()
+    assert len(fake.sent) == 4
+    run()
+    assert fake.sent == []  # nothing changed: nothing re-sent
+    seeded = run(seed=5)
+    assert len(fake.sent) == 4 and seeded["key"] != plain["key"]
+    run(seed=6)
+    assert len(fake.sent) == 4
+    run(seed=6, top_p=0.5)
+    assert len(fake.sent) == 4
+    run(seed=6, top_p=0.5)
+    assert fake.sent == []
+    run()  # back to the defaults: the first run's settings, judged again (its journal was replaced)
+    assert len(fake.sent) == 4

@@ -7,7 +7,8 @@ typed verdict, the prompt id, the judge model, the decoding settings and the cal
 content key. Records are appended to an examples JSONL as they arrive; a re-run reads the
 finished ones back and sends only the rest (and the LLM cache makes even those free when
 they were answered before the crash). A stored record is reused only when its key - the
-digest of (judge identity, prompt id, messages, decoding, constraint) - equals the call's:
+digest of (judge identity, prompt id, messages, decoding, constraint, and the judge LLM's
+decoding defaults that fill what the call leaves unset: a seed, top_p) - equals the call's:
 the messages hold the answers judged, so changed answers under the same ids are re-judged.
 A verdict the endpoint gave without its constraint is journaled under the plain call's key
 (the call it really was), so `constraints: on` never reuses it. A call whose request failed after the client's retries is returned with
@@ -45,15 +46,20 @@ class JudgeCall:
     meta: dict[str, Any] = field(default_factory=dict)
     constraint: Constraint | None = None  # the verdict's shape, asked of endpoints that can enforce it
 
-    def content_key(self, judge: Any, constrained: bool = True) -> str:
+    def content_key(self, judge: Any, constrained: bool = True, defaults: dict[str, Any] | None = None) -> str:
         """What decides "judged already": judge identity, prompt, messages, decoding, constraint.
 
         `constrained=False`: the key of the same call answered without its constraint (an
-        endpoint that cannot enforce it, or `constraints: off`) - the plain call it was."""
+        endpoint that cannot enforce it, or `constraints: off`) - the plain call it was.
+        `defaults`: the judge LLM's decoding defaults that fill what `decoding` leaves unset
+        (`filled_defaults`: a seed, top_p); keyed only when there are any, so the keys of
+        calls judged without them stay as they were."""
         constraint = self.constraint if constrained else None
-        return digest({"judge": judge, "prompt_id": self.prompt_id, "messages": self.messages,
-                       "decoding": self.decoding,
-                       "constraint": None if constraint is None else constraint.to_dict()})
+        payload = {"judge": judge, "prompt_id": self.prompt_id, "messages": self.messages,
+                   "decoding": self.decoding, "constraint": None if constraint is None else constraint.to_dict()}
+        if defaults:
+            payload["defaults"] = defaults
+        return digest(payload)
 
 
 @dataclass
@@ -93,6 +99,29 @@ class Judgment:
                    obj.get("constraint"))
 
 
+def llm_defaults(llm: Any) -> dict[str, Any]:
+    """The judge LLM's decoding defaults that differ from drover's built-in ones (a seed, top_p,
+    n, stop strings set in its config): they fill what a call's own decoding leaves unset, so
+    they change its verdict as much as the call's own settings do."""
+    from dataclasses import fields
+
+    from drover.completions import Decoding
+    from drover.llm.config import LLMConfig
+
+    config = getattr(llm, "config", None)
+    if not isinstance(config, LLMConfig):
+        return {}
+    mine, builtin = config.defaults(), LLMConfig().defaults()
+    return {f.name: getattr(mine, f.name) for f in fields(Decoding)
+            if getattr(mine, f.name) != getattr(builtin, f.name)}
+
+
+def filled_defaults(defaults: dict[str, Any], call: JudgeCall) -> dict[str, Any]:
+    """Of `llm_defaults`, those this call does not set itself (its own value wins when sent)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()
+            if call.decoding.get(k) is None}
+
+
 def _read_done(path: Path) -> dict[str, Judgment]:
     out: dict[str, Judgment] = {}
     if not path.exists():
@@ -124,8 +153,9 @@ def run_calls(llm: LLMLike, calls: Sequence[JudgeCall], judge: str, examples_pat
         done = _read_done(Path(examples_path))
         appender = JsonlAppender(examples_path)
     who = judge if identity is None else identity
-    keys = {c.id: c.content_key(who) for c in calls}
-    plain = {c.id: c.content_key(who, constrained=False) for c in calls}
+    defaults = llm_defaults(llm)
+    keys = {c.id: c.content_key(who, defaults=filled_defaults(defaults, c)) for c in calls}
+    plain = {c.id: c.content_key(who, constrained=False, defaults=filled_defaults(defaults, c)) for c in calls}
     # A stored record is reused only if it came from the same judge, prompt, decoding and answers.
     # A verdict given without its constraint is stored under the plain call's key: reused unless
     # the judge must now be constrained (`constraints: on`). A request that failed is never
