@@ -293,3 +293,18 @@ def test_seeded_samples_differ_by_their_sample_index(server):
         out = list(llm.run(reqs))
     assert sorted(r["seed"] for r in server.requests) == [7, 8, 9]
     assert [c.text for c in out] == [f"answer: s seed={s}" for s in (7, 8, 9)]
+
+
+def test_seeded_n_choices_of_two_sample_indices_never_share_a_seed(server):
+    """An endpoint samples choice j of a seeded n-request with seed + j (vLLM's child requests):
+    sample index k of n choices goes out with seed + k*n, so the choices of index 0 and index 1
+    are 2n independent samples (seed + k put n - 1 of them twice), and they are the very
+    samples the emulated n (`supports_n: false`, one request per choice) draws."""
+    reqs = [Request.chat([("user", "s")], sample_index=k, n=3, temperature=1.0) for k in range(2)]
+    with LLM(_config(server, seed=10), None, progress=False) as llm:
+        native = [[ch.text for ch in c.choices] for c in llm.run(reqs)]
+    with LLM(_config(server, seed=10, supports_n=False), None, progress=False) as llm:
+        emulated = [[ch.text for ch in c.choices] for c in llm.run(reqs)]
+    seeds = [[int(t.rsplit("seed=", 1)[1]) for t in texts] for texts in native]
+    assert seeds == [[10, 11, 12], [13, 14, 15]]
+    assert [[int(t.rsplit("seed=", 1)[1]) for t in texts] for texts in emulated] == seeds

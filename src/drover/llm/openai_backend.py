@@ -325,9 +325,12 @@ def _lean_ok(base_url: str | None) -> bool:
 
 def _sampling_kwargs(model: str, d: Decoding, sample_index: int = 0) -> dict[str, Any]:
     """The body's sampling fields. A seeded request's k-th sample (`sample_index`) is sent
-    with seed + k: the same seed would make the endpoint return the same sample k times."""
+    with seed + k: the same seed would make the endpoint return the same sample k times.
+    With n choices, seed + k*n: an endpoint samples choice j with seed + j (vLLM's child
+    requests), so seed + k gave index k the choices of index k-1 shifted by one; seed + k*n
+    are exactly the seeds of the emulated n (`LLM._samples_one_by_one`: index k*n + j)."""
     kwargs: dict[str, Any] = {"model": model}
-    seed = None if d.seed is None else d.seed + sample_index
+    seed = None if d.seed is None else d.seed + sample_index * (d.n or 1)
     for name, value in (("temperature", d.temperature), ("top_p", d.top_p), ("max_tokens", d.max_tokens),
                         ("seed", seed)):
         if value is not None:

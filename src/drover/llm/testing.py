@@ -215,7 +215,9 @@ class FakeOpenAIServer:
         n = int(request.get("n") or 1)
         content = _content(request)
         seed = request.get("seed")
-        texts = [f"answer: {content}" + (f" #{i}" if n > 1 else "") + (f" seed={seed}" if seed is not None else "")
+        # a seeded request's choice i is sampled with seed + i, as vLLM seeds the n "child" requests
+        # of one request (vllm/v1/engine/parallel_sampling.py)
+        texts = [f"answer: {content}" + (f" #{i}" if n > 1 else "") + (f" seed={seed + i}" if seed is not None else "")
                  for i in range(n)]
         if self.constraints == "honour" and request.get("guided_choice"):
             texts = [self._rng.choice(list(request["guided_choice"])) for _ in range(n)]
