@@ -356,3 +356,22 @@ def test_another_sampling_seed_rejudges_every_call(tmp_path: Path) -> None:
     assert fake.sent == []
     run()  # back to the defaults: the first run's settings, judged again (its journal was replaced)
     assert len(fake.sent) == 4
+
+
+def test_the_llms_constraints_mode_is_part_of_the_result_key(tmp_path: Path) -> None:
+    """`judge_options.constraints: off` drops every verdict's constraint (free text, parsed as it
+    comes; as constrain=false, which is keyed) and `on` refuses unconstrained fallbacks: a result
+    judged under one is not "done already" under another."""
+    fake = FakeJudgeLLM("honour")
+    logs: list[str] = []
+
+    def run(**options: Any) -> dict[str, Any]:
+        cfg = JudgeConfig(kind="mt-bench", judge="fake", run_dir=str(tmp_path / "run"), limit=2,
+                          settings=dict(dict(_inputs(tmp_path))["mt-bench"])["single"], judge_options=options)
+        return run_judge(cfg, open_llm=lambda c, cache: fake, log=logs.append)
+
+    off = run(constraints="off")
+    logs.clear()
+    auto = run()
+    assert auto["key"] != off["key"] and not any("done already" in line for line in logs)
+    assert run(constraints="on")["key"] not in (off["key"], auto["key"])

@@ -30,9 +30,10 @@ from drover.errors import ConfigError, DroverError
 # Options that change what the judge says (in the result key); the rest only change how fast.
 CALL_OPTIONS = ("temperature", "max_tokens")
 # the judge LLM's other decoding defaults: they fill what a judge's requests leave unset (a
-# seed, top_p, stop strings) and so change verdicts; keyed only when given, so the keys of
-# results judged without them stay as they were
-DECODING_OPTIONS = ("top_p", "stop", "seed", "n", "logprobs", "top_logprobs")
+# seed, top_p, stop strings) and so change verdicts; and its `constraints` mode (off: every
+# verdict free text, as constrain=false; on: no unconstrained fallback); keyed only when
+# given, so the keys of results judged without them stay as they were
+DECODING_OPTIONS = ("top_p", "stop", "seed", "n", "logprobs", "top_logprobs", "constraints")
 PRICES = ("price_input_per_1k", "price_output_per_1k")
 
 
