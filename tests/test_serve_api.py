@@ -153,6 +153,20 @@ def test_prompt_lists_and_token_ids_answer_like_single_prompts(client, tokenizer
     assert [c.index for c in numbered.choices] == [0, 1, 2, 3]
 
 
+def test_one_seed_does_not_give_every_prompt_the_same_noise(client):
+    """A client that seeds every request alike (`seed: 42` in a recipe's teacher options) asks
+    for independent samples of different prompts: each prompt's samples draw from its own
+    stream (seed, prompt). One stream for all gave the random tiny model's near-uniform
+    distributions one and the same text for every prompt. Still reproducible per request."""
+    prompts = ["The cat", "A dog ran", "Hello there"]
+    kwargs = dict(model="tiny", max_tokens=8, temperature=1.0, seed=5)
+    listed = [c.text for c in client.completions.create(prompt=prompts, **kwargs).choices]
+    assert len(set(listed)) == 3
+    assert [client.completions.create(prompt=p, **kwargs).choices[0].text for p in prompts] == listed
+    chats = [client.chat.completions.create(messages=[{"role": "user", "content": p}], **kwargs).choices[0].message.content
+             for p in prompts]
+    assert len(set(chats)) == 3
+
 def test_best_of_returns_the_samples_with_the_highest_mean_log_prob(client):
     kwargs = dict(model="tiny", prompt="Tell me", max_tokens=6, temperature=1.0, seed=21)
     pool = client.completions.create(**kwargs, n=5, logprobs=0)

@@ -19,7 +19,9 @@ alone proves it (each token covers at most `token_bytes` bytes), else after.
 Concurrent requests are batched onto the model by its one `ModelWorker`
 (`model_worker.py`), on a model thread, so the event loop keeps answering (`/health`
 too) while the model computes; streams are shaped in `serve_stream.py`. A request without `seed` samples with a fresh random seed
-(as hosted APIs do); with a seed its samples are reproducible.
+(as hosted APIs do); with a seed its samples are reproducible: sample j of a prompt draws
+from a stream seeded by (seed, the prompt's token ids, j), so one seed sent with every
+request does not give different prompts the same noise.
 """
 
 from __future__ import annotations
@@ -125,11 +127,13 @@ def _too_large(size: int, limits: ServeLimits) -> RequestError:
 def _item(served: Served, ids: list[int], samp: Sampling, rows: int, logprobs: bool, top: int,
           where: str) -> GenerationItem:
     max_tokens = check_context(len(ids), samp.max_tokens, served.context, served.limits, where)
-    seed = samp.seed if samp.seed is not None else random.getrandbits(62)
+    # A seed names one stream per prompt, not one for all: clients seed every request alike
+    # (a recipe's `seed: 42`), and the same noise for every prompt makes their samples alike.
+    stream = ("serve", random.getrandbits(62)) if samp.seed is None else ("serve", samp.seed, ids)
     return GenerationItem(prompt_ids=ids, max_tokens=max_tokens,
                           temperature=samp.temperature if samp.temperature >= GREEDY_BELOW else 0.0,
                           top_p=samp.top_p, stop=samp.stop, n=rows,
-                          seeds=[sample_seed("serve", seed, j) for j in range(rows)],
+                          seeds=[sample_seed(*stream, j) for j in range(rows)],
                           logprobs=logprobs, top_logprobs=top, constraint=samp.constraint)
 
 
