@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# The served model samples with a seed (seed + k for a prompt's k-th sample), so what the
+# The served model samples with a seed (drawn from (seed, prompt), + k for its k-th sample), so what the
 # tiny random model says (rarely, nothing at all) is the same on every run.
 SEEDED = {"seed": 0}
 

@@ -122,7 +122,9 @@ def test_n_samples_sent_one_by_one_join_the_same_job(server, tmp_path):
     with LLM(_config(server, supports_n=False), tmp_path / "c.sqlite", progress=False) as llm:
         out = list(llm.run(requests))
     assert [len(c.choices) for c in out] == [3] * 4 and server.job_sizes() == [12]
-    assert out[0].choices[1].text == "answer: s0 seed=6"
+    from drover.llm.openai_backend import prompt_seed
+
+    assert out[0].choices[1].text == f"answer: s0 seed={prompt_seed(5, requests[0]) + 1}"
 
 
 def test_batch_mode_config_is_checked():

@@ -16,6 +16,7 @@ from drover.llm.config import LLMConfig
 from drover.llm.progress import Progress
 from drover.llm.ratelimit import RateLimiter, TokenBucket
 from drover.llm.retry import backoff_delay, redact, retry_after_seconds
+from drover.llm.openai_backend import prompt_seed
 from drover.llm.testing import FakeOpenAIServer
 from drover.completions import Request
 from drover.runs import RunDir
@@ -64,10 +65,11 @@ def test_prompt_requests_use_text_completions_and_decoding_is_sent(server):
     with LLM(_config(server, temperature=0.3), None, progress=False) as llm:
         c = llm.complete(Request.text("Once upon a time", max_tokens=7, stop=["\n"], seed=5))
         chat = llm.complete(Request.chat([("user", "hi")], logprobs=True, top_logprobs=1))
-    assert c.text == "answer: Once upon a time seed=5"
+    seed = prompt_seed(5, Request.text("Once upon a time"))
+    assert c.text == f"answer: Once upon a time seed={seed}"
     assert server.paths == ["/v1/completions", "/v1/chat/completions"]
     body = server.requests[0]
-    assert (body["max_tokens"], body["stop"], body["temperature"], body["seed"]) == (7, ["\n"], 0.3, 5)
+    assert (body["max_tokens"], body["stop"], body["temperature"], body["seed"]) == (7, ["\n"], 0.3, seed)
     assert chat.choices[0].logprobs[0].token == "answer:" and chat.choices[0].logprobs[0].top == {"answer:": -0.5}
 
 
@@ -81,10 +83,11 @@ def test_n_samples_native_and_emulated(server, tmp_path):
         # sample 1 of "y" was asked for alone before: it is the same cache entry as choice 1 of n=3
         single = llm.complete(Request.chat([("user", "y")], sample_index=1))
         emulated = llm.complete(Request.chat([("user", "y")], n=3))
-    assert [ch.text for ch in emulated.choices] == [f"answer: y seed={s}" for s in (10, 11, 12)]
+    base = prompt_seed(10, Request.chat([("user", "y")]))
+    assert [ch.text for ch in emulated.choices] == [f"answer: y seed={base + j}" for j in range(3)]
     assert emulated.choices[1].text == single.text
     assert server.count("y") == 3  # one for the single, two more for the n=3 request
-    assert sorted(r["seed"] for r in server.requests[1:]) == [10, 11, 12]  # distinct per sample
+    assert sorted(r["seed"] for r in server.requests[1:]) == [base, base + 1, base + 2]  # distinct per sample
     assert all("n" not in r for r in server.requests[1:])
     with LLM(_config(server, supports_n=False, seed=10), cache, progress=False) as llm:
         assert llm.complete(Request.chat([("user", "y")], n=3)).cached
@@ -287,18 +290,19 @@ def test_lean_transport_chunked_bodies_and_stale_connections():
 
 def test_seeded_samples_differ_by_their_sample_index(server):
     """k independent samples of a seeded request are not one sample k times: sample k goes out
-    with seed + k (GPT-4-LLM's n responses per instruction, Tuna's ranked samples)."""
+    with the prompt's seed + k (GPT-4-LLM's n responses per instruction, Tuna's ranked samples)."""
     reqs = [Request.chat([("user", "s")], sample_index=i, temperature=1.0) for i in range(3)]
     with LLM(_config(server, seed=7), None, progress=False) as llm:
         out = list(llm.run(reqs))
-    assert sorted(r["seed"] for r in server.requests) == [7, 8, 9]
-    assert [c.text for c in out] == [f"answer: s seed={s}" for s in (7, 8, 9)]
+    base = prompt_seed(7, reqs[0])
+    assert sorted(r["seed"] for r in server.requests) == [base, base + 1, base + 2]
+    assert [c.text for c in out] == [f"answer: s seed={base + k}" for k in range(3)]
 
 
 def test_seeded_n_choices_of_two_sample_indices_never_share_a_seed(server):
     """An endpoint samples choice j of a seeded n-request with seed + j (vLLM's child requests):
-    sample index k of n choices goes out with seed + k*n, so the choices of index 0 and index 1
-    are 2n independent samples (seed + k put n - 1 of them twice), and they are the very
+    sample index k of n choices goes out with the prompt's seed + k*n, so the choices of index 0
+    and index 1 are 2n independent samples (+ k put n - 1 of them twice), and they are the very
     samples the emulated n (`supports_n: false`, one request per choice) draws."""
     reqs = [Request.chat([("user", "s")], sample_index=k, n=3, temperature=1.0) for k in range(2)]
     with LLM(_config(server, seed=10), None, progress=False) as llm:
@@ -306,5 +310,25 @@ def test_seeded_n_choices_of_two_sample_indices_never_share_a_seed(server):
     with LLM(_config(server, seed=10, supports_n=False), None, progress=False) as llm:
         emulated = [[ch.text for ch in c.choices] for c in llm.run(reqs)]
     seeds = [[int(t.rsplit("seed=", 1)[1]) for t in texts] for texts in native]
-    assert seeds == [[10, 11, 12], [13, 14, 15]]
+    base = prompt_seed(10, reqs[0])
+    assert seeds == [[base + j for j in range(3)], [base + 3 + j for j in range(3)]]
     assert [[int(t.rsplit("seed=", 1)[1]) for t in texts] for texts in emulated] == seeds
+
+
+def test_one_seed_is_not_one_noise_stream_for_every_prompt(server):
+    """A config seed goes with every request, and an endpoint draws the same noise for the same
+    seed whatever the prompt: each prompt is sent a seed of its own, drawn from (seed, prompt),
+    the same on every run."""
+    reqs = [Request.chat([("user", p)], temperature=1.0) for p in ("a", "b", "c")]
+    with LLM(_config(server, seed=7), None, progress=False) as llm:
+        list(llm.run(reqs))
+    with LLM(_config(server, seed=7), None, progress=False) as llm:
+        list(llm.run(reqs))
+    by_prompt: dict[str, set[int]] = {}
+    for body in server.requests:
+        by_prompt.setdefault(body["messages"][0]["content"], set()).add(body["seed"])
+    assert all(len(seeds) == 1 for seeds in by_prompt.values())  # reproducible
+    assert len({s for seeds in by_prompt.values() for s in seeds}) == 3  # one stream per prompt
+    with LLM(_config(server, seed=8), None, progress=False) as llm:
+        list(llm.run(reqs[:1]))
+    assert server.requests[-1]["seed"] not in by_prompt["a"]  # another seed, another stream

@@ -6,8 +6,9 @@ its backends and the local engine (`drover.local`) speak it.
 A request is either a chat (`messages`) or a raw text prompt (`prompt`, for
 base-model benchmarks and pre-formatted chat text). `sample_index` makes the k-th of
 several independent samples of the same request a different cache entry (and, when a
-seed is set, a different seed: seed + k, or seed + k*n for n choices, whose choice j an
-endpoint seeds with seed + k*n + j), so sampling is reproducible and resumable. `key` is the caller's label (a record id) and
+seed is set, a different seed: base + k, or base + k*n for n choices, whose choice j an
+endpoint seeds with base + k*n + j; the base is drawn from (seed, messages/prompt), so one
+seed does not give every prompt the same noise), so sampling is reproducible and resumable. `key` is the caller's label (a record id) and
 is *not* part of the cache key.
 """
 

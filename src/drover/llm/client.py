@@ -396,7 +396,7 @@ class LLM:
 
     async def _samples_one_by_one(self, backend: Any, request: Request, decoding: Decoding) -> Completion:
         """n samples from an endpoint that cannot do `n`: n single-sample requests, each its own
-        cache entry: sample index request.sample_index·n + j (sent with seed + that index
+        cache entry: sample index request.sample_index·n + j (sent with the prompt's seed + that index
         when seeded), the same entry as that sample asked for alone."""
         from drover.llm.openai_backend import ItemError
 

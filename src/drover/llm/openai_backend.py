@@ -228,7 +228,7 @@ class OpenAIBackend:
 
     async def _complete(self, request: Request, decoding: Decoding, extra: dict[str, Any]) -> Completion:
         n = decoding.n or 1
-        kwargs = {**_sampling_kwargs(self.config.model, decoding, request.sample_index), **extra}
+        kwargs = {**_sampling_kwargs(self.config.model, decoding, request), **extra}
         if request.messages is not None:
             kwargs["messages"] = request.message_dicts()
             if decoding.logprobs:
@@ -323,14 +323,28 @@ def _lean_ok(base_url: str | None) -> bool:
     return not any(os.environ.get(v) for v in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"))
 
 
-def _sampling_kwargs(model: str, d: Decoding, sample_index: int = 0) -> dict[str, Any]:
+def prompt_seed(seed: int, request: Request) -> int:
+    """The seed a seeded request's samples start from: 31 bits of the digest of (seed, its
+    messages or prompt). An endpoint draws the same noise for the same seed whatever the
+    prompt (vLLM: one generator per request, seeded by it), and a config seed is sent with
+    every request: the seed as given made every prompt's sample k share one noise stream,
+    so samples of different prompts came out alike (drover serve's random tiny model: the
+    same text for every prompt). Stable across runs: a resumed or repeated run sends it again."""
+    from drover.identity import digest
+
+    return int(digest([seed, request.messages, request.prompt]).rsplit(":", 1)[1][:8], 16) >> 1
+
+
+def _sampling_kwargs(model: str, d: Decoding, request: Request | None = None) -> dict[str, Any]:
     """The body's sampling fields. A seeded request's k-th sample (`sample_index`) is sent
-    with seed + k: the same seed would make the endpoint return the same sample k times.
-    With n choices, seed + k*n: an endpoint samples choice j with seed + j (vLLM's child
-    requests), so seed + k gave index k the choices of index k-1 shifted by one; seed + k*n
-    are exactly the seeds of the emulated n (`LLM._samples_one_by_one`: index k*n + j)."""
+    with `prompt_seed` + k: one seed would make the endpoint return the same sample k times.
+    With n choices, + k*n: an endpoint samples choice j with seed + j (vLLM's child
+    requests), so + k gave index k the choices of index k-1 shifted by one; + k*n are
+    exactly the seeds of the emulated n (`LLM._samples_one_by_one`: index k*n + j)."""
     kwargs: dict[str, Any] = {"model": model}
-    seed = None if d.seed is None else d.seed + sample_index * (d.n or 1)
+    seed = None
+    if d.seed is not None:
+        seed = d.seed if request is None else prompt_seed(d.seed, request) + request.sample_index * (d.n or 1)
     for name, value in (("temperature", d.temperature), ("top_p", d.top_p), ("max_tokens", d.max_tokens),
                         ("seed", seed)):
         if value is not None:
