@@ -175,6 +175,28 @@ def test_benchmark_result_key(change, affects):
     assert (result_key(identity, task, config.eval_options()) != before) is affects
 
 
+
+@pytest.mark.parametrize("form", ["truth={a},info={b}", "hf:{a}", "{a}"])
+def test_a_judge_model_retrained_in_place_changes_the_benchmark_key(tmp_path, form):
+    """TruthfulQA's judges (one spec, hf:PATH, or open-instruct's truth=PATH,info=PATH): each
+    local judge directory is keyed by its content, so other judge weights under the same path
+    re-judge instead of reporting the old judge's verdicts as done."""
+    from drover.evaluate.config import EvalConfig
+    from drover.evaluate.registry import TASKS
+    from drover.evaluate.runner import result_key
+
+    a, b = tmp_path / "truth-judge", tmp_path / "info-judge"
+    for d in (a, b):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"weights v1")
+    task = TASKS.get("truthfulqa_gen")
+    options = EvalConfig(model="m", tasks=["truthfulqa_gen"], truthfulqa_judge=form.format(a=a, b=b)).eval_options()
+    identity = {"backend": "hf", "model": "sha256:a"}
+    before = result_key(identity, task, options)
+    assert result_key(identity, task, options) == before
+    (a / "model.safetensors").write_bytes(b"weights v2, retrained")
+    assert result_key(identity, task, options) != before
+
 # --- training ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value, affects", [
     ("lr", 5e-4, True), ("seed", 1, True), ("micro_batch_size", 2, True), ("grad_accum", 2, True),

@@ -57,9 +57,20 @@ def task_inputs(task: Task, options: EvalOptions) -> dict[str, str]:
               "prompting": file_fingerprint(inspect.getfile(prompting))}
     for name in getattr(task, "uses", ()):
         value = getattr(options, name)
-        if isinstance(value, str) and value and Path(value).exists():
-            inputs[name] = path_fingerprint(value)
+        if isinstance(value, str) and value:
+            for part, path in _named_paths(value).items():
+                inputs[f"{name}.{part}" if part else name] = path_fingerprint(path)
     return inputs
+
+
+def _named_paths(value: str) -> dict[str, str]:
+    """The local paths an option names: the value itself, `hf:PATH`, or each SPEC of
+    `NAME=SPEC,NAME=SPEC` (TruthfulQA's truth=...,info=... judges), by NAME ("" for a lone one)."""
+    if Path(value).exists():
+        return {"": value}
+    parts = dict(p.split("=", 1) for p in value.split(",") if "=" in p) if "=" in value else {"": value}
+    named = {k: v.removeprefix("hf:") for k, v in parts.items()}
+    return {k: v for k, v in named.items() if v and Path(v).exists()}
 
 
 def result_key(model_identity: dict[str, Any], task: Task, options: EvalOptions) -> str:
