@@ -497,3 +497,22 @@ def test_contextual_rank_retries_a_policy_llm_error_and_records_empty_samples(tm
     rc.run_rank_contextual(config)
     assert {r.key for r in policy.seen} == {"flaky"}
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["flaky"]
+
+
+def test_feedback_samples_one_model_twice_as_two_samples(tmp_path, monkeypatch, tiny_model_dir):
+    """`sample: [a=M, b=M]` asks M for two answers per prompt: they are the model's samples 0
+    and 1, not one cached answer returned under both names (both rated, a pair of equals)."""
+    import drover.generate.feedback as fb
+    from drover.generate.stage import open_llm
+
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps([{"id": "q1", "instruction": "Name a colour.", "input": ""}]))
+    judge = ScriptedLLM(lambda r: "7\nfine")
+    monkeypatch.setattr(fb, "open_llm", lambda spec, cache, options=None, role="teacher":
+                        judge if role == "judge" else open_llm(spec, cache, options, role))
+    out = tmp_path / "data" / "fb.jsonl"
+    fb.run_feedback(fb.FeedbackConfig(input=str(prompts), output=str(out), judge="x", sample_max_tokens=12,
+                                      sample=[f"a={tiny_model_dir}", f"b={tiny_model_dir}"]))
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    texts = {r["source"]: r["content"] for r in row["responses"]}
+    assert set(texts) == {"a", "b"} and texts["a"] != texts["b"]

@@ -8,7 +8,8 @@ prompt (`drover.judges.rating`); the released data is Instruction-Tuning-with-GP
 several models to each prompt from 1 to 10 and trained reward models on the resulting
 orderings. Responses come from files (any model's outputs, matched to prompts by id:
 `responses: [gpt4=a.jsonl, student=b.jsonl]`) and/or are sampled now from LLMs
-(`sample: [teacher=http://host/v1#m]`, Alpaca prompt, temperature 1.0). The judge uses
+(`sample: [teacher=http://host/v1#m]`, Alpaca prompt, temperature 1.0; one model named
+twice gives two independent samples). The judge uses
 `drover.judges.rating` (FastChat's reviewer prompt): `mode: single` rates each response
 alone, `mode: joint` shows all K in one prompt and asks for K scores.
 
@@ -20,6 +21,7 @@ record with fewer than `min_responses` rated responses is written there only.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,6 +29,7 @@ from drover.errors import ConfigError
 from drover.generate.answers import teacher_messages
 from drover.generate.inputs import Prompt, read_prompts
 from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require, sidecar
+from drover.identity import digest
 from drover.judges.rating import RatingJob, Scores, rate
 from drover.records import JsonlAppender, Ranked, Response
 
@@ -96,10 +99,16 @@ def run_feedback(config: FeedbackConfig) -> dict[str, Any]:
             for name, path in files:
                 wanted = {p.id for p in prompts}
                 answers[name] = {p.id: p.reference for p in read_prompts(path) if p.id in wanted and p.reference}
+            repeats: Counter[str] = Counter()
             for name, spec in samplers:
                 llms[name] = sampler = open_llm(spec, cache, role=f"sample {name}")
-                requests = [Request.chat(teacher_messages(p, "alpaca"), key=p.id, temperature=config.sample_temperature,
-                                         max_tokens=config.sample_max_tokens) for p in prompts]
+                # One model named twice is asked for two samples (indices 0, 1, ...), not one
+                # cached answer under both names; the first of each model keeps index 0.
+                model = digest(getattr(sampler, "identity", spec))
+                index, repeats[model] = repeats[model], repeats[model] + 1
+                requests = [Request.chat(teacher_messages(p, "alpaca"), key=p.id, sample_index=index,
+                                         temperature=config.sample_temperature, max_tokens=config.sample_max_tokens)
+                            for p in prompts]
                 answers[name] = {}
                 for p, c in zip(prompts, sampler.run(requests, desc=f"sample {name}")):
                     if c.error or not c.text.strip():
