@@ -516,3 +516,33 @@ def test_feedback_samples_one_model_twice_as_two_samples(tmp_path, monkeypatch, 
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     texts = {r["source"]: r["content"] for r in row["responses"]}
     assert set(texts) == {"a", "b"} and texts["a"] != texts["b"]
+
+
+def test_contextual_rank_retries_a_prompt_whose_resample_failed_with_an_llm_error(tmp_path, monkeypatch):
+    """A resample lost to an LLM error is no verdict on diversity: the prompt is left for the next
+    run instead of being recorded for good as "near-duplicates after resampling"."""
+    import drover.generate.rank_contextual as rc
+
+    prompts = tmp_path / "p.json"
+    prompts.write_text(json.dumps([{"id": "q1", "instruction": "Give tips for sleep.", "input": "", "output": "S."}]))
+    same = "go to bed early and avoid coffee in the evening"
+    distinct = ["take a warm bath", "read a paper book before sleeping", "keep the room cool and dark"]
+    down = {True}
+
+    def policy_reply(request):
+        if request.sample_index >= 4 and down:  # every resample fails while the endpoint is down
+            return Completion(choices=[], error="HTTP 503: gave up after 7 attempts", key=request.key)
+        return same if request.sample_index in (0, 1) else distinct[request.sample_index % 3]
+
+    policy = ScriptedLLM(policy_reply)
+    judge = ScriptedLLM(lambda r: "rank: [1, 0, 3, 2]")
+    _patch(monkeypatch, rc, {"policy": policy, "judge": judge})
+    out = tmp_path / "rc.jsonl"
+    config = rc.RankContextualConfig(input=str(prompts), output=str(out), policy="p", judge="j")
+    summary = rc.run_rank_contextual(config)
+    failures = tmp_path / "rc.failures.jsonl"
+    assert not failures.exists() or not failures.read_text().strip()
+    assert summary["counts"]["records failed (policy LLM error; re-run to retry)"] == 1
+    down.clear()
+    rc.run_rank_contextual(config)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["q1"]

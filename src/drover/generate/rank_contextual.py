@@ -112,7 +112,7 @@ def _diversify(config: RankContextualConfig, policy: Any, items: list[_Item]) ->
     for trial in range(1, config.max_trials + 1):
         pending = []
         for it in items:
-            if any(t is None for t in it.texts):
+            if any(t is None for t in it.texts) or it.llm_error:
                 continue
             tokens = [tokenize(t) for t in it.texts]
             pair = too_similar_pair(tokens, config.rouge_threshold)
@@ -125,7 +125,10 @@ def _diversify(config: RankContextualConfig, policy: Any, items: list[_Item]) ->
         requests = [request(it, config.n * trial + j, temperature) for it, j in pending]
         for (it, j), c in zip(pending, policy.run(requests, desc=f"resample (trial {trial}, T={temperature:.1f})")):
             it.trials = trial
-            if c.error or not c.text.strip():
+            if c.error:  # no verdict on diversity: the prompt is left for the next run
+                it.llm_error = True
+                continue
+            if not c.text.strip():
                 continue
             old = it.texts[j]
             tokens = [tokenize(t) for t in it.texts]
