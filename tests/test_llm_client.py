@@ -332,3 +332,17 @@ def test_one_seed_is_not_one_noise_stream_for_every_prompt(server):
     with LLM(_config(server, seed=8), None, progress=False) as llm:
         list(llm.run(reqs[:1]))
     assert server.requests[-1]["seed"] not in by_prompt["a"]  # another seed, another stream
+
+
+def test_an_endpoint_that_ignores_n_fails_the_job_instead_of_giving_one_sample_for_n(tmp_path):
+    """Asked for n choices, an endpoint that answers one (Ollama's OpenAI API) is not taken at
+    its word: best-of-n would be best-of-1, pass@k left out; nothing is cached, the job fails
+    once naming the fix, and with `supports_n: false` the n samples are n requests."""
+    with FakeOpenAIServer(ignores_n=True) as server:
+        cache = tmp_path / "c.sqlite"
+        with LLM(_config(server, max_retries=0), cache, progress=False) as llm:
+            with pytest.raises(LLMError, match="supports_n: false"):
+                list(llm.run([Request.chat([("user", "q")], n=3, temperature=1.0)]))
+        with LLM(_config(server, supports_n=False), cache, progress=False) as llm:
+            out = llm.complete(Request.chat([("user", "q")], n=3, temperature=1.0))
+        assert len(out.choices) == 3 and not out.cached

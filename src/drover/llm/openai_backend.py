@@ -252,6 +252,10 @@ class OpenAIBackend:
             choices = [Choice(text=c.get("text") or "", finish_reason=c.get("finish_reason"),
                               logprobs=_text_logprobs(c.get("logprobs"), decoding.top_logprobs) if decoding.logprobs else None)
                        for c in sorted(response["choices"], key=lambda c: c.get("index", 0))]
+        if len(choices) != n:  # the same for every request: a best-of-n of one sample, a pass@k without k
+            where = self.config.base_url or "the OpenAI API"
+            raise LLMError(f"{where} answered {len(choices)} choice(s) to a request for n={n}: it does not sample "
+                           "n per request; set the LLM option supports_n: false (n requests of one sample each)")
         usage = response.get("usage") or {}
         return Completion(choices=choices, model=response.get("model") or self.config.model,
                           usage=Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0),

@@ -46,7 +46,7 @@ CONSTRAINT_PARAMS = ("guided_choice", "guided_regex", "guided_json", "structured
 class FakeOpenAIServer:
     def __init__(self, delay: float = 0.0, retry_after: float = 0.05, host: str = "127.0.0.1", port: int = 0,
                  model: str = "fake", slow: dict[str, float] | None = None, constraints: str = "ignore",
-                 reject_params: tuple[str, ...] = (), capacity: int | None = None):
+                 reject_params: tuple[str, ...] = (), capacity: int | None = None, ignores_n: bool = False):
         import random
 
         if constraints not in ("ignore", "honour", "reject"):
@@ -61,6 +61,7 @@ class FakeOpenAIServer:
         self.slow = dict(slow or {})  # content -> its own delay (to hold one answer back)
         self.retry_after = retry_after
         self.model = model
+        self.ignores_n = ignores_n  # one choice whatever `n` asks (Ollama's OpenAI API, some llama.cpp builds)
         self.requests: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
         self.paths: list[str] = []
@@ -212,7 +213,7 @@ class FakeOpenAIServer:
         return 200, {}, self._answer(path, request)
 
     def _answer(self, path: str, request: dict[str, Any]) -> dict[str, Any]:
-        n = int(request.get("n") or 1)
+        n = 1 if self.ignores_n else int(request.get("n") or 1)
         content = _content(request)
         seed = request.get("seed")
         # a seeded request's choice i is sampled with seed + i, as vLLM seeds the n "child" requests
