@@ -29,7 +29,7 @@ class EvalConfig:
     truthfulqa_judge: str | None = None
     seed: int = 42
     options: dict[str, Any] = field(default_factory=dict)  # "KEY" (every task) or "TASK.KEY" -> value
-    batch_size: int | None = None          # local backend batch size: outputs are identical at any size
+    batch_size: int | None = None          # local backend batch size: float32 outputs are identical at any size
     force: bool = False
     shard: str | None = None               # "I/N": answer only that shard's requests (drover.shards); not in keys
 

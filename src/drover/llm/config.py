@@ -158,8 +158,8 @@ class LLMConfig:
         content fingerprint of its directory (weights, tokenizer, its own chat template)
         plus what shapes its prompts and numerics: the named chat template (and that
         template's text), `max_length` (left truncation) and `dtype`. Concurrency, rate
-        limits, timeouts, retries, prices and `batch_size` (outputs are the same at any
-        batch size) cannot change an answer and stay out. Decoding defaults are not here:
+        limits, timeouts, retries, prices and `batch_size` (float32 outputs are the same at
+        any batch size; half precision can flip a near-tie, docs/footguns.md) stay out. Decoding defaults are not here:
         the cache key holds each request's resolved decoding.
 
         A recipe's service listens on a free port that changes every run; the recipe runner
