@@ -7,11 +7,11 @@ import argparse
 from drover.recipes import base_variables, load_recipe, resolve
 
 
-def test_gpt4_llm_recipe_stages_build_valid_configs():
+def test_gpt4_llm_recipe_stages_build_valid_configs(tmp_path):
     import drover.commands.generate as generate
     import drover.commands.stats as stats
 
-    recipe = load_recipe("gpt4-llm", ["vars.teacher=http://127.0.0.1:1/v1#t", "run_dir=/tmp/g4"])
+    recipe = load_recipe("gpt4-llm", ["vars.teacher=http://127.0.0.1:1/v1#t", f"run_dir={tmp_path / 'g4'}"])  # not a fixed /tmp path
     variables = base_variables(recipe)
     names = [s.name for s in recipe.stages]
     assert names[:5] == ["answers-en", "translate", "answers-zh", "feedback", "stats"]
@@ -28,7 +28,8 @@ def test_gpt4_llm_recipe_stages_build_valid_configs():
     assert built["answers-en"].teacher == "http://127.0.0.1:1/v1#t"
     assert (built["answers-en"].temperature, built["answers-en"].top_p, built["answers-en"].max_tokens) == (1.0, 1.0, 512)
     assert built["translate"].to == "Chinese" and built["answers-zh"].input == built["translate"].output
-    assert built["feedback"].responses == ["gpt4=/tmp/g4/data/alpaca_gpt4_en.jsonl", "text-davinci-003=alpaca_data.json"]
+    assert built["feedback"].responses == [f"gpt4={tmp_path / 'g4'}/data/alpaca_gpt4_en.jsonl",
+                                           "text-davinci-003=alpaca_data.json"]
 
 
 def test_generate_command_precedence_file_then_flags_then_overrides(tmp_path):

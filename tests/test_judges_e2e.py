@@ -30,7 +30,9 @@ def judge_spec(tiny_model_dir):
 
 
 def _judge(spec: str, run_dir: Path, *args: str) -> dict:
-    code = main(["judge", *args, "--judge", spec, "--run-dir", str(run_dir), "--max-judge-tokens", "8"])
+    # seeded: what the random tiny judge says (and so which verdicts parse) is the same every run
+    code = main(["judge", *args, "--judge", spec, "--run-dir", str(run_dir), "--max-judge-tokens", "8",
+                 "judge_options.seed=0"])
     assert code == 0
     results = sorted((run_dir / "eval").glob("*/*.json"), key=lambda p: p.stat().st_mtime)  # per model
     result = json.loads(results[-1].read_text())

@@ -3,9 +3,11 @@ once in the output, and no request answered before the kill is sent again."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -43,6 +45,13 @@ def _complete_lines(path) -> list[dict]:
     return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line.strip()]
 
 
+def _cached_texts(cache) -> set[str]:
+    """The answers the job has committed to its LLM cache so far (read beside the writer: WAL)."""
+    with contextlib.closing(sqlite3.connect(f"file:{cache}?mode=ro", uri=True, timeout=30)) as db:
+        rows = db.execute("SELECT response FROM entries").fetchall()
+    return {choice["text"] for (response,) in rows for choice in json.loads(response)["choices"]}
+
+
 def test_sigkill_and_resume(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(JOB)
@@ -59,7 +68,11 @@ def test_sigkill_and_resume(tmp_path):
             assert time.monotonic() < deadline, "the job made no progress"
             time.sleep(0.02)
         answered_by_server = set(server.answered)
-        time.sleep(0.3)  # let the client commit what it has received
+        # the kill must come after the client committed what it received (not after a fixed pause)
+        while not {f"answer: {c}" for c in answered_by_server} <= _cached_texts(cache):
+            assert job.poll() is None, job.stderr.read().decode()
+            assert time.monotonic() < deadline + 60, "the job never committed the answers it received"
+            time.sleep(0.02)
         job.send_signal(signal.SIGKILL)
         job.wait()
         written = {rec["id"] for rec in _complete_lines(out)}

@@ -94,7 +94,8 @@ def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, tiny_model
         {"name": "answers", "command": "generate", "uses": ["teacher"],
          "args": ["answers", "--input", "${run_dir}/data/instructions.jsonl", "--output", "${run_dir}/data/answers.jsonl",
                   "--run-dir", "${run_dir}", "--teacher", "${services.teacher.url}#tiny", "--max-tokens", "48",
-                  "--limit", "60", "teacher_options.concurrency=2"]},
+                  "--limit", "60", "teacher_options.concurrency=2",
+                  "teacher_options.seed=0"]},  # unseeded, the random teacher may answer nothing
         {"name": "report", "command": "report", "args": ["${run_dir}"], "always": True},
     ], services={"teacher": {"command": "serve", "args": [str(tiny_model_dir), "--port", "${port}",
                                                           "--model-name", "tiny", "--max-batch-size", "2"]}})
@@ -117,7 +118,8 @@ def test_killed_run_resumes_without_redoing_finished_stages(tmp_path, tiny_model
     # The service dies with its runner: nothing is left listening on its port.
     import socket
 
-    for _ in range(100):
+    gone_by = time.monotonic() + 60  # SIGTERM from PR_SET_PDEATHSIG, then a graceful shutdown: slow when loaded
+    while time.monotonic() < gone_by:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) != 0:
                 break

@@ -100,7 +100,7 @@ def test_drover_serve_command_in_a_subprocess(tiny_model_dir):
     proc = subprocess.Popen([sys.executable, "-m", "drover", "serve", str(tiny_model_dir), "--port", str(port),
                              "--model-name", "tiny-cli"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=10)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
         deadline = time.monotonic() + 90
         while True:
             try:
