@@ -375,3 +375,13 @@ def test_the_llms_constraints_mode_is_part_of_the_result_key(tmp_path: Path) -> 
     auto = run()
     assert auto["key"] != off["key"] and not any("done already" in line for line in logs)
     assert run(constraints="on")["key"] not in (off["key"], auto["key"])
+
+
+def test_an_integer_temperature_is_the_same_setting_as_its_float(tmp_path: Path) -> None:
+    """`judge_options.temperature=1` (YAML reads an int) and `=1.0` are one setting: the same
+    result key and the same calls, not a second judging paid again under another key."""
+    fake = FakeJudgeLLM("honour")
+    first = _run(tmp_path, "mt-bench", "single", fake, judge_options={"temperature": 1})
+    fake.sent.clear()
+    again = _run(tmp_path, "mt-bench", "single", fake, judge_options={"temperature": 1.0})
+    assert again["key"] == first["key"] and fake.sent == []

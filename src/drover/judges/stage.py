@@ -69,6 +69,9 @@ class JudgeConfig:
             least = {"concurrency": 1, "max_tokens": 1, "max_retries": 0}.get(key)
             if least is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
                 raise ConfigError(f"judge: judge_options.{key}: must be an integer >= {least} (got {value!r})")
+            if key in ("temperature", "top_p") and isinstance(value, int) and not isinstance(value, bool):
+                # `temperature=1` is 1.0: one setting, one result key and one cached answer
+                self.judge_options[key] = float(value)
 
 
 def judge_identity(llm_config: Any) -> dict[str, Any]:
@@ -131,6 +134,7 @@ def run_judge(config: JudgeConfig, open_llm: Any = None, log: Any = print) -> di
     from drover.results import examples_path, find_result, result_path, write_result
     from drover.runs import RunDir, report_stage
 
+    config.validate()  # (again, for callers that build the config by hand): options checked and normalised
     judge = JUDGES.get(config.kind)
     settings = _settings(judge, config)
     if config.limit is not None and hasattr(settings, "limit"):
