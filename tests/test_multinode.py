@@ -7,14 +7,12 @@ template, and the resume-layout rules on their own."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from multinode_helpers import run_two_nodes
 
 from drover.errors import ConfigError
 from drover.train.checkpoint import STATE_FILE, check_layout
@@ -58,12 +56,6 @@ def test_resume_layout_rules(tmp_path):
     check_layout(old, 4, 4, 1, sharded_states=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_nodes_over_loopback_then_resume_on_one(tiny_model_dir, tmp_path, capsys):
     from safetensors.torch import load_file
@@ -77,17 +69,8 @@ def test_two_nodes_over_loopback_then_resume_on_one(tiny_model_dir, tmp_path, ca
     command = ["tune", "--objective", "dpo", "--model", str(tiny_model_dir), "--data", str(data)]
     settings = ["micro_batch_size=2", "epochs=1", "mixed_precision=no", "lr=1e-3", "progress=false", "max_length=64"]
     run = tmp_path / "run"
-    port = _free_port()
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    nodes = [subprocess.Popen(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         str(ROOT / "recipes" / "accelerate" / "multi-node-ddp.yaml"), "--num_processes", "2",
-         "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-         "--mixed_precision", "no", "-m", "drover", *command, "--run-dir", str(run), *settings,
-         "save_every=1", "stop_after_steps=1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
-    logs = [node.communicate(timeout=240)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    logs = run_two_nodes([*command, "--run-dir", str(run), *settings, "save_every=1", "stop_after_steps=1"],
+                         timeout=240)
     state = json.loads((run / "checkpoints" / "step-0000001" / STATE_FILE).read_text())
     assert state["num_processes"] == 2 and state["micro_batches_per_step"] == 2 and state["step"] == 1
     assert sorted(p.name for p in (run / "checkpoints" / "step-0000001").glob("random_states_*")) == \

@@ -10,22 +10,11 @@ Before the fix, whitening per process gave PPO a gradient norm of 1.58 where one
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from multinode_helpers import run_two_nodes
 from online_helpers import write_prompts
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _samples(run: Path) -> dict[tuple[int, str, int], str]:
@@ -54,16 +43,7 @@ def test_two_processes_give_the_one_process_run(tiny_model_dir, tmp_path, algori
     settings = ["steps=3", "prompts_per_step=4", "samples_per_prompt=2", "max_new_tokens=5", "train.lr=1e-3",
                 "train.progress=false", "train.mixed_precision=no", "train.save_every=0", *params]
     run, single = tmp_path / "two", tmp_path / "one"
-    port = _free_port()
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
-    nodes = [subprocess.Popen(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-         str(ROOT / "recipes" / "accelerate" / "multi-node-ddp.yaml"), "--num_processes", "2",
-         "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-         "--mixed_precision", "no", "-m", "drover", *command, "--run-dir", str(run), *settings],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
-    logs = [node.communicate(timeout=300)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    run_two_nodes([*command, "--run-dir", str(run), *settings], timeout=300)
     assert main([*command, "--run-dir", str(single), *settings]) == 0
 
     # Each process wrote its own share of the rewards log; together they are the one-process log.
