@@ -84,6 +84,7 @@ def _fused(weight: Any, bias: Any, one_row: Projection | None = None) -> Project
             return one_row(x)
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
+    project.packed = True  # type: ignore[attr-defined]  (a copy of the weights: see step_memo)
     return project
 
 
