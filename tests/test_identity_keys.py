@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -144,11 +145,111 @@ def test_foreign_directory_fingerprints_are_cached_outside_it(model_copy, monkey
     monkeypatch.setenv("DROVER_CACHE_DIR", str(cache))
     for name in (FINGERPRINT_FILE, "provenance.json"):  # a directory drover did not write
         (model_copy / name).unlink(missing_ok=True)
+    identity._wait_until_settled(model_copy)  # just copied: hashes of racy files are not remembered
     value = dir_fingerprint(model_copy)
     assert not (model_copy / FINGERPRINT_FILE).exists() and list(cache.rglob("*.json"))
     identity._FILE_MEMO.clear()
     monkeypatch.setattr(identity, "file_fingerprint", lambda p: pytest.fail(f"re-hashed {p}"))
     assert dir_fingerprint(model_copy) == value
+
+
+def _same_size_edit(path: Path) -> None:
+    """Rewrite `path` in place with other bytes of the same length and put its mtime back
+    (what `touch -r`, `cp -p`, `rsync -a` or a 1-s tar mtime leave behind)."""
+    before = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_same_size_same_mtime_edit_is_seen_by_the_process_memo(tmp_path, monkeypatch):
+    from drover import identity
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"weights v1 " * 100)
+    identity._wait_until_settled(tmp_path)
+    first = identity.file_fingerprint(path)
+    with monkeypatch.context() as patched:  # remembered: the second lookup reads nothing
+        patched.setattr(identity, "open", lambda *a, **k: pytest.fail("re-read"), raising=False)
+        assert identity.file_fingerprint(path) == first
+    _same_size_edit(path)
+    assert identity.file_fingerprint(path) == identity.digest_bytes(path.read_bytes()) != first
+    # replaced by another file of the same size and mtime (a new inode): also seen
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"weights v3 " * 100)
+    shutil.copystat(path, other)
+    identity._wait_until_settled(tmp_path)
+    second = identity.file_fingerprint(path)
+    os.replace(other, path)
+    assert identity.file_fingerprint(path) == identity.digest_bytes(b"weights v3 " * 100) != second
+
+
+def _hashed_by_hand(root: Path) -> str:
+    from drover.identity import FINGERPRINT_IGNORE, digest_bytes
+
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name not in FINGERPRINT_IGNORE)
+    return digest([[p.relative_to(root).as_posix(), digest_bytes(p.read_bytes())] for p in files])
+
+
+@pytest.mark.parametrize("manifest", ["stamped", "user-cache"])
+def test_same_size_same_mtime_edit_is_seen_through_a_manifest(model_copy, monkeypatch, tmp_path, manifest):
+    """A fresh process reads the remembered hashes from the manifest: an edit that keeps size
+    and mtime must still change the fingerprint (inode/ctime differ), an untouched directory
+    must not be read again."""
+    from drover import identity
+    from drover.identity import stamp_dir
+
+    monkeypatch.setenv("DROVER_CACHE_DIR", str(tmp_path / "user-cache"))
+    (model_copy / FINGERPRINT_FILE).unlink(missing_ok=True)
+    if manifest == "stamped":
+        first = stamp_dir(model_copy)
+    else:
+        identity._wait_until_settled(model_copy)
+        first = dir_fingerprint(model_copy)
+        assert not (model_copy / FINGERPRINT_FILE).exists()
+    identity._FILE_MEMO.clear()
+    with monkeypatch.context() as patched:
+        patched.setattr(identity, "file_fingerprint", lambda p: pytest.fail(f"re-hashed {p}"))
+        assert dir_fingerprint(model_copy) == first
+    for name in ("model.safetensors", "tokenizer_config.json"):
+        _same_size_edit(model_copy / name)
+        identity._FILE_MEMO.clear()  # a fresh process: only the manifest remembers
+        changed = dir_fingerprint(model_copy)
+        assert changed == _hashed_by_hand(model_copy) != first
+        first = changed
+
+
+def test_old_manifest_entries_are_rehashed_not_trusted(model_copy):
+    """A manifest of the older [size, mtime_ns, sha] form cannot tell a same-size replacement
+    apart, so its hashes are ignored (here: a wrong one) and the files read again."""
+    from drover import identity
+
+    entries = {rel: [st.st_size, st.st_mtime_ns, "sha256:" + "0" * 64] for rel, _, st in identity._dir_files(model_copy)}
+    (model_copy / FINGERPRINT_FILE).write_text(json.dumps({"fingerprint": "sha256:old", "files": entries}))
+    identity._FILE_MEMO.clear()
+    assert dir_fingerprint(model_copy) == _hashed_by_hand(model_copy)
+    rewritten = json.loads((model_copy / FINGERPRINT_FILE).read_text())["files"]
+    assert all(len(entry) == 5 for entry in rewritten.values())
+
+
+def test_a_file_written_within_the_last_timestamp_tick_is_not_remembered(tmp_path):
+    """git's racy-clean rule: a rewrite within the same tick would leave every stat field
+    equal, so a hash read within a tick of the last change is used but not remembered."""
+    from drover import identity
+
+    assert identity._settled_from(1_700_000_000_123_456_789) == 1_700_000_000_143_456_789  # ns stamps: 20 ms
+    assert identity._settled_from(1_700_000_000_000_000_000) == 1_700_000_002_000_000_000  # 1-s stamps: 2 s
+    path = tmp_path / "fresh.bin"
+    path.write_bytes(b"just written")
+    identity.file_fingerprint(path)
+    if identity._settled_from(path.stat().st_ctime_ns) > time.time_ns():
+        assert str(path.resolve()) not in identity._FILE_MEMO
+    identity._wait_until_settled(tmp_path)
+    identity.file_fingerprint(path)
+    assert str(path.resolve()) in identity._FILE_MEMO
 
 
 # --- benchmark results -------------------------------------------------------------------------
