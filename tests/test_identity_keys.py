@@ -329,6 +329,80 @@ def test_training_key_follows_the_base_model_content(model_copy, tmp_path):
     assert digest(train_settings(config)) != before
 
 
+REFERENCE_CHANGES = [
+    ("nothing", False), ("move", False),                     # same content elsewhere: the same reference
+    ("same_size_weights", True), ("config_json", True),      # content, not name:size:mtime of weight files
+    ("mixed_precision", True), ("attention", True), ("micro_batch_size", True), ("packing", True),
+    ("processes", True), ("logprob_chunk", True),
+]
+
+
+@pytest.mark.parametrize("change, recomputes", REFERENCE_CHANGES)
+def test_reference_log_prob_cache_follows_content_and_compute_settings(model_copy, tmp_path, change, recomputes):
+    """The cached reference log-probs are read back only when the reference model's content
+    and every setting that changes their bits are the same; otherwise computed again."""
+    import contextlib
+    import types
+
+    import torch
+    from test_train_engine import codealpaca_jsonl, train_config
+
+    from drover import identity
+    from drover.models import load_tokenizer
+    from drover.runs import RunDir
+    from drover.train import reference
+    from drover.train.batches import Collate
+    from drover.train.objectives import get_objective
+    from drover.train.runner import prepare_examples
+
+    data = codealpaca_jsonl(tmp_path / "d.jsonl", 4)
+    config = train_config(model_copy, [data], tmp_path / "r", micro_batch_size=2, objective="dpo")
+    tokenizer = load_tokenizer(config.tokenizer_path, config.chat_template)
+    examples, _, _ = prepare_examples(config, get_objective("sft"), tokenizer, RunDir(config.run_dir).ensure())
+    cache = tmp_path / "r" / "reference"
+
+    def run(config, precision="no", attention="sdpa", packing=False, world=1):
+        autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
+        accelerator = types.SimpleNamespace(process_index=0, num_processes=world, device=torch.device("cpu"),
+                                            mixed_precision=precision, autocast=autocast, is_main_process=True,
+                                            state=types.SimpleNamespace(deepspeed_plugin=None),
+                                            wait_for_everyone=lambda: None)
+        collate = Collate(tokenizer.pad_token_id, packing, config.max_length)
+        return reference.reference_logps(examples, config, collate, accelerator, cache, attention)
+
+    identity._wait_until_settled(model_copy)  # so its hashes are remembered, as for a model saved a while ago
+    first = run(config)
+    assert list(cache.glob("*.pt"))
+    kwargs = {}
+    if change == "move":
+        config = dataclasses.replace(config, model=str(shutil.copytree(model_copy, tmp_path / "moved")))
+    elif change == "same_size_weights":
+        _same_size_edit(model_copy / "model.safetensors")
+        identity._FILE_MEMO.clear()  # as a later process would see it
+    elif change == "config_json":
+        path = model_copy / "config.json"
+        text = path.read_text()
+        assert '"rms_norm_eps": 1e-06' in text
+        path.write_text(text.replace('"rms_norm_eps": 1e-06', '"rms_norm_eps": 1e-05'))
+    elif change in ("mixed_precision", "attention", "packing", "processes"):
+        kwargs = {"mixed_precision": {"precision": "bf16"}, "attention": {"attention": "eager"},
+                  "packing": {"packing": True}, "processes": {"world": 2}}[change]
+    elif change in ("micro_batch_size", "logprob_chunk"):
+        config = dataclasses.replace(config, **{change: 1})
+    before = reference.FORWARD_PASSES
+    with pytest.MonkeyPatch.context() as patched:
+        if change == "processes":  # rank 0 of two: it scores its half; the other half "arrives" gathered
+            import accelerate.utils
+
+            patched.setattr(accelerate.utils, "broadcast_object_list", lambda objs: objs)
+            patched.setattr(accelerate.utils, "gather_object",
+                            lambda obj: obj + [(i, first[i]) for i in range(1, len(examples), 2)])
+        again = run(config, **kwargs)
+    assert (reference.FORWARD_PASSES > before) is recomputes
+    if not recomputes:
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
 # --- generation stages ---------------------------------------------------------------------------
 @pytest.mark.parametrize("change, affects", [
     ({"max_tokens": 64}, True), ({"temperature": 0.2}, True), ({"prompt": "chat"}, True),

@@ -203,6 +203,12 @@ def path_fingerprint(path: str | Path) -> str:
     return dir_fingerprint(path) if path.is_dir() else file_fingerprint(path)
 
 
+def model_fingerprint(spec: str) -> str:
+    """A model's identity: a local directory's `dir_fingerprint`; any other spec (a hub id,
+    which drover never downloads unasked) is its own name."""
+    return dir_fingerprint(spec) if spec and Path(spec).is_dir() else spec
+
+
 def short(fingerprint: str | None) -> str:
     """The 12-hex display form of a fingerprint ("-" when unknown)."""
     if not fingerprint:
