@@ -329,6 +329,33 @@ def test_training_key_follows_the_base_model_content(model_copy, tmp_path):
     assert digest(train_settings(config)) != before
 
 
+def test_training_data_key_follows_response_scores(tiny_tokenizer):
+    """Scores decide the pairs (ties give none), the reward model's margins and KTO's labels:
+    re-scored data with the same texts and order is other training data, so a resume refuses.
+    Data without scores keeps the key it always had (old checkpoints still resume)."""
+    import hashlib
+
+    from drover.records import Message, Ranked, Response
+    from drover.train.data import build_examples, examples_hash
+    from drover.train.objectives import get_objective
+
+    prompt = [Message("user", "Say hi")]
+
+    def examples(*scores):
+        record = Ranked("r", prompt, [Response(t, s) for t, s in zip(("hi", "yo", "hey"), scores)])
+        return build_examples([record], get_objective("rrhf"), tiny_tokenizer, 64)[0]
+
+    assert examples_hash(examples(8.0, 7.0, 3.0)) == examples_hash(examples(8.0, 7.0, 3.0))
+    assert examples_hash(examples(8.0, 8.0, 3.0)) != examples_hash(examples(8.0, 7.0, 3.0))  # a tie: one pair fewer
+    assert examples_hash(examples(9.0, 7.0, 3.0)) != examples_hash(examples(8.0, 7.0, 3.0))  # another margin
+    unscored = examples(None, None, None)
+    old = hashlib.sha256()
+    for e in unscored:
+        old.update(json.dumps([e.record_id, e.rank, [s.input_ids for s in e.sequences],
+                               [s.labels for s in e.sequences]]).encode())
+    assert examples_hash(unscored) == old.hexdigest()[:16]
+
+
 REFERENCE_CHANGES = [
     ("nothing", False), ("move", False),                     # same content elsewhere: the same reference
     ("same_size_weights", True), ("config_json", True),      # content, not name:size:mtime of weight files
