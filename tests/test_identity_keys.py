@@ -298,6 +298,102 @@ def test_a_judge_model_retrained_in_place_changes_the_benchmark_key(tmp_path, fo
     (a / "model.safetensors").write_bytes(b"weights v2, retrained")
     assert result_key(identity, task, options) != before
 
+def _literal_resource_reads(path: Path) -> set[str]:
+    """The shipped paths a module names literally: resource_path("data", "x", f"{y}.txt") gives
+    "data/x" (the literal part before the first computed one); load_prompt("eval/a.txt") gives
+    "prompts/eval/a.txt"."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+            continue
+        if node.func.id in ("resource_path", "resource_text"):
+            parts = []
+            for arg in node.args:
+                if not (isinstance(arg, ast.Constant) and isinstance(arg.value, str)):
+                    break
+                parts.append(arg.value)
+            found.add("/".join(parts))
+        elif node.func.id == "load_prompt":
+            arg = node.args[0]
+            text = arg.value if isinstance(arg, ast.Constant) else "".join(
+                v.value for v in arg.values[:1] if isinstance(v, ast.Constant))  # an f-string's literal head
+            found.add("prompts/" + text)
+    return found
+
+
+def test_every_shipped_file_a_benchmark_reads_is_in_its_key():
+    """Each task declares (`Task.shipped`) the shipped data and prompts it reads, so their
+    content is in its result key; a read the declaration does not cover fails here."""
+    import inspect
+
+    from drover.evaluate.registry import TASKS
+    from drover.evaluate.runner import task_inputs
+    from drover.evaluate.task import EvalOptions, resource_path
+    from drover.identity import path_fingerprint
+
+    for name in TASKS.names():
+        task = TASKS.get(name)
+        reads = _literal_resource_reads(Path(inspect.getfile(type(task))))
+        for read in reads:
+            assert any(read == d or read.startswith(d + "/") or d.startswith(read) for d in task.shipped), (name, read)
+        inputs = task_inputs(task, EvalOptions())
+        for rel in task.shipped:
+            assert resource_path(*rel.split("/")).exists(), (name, rel)
+            assert inputs[f"shipped:{rel}"] == path_fingerprint(resource_path(*rel.split("/")))
+
+
+def test_truthfulqa_gen_keys_its_judge_prompts():
+    from drover.evaluate.registry import TASKS
+    from drover.judges import truthfulqa
+
+    reads = _literal_resource_reads(Path(truthfulqa.__file__))
+    shipped = TASKS.get("truthfulqa_gen").shipped
+    assert reads and all(any(d.startswith(read) for d in shipped) for read in reads)
+
+
+def test_module_fingerprint_follows_the_modules_it_imports(tmp_path, monkeypatch):
+    """A metric fixed in a helper module changes the benchmark key, though the task module
+    itself is unchanged; a module the helper imports in turn does not."""
+    import importlib
+
+    from drover.identity import module_fingerprint
+
+    pkg = tmp_path / "probepkg"
+    (pkg / "metrics").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "metrics" / "__init__.py").write_text("")
+    (pkg / "metrics" / "em.py").write_text("from probepkg import deep\ndef em(a, b):\n    return a == b\n")
+    (pkg / "deep.py").write_text("X = 1\n")
+    (pkg / "task.py").write_text("def run():\n    from probepkg.metrics import em\n    return em.em(1, 1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    first = module_fingerprint("probepkg.task")
+    assert module_fingerprint("probepkg.task") == first
+    (pkg / "metrics" / "em.py").write_text("from probepkg import deep\ndef em(a, b):\n    return a.strip() == b\n")
+    second = module_fingerprint("probepkg.task")
+    assert second != first
+    (pkg / "deep.py").write_text("X = 2\n")
+    assert module_fingerprint("probepkg.task") == second
+
+
+def test_benchmark_key_follows_a_metric_module(monkeypatch):
+    """gsm's key holds the fingerprint of drover.metrics.extract (its answer extraction)."""
+    from drover.evaluate.config import EvalConfig
+    from drover.evaluate.registry import TASKS
+    from drover.evaluate.runner import result_key
+    from drover import identity
+
+    task = TASKS.get("gsm_cot")
+    options = EvalConfig(model="m", tasks=["gsm_cot"]).eval_options()
+    before = result_key({"backend": "hf", "model": "sha256:a"}, task, options)
+    real = identity.file_fingerprint
+    monkeypatch.setattr(identity, "file_fingerprint",
+                        lambda p: "sha256:edited" if str(p).endswith("metrics/extract.py") else real(p))
+    assert result_key({"backend": "hf", "model": "sha256:a"}, task, options) != before
+
+
 # --- training ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value, affects", [
     ("lr", 5e-4, True), ("seed", 1, True), ("micro_batch_size", 2, True), ("grad_accum", 2, True),

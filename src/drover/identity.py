@@ -8,6 +8,8 @@ every key that decides "done already" or "same answer" is built from content:
   sha256 of its canonical JSON (sorted keys, no whitespace; NaN is refused, not hashed).
 - `file_fingerprint(path)`: sha256 of a file's bytes, memoised per process so a 1 GB
   shard is read once per run, not once per lookup.
+- `module_fingerprint(name)`: the code a result was computed by: a module's source and
+  that of the modules of its own package it imports (a benchmark's metric helpers).
 - `dir_fingerprint(path)`: a model directory's identity: the digest of every file's
   relative path and content hash (weights, tokenizer, chat template, config), skipping
   drover's own bookkeeping files (`FINGERPRINT_IGNORE`). Hashing gigabytes on every
@@ -207,6 +209,38 @@ def model_fingerprint(spec: str) -> str:
     """A model's identity: a local directory's `dir_fingerprint`; any other spec (a hub id,
     which drover never downloads unasked) is its own name."""
     return dir_fingerprint(spec) if spec and Path(spec).is_dir() else spec
+
+
+def module_fingerprint(name: str) -> str:
+    """The source of module `name` and of every module of its top-level package it imports
+    directly (anywhere in the file: drover imports lazily inside functions), without
+    importing any of them. A benchmark's number follows its task module *and* the metric and
+    parser modules it calls; one import level, so a change far below (error messages) does
+    not re-run every benchmark."""
+    import ast
+    import importlib.util
+
+    def source(module: str) -> str | None:
+        spec = importlib.util.find_spec(module)
+        return spec.origin if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+
+    root = source(name)
+    if root is None:
+        raise ValueError(f"module {name!r} has no Python source to fingerprint")
+    package = name.split(".")[0]
+    used: set[str] = set()
+    for node in ast.walk(ast.parse(Path(root).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            used.update(a.name for a in node.names if a.name.split(".")[0] == package)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == package:
+            used.add(node.module)
+            for alias in node.names:  # `from pkg.metrics import rouge`: a submodule
+                with contextlib.suppress(ImportError, ValueError):
+                    if importlib.util.find_spec(f"{node.module}.{alias.name}") is not None:
+                        used.add(f"{node.module}.{alias.name}")
+    files = {module: source(module) for module in sorted(used - {name})}
+    return digest({"module": file_fingerprint(root),
+                   "imports": {m: file_fingerprint(f) for m, f in files.items() if f is not None}})
 
 
 def short(fingerprint: str | None) -> str:

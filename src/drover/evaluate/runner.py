@@ -13,7 +13,8 @@ reference, score per example). Results live per model, so base and tuned models
 evaluated into one run sit side by side. A task is skipped only when a result with the
 same `key` exists: the digest of the model's content identity (`LLMConfig.identity()`:
 the model directory's fingerprint, or the endpoint's URL and served name), the task's
-code and data inputs, and its resolved settings. Retraining a model in place therefore
+code (with the metric modules it imports) and data inputs (shipped and user-given), and
+its resolved settings. Retraining a model in place therefore
 re-runs its benchmarks; a re-run with nothing changed is free, and an interrupted task
 re-runs from the LLM cache, paying nothing twice.
 """
@@ -32,7 +33,7 @@ from drover.evaluate.prompting import PromptFormatter, prompt_text, resolve_chat
 from drover.evaluate.registry import TASKS
 from drover.evaluate.task import EvalContext, EvalOptions, Task
 from drover.errors import DroverError
-from drover.identity import digest, file_fingerprint, path_fingerprint
+from drover.identity import digest, file_fingerprint, module_fingerprint, path_fingerprint
 from drover.results import find_result, model_slug, result_path, write_result
 from drover.runs import RunDir, report_stage
 
@@ -49,12 +50,16 @@ def task_settings(task: Task, options: EvalOptions) -> dict[str, Any]:
 
 def task_inputs(task: Task, options: EvalOptions) -> dict[str, str]:
     """Content fingerprints of what a task reads besides the model: the protocol (the task's
-    module and the shared prompt formatting) and the user-given paths among the options it
-    uses (data dir, classifier)."""
+    module with the metric and parser modules it imports, the shared prompt formatting, the
+    shipped data and prompts it declares in `Task.shipped`) and the user-given paths among the
+    options it uses (data dir, classifier)."""
     from drover.evaluate import prompting
+    from drover.evaluate.task import resource_path
 
-    inputs = {"code": file_fingerprint(inspect.getfile(type(task))),
+    inputs = {"code": module_fingerprint(type(task).__module__),
               "prompting": file_fingerprint(inspect.getfile(prompting))}
+    for rel in task.shipped:
+        inputs[f"shipped:{rel}"] = path_fingerprint(resource_path(*rel.split("/")))
     for name in getattr(task, "uses", ()):
         value = getattr(options, name)
         if isinstance(value, str) and value:

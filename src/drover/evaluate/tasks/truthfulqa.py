@@ -86,6 +86,7 @@ class TruthfulQAMC(Task):
     title = "TruthfulQA MC2"
     primary_metric = "mc2"
     Settings = MCSettings
+    shipped = ("data/truthfulqa/data/v1/TruthfulQA.csv", "prompts/eval/truthfulqa_qa_primer.txt")
 
     def run(self, ctx: EvalContext, settings: MCSettings) -> TaskResult:
         questions = load_questions()[: settings.limit]
@@ -134,6 +135,8 @@ class TruthfulQAGen(Task):
     primary_metric = "truthful_informative"
     Settings = GenSettings
     uses = ("truthfulqa_judge",)
+    shipped = (*TruthfulQAMC.shipped, *(f"prompts/eval/truthfulqa_judge_{aspect}{form}.txt"
+                                        for aspect in ("truth", "info") for form in ("", "_chat")))
 
     def run(self, ctx: EvalContext, settings: GenSettings) -> TaskResult:
         judges = _judges(ctx.options.truthfulqa_judge)
