@@ -394,6 +394,75 @@ def test_benchmark_key_follows_a_metric_module(monkeypatch):
     assert result_key({"backend": "hf", "model": "sha256:a"}, task, options) != before
 
 
+def _shipped_reads(path: Path) -> set[str]:
+    """What a judge module reads from drover/resources literally: calls of the names it binds to
+    drover.judges.files.data_path ("data/...") and drover.prompts.load_prompt ("prompts/...")."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    readers = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module in ("drover.judges.files", "drover.prompts"):
+            for alias in node.names:
+                if alias.name in ("data_path", "load_prompt"):
+                    readers[alias.asname or alias.name] = "data/" if alias.name == "data_path" else "prompts/"
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in readers:
+            parts = []
+            for arg in node.args:
+                if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                    parts.append(arg.value)
+                    continue
+                if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+                    parts.append(arg.values[0].value)  # an f-string's literal head
+                break
+            found.add(readers[node.func.id] + "/".join(parts))
+    return found
+
+
+def test_every_shipped_file_a_judge_reads_is_in_its_key(tmp_path):
+    import inspect
+
+    from drover.judges.files import RESOURCES
+    from drover.judges.registry import JUDGES
+    from drover.judges.stage import protocol
+
+    for name in JUDGES.names():
+        judge = JUDGES.get(name)
+        for read in _shipped_reads(Path(inspect.getfile(type(judge)))):
+            assert any(read == d or read.startswith(d + "/") or d.startswith(read) for d in judge.shipped), (name, read)
+        for rel in judge.shipped:
+            assert RESOURCES.joinpath(*rel.split("/")).exists(), (name, rel)
+        assert set(protocol(judge)) == {"code", *(f"shipped:{rel}" for rel in judge.shipped)}
+
+
+def test_judge_result_key_follows_its_prompts_and_parser_code(monkeypatch, tmp_path):
+    """A corrected prompt file or verdict parser (drover.judges.verdicts) gives another result key."""
+    from drover import identity
+    from drover.judges.registry import JUDGES
+    from drover.judges.stage import JudgeConfig, result_key
+
+    judge = JUDGES.get("meta")
+    config = JudgeConfig(kind="meta", judge="http://127.0.0.1:9/v1#j")
+    settings = judge.Settings()
+
+    def key():
+        return result_key(config, settings, {"answers": []}, {"backend": "openai"}, judge)
+
+    before = key()
+    assert key() == before
+    real = identity.file_fingerprint
+    for i, edited in enumerate(("judges/verdicts.py", "prompts/judges/llmbar/")):
+        with monkeypatch.context() as patched:
+            patched.setenv("DROVER_CACHE_DIR", str(tmp_path / str(i)))  # nothing remembered: every file is read
+            patched.setattr(identity, "file_fingerprint",
+                            lambda p, e=edited: "sha256:edited" if e in Path(p).as_posix() else real(p))
+            identity._FILE_MEMO.clear()
+            assert key() != before, edited
+    identity._FILE_MEMO.clear()
+
+
 # --- training ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field, value, affects", [
     ("lr", 5e-4, True), ("seed", 1, True), ("micro_batch_size", 2, True), ("grad_accum", 2, True),

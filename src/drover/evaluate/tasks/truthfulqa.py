@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from drover.errors import ConfigError
 from drover.evaluate.prompting import PromptFormatter
 from drover.evaluate.task import EvalContext, Task, TaskResult, resource_path, resource_text
+from drover.judges.truthfulqa import JUDGE_PROMPTS
 from drover.metrics.classification import mc1, mc2, mean
 
 
@@ -135,8 +136,7 @@ class TruthfulQAGen(Task):
     primary_metric = "truthful_informative"
     Settings = GenSettings
     uses = ("truthfulqa_judge",)
-    shipped = (*TruthfulQAMC.shipped, *(f"prompts/eval/truthfulqa_judge_{aspect}{form}.txt"
-                                        for aspect in ("truth", "info") for form in ("", "_chat")))
+    shipped = (*TruthfulQAMC.shipped, *JUDGE_PROMPTS)  # its judges' prompts decide True*Info
 
     def run(self, ctx: EvalContext, settings: GenSettings) -> TaskResult:
         judges = _judges(ctx.options.truthfulqa_judge)
