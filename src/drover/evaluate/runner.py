@@ -291,11 +291,12 @@ def evaluate(config: Any, log: Callable[[str], None] = print, shard: Any = None,
     if shard is not None:
         from drover.evaluate.shard import JOB, run_shard
 
+        job = digest([result_key(llm_config.identity(), TASKS.get(name), options) for name in names])
         with LLM(llm_config, cache_part(run.root, JOB, shard)) as llm:
-            run_shard(llm, fmt, names, run, options, shard, log=log)
+            run_shard(llm, fmt, names, run, options, shard, log=log, job=job)
         if not merge_after:
             return []
-        wait_for(shard_dir(run.root, JOB), shard.count, log=log)
+        wait_for(shard_dir(run.root, JOB), shard.count, log=log, job=job)  # (an earlier eval's markers: not done)
     start = time.perf_counter()
     if Path(llm_config.model).is_dir():
         report_stage(inputs=[llm_config.model])
