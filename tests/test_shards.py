@@ -268,3 +268,29 @@ def test_every_shard_of_a_job_and_its_merge_share_one_job_key(tmp_path):
     ranking = RankContextualConfig(input="i.json", output="o.jsonl", policy="openai:p", judge="openai:j")
     keys = {_job(dataclasses.replace(ranking, **c)) for c in ({"shard": "0/2"}, {"shard": "1/2"}, {"merge_shards": 2})}
     assert len(keys) == 1 and _job(dataclasses.replace(ranking, n=3)) not in keys
+
+
+def test_a_contextual_ranking_shard_resumed_under_other_settings_refuses(tmp_path, monkeypatch, capsys):
+    """A shard writes its own part: the part, not the (not yet merged) output, is what a re-run
+    of that shard resumes, so the part is what is claimed with the settings."""
+    import drover.generate.rank_contextual as rc
+
+    def crashed(config):  # wrote one ranking into its part, then died
+        part = output_part(config.output, Shard.parse(config.shard))
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with part.open("a") as handle:
+            handle.write(json.dumps({"id": "i0", "n": config.n}) + "\n")
+
+    monkeypatch.setattr(rc, "run_rank_contextual", crashed)
+    prompts = tmp_path / "alpaca.json"
+    prompts.write_text(json.dumps([{"id": "i0", "instruction": "Write.", "input": "", "output": "x"}]))
+    out = tmp_path / "data" / "c.jsonl"
+    base = ["generate", "rank", "--method", "contextual", "--input", str(prompts), "--output", str(out),
+            "--policy", "openai:p", "--judge", "openai:j", "shard=0/2"]
+    assert main([*base, "n=3"]) == 0
+    assert main([*base, "n=3"]) == 0  # the same settings resume
+    assert main([*base, "n=5"]) == 2  # others would mix n=3 and n=5 rankings in one part
+    assert "written under other settings (changed: n)" in capsys.readouterr().err
+    assert main([*base, "n=5", "--force"]) == 0
+    part = output_part(out, Shard(0, 2))
+    assert [json.loads(x)["n"] for x in part.read_text().splitlines()] == [5]

@@ -167,6 +167,21 @@ def stage_key(config: Any) -> str:
     return digest(stage_key_settings(config))
 
 
+def claimed_outputs(config: Any) -> tuple[Path, tuple[Path, ...]]:
+    """(the file a run of `config` appends to and resumes, its other outputs). A record shard
+    (a config with `shard` / `merge_shards`, `drover.shards`) writes parts of the output and
+    of its failures, and resumes those: they, not the unmerged output, are what it claims."""
+    from drover.shards import Shard, output_part
+
+    output = Path(config.output)
+    if getattr(config, "merge_shards", None) != 0:  # no sharding, or the merge (it writes the output)
+        return output, ()
+    shard = Shard.resolve(config.shard or None)  # (under a launcher: this rank's)
+    if shard is None:
+        return output, ()
+    return output_part(output, shard), (output_part(sidecar(output, "failures.jsonl"), shard),)
+
+
 def claim_output(config: Any, force: bool = False, output: str | Path | None = None,
                  also: tuple[str | Path, ...] = ()) -> None:
     """Refuse to resume an output written under other settings; `force` starts it (and the
