@@ -182,9 +182,10 @@ def dir_fingerprint(path: str | Path) -> str:
 
 
 def _wait_until_settled(root: Path) -> None:
-    """Sleep out the timestamp tick of the directory's newest file (see `_settled_from`)."""
+    """Sleep out the timestamp tick of the directory's newest file (see `_settled_from`), at
+    most 2 s: a file server whose clock runs ahead only costs a re-hash at the next lookup."""
     ready = max((_settled_from(st.st_ctime_ns) for _, _, st in _dir_files(root)), default=0)
-    delay = ready - time.time_ns()
+    delay = min(ready - time.time_ns(), COARSE_TICK_NS)
     if delay > 0:
         time.sleep(delay / 1e9)
 
