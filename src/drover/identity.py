@@ -32,7 +32,8 @@ remaining gaps:
   `stamp_dir` waits out that tick (milliseconds; up to 2 s on whole-second filesystems)
   so a model drover just saved is remembered at once.
 - Entries of the older manifest format ([size, mtime_ns, sha]) are re-hashed, never trusted.
-A moved or copied model directory has new inodes, so it is re-hashed once, then remembered.
+A copied model directory (or one moved to another filesystem) has new inodes, so it is
+re-hashed once, then remembered; one renamed within its filesystem keeps its hashes.
 
 Fingerprints are "sha256:<hex>" strings; `short()` gives the 12-hex form for display.
 """
@@ -192,7 +193,7 @@ def _wait_until_settled(root: Path) -> None:
 
 def stamp_dir(path: str | Path) -> str:
     """Record a directory drover just wrote (a saved model): `drover-fingerprint.json` beside
-    its files, so its identity travels with it and is never re-hashed while unchanged."""
+    its files, so it is never re-hashed while unchanged (a copy elsewhere is, once)."""
     root = Path(path)
     _wait_until_settled(root)
     fingerprint, files = _fingerprint_files(root, {})
