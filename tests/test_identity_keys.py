@@ -641,3 +641,19 @@ def test_recipe_stage_marker_key(tmp_path):
     run.mark_done("s", key, inputs=fingerprints([data]), failed=2)
     assert not run.stage_done("s", key)  # failed items: not done
     assert run.stage_marker("s")["status"] == "failed" and run.stage_marker("s")["failed"] == 2
+
+
+def test_benchmark_key_follows_the_chat_format_template_text(monkeypatch):
+    """`chat_format=tulu` names a shipped template: its text is what the prompts are rendered
+    with, so an edited template re-runs the benchmark instead of reporting the old prompts' result."""
+    from drover import templates
+    from drover.evaluate.config import EvalConfig
+    from drover.evaluate.registry import TASKS
+    from drover.evaluate.runner import result_key
+
+    task = TASKS.get("gsm_cot")
+    options = EvalConfig(model="m", tasks=["gsm_cot"], chat_format="tulu").eval_options()
+    before = result_key({"backend": "hf", "model": "sha256:a"}, task, options)
+    real = templates.chat_template_text
+    monkeypatch.setattr(templates, "chat_template_text", lambda name: real(name) + "{# edited #}")
+    assert result_key({"backend": "hf", "model": "sha256:a"}, task, options) != before

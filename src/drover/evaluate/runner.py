@@ -22,7 +22,6 @@ re-runs from the LLM cache, paying nothing twice.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from drover.evaluate.prompting import PromptFormatter, prompt_text, resolve_chat
 from drover.evaluate.registry import TASKS
 from drover.evaluate.task import EvalContext, EvalOptions, Task
 from drover.errors import DroverError
-from drover.identity import digest, file_fingerprint, module_fingerprint, path_fingerprint
+from drover.identity import digest, module_fingerprint, path_fingerprint
 from drover.results import find_result, model_slug, result_path, write_result
 from drover.runs import RunDir, report_stage
 
@@ -50,14 +49,16 @@ def task_settings(task: Task, options: EvalOptions) -> dict[str, Any]:
 
 def task_inputs(task: Task, options: EvalOptions) -> dict[str, str]:
     """Content fingerprints of what a task reads besides the model: the protocol (the task's
-    module with the metric and parser modules it imports, the shared prompt formatting, the
-    shipped data and prompts it declares in `Task.shipped`) and the user-given paths among the
-    options it uses (data dir, classifier)."""
-    from drover.evaluate import prompting
+    module with the metric and parser modules it imports, the shared prompt formatting and
+    the shipped chat template it renders with, the shipped data and prompts it declares in
+    `Task.shipped`) and the user-given paths among the options it uses (data dir, classifier)."""
     from drover.evaluate.task import resource_path
+    from drover.templates import CHAT_TEMPLATES, chat_template_text
 
     inputs = {"code": module_fingerprint(type(task).__module__),
-              "prompting": file_fingerprint(inspect.getfile(prompting))}
+              "prompting": module_fingerprint("drover.evaluate.prompting")}
+    if options.chat_format in CHAT_TEMPLATES:  # a shipped template renders the prompts ("model": the model's own)
+        inputs["chat_format"] = digest(chat_template_text(options.chat_format))
     for rel in task.shipped:
         inputs[f"shipped:{rel}"] = path_fingerprint(resource_path(*rel.split("/")))
     for name in getattr(task, "uses", ()):
