@@ -82,7 +82,7 @@ def test_expert_iteration_rounds_are_resumable_stages(tiny_model_dir, tmp_path, 
 
     config = ExpertIterationConfig(
         policy=str(tiny_model_dir), prompts=[prompts(tmp_path / "p.jsonl")], rounds=2, n=3, select="judge",
-        judge="unused", conditional_tokens=conditional, run_dir=str(tmp_path / "ei"),
+        judge="openai:judge", conditional_tokens=conditional, run_dir=str(tmp_path / "ei"),
         sft={"max_steps": 1, "micro_batch_size": 4, "max_length": 64, "mixed_precision": "no", "progress": False})
     final = expert_iterate(config, make_llm=lambda spec, cache: FakePolicy(spec, calls), train=train,
                            scorer=by_length)
@@ -135,3 +135,34 @@ def test_rating_judge_scorer_reads_scores_and_scores_unreadable_ratings_zero():
     prompt = [Message("user", "Name a colour.")]
     scores = rating_judge_scorer(FakeJudge())([(prompt, "a poor answer"), (prompt, "a good answer"), (prompt, "x")])
     assert scores == [2.0, 9.0, 0.0]
+
+
+def test_a_local_judge_retrained_in_place_resamples_the_round(tmp_path):
+    """select=judge with hf:PATH: the samples were picked by that judge's weights, so another
+    judge under the same path redoes the round instead of keeping the old judge's picks."""
+    from pathlib import Path
+
+    from drover.infer.expert_iteration import ExpertIterationConfig, expert_iterate
+
+    judge = tmp_path / "judge"
+    judge.mkdir()
+    (judge / "model.safetensors").write_bytes(b"judge weights v1")
+    calls: list = []
+
+    def train(cfg):  # stands in for SFT: the round's model directory appears
+        (Path(cfg.run_dir) / "model").mkdir(parents=True, exist_ok=True)
+        (Path(cfg.run_dir) / "model" / "config.json").write_text("{}")
+
+    config = ExpertIterationConfig(policy=str(tmp_path / "policy"), prompts=[prompts(tmp_path / "p.jsonl", 2)],
+                                   rounds=1, n=2, select="judge", judge=f"hf:{judge}", run_dir=str(tmp_path / "ei"))
+
+    def run():
+        expert_iterate(config, make_llm=lambda spec, cache: FakePolicy(spec, calls), train=train, scorer=by_length)
+
+    run()
+    assert len(calls) == 2
+    run()
+    assert len(calls) == 2  # nothing changed: done
+    (judge / "model.safetensors").write_bytes(b"judge weights v2, retrained")
+    run()
+    assert len(calls) == 4  # the round is sampled and judged again

@@ -157,3 +157,16 @@ def test_pairwise_judge_both_orders(monkeypatch, tmp_path):
     assert RewardSpec(terms, RewardContext(tmp_path / "c")).score(items(record, "GOOD one", "plain"))[0] == [1.0, 0.0]
     monkeypatch.setattr(client, "LLM", lambda config, cache: Judge(lambda r: "9 2"))
     assert RewardSpec(terms, RewardContext(tmp_path / "c")).score(items(record, "GOOD one"))[0] == [0.5]
+
+
+@pytest.mark.parametrize("kind", ["judge", "judge-pairwise"])
+def test_a_local_judge_is_an_input_whose_content_keys_the_run(tmp_path, kind):
+    """A local judge (hf:PATH or PATH) is read like a reward model: its directory is one of the
+    spec's inputs, so an online run resumed after the judge was retrained in place refuses
+    (the models' fingerprints are in its resume key); an endpoint judge names no path."""
+    judge = tmp_path / "judge"
+    judge.mkdir()
+    for llm in (f"hf:{judge}", str(judge)):
+        assert spec({"kind": kind, "params": {"llm": llm}}).input_paths == [str(judge)]
+    assert spec({"kind": kind, "params": {"llm": "http://127.0.0.1:9/v1#judge"}}).input_paths == []
+    assert spec({"kind": kind, "params": {"llm": "openai:gpt-4o-mini"}}).input_paths == []

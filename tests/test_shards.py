@@ -229,3 +229,68 @@ def test_sharded_contextual_ranking_merges_to_the_unsharded_output(tiny_model_di
     assert len(whole.splitlines()) == 1  # the 'cats' instruction failed, in both
     with pytest.raises(ConfigError, match="not both"):
         config("x", shard="0/2", merge_shards=2).validate()
+
+
+def test_a_shard_marked_done_by_another_job_is_not_done_for_this_one(tmp_path):
+    """Markers name the job (the stage key every shard and the merge share): a part left by a
+    run under other settings is not merged into this job's output, and rank 0 does not stop
+    waiting for it."""
+    from drover.shards import RecordShards, done_shards
+
+    out = tmp_path / "data" / "ranked.jsonl"
+    ids = ["a", "b", "c"]
+    for index in range(2):
+        part = output_part(out, Shard(index, 2))
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_text("".join(json.dumps({"id": i}) + "\n" for k, i in enumerate(ids) if k % 2 == index))
+    markers = output_markers(out)
+    mark_done(markers, Shard(0, 2), {}, "sha256:new")
+    mark_done(markers, Shard(1, 2), {}, "sha256:old")  # this shard's last run was under other settings
+    assert [s.index for s in done_shards(markers, "sha256:new")] == [0]
+    with pytest.raises(ConfigError, match="shard\\(s\\) 1 of 2 not finished under these settings"):
+        RecordShards(merge=2).finish([out], lambda: ids, "sha256:new", log=lambda _: None)
+    assert not out.exists()
+    mark_done(markers, Shard(1, 2), {}, "sha256:new")
+    assert RecordShards(merge=2).finish([out], lambda: ids, "sha256:new", log=lambda _: None)
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ids
+
+
+def test_every_shard_of_a_job_and_its_merge_share_one_job_key(tmp_path):
+    import dataclasses
+
+    from drover.generate.rank_contextual import RankContextualConfig, _job
+    from drover.generate.stage import stage_key
+    from drover.infer.rerank_config import RerankConfig
+
+    rerank = RerankConfig(reward_model=str(tmp_path), prompts=str(tmp_path), policy="openai:p")
+    keys = {stage_key(dataclasses.replace(rerank, **c)) for c in ({"shard": "0/2"}, {"shard": "1/2"}, {"merge_shards": 2})}
+    assert len(keys) == 1 and stage_key(dataclasses.replace(rerank, temperature=0.5)) not in keys
+    ranking = RankContextualConfig(input="i.json", output="o.jsonl", policy="openai:p", judge="openai:j")
+    keys = {_job(dataclasses.replace(ranking, **c)) for c in ({"shard": "0/2"}, {"shard": "1/2"}, {"merge_shards": 2})}
+    assert len(keys) == 1 and _job(dataclasses.replace(ranking, n=3)) not in keys
+
+
+def test_a_contextual_ranking_shard_resumed_under_other_settings_refuses(tmp_path, monkeypatch, capsys):
+    """A shard writes its own part: the part, not the (not yet merged) output, is what a re-run
+    of that shard resumes, so the part is what is claimed with the settings."""
+    import drover.generate.rank_contextual as rc
+
+    def crashed(config):  # wrote one ranking into its part, then died
+        part = output_part(config.output, Shard.parse(config.shard))
+        part.parent.mkdir(parents=True, exist_ok=True)
+        with part.open("a") as handle:
+            handle.write(json.dumps({"id": "i0", "n": config.n}) + "\n")
+
+    monkeypatch.setattr(rc, "run_rank_contextual", crashed)
+    prompts = tmp_path / "alpaca.json"
+    prompts.write_text(json.dumps([{"id": "i0", "instruction": "Write.", "input": "", "output": "x"}]))
+    out = tmp_path / "data" / "c.jsonl"
+    base = ["generate", "rank", "--method", "contextual", "--input", str(prompts), "--output", str(out),
+            "--policy", "openai:p", "--judge", "openai:j", "shard=0/2"]
+    assert main([*base, "n=3"]) == 0
+    assert main([*base, "n=3"]) == 0  # the same settings resume
+    assert main([*base, "n=5"]) == 2  # others would mix n=3 and n=5 rankings in one part
+    assert "written under other settings (changed: n)" in capsys.readouterr().err
+    assert main([*base, "n=5", "--force"]) == 0
+    part = output_part(out, Shard(0, 2))
+    assert [json.loads(x)["n"] for x in part.read_text().splitlines()] == [5]

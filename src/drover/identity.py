@@ -6,16 +6,34 @@ every key that decides "done already" or "same answer" is built from content:
 
 - `digest(obj)`: a JSON-able value (a resolved config, a request, a list of answers) ->
   sha256 of its canonical JSON (sorted keys, no whitespace; NaN is refused, not hashed).
-- `file_fingerprint(path)`: sha256 of a file's bytes, memoised per process by
-  (path, size, mtime_ns) so a 1 GB shard is read once per run, not once per lookup.
+- `file_fingerprint(path)`: sha256 of a file's bytes, memoised per process so a 1 GB
+  shard is read once per run, not once per lookup.
+- `module_fingerprint(name)`: the code a result was computed by: a module's source and
+  that of the modules of its own package it imports (a benchmark's metric helpers).
 - `dir_fingerprint(path)`: a model directory's identity: the digest of every file's
   relative path and content hash (weights, tokenizer, chat template, config), skipping
   drover's own bookkeeping files (`FINGERPRINT_IGNORE`). Hashing gigabytes on every
-  lookup would be slow, so per-file hashes are remembered by (size, mtime_ns): in
-  `drover-fingerprint.json` beside the weights of a model drover saved (`stamp_dir`), and
-  in the user cache (`$DROVER_CACHE_DIR`, else `$XDG_CACHE_HOME/drover`, else
-  `~/.cache/drover`) for directories drover did not write. A file whose size or mtime
-  changed is hashed again, so an edit in place is never missed.
+  lookup would be slow, so per-file hashes are remembered: in `drover-fingerprint.json`
+  beside the weights of a model drover saved (`stamp_dir`), and in the user cache
+  (`$DROVER_CACHE_DIR`, else `$XDG_CACHE_HOME/drover`, else `~/.cache/drover`) for
+  directories drover did not write.
+
+When a remembered hash is trusted (as git's index decides a file is unchanged): only while
+the file's size, mtime_ns, inode and ctime_ns are all unchanged. Size and mtime alone are
+not enough: a file replaced by another of the same size with the same mtime (tar's 1-s
+mtimes, `cp -p`/`rsync -a`/`touch -r` of two checkpoints of one architecture) would keep
+the old weights' hash. A replacement has another inode, and ctime cannot be set from user
+space: every write, rename-over, utime and chmod moves it. Two further rules close the
+remaining gaps:
+- Racy files (git's "racily clean" entries): a write in the same timestamp tick as the
+  last one leaves every stat field equal, so a hash is remembered only when the file's
+  ctime is older than the start of its read by more than the filesystem's timestamp
+  granularity (`_settled_from`); a fresher file is hashed again at its next lookup.
+  `stamp_dir` waits out that tick (milliseconds; up to 2 s on whole-second filesystems)
+  so a model drover just saved is remembered at once.
+- Entries of the older manifest format ([size, mtime_ns, sha]) are re-hashed, never trusted.
+A copied model directory (or one moved to another filesystem) has new inodes, so it is
+re-hashed once, then remembered; one renamed within its filesystem keeps its hashes.
 
 Fingerprints are "sha256:<hex>" strings; `short()` gives the 12-hex form for display.
 """
@@ -26,6 +44,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +52,13 @@ PREFIX = "sha256:"
 # Files drover writes beside a model that do not change what the model computes.
 FINGERPRINT_FILE = "drover-fingerprint.json"
 FINGERPRINT_IGNORE = frozenset({"provenance.json", FINGERPRINT_FILE, "README.md"})
-_FILE_MEMO: dict[tuple[str, int, int], str] = {}
+# Per process: resolved path -> (stat signature, sha) of files whose hash may be trusted.
+_FILE_MEMO: dict[str, tuple[list[int], str]] = {}
+# Timestamp granularity assumed when deciding a file is settled: the kernel's coarse clock
+# lags by at most a jiffy (<= 10 ms); filesystems with whole-second stamps (ext3, FAT: 2 s)
+# are recognised by a ctime with no sub-second part.
+FINE_TICK_NS = 20_000_000
+COARSE_TICK_NS = 2_000_000_000
 
 
 def canonical_json(obj: Any) -> str:
@@ -50,20 +75,37 @@ def digest_bytes(data: bytes) -> str:
     return PREFIX + hashlib.sha256(data).hexdigest()
 
 
+def _signature(st: os.stat_result) -> list[int]:
+    """The stat fields that must all be unchanged for a remembered hash to hold."""
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def _settled_from(ctime_ns: int) -> int:
+    """The earliest time (ns) from which any write to a file is sure to move its ctime past
+    `ctime_ns`. A hash read before that may be of content rewritten within the same
+    timestamp tick, leaving every stat field equal (git's racy-clean problem): it is used,
+    never remembered."""
+    return ctime_ns + (COARSE_TICK_NS if ctime_ns % 1_000_000_000 == 0 else FINE_TICK_NS)
+
+
 def file_fingerprint(path: str | Path) -> str:
-    """sha256 of a file's content, memoised by (resolved path, size, mtime_ns)."""
+    """sha256 of a file's content, memoised while its size, mtime, inode and ctime hold."""
     path = Path(path)
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    key, signature = str(path.resolve()), _signature(st)
     cached = _FILE_MEMO.get(key)
-    if cached is not None:
-        return cached
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    started = time.time_ns()
     h = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             h.update(block)
     value = PREFIX + h.hexdigest()
-    _FILE_MEMO[key] = value
+    if _settled_from(st.st_ctime_ns) <= started:
+        _FILE_MEMO[key] = (signature, value)
+    else:
+        _FILE_MEMO.pop(key, None)
     return value
 
 
@@ -87,7 +129,8 @@ def _user_cache(root: Path) -> Path:
 
 
 def _read_manifest(path: Path) -> dict[str, list[Any]]:
-    """{relative path: [size, mtime_ns, sha]} from a fingerprint file ({} when absent or foreign)."""
+    """{relative path: [size, mtime_ns, ino, ctime_ns, sha]} from a fingerprint file ({} when
+    absent or foreign; entries of another shape are ignored by `_fingerprint_files`)."""
     try:
         files = json.loads(path.read_text(encoding="utf-8")).get("files")
     except (OSError, ValueError, AttributeError):
@@ -104,23 +147,29 @@ def _write_manifest(path: Path, fingerprint: str, files: dict[str, list[Any]]) -
 
 
 def _fingerprint_files(root: Path, known: dict[str, list[Any]]) -> tuple[str, dict[str, list[Any]]]:
+    """The directory's fingerprint and the manifest entries worth remembering (settled files)."""
     files: dict[str, list[Any]] = {}
+    hashes: list[list[str]] = []
     for rel, full, st in _dir_files(root):
+        signature = _signature(st)
         seen = known.get(rel)
-        if isinstance(seen, list) and len(seen) == 3 and seen[:2] == [st.st_size, st.st_mtime_ns]:
-            sha = seen[2]
-            _FILE_MEMO[(str(full.resolve()), st.st_size, st.st_mtime_ns)] = sha
+        if isinstance(seen, list) and len(seen) == 5 and seen[:4] == signature and isinstance(seen[4], str):
+            sha = seen[4]
+            _FILE_MEMO[str(full.resolve())] = (signature, sha)
         else:
             sha = file_fingerprint(full)
-        files[rel] = [st.st_size, st.st_mtime_ns, sha]
-    return digest([[rel, entry[2]] for rel, entry in files.items()]), files
+        if _FILE_MEMO.get(str(full.resolve())) == (signature, sha):  # settled, and unchanged since the walk
+            files[rel] = [*signature, sha]
+        hashes.append([rel, sha])
+    return digest(hashes), files
 
 
 def dir_fingerprint(path: str | Path) -> str:
     """A directory's identity: relative paths + content hashes of every file in it.
 
     Equal to `digest([[relative path, file_fingerprint], ...])` over the sorted files; the
-    stored per-file hashes only spare re-reading files whose size and mtime are unchanged."""
+    stored per-file hashes only spare re-reading files whose size, mtime, inode and ctime
+    are unchanged."""
     root = Path(path)
     stamped = root / FINGERPRINT_FILE
     known = _read_manifest(stamped) if stamped.is_file() else {}
@@ -133,10 +182,20 @@ def dir_fingerprint(path: str | Path) -> str:
     return fingerprint
 
 
+def _wait_until_settled(root: Path) -> None:
+    """Sleep out the timestamp tick of the directory's newest file (see `_settled_from`), at
+    most 2 s: a file server whose clock runs ahead only costs a re-hash at the next lookup."""
+    ready = max((_settled_from(st.st_ctime_ns) for _, _, st in _dir_files(root)), default=0)
+    delay = min(ready - time.time_ns(), COARSE_TICK_NS)
+    if delay > 0:
+        time.sleep(delay / 1e9)
+
+
 def stamp_dir(path: str | Path) -> str:
     """Record a directory drover just wrote (a saved model): `drover-fingerprint.json` beside
-    its files, so its identity travels with it and is never re-hashed while unchanged."""
+    its files, so it is never re-hashed while unchanged (a copy elsewhere is, once)."""
     root = Path(path)
+    _wait_until_settled(root)
     fingerprint, files = _fingerprint_files(root, {})
     _write_manifest(root / FINGERPRINT_FILE, fingerprint, files)
     return fingerprint
@@ -146,6 +205,44 @@ def path_fingerprint(path: str | Path) -> str:
     """A file's or a directory's fingerprint, whichever `path` is."""
     path = Path(path)
     return dir_fingerprint(path) if path.is_dir() else file_fingerprint(path)
+
+
+def model_fingerprint(spec: str) -> str:
+    """A model's identity: a local directory's `dir_fingerprint`; any other spec (a hub id,
+    which drover never downloads unasked) is its own name."""
+    return dir_fingerprint(spec) if spec and Path(spec).is_dir() else spec
+
+
+def module_fingerprint(name: str) -> str:
+    """The source of module `name` and of every module of its top-level package it imports
+    directly (anywhere in the file: drover imports lazily inside functions), without
+    importing any of them. A benchmark's number follows its task module *and* the metric and
+    parser modules it calls; one import level, so a change far below (error messages) does
+    not re-run every benchmark."""
+    import ast
+    import importlib.util
+
+    def source(module: str) -> str | None:
+        spec = importlib.util.find_spec(module)
+        return spec.origin if spec is not None and spec.origin and spec.origin.endswith(".py") else None
+
+    root = source(name)
+    if root is None:
+        raise ValueError(f"module {name!r} has no Python source to fingerprint")
+    package = name.split(".")[0]
+    used: set[str] = set()
+    for node in ast.walk(ast.parse(Path(root).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            used.update(a.name for a in node.names if a.name.split(".")[0] == package)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == package:
+            used.add(node.module)
+            for alias in node.names:  # `from pkg.metrics import rouge`: a submodule
+                with contextlib.suppress(ImportError, ValueError):
+                    if importlib.util.find_spec(f"{node.module}.{alias.name}") is not None:
+                        used.add(f"{node.module}.{alias.name}")
+    files = {module: source(module) for module in sorted(used - {name})}
+    return digest({"module": file_fingerprint(root),
+                   "imports": {m: file_fingerprint(f) for m, f in files.items() if f is not None}})
 
 
 def short(fingerprint: str | None) -> str:

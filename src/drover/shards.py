@@ -95,23 +95,36 @@ def cache_part(run_root: Path, job: str, shard: Shard) -> Path:
     return shard_dir(run_root, job) / f"llm-cache.{shard.name}.sqlite"
 
 
-def mark_done(marker_dir: Path, shard: Shard, summary: dict[str, Any]) -> Path:
+def mark_done(marker_dir: Path, shard: Shard, summary: dict[str, Any], job: str = "") -> Path:
+    """Mark `shard` done with the job it did: `job` is the key of the whole job's settings and
+    inputs (the same for every shard), so a marker left by an earlier job under other
+    settings is never taken for this one's."""
     path = Path(marker_dir) / f"{shard.name}.done.json"
-    write_json(path, {"shard": shard.name, "finished": time.time(), **summary})
+    write_json(path, {"shard": shard.name, "finished": time.time(), "job": job, **summary})
     return path
 
 
-def done_shards(marker_dir: Path) -> list[Shard]:
+def done_shards(marker_dir: Path, job: str | None = None) -> list[Shard]:
+    """The shards marked done (for `job` only, when given: a marker of another job, or one
+    from before markers named their job, does not count)."""
     found = []
     for path in sorted(Path(marker_dir).glob("*-of-*.done.json")):
+        if job is not None:
+            try:
+                marked = json.loads(path.read_text(encoding="utf-8")).get("job")
+            except (OSError, ValueError, AttributeError):
+                marked = None
+            if marked != job:
+                continue
         found.append(Shard.parse(path.name.split(".")[0].replace("-of-", "/"), where=str(path)))
     return found
 
 
-def wait_for(marker_dir: Path, count: int, poll: float = 2.0, log: Callable[[str], None] = print) -> None:
-    """Rank 0 under a launcher: wait until every shard of `count` has marked itself done."""
+def wait_for(marker_dir: Path, count: int, poll: float = 2.0, log: Callable[[str], None] = print,
+             job: str | None = None) -> None:
+    """Rank 0 under a launcher: wait until every shard of `count` has marked itself done (with `job`)."""
     told = False
-    while len({s.index for s in done_shards(marker_dir) if s.count == count}) < count:
+    while len({s.index for s in done_shards(marker_dir, job) if s.count == count}) < count:
         if not told:
             log(f"shards: waiting for the other {count - 1} shard(s) to finish ({marker_dir})")
             told = True
@@ -138,18 +151,18 @@ def output_part(path: str | Path, shard: Shard) -> Path:
     return path.with_name(f"{stem}.shard-{shard.name}.jsonl")
 
 
-def merge_output_parts(path: str | Path, count: int, order: Iterable[str]) -> int:
+def merge_output_parts(path: str | Path, count: int, order: Iterable[str], job: str | None = None) -> int:
     """Write every shard's part of `path` into `path`, records in input order (`order`: ids).
 
-    Refused (one line naming the missing shards) until every part is marked done.
+    Refused (one line naming the missing shards) until every part is marked done (for `job`).
     """
     path = Path(path)
     parts = [output_part(path, Shard(i, count)) for i in range(count)]
-    done = {s.index for s in done_shards(output_markers(path)) if s.count == count}
+    done = {s.index for s in done_shards(output_markers(path), job) if s.count == count}
     missing = [str(i) for i in range(count) if i not in done]
     if missing:
-        raise ConfigError(f"{path}: shard(s) {', '.join(missing)} of {count} not finished; run them "
-                          f"(--shard I/{count}) before merging")
+        raise ConfigError(f"{path}: shard(s) {', '.join(missing)} of {count} not finished"
+                          f"{' under these settings' if job else ''}; run them (--shard I/{count}) before merging")
     lines: dict[str, str] = {}
     for part in parts:
         if part.exists():
@@ -209,19 +222,21 @@ class RecordShards:
         """Its LLM cache: a shard's own part (no SQLite lock shared across nodes)."""
         return cache if self.shard is None else cache_part(Path(cache).parent, job, self.shard)
 
-    def finish(self, paths: list[Path], ids: Callable[[], list[str]], log: Callable[[str], None] = print) -> bool:
-        """Mark this shard done; merge when asked (or as rank 0 under a launcher, once all
-        shards are done). True when `paths` now hold the whole job's output."""
+    def finish(self, paths: list[Path], ids: Callable[[], list[str]], job: str,
+               log: Callable[[str], None] = print) -> bool:
+        """Mark this shard done with `job` (the stage key every shard and the merge share); merge
+        when asked (or as rank 0 under a launcher, once all shards are done with that job).
+        True when `paths` now hold the whole job's output."""
         if self.shard is not None:
             for path in paths:
-                mark_done(output_markers(path), self.shard, {})
+                mark_done(output_markers(path), self.shard, {}, job)
             if not (self.launched and self.shard.index == 0):
                 log(f"shard {self.shard.index}/{self.shard.count} done; merge with --merge-shards {self.shard.count}")
                 return False
-            wait_for(output_markers(paths[0]), self.shard.count, log=log)
+            wait_for(output_markers(paths[0]), self.shard.count, log=log, job=job)
         count = self.merge or (self.shard.count if self.shard else 0)
         if count:
             order = ids()
             for path in paths:
-                log(f"merged {count} shard(s) into {path} ({merge_output_parts(path, count, order)} records)")
+                log(f"merged {count} shard(s) into {path} ({merge_output_parts(path, count, order, job)} records)")
         return True

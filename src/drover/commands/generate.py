@@ -130,11 +130,12 @@ def build_config(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from drover.generate.stage import claim_output
+    from drover.generate.stage import claim_output, claimed_outputs
     from drover.runs import report_stage
 
     config, runner = build_config(args)
-    claim_output(config, force=args.force)
+    output, also = claimed_outputs(config)
+    claim_output(config, force=args.force, output=output, also=also)
     runner(config)
     report_stage(inputs=[p for p in (getattr(config, "input", ""), getattr(config, "seed_tasks", "")) if p])
     return 0

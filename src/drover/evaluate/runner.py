@@ -13,7 +13,8 @@ reference, score per example). Results live per model, so base and tuned models
 evaluated into one run sit side by side. A task is skipped only when a result with the
 same `key` exists: the digest of the model's content identity (`LLMConfig.identity()`:
 the model directory's fingerprint, or the endpoint's URL and served name), the task's
-code and data inputs, and its resolved settings. Retraining a model in place therefore
+code (with the metric modules it imports) and data inputs (shipped and user-given), and
+its resolved settings. Retraining a model in place therefore
 re-runs its benchmarks; a re-run with nothing changed is free, and an interrupted task
 re-runs from the LLM cache, paying nothing twice.
 """
@@ -21,7 +22,6 @@ re-runs from the LLM cache, paying nothing twice.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import time
 from collections.abc import Callable
@@ -32,7 +32,7 @@ from drover.evaluate.prompting import PromptFormatter, prompt_text, resolve_chat
 from drover.evaluate.registry import TASKS
 from drover.evaluate.task import EvalContext, EvalOptions, Task
 from drover.errors import DroverError
-from drover.identity import digest, file_fingerprint, path_fingerprint
+from drover.identity import digest, module_fingerprint, path_fingerprint
 from drover.results import find_result, model_slug, result_path, write_result
 from drover.runs import RunDir, report_stage
 
@@ -49,12 +49,18 @@ def task_settings(task: Task, options: EvalOptions) -> dict[str, Any]:
 
 def task_inputs(task: Task, options: EvalOptions) -> dict[str, str]:
     """Content fingerprints of what a task reads besides the model: the protocol (the task's
-    module and the shared prompt formatting) and the user-given paths among the options it
-    uses (data dir, classifier)."""
-    from drover.evaluate import prompting
+    module with the metric and parser modules it imports, the shared prompt formatting and
+    the shipped chat template it renders with, the shipped data and prompts it declares in
+    `Task.shipped`) and the user-given paths among the options it uses (data dir, classifier)."""
+    from drover.evaluate.task import resource_path
+    from drover.templates import CHAT_TEMPLATES, chat_template_text
 
-    inputs = {"code": file_fingerprint(inspect.getfile(type(task))),
-              "prompting": file_fingerprint(inspect.getfile(prompting))}
+    inputs = {"code": module_fingerprint(type(task).__module__),
+              "prompting": module_fingerprint("drover.evaluate.prompting")}
+    if options.chat_format in CHAT_TEMPLATES:  # a shipped template renders the prompts ("model": the model's own)
+        inputs["chat_format"] = digest(chat_template_text(options.chat_format))
+    for rel in task.shipped:
+        inputs[f"shipped:{rel}"] = path_fingerprint(resource_path(*rel.split("/")))
     for name in getattr(task, "uses", ()):
         value = getattr(options, name)
         if isinstance(value, str) and value:
@@ -286,11 +292,12 @@ def evaluate(config: Any, log: Callable[[str], None] = print, shard: Any = None,
     if shard is not None:
         from drover.evaluate.shard import JOB, run_shard
 
+        job = digest([result_key(llm_config.identity(), TASKS.get(name), options) for name in names])
         with LLM(llm_config, cache_part(run.root, JOB, shard)) as llm:
-            run_shard(llm, fmt, names, run, options, shard, log=log)
+            run_shard(llm, fmt, names, run, options, shard, log=log, job=job)
         if not merge_after:
             return []
-        wait_for(shard_dir(run.root, JOB), shard.count, log=log)
+        wait_for(shard_dir(run.root, JOB), shard.count, log=log, job=job)  # (an earlier eval's markers: not done)
     start = time.perf_counter()
     if Path(llm_config.model).is_dir():
         report_stage(inputs=[llm_config.model])

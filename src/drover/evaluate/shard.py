@@ -31,8 +31,9 @@ class _ShardContext(EvalContext):
 
 
 def run_shard(llm: Any, fmt: PromptFormatter, names: list[str], run: RunDir, options: EvalOptions, shard: Shard,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Answer this shard's requests of every task into its cache part; mark the shard done."""
+              log: Callable[[str], None] = print, job: str = "") -> dict[str, Any]:
+    """Answer this shard's requests of every task into its cache part; mark the shard done
+    with `job` (the digest of the tasks' result keys: what rank 0 waits for)."""
     start = time.perf_counter()
     sharded = ShardedLLM(llm, owns=shard.owns_key)
     for name in names:
@@ -41,7 +42,7 @@ def run_shard(llm: Any, fmt: PromptFormatter, names: list[str], run: RunDir, opt
         task.run(_ShardContext(sharded, fmt, options), task.settings(options))
     summary = {"tasks": names, "answered": sharded.answered, "left_to_other_shards": sharded.skipped,
                "time_s": round(time.perf_counter() - start, 3)}
-    mark_done(shard_dir(run.root, JOB), shard, summary)
+    mark_done(shard_dir(run.root, JOB), shard, summary, job)
     log(f"eval shard {shard.index}/{shard.count}: {sharded.answered} requests answered into "
         f"{cache_part(run.root, JOB, shard)} ({sharded.skipped} left to other shards) in {summary['time_s']:.1f} s; "
         "run `drover eval` without --shard on this run directory to merge")

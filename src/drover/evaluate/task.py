@@ -97,6 +97,9 @@ class Task:
     primary_metric: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
     Settings: ClassVar[type] = object
+    # What the task reads from drover/resources (files or folders, "/"-separated): their content
+    # is in the result key, so corrected data, exemplars or prompts re-run the benchmark.
+    shipped: ClassVar[tuple[str, ...]] = ()
 
     def default_settings(self) -> Any:
         return self.Settings()

@@ -20,14 +20,14 @@ order, else omitted (the order alone is the ranking).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from drover.errors import ConfigError
 from drover.generate.answers import teacher_messages
 from drover.generate.inputs import Prompt, read_prompts
-from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require, sidecar
+from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require, sidecar, stage_key
 from drover.judges.listwise import Ranking, build_prompt, parse
 from drover.metrics.rouge import rouge_l_tokens, tokenize
 from drover.records import JsonlAppender, Ranked, Response
@@ -141,6 +141,12 @@ def _diversify(config: RankContextualConfig, policy: Any, items: list[_Item]) ->
                 it.texts[j] = old
 
 
+def _job(config: RankContextualConfig) -> str:
+    """The key every shard of one ranking job and its merge share (where the records go is no
+    part of it): a shard marked done under other settings is not done for this job."""
+    return stage_key(replace(config, shard="", merge_shards=0))
+
+
 def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
     from drover.completions import Request
     from drover.templates import render_alpaca
@@ -148,7 +154,7 @@ def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
     shards = RecordShards.resolve(config.shard or None, config.merge_shards, "generate rank --method contextual")
     finals = [Path(config.output), sidecar(config.output, "failures.jsonl")]
     if shards.merge:
-        shards.finish(finals, lambda: _ids(config))
+        shards.finish(finals, lambda: _ids(config), _job(config))
         return {"merged_shards": shards.merge}
     output, failures = shards.outputs(finals)
     cache = shards.cache(cache_path(config.output, config.run_dir), "rank-contextual")
@@ -192,7 +198,7 @@ def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:
     finally:
         close_all(policy, judge)
     result = summary.finish({"policy": policy, "judge": judge})
-    shards.finish(finals, lambda: _ids(config))
+    shards.finish(finals, lambda: _ids(config), _job(config))
     return result
 
 

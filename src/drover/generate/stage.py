@@ -160,15 +160,36 @@ def stage_key_settings(config: Any) -> dict[str, Any]:
     return {f.name: _identify(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in skip}
 
 
+def stage_key(config: Any) -> str:
+    """The digest of `stage_key_settings`: what `<output>.stage.json` and shard markers hold."""
+    from drover.identity import digest
+
+    return digest(stage_key_settings(config))
+
+
+def claimed_outputs(config: Any) -> tuple[Path, tuple[Path, ...]]:
+    """(the file a run of `config` appends to and resumes, its other outputs). A record shard
+    (a config with `shard` / `merge_shards`, `drover.shards`) writes parts of the output and
+    of its failures, and resumes those: they, not the unmerged output, are what it claims."""
+    from drover.shards import Shard, output_part
+
+    output = Path(config.output)
+    if getattr(config, "merge_shards", None) != 0:  # no sharding, or the merge (it writes the output)
+        return output, ()
+    shard = Shard.resolve(config.shard or None)  # (under a launcher: this rank's)
+    if shard is None:
+        return output, ()
+    return output_part(output, shard), (output_part(sidecar(output, "failures.jsonl"), shard),)
+
+
 def claim_output(config: Any, force: bool = False, output: str | Path | None = None,
                  also: tuple[str | Path, ...] = ()) -> None:
     """Refuse to resume an output written under other settings; `force` starts it (and the
     stage's other outputs, `also`) fresh. The key goes to `<output>.stage.json`."""
-    from drover.identity import digest
-
     output = Path(output or config.output)
     marker = sidecar(output, "stage.json")
     settings = stage_key_settings(config)
+    key = stage_key(config)
     if force:
         for path in [output, *(sidecar(output, s) for s in SIDECARS), *map(Path, also)]:
             path.unlink(missing_ok=True)
@@ -179,11 +200,11 @@ def claim_output(config: Any, force: bool = False, output: str | Path | None = N
         except ValueError:
             before = {}
         old = before.get("settings") or {}
-        if before.get("key") != digest(settings):
+        if before.get("key") != key:
             changed = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)] or ["settings"]
             raise ConfigError(f"{output}: written under other settings (changed: {', '.join(changed)}); resuming "
                               f"would mix them. Start fresh with --force or give another --output")
-    write_json(marker, {"key": digest(settings), "settings": settings})
+    write_json(marker, {"key": key, "settings": settings})
 
 
 def close_all(*llms: Any) -> None:

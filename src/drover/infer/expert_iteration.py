@@ -10,7 +10,7 @@ Round r (1..R) is two resumable stages in the run directory:
 
 Each stage writes a marker with the digest of its resolved config and the content
 fingerprints of what it read (`RunDir.mark_done`): the policy, the prompts, the reward
-model, the SFT data. Re-running the same command skips finished stages and continues an
+model or the judge's identity (a local judge by content), the SFT data. Re-running the same command skips finished stages and continues an
 interrupted one from its partial outputs; a finished stage whose config or inputs changed
 (e.g. round 1 retrained with another `sft.lr`) is redone from scratch, and so is every
 later round, since its policy changed. With `conditional_tokens`, every response is kept for
@@ -73,6 +73,17 @@ def _scorer(config: ExpertIterationConfig, make_llm: Callable[[str, Path], Any],
     from drover.local.reward import load_reward_scorer
 
     return load_reward_scorer(config.reward_model)
+
+
+def _judge_identity(config: ExpertIterationConfig) -> Any:
+    """Who picks the samples (select=judge), by content: a local judge's fingerprint, an
+    endpoint's URL and served name, a recipe service's declared identity; not the spec string
+    (a judge retrained under the same path picks differently)."""
+    if config.select != "judge":
+        return None
+    from drover.llm.config import LLMConfig
+
+    return LLMConfig.from_spec(config.judge).identity()
 
 
 def _read_prompts(config: ExpertIterationConfig) -> list[Any]:
@@ -145,10 +156,12 @@ def expert_iterate(config: ExpertIterationConfig, make_llm: Callable[[str, Path]
     run = RunDir(config.run_dir).ensure()
     run.save_config(config, "expert-iteration.yaml")
     policy = config.policy
+    judge = _judge_identity(config)
     for r in range(1, config.rounds + 1):
         round_dir = run.root / f"round-{r}"
         # what the samples depend on (not the SFT settings: changing sft.lr keeps the samples)
-        sample_key = {"round": r, "policy": policy, "config": replace(config, sft={})}
+        sample_key = {"round": r, "policy": policy, "config": replace(config, sft={}, judge=""),
+                      "judge": judge}
         sample_inputs = [policy, *config.prompts, *([config.reward_model] if config.reward_model else [])]
         if not run.stage_done(f"round-{r}-sample", sample_key):
             if run.stage_marker(f"round-{r}-sample") is not None:  # done before, on other inputs: redo

@@ -401,6 +401,7 @@ class AlpacaEvalJudge(Judge):
                "judge_options.price_input_per_1k=0.01 judge_options.price_output_per_1k=0.03")
     primary_metric = "win_rate"
     Settings = AlpacaEvalSettings
+    shipped = ("data/alpaca_eval",)
 
     def task_for(self, settings: AlpacaEvalSettings) -> str:
         return f"alpaca_eval_{settings.version}"

@@ -99,6 +99,9 @@ class Judge:
     higher_is_better: ClassVar[bool] = True
     uses_llm: ClassVar[bool] = True  # False: computed from files (bias)
     Settings: ClassVar[type] = object
+    # What the judge reads from drover/resources (files or folders, "/"-separated: questions,
+    # reference answers, prompts, annotator configs): their content is in the result key.
+    shipped: ClassVar[tuple[str, ...]] = ()
 
     def task_for(self, settings: Any) -> str:
         """The result's task label (a judge with versions or modes names them)."""

@@ -129,6 +129,8 @@ class RankJudge(Judge):
     primary_metric = "avg_rank"
     higher_is_better = False
     Settings = RankSettings
+    shipped = ("prompts/judges/tuna_contextual.txt", "prompts/judges/tuna_contextual_response.txt",
+               "prompts/judges/tuna_contextual_system.txt")
 
     def primary(self, settings: RankSettings, inputs: JudgeInputs) -> str:
         return f"{inputs.data[0][0]}/avg_rank"

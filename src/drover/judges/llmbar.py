@@ -273,6 +273,7 @@ class MetaJudge(Judge):
     example = "drover judge meta --judge openai:gpt-4 --strategy metrics-reference-rules --sets Natural Neighbor"
     primary_metric = "accuracy"
     Settings = MetaSettings
+    shipped = ("data/llmbar", "prompts/judges/llmbar")
 
     def load(self, settings: MetaSettings) -> JudgeInputs:
         strategy = get_strategy(settings.strategy)

@@ -284,6 +284,7 @@ class MTBenchJudge(Judge):
     example = "drover judge mt-bench --judge http://127.0.0.1:8000/v1#judge --model-outputs model_answer/mine.jsonl"
     primary_metric = "score"
     Settings = MTBenchSettings
+    shipped = ("data/mt_bench",)
 
     def task_for(self, settings: MTBenchSettings) -> str:
         return "mt_bench" if settings.mode == "single" else "mt_bench_pairwise"

@@ -80,13 +80,25 @@ def judge_identity(llm_config: Any) -> dict[str, Any]:
     return llm_config.identity()
 
 
-def result_key(config: JudgeConfig, settings: Any, content: Any, identity: Any) -> str:
+def protocol(judge: Any) -> dict[str, str]:
+    """The judge's protocol by content: its module with the parser and metric modules it
+    imports, and the shipped files it declares (`Judge.shipped`). A corrected prompt or
+    verdict parser judges again instead of reporting the old verdicts as done."""
+    from drover.identity import module_fingerprint, path_fingerprint
+    from drover.judges.files import RESOURCES
+
+    return {"code": module_fingerprint(type(judge).__module__),
+            **{f"shipped:{rel}": path_fingerprint(RESOURCES.joinpath(*rel.split("/"))) for rel in judge.shipped}}
+
+
+def result_key(config: JudgeConfig, settings: Any, content: Any, identity: Any, judge: Any) -> str:
     from drover.identity import digest
 
     return digest({"kind": config.kind, "judge": identity, "settings": dataclasses.asdict(settings),
                    "limit": config.limit, "constrain": config.constrain, "content": content,
                    "options": {**{k: config.judge_options.get(k) for k in CALL_OPTIONS},
-                               **{k: config.judge_options[k] for k in DECODING_OPTIONS if k in config.judge_options}}})
+                               **{k: config.judge_options[k] for k in DECODING_OPTIONS if k in config.judge_options}},
+                   "protocol": protocol(judge)})
 
 
 def _settings(judge: Any, config: JudgeConfig) -> Any:
@@ -150,7 +162,7 @@ def run_judge(config: JudgeConfig, open_llm: Any = None, log: Any = print) -> di
         if inputs.label is None:  # the judge itself is evaluated
             inputs.label = llm.config.model if llm is not None else config.kind
         identity = judge_identity(llm.config) if llm is not None else None
-        key = result_key(config, settings, inputs.content, identity)
+        key = result_key(config, settings, inputs.content, identity, judge)
         if not config.force:
             _refuse_another_judges_result(result_path(run.root, inputs.label, name), identity,
                                           llm.config.model if llm is not None else None)

@@ -35,6 +35,8 @@ ASPECTS = ("truth", "info")
 MODES = ("auto", "logprob", "chat")
 VERDICT = Constraint(choice=("yes", "no"))
 DECODING = {"temperature": 0.0, "max_tokens": 5}
+# The prompts of both routes (in the keys of this judge's results and of truthfulqa_gen's).
+JUDGE_PROMPTS = tuple(f"prompts/eval/truthfulqa_judge_{aspect}{form}.txt" for aspect in ASPECTS for form in ("", "_chat"))
 
 
 def parse_yes_no(text: str) -> YesNo | ParseFailure:
@@ -143,6 +145,7 @@ class TruthfulQAJudge(Judge):
     example = "drover judge truthfulqa --judge hf:models/gpt-judge --model-outputs truthfulqa-answers.jsonl"
     primary_metric = "truthful_informative"
     Settings = TruthfulQASettings
+    shipped = ("data/truthfulqa/data/v1/TruthfulQA.csv", *JUDGE_PROMPTS)
 
     def load(self, settings: TruthfulQASettings) -> JudgeInputs:
         from drover.evaluate.tasks.truthfulqa import load_questions

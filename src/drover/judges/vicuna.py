@@ -327,6 +327,7 @@ class VicunaJudge(Judge):
     example = "drover judge vicuna --judge http://127.0.0.1:8000/v1#judge --model-outputs answers.jsonl"
     primary_metric = "relative_score"
     Settings = VicunaSettings
+    shipped = ("data/vicuna80",)
 
     def load(self, settings: VicunaSettings) -> JudgeInputs:
         model, answers = load_answers(settings.model_outputs)

@@ -173,7 +173,7 @@ class LLMConfig:
             if declared:
                 return {"backend": "openai", "endpoint": declared, "model": self.model}
             return {"backend": "openai", "base_url": url, "model": self.model}
-        from drover.identity import digest, dir_fingerprint
+        from drover.identity import digest, model_fingerprint
 
         path = Path(self.model)
         template = None
@@ -182,11 +182,11 @@ class LLMConfig:
 
             text = chat_template_text(self.chat_template) if self.chat_template in CHAT_TEMPLATES else None
             template = {"name": self.chat_template, "text": digest(text) if text else None}
-        out = {"backend": "hf", "model": dir_fingerprint(path) if path.is_dir() else self.model,
+        out = {"backend": "hf", "model": model_fingerprint(self.model),
                "chat_template": template, "max_length": self.max_length, "dtype": self.dtype}
         base = _adapter_base(path)
         if base is not None:  # a peft adapter computes with its base model's weights too
-            out["base_model"] = dir_fingerprint(base) if Path(base).is_dir() else base
+            out["base_model"] = model_fingerprint(base)
         return out
 
     def defaults(self) -> Decoding:

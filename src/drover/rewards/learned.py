@@ -20,6 +20,7 @@ resumed run pays for no rating twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from drover.errors import ConfigError
 from drover.rewards.kind import RewardContext, RewardFn, RewardInput, RewardKind
@@ -115,9 +116,18 @@ def _pairwise_judge(params: PairwiseJudgeParams, ctx: RewardContext) -> RewardFn
     return score
 
 
+def _local_judge(spec: str) -> list[str]:
+    """The directory of a local judge model (`hf:PATH` or `PATH`): its content keys a resumable
+    run, as a reward model's does (a judge retrained in place rates differently). An endpoint
+    names no path: its URL and served name are in the config already."""
+    path = spec.removeprefix("hf:")
+    return [path] if path and "://" not in path and Path(path).is_dir() else []
+
+
 REWARD_MODEL = RewardKind("reward-model", _reward_model, RewardModelParams, "a `drover reward` model",
                           inputs=lambda params: [params.path])
-JUDGE = RewardKind("judge", _judge, JudgeParams, "an LLM judge's 1-10 rating (cached)", abstains=True)
+JUDGE = RewardKind("judge", _judge, JudgeParams, "an LLM judge's 1-10 rating (cached)", abstains=True,
+                   inputs=lambda params: _local_judge(params.llm))
 PAIRWISE_JUDGE = RewardKind("judge-pairwise", _pairwise_judge, PairwiseJudgeParams,
                             "an LLM judge's preference over the reference answer, both orders (cached)",
-                            check=needs_reference, abstains=True)
+                            check=needs_reference, abstains=True, inputs=lambda params: _local_judge(params.llm))

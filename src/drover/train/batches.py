@@ -90,9 +90,14 @@ class Collate:
     """Build a `MicroBatch` from examples, padded or packed."""
 
     def __init__(self, pad_token_id: int, packing: bool, pack_tokens: int):
-        self.packing = packing
+        self.packing, self.pack_tokens, self.pad_token_id = packing, pack_tokens, pad_token_id
         self.collator = (PackingCollator(pack_tokens, pad_token_id) if packing
                          else PaddedCollator(pad_token_id))
+
+    def settings(self) -> dict[str, Any]:
+        """What decides the rows a micro-batch becomes (part of the reference cache key)."""
+        return {"packing": self.packing, "pack_tokens": self.pack_tokens if self.packing else None,
+                "pad_token_id": self.pad_token_id}
 
     def __call__(self, examples: list[Example]) -> MicroBatch:
         seqs = [s for e in examples for s in e.sequences]

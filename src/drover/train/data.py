@@ -162,9 +162,15 @@ def split_eval(examples: list[Example], fraction: float, seed: int) -> tuple[lis
 
 
 def examples_hash(examples: list[Example]) -> str:
-    """A fingerprint of the tokenized data: resumes and reference caches check it."""
+    """A fingerprint of the tokenized data: resumes and reference caches check it.
+
+    Response scores are part of it where a record has any (they decide the derived pairs,
+    ties giving none, the reward model's margins and KTO's labels); an example without
+    scores hashes as it did before scores were keyed, so its checkpoints still resume."""
     h = hashlib.sha256()
     for e in examples:
-        h.update(json.dumps([e.record_id, e.rank, [s.input_ids for s in e.sequences],
-                             [s.labels for s in e.sequences]]).encode())
+        fields: list[Any] = [e.record_id, e.rank, [s.input_ids for s in e.sequences], [s.labels for s in e.sequences]]
+        if any(not math.isnan(score) for score in e.scores):
+            fields.append([None if math.isnan(score) else score for score in e.scores])
+        h.update(json.dumps(fields).encode())
     return h.hexdigest()[:16]

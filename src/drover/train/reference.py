@@ -4,37 +4,43 @@ DPO-style objectives compare the policy with a frozen reference. Keeping the ref
 memory doubles the model footprint and its forward passes cost a third of training, every
 epoch. The reference never changes, so (like open-instruct's cached reference log-probs) we
 run it once over every sequence before training, store the per-sequence sums in
-`<run_dir>/reference/<key>.pt` (key = hash of the tokenized data and the reference
-weights), free the model, and reuse the file across epochs and resumes.
+`<run_dir>/reference/<key>.pt`, free the model, and reuse the file across epochs and resumes.
+
+The key (`cache_key`) is everything the stored numbers depend on: the tokenized data, the
+reference model's content (`identity.model_fingerprint`: weights, config, tokenizer, not
+its path or file dates), and how they were computed: device type, mixed precision (the
+autocast and load dtype), attention kernel, the micro-batches (micro_batch_size, the number
+of processes sharing the pass, padding or packing and the pack budget, the pad id) and the
+log-softmax chunk (another row split is another matmul shape, which may round differently).
+Any of these changed computes the reference again instead of reading another run's values.
 
 `FORWARD_PASSES` counts reference forward passes (tests check it stays at one per batch).
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from drover.atomic import atomic_open
+from drover.identity import PREFIX, digest, model_fingerprint
 from drover.train.batches import Collate
 from drover.train.data import Example, examples_hash
 
 FORWARD_PASSES = 0
 
 
-def _weights_fingerprint(path: str) -> str:
-    root = Path(path)
-    files = sorted(root.glob("*.safetensors")) + sorted(root.glob("*.bin")) if root.is_dir() else []
-    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files) or path
-
-
-def cache_key(examples: list[Example], model_path: str) -> str:
-    blob = f"{examples_hash(examples)}|{Path(model_path).resolve() if Path(model_path).exists() else model_path}|"
-    blob += _weights_fingerprint(model_path)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def cache_key(examples: list[Example], config: Any, collate: Collate, accelerator: Any, attention: str) -> str:
+    """16 hex of the digest of what `compute` returns depends on (see the module docstring)."""
+    settings = {"data": examples_hash(examples), "reference": model_fingerprint(config.reference_path),
+                "device": torch.device(accelerator.device).type,
+                "mixed_precision": str(accelerator.mixed_precision), "dtype": str(compute_dtype(accelerator)),
+                "attention": attention, "processes": accelerator.num_processes,
+                "micro_batch_size": config.micro_batch_size, "collate": collate.settings(),
+                "logprob_chunk": config.logprob_chunk}
+    return digest(settings).removeprefix(PREFIX)[:16]
 
 
 def compute_dtype(accelerator: Any) -> torch.dtype:
@@ -91,7 +97,7 @@ def reference_logps(examples: list[Example], config: Any, collate: Collate, acce
     The main process decides whether the cache file is there and, if so, reads it and sends
     the values to the others: every process takes the same branch (the computation is
     collective) even when nodes do not share the run directory's storage."""
-    path = cache_dir / f"{cache_key(examples, config.reference_path)}.pt"
+    path = cache_dir / f"{cache_key(examples, config, collate, accelerator, attention)}.pt"
     if accelerator.num_processes == 1:
         if path.exists():
             return torch.load(path, weights_only=True)

@@ -27,6 +27,7 @@ from typing import Any
 
 from drover.config import to_dict
 from drover.errors import ConfigError
+from drover.identity import model_fingerprint
 
 # TrainConfig fields that cannot change the trained weights.
 NOT_TRAINING = frozenset({
@@ -40,18 +41,12 @@ BY_CONTENT = frozenset({"data", "mixture", "tokenizer", "chat_template", "model"
 SCHEDULE = frozenset({"epochs", "max_steps"})
 
 
-def _fingerprint(path: str) -> str:
-    from drover.identity import dir_fingerprint
-
-    return dir_fingerprint(path) if path and Path(path).is_dir() else path
-
-
 def train_settings(config: Any) -> dict[str, Any]:
     """The settings that decide the trained weights, besides the data and the plan's length."""
     data = to_dict(config)
     out = {k: v for k, v in data.items() if k not in NOT_TRAINING | BY_CONTENT | SCHEDULE}
-    out["model"] = _fingerprint(config.model)
-    out["reference_model"] = _fingerprint(config.reference_path) if config.reference_model else None
+    out["model"] = model_fingerprint(config.model)
+    out["reference_model"] = model_fingerprint(config.reference_path) if config.reference_model else None
     return out
 
 

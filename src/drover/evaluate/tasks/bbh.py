@@ -71,6 +71,7 @@ class BBHSettings:
 class BBH(Task):
     primary_metric = "accuracy"
     Settings = BBHSettings
+    shipped = ("data/bbh/bbh", "data/bbh/cot-prompts")
 
     def __init__(self, name: str, title: str, cot: bool):
         self.name, self.title, self.cot = name, title, cot

@@ -69,6 +69,7 @@ class CodexSettings:
 
 class Codex(Task):
     Settings = CodexSettings
+    shipped = ("data/humaneval/HumanEval.jsonl.gz",)
 
     def __init__(self, name: str, title: str, temperature: float, primary_k: int):
         self.name, self.title, self.temperature = name, title, temperature

@@ -70,6 +70,7 @@ class GSMSettings:
 class GSM(Task):
     primary_metric = "accuracy"
     Settings = GSMSettings
+    shipped = ("data/gsm8k/test.jsonl", "prompts/eval/gsm_exemplars.json")
 
     def __init__(self, name: str, title: str, cot: bool):
         self.name, self.title, self.cot = name, title, cot

@@ -129,6 +129,7 @@ class MMLUSettings:
 class MMLU(Task):
     primary_metric = "accuracy"
     Settings = MMLUSettings
+    shipped = ("data/mmlu",)
 
     def __init__(self, name: str, title: str, shots: int):
         self.name, self.title, self.shots = name, title, shots

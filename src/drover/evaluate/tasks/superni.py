@@ -72,6 +72,7 @@ class SuperNI(Task):
     primary_metric = "rougeL"
     Settings = SuperNISettings
     uses = ("data_dir",)
+    shipped = ("data/superni/splits/default/test_tasks.txt",)
 
     def __init__(self, name: str, title: str, shots: int):
         self.name, self.title, self.shots = name, title, shots

@@ -50,6 +50,7 @@ class ToxiGen(Task):
     higher_is_better = False
     Settings = ToxiGenSettings
     uses = ("toxigen_classifier",)
+    shipped = ("data/toxigen/prompts", "prompts/eval/toxigen_instruction.txt")
 
     def run(self, ctx: EvalContext, settings: ToxiGenSettings) -> TaskResult:
         if not ctx.options.toxigen_classifier:

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from drover.errors import ConfigError
 from drover.evaluate.prompting import PromptFormatter
 from drover.evaluate.task import EvalContext, Task, TaskResult, resource_path, resource_text
+from drover.judges.truthfulqa import JUDGE_PROMPTS
 from drover.metrics.classification import mc1, mc2, mean
 
 
@@ -86,6 +87,7 @@ class TruthfulQAMC(Task):
     title = "TruthfulQA MC2"
     primary_metric = "mc2"
     Settings = MCSettings
+    shipped = ("data/truthfulqa/data/v1/TruthfulQA.csv", "prompts/eval/truthfulqa_qa_primer.txt")
 
     def run(self, ctx: EvalContext, settings: MCSettings) -> TaskResult:
         questions = load_questions()[: settings.limit]
@@ -134,6 +136,7 @@ class TruthfulQAGen(Task):
     primary_metric = "truthful_informative"
     Settings = GenSettings
     uses = ("truthfulqa_judge",)
+    shipped = (*TruthfulQAMC.shipped, *JUDGE_PROMPTS)  # its judges' prompts decide True*Info
 
     def run(self, ctx: EvalContext, settings: GenSettings) -> TaskResult:
         judges = _judges(ctx.options.truthfulqa_judge)

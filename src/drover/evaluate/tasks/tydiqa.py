@@ -69,6 +69,7 @@ class TydiQA(Task):
     primary_metric = "f1"
     Settings = TydiQASettings
     uses = ("data_dir",)
+    shipped = ("prompts/eval/tydiqa_templates.json",)
 
     def __init__(self, name: str, title: str, gold_passage: bool):
         self.name, self.title, self.gold_passage = name, title, gold_passage
