@@ -225,6 +225,10 @@ def _llama_like(model: Any) -> Step | None:
     if _hooked(model):
         return None
     config = model.config
+    # The step attends with SDPA; eager attention rounds otherwise (scores and softmax cast
+    # back to bf16 in between): a model set to it decodes through its own forward.
+    if getattr(config, "_attn_implementation", None) == "eager":
+        return None
     if getattr(config, "use_sliding_window", False) or any(t != "full_attention" for t in
                                                            getattr(config, "layer_types", None) or ()):
         return None
