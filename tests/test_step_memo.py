@@ -279,3 +279,25 @@ def test_weights_changed_while_the_step_is_built_are_not_vouched_for(fresh, monk
     first = kv_slots.decode_step(model)
     assert kv_slots.decode_step(model) is not first
     assert _greedy(model, tok) == _own_forward_greedy(model, tok, monkeypatch)
+
+
+def test_a_parametrization_changed_after_a_first_generate_is_decoded_fresh(fresh, monkeypatch):
+    """A weight computed by a parametrization from a plain attribute (no tensor changes when
+    the attribute does): the packed copy of the old weight must not be reused."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.factor = 1.0
+
+        def forward(self, weight):
+            return weight * self.factor
+
+    model, tok = fresh
+    scaled = Scaled()
+    parametrize.register_parametrization(model.lm_head, "weight", scaled)
+    _decoded(model, tok)
+    scaled.factor = 3.0
+    _assert_decodes_like_its_own_forward(model, tok, monkeypatch)
