@@ -124,6 +124,25 @@ def test_bf16_greedy_equals_transformers_generate(tiny_model_dir):
     _assert_greedy_like_generate(model, tok, _items(tok, 16), batch=1)
 
 
+def test_a_model_set_to_eager_attention_decodes_like_transformers_generate(tiny_model_dir):
+    """The direct step attends with SDPA; in bf16 eager attention rounds otherwise (3 of 5
+    greedy texts of 40 tokens left HF's), so a model switched to eager, even after a first
+    `generate` built and memoised the direct step, decodes through its own forward."""
+    import torch
+
+    from drover.local import kv_slots
+    from drover.models import load_model, load_tokenizer
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("bf16 is emulated on this CPU")
+    model, tok = load_model(tiny_model_dir, dtype="bfloat16"), load_tokenizer(tiny_model_dir)
+    items = [GenerationItem(prompt_ids=tok(p)["input_ids"], max_tokens=40) for p in PROMPTS[2:]]
+    list(generate(model, tok, items, batch_size=1))
+    model.set_attn_implementation("eager")
+    assert kv_slots.FAST_STEPS["llama"](model) is None
+    _assert_greedy_like_generate(model, tok, items, batch=1)
+
+
 def test_a_gqa_llama_direct_step_equals_transformers_generate(tiny):
     """Grouped-query attention (4 query heads over 2 key/value heads) through the direct step and prefill."""
     import torch

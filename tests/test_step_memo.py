@@ -202,3 +202,102 @@ def test_the_joint_rotation_is_the_helpers_bit_for_bit(fresh):
 
     rotate, prepare = kv_slots._joint_rotary(other, 4, torch.float32)
     assert torch.equal(rotate(x, *prepare(cos, sin)), torch.cat(other(x[:, :4], x[:, 4:], cos, sin), dim=1))
+
+
+def _decoded(model, tok, batch=2):
+    """Greedy texts and per-token log-probs (what a stale step would get wrong first)."""
+    items = [GenerationItem(prompt_ids=tok(p)["input_ids"], max_tokens=12, logprobs=True) for p in PROMPTS]
+    return [(r.choices[0].text, [x.logprob for x in r.choices[0].logprobs])
+            for _, r in sorted(generate(model, tok, items, batch_size=batch))]
+
+
+def _assert_decodes_like_its_own_forward(model, tok, monkeypatch):
+    fast = _decoded(model, tok)
+    with monkeypatch.context() as m:
+        m.setattr(kv_slots, "FAST_STEPS", {})
+        own = _decoded(model, tok)
+    assert [text for text, _ in fast] == [text for text, _ in own]
+    for (_, a), (_, b) in zip(fast, own):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
+def _scale_attention(model):
+    for layer in model.model.layers:
+        layer.self_attn.scaling *= 4
+
+
+def _widen_norm_epsilon(model):
+    for layer in model.model.layers:
+        layer.input_layernorm.variance_epsilon = 10.0
+
+
+def _scale_rotary(model):
+    model.model.rotary_emb.attention_scaling = 0.3
+
+
+def _hook_the_final_norm(model):
+    model.model.norm.register_forward_hook(lambda module, args, out: out * 3)
+
+
+@pytest.mark.parametrize("change", [_scale_attention, _widen_norm_epsilon, _scale_rotary, _hook_the_final_norm])
+def test_attributes_and_hooks_changed_after_a_first_generate_are_decoded_fresh(fresh, monkeypatch, change):
+    """Plain attributes the step reads when it is built (attention `scaling`, norm
+    `variance_epsilon`, rotary `attention_scaling`) and hooks are no tensors: the memo must
+    still see them change, or the old step decodes with the old values."""
+    model, tok = fresh
+    _decoded(model, tok)  # builds and memoises the step
+    change(model)
+    _assert_decodes_like_its_own_forward(model, tok, monkeypatch)
+
+
+def test_a_hooked_model_decodes_through_its_own_forward(fresh, monkeypatch):
+    """The direct step calls projections without their modules: a forward hook (steering,
+    activation patching) is honoured only by the model's own forward, so a hooked model gets that."""
+    model, tok = fresh
+    model.model.layers[0].mlp.register_forward_hook(lambda module, args, out: out * 3)
+    assert kv_slots.FAST_STEPS["llama"](model) is None
+    _assert_decodes_like_its_own_forward(model, tok, monkeypatch)
+
+
+def test_weights_changed_while_the_step_is_built_are_not_vouched_for(fresh, monkeypatch):
+    """An optimizer step (another thread) landing between the packing and the snapshot must
+    not make the memo vouch for weights the packed copy never saw: the next call rebuilds."""
+    import torch
+
+    model, tok = fresh
+    real, calls = kv_slots.FAST_STEPS["llama"], []
+
+    def build_then_trained(m):
+        step = real(m)
+        if not calls:
+            with torch.no_grad():
+                _perturb_with_fused_adamw(m)
+        calls.append(step)
+        return step
+
+    monkeypatch.setitem(kv_slots.FAST_STEPS, "llama", build_then_trained)
+    first = kv_slots.decode_step(model)
+    assert kv_slots.decode_step(model) is not first
+    assert _greedy(model, tok) == _own_forward_greedy(model, tok, monkeypatch)
+
+
+def test_a_parametrization_changed_after_a_first_generate_is_decoded_fresh(fresh, monkeypatch):
+    """A weight computed by a parametrization from a plain attribute (no tensor changes when
+    the attribute does): the packed copy of the old weight must not be reused."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.factor = 1.0
+
+        def forward(self, weight):
+            return weight * self.factor
+
+    model, tok = fresh
+    scaled = Scaled()
+    parametrize.register_parametrization(model.lm_head, "weight", scaled)
+    _decoded(model, tok)
+    scaled.factor = 3.0
+    _assert_decodes_like_its_own_forward(model, tok, monkeypatch)

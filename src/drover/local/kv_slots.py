@@ -222,7 +222,13 @@ def _llama_like(model: Any) -> Step | None:
     layers = getattr(base, "layers", None)
     if layers is None or not hasattr(base, "rotary_emb") or not hasattr(model, "lm_head"):
         return None
+    if _hooked(model):
+        return None
     config = model.config
+    # The step attends with SDPA; eager attention rounds otherwise (scores and softmax cast
+    # back to bf16 in between): a model set to it decodes through its own forward.
+    if getattr(config, "_attn_implementation", None) == "eager":
+        return None
     if getattr(config, "use_sliding_window", False) or any(t != "full_attention" for t in
                                                            getattr(config, "layer_types", None) or ()):
         return None
@@ -322,6 +328,17 @@ def _llama_like(model: Any) -> Step | None:
     step.prefill = prefill  # type: ignore[attr-defined]
     step.reusable = any(getattr(p, "packed", False) for p in project)  # type: ignore[attr-defined]
     return step
+
+
+def _hooked(model: Any) -> bool:
+    """Whether a forward hook (the model's modules' or torch's global ones) or a replaced
+    instance `forward` (accelerate's hooks) would change what the model computes: the direct
+    step calls projections and norms without their modules, so only the model's own forward
+    honours those."""
+    from torch.nn.modules import module as torch_module
+
+    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks) or any(
+        m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m) for m in model.modules())
 
 
 def _joint_rotary(rotary: Callable[..., Any], heads: int, dtype: Any, head_dim: int = 8) -> tuple[

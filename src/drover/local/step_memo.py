@@ -11,6 +11,12 @@ only when each is the same tensor object (same dtype, shape, device) with the sa
 ~7.5 ms for the 17M model in fp32, checked smallest tensors first so that a trained model
 (norm weights change with everything else) is told apart at once. The copy costs the
 model's size in memory once more; models above `MEMO_MAX_BYTES` are rebuilt every time.
+
+Tensors are not all a step reads when it is built: attention `scaling`, norm
+`variance_epsilon` and the rotary module's `attention_scaling` are plain attributes, and the
+modules' hooks decide whether the fast step may bypass them. So the snapshot also holds every
+module's plain attributes, its hooks (and an instance `forward`), the config's plain values
+and torch's global module hooks: a change to any of them rebuilds the step.
 """
 
 from __future__ import annotations
@@ -29,18 +35,45 @@ class WeightsSnapshot:
     """The model's modules, tensors and a bitwise copy of their values, at one moment."""
 
     def __init__(self, model: Any):
-        self.modules = [(name, id(module), type(module)) for name, module in model.named_modules()]
+        self.modules = _module_states(model)
         tensors = _tensors(model)
         self.ids = [(name, id(t), t.dtype, tuple(t.shape), t.device) for name, t in tensors]
         self.copies = [t.detach().clone() for _, t in tensors]
 
     def matches(self, model: Any) -> bool:
-        if [(name, id(m), type(m)) for name, m in model.named_modules()] != self.modules:
+        if _module_states(model) != self.modules:
             return False
         tensors = _tensors(model)
         if [(name, id(t), t.dtype, tuple(t.shape), t.device) for name, t in tensors] != self.ids:
             return False
         return all(_same_bits(t.detach(), copy) for (_, t), copy in zip(tensors, self.copies))
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain(attributes: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """The plain values (numbers, strings, and tuples/lists of them, copied) among attributes."""
+    return tuple((key, tuple(value) if isinstance(value, list) else value) for key, value in attributes.items()
+                 if isinstance(value, _PLAIN) or (isinstance(value, (tuple, list))
+                                                  and all(isinstance(x, _PLAIN) for x in value)))
+
+
+def _module_states(model: Any) -> list[Any]:
+    """Per module: name, identity, type, plain attributes, forward hooks and an instance
+    `forward` (what wrappers such as accelerate's hooks replace); then the config's plain
+    values and torch's global forward hooks. What a built step may have read besides tensors."""
+    from torch.nn.modules import module as torch_module
+
+    states: list[Any] = []
+    for name, module in model.named_modules():
+        own = vars(module)
+        states.append((name, id(module), type(module), _plain(own), tuple(own.get("_forward_pre_hooks", ())),
+                       tuple(own.get("_forward_hooks", ())), id(own.get("forward"))))
+    config = getattr(model, "config", None)
+    states.append(_plain(vars(config)) if config is not None else None)
+    states.append((tuple(torch_module._global_forward_pre_hooks), tuple(torch_module._global_forward_hooks)))
+    return states
 
 
 def _tensors(model: Any) -> list[tuple[str, Any]]:
@@ -70,11 +103,13 @@ def memoised(model: Any, builder: Any, build: Callable[[Any], Any]) -> Any:
         found = _MEMO.get(model)
     if found is not None and found[1] is builder and found[0].matches(model):
         return found[2]
+    # Snapshot first, then build: weights changed while the step packs them (another thread
+    # training the model) then differ from the snapshot, so the next call rebuilds; a snapshot
+    # taken after the build would vouch for weights the packed copy never saw.
+    snapshot = WeightsSnapshot(model) if nbytes(model) <= MEMO_MAX_BYTES else None
     step = build(model)
     with _LOCK:
         _MEMO.pop(model, None)
-    if getattr(step, "reusable", False) and nbytes(model) <= MEMO_MAX_BYTES:
-        snapshot = WeightsSnapshot(model)
-        with _LOCK:
+        if snapshot is not None and getattr(step, "reusable", False):
             _MEMO[model] = (snapshot, builder, step)
     return step
