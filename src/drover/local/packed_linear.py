@@ -88,6 +88,15 @@ def _fused(weight: Any, bias: Any, one_row: Projection | None = None) -> Project
     return project
 
 
+def may_pack(dtype: Any, device: Any) -> bool:
+    """Whether weights of this dtype on this device can be packed here at all (CPU fp32/bf16
+    with oneDNN built in): what `_packed` requires before it tries."""
+    import torch
+
+    return (torch.device(device).type == "cpu" and dtype in (torch.float32, torch.bfloat16)
+            and torch.backends.mkldnn.is_available())
+
+
 def _packed(groups: list[list[Any]]) -> list[tuple[Any, Any]] | None:
     """(packed weight, concatenated bias or None) per group, or None where packing is
     unavailable or disagrees with the modules."""
@@ -96,8 +105,7 @@ def _packed(groups: list[list[Any]]) -> list[tuple[Any, Any]] | None:
     modules = [m for group in groups for m in group]
     weights = [m.weight for m in modules]
     dtype = weights[0].dtype
-    if (any(w.device.type != "cpu" or w.dtype != dtype for w in weights) or not torch.backends.mkldnn.is_available()
-            or dtype not in (torch.float32, torch.bfloat16)
+    if (any(w.device.type != "cpu" or w.dtype != dtype for w in weights) or not may_pack(dtype, "cpu")
             or any(any(m.in_features != g[0].in_features or (m.bias is None) != (g[0].bias is None) for m in g)
                    for g in groups)
             or sum(w.numel() * w.element_size() for w in weights) > PACKED_MAX_BYTES):

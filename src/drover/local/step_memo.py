@@ -95,6 +95,13 @@ def nbytes(model: Any) -> int:
     return sum(t.numel() * t.element_size() for _, t in _tensors(model))
 
 
+def _may_reuse(model: Any) -> bool:
+    from drover.local.packed_linear import may_pack
+
+    first = next(model.parameters(), None)
+    return first is not None and may_pack(first.dtype, first.device) and nbytes(model) <= MEMO_MAX_BYTES
+
+
 def memoised(model: Any, builder: Any, build: Callable[[Any], Any]) -> Any:
     """`build(model)`, or the step `builder` built before for this model if the model's
     weights have not changed since. A step that carries `reusable = True` (one whose build
@@ -106,7 +113,8 @@ def memoised(model: Any, builder: Any, build: Callable[[Any], Any]) -> Any:
     # Snapshot first, then build: weights changed while the step packs them (another thread
     # training the model) then differ from the snapshot, so the next call rebuilds; a snapshot
     # taken after the build would vouch for weights the packed copy never saw.
-    snapshot = WeightsSnapshot(model) if nbytes(model) <= MEMO_MAX_BYTES else None
+    # (Only where the step can pack at all: elsewhere a build is cheap and never remembered.)
+    snapshot = WeightsSnapshot(model) if _may_reuse(model) else None
     step = build(model)
     with _LOCK:
         _MEMO.pop(model, None)
