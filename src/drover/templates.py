@@ -38,14 +38,20 @@ def render_alpaca(instruction: str, input: str = "") -> str:  # noqa: A002 - the
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
 
 
+def join_instruction(instruction: str, input_: str) -> str:
+    """One user turn from an Alpaca instruction and input, in Tülu's fixed layout (what
+    drover's converters write; `alpaca_fields` recognises it): the input, when
+    present, follows after a blank line."""
+    instruction, input_ = instruction.strip(), input_.strip()
+    return f"{instruction}\n\n{input_}" if input_ else instruction
+
+
 def alpaca_fields(messages: list[Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
     """Messages as dicts, the single user turn carrying the record's Alpaca `instruction` and
     `input` (from `meta`, as drover's converters keep them) when its content is exactly their
     Tülu join: what the `alpaca` template needs to pick the with-input prompt. Other
     templates ignore the extra keys.
     """
-    from drover.formats.instruction import join_instruction
-
     out = [m.to_dict() if hasattr(m, "to_dict") else dict(m) for m in messages]
     instruction, input_ = meta.get("instruction"), meta.get("input", "")
     users = [m for m in out if m.get("role") == "user"]

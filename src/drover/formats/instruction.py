@@ -14,12 +14,7 @@ from typing import Any
 
 from drover.formats.base import Converter, ConvertOptions, ConvertStats, Row, extra_meta
 from drover.records import Conversation, Message
-
-
-def join_instruction(instruction: str, input_: str) -> str:
-    """Tülu's fixed layout: the input, when present, follows after a blank line."""
-    instruction, input_ = instruction.strip(), input_.strip()
-    return f"{instruction}\n\n{input_}" if input_ else instruction
+from drover.templates import join_instruction
 
 
 def _pair(rid: str, source: str, prompt: str, answer: str, meta: dict[str, Any],

@@ -33,7 +33,7 @@ class Prompt:
 
 
 def _join(instruction: str, input_: str) -> str:
-    from drover.formats.instruction import join_instruction
+    from drover.templates import join_instruction
 
     return join_instruction(instruction, input_)
 

@@ -221,7 +221,7 @@ def _alpaca(config: SelfInstructConfig, teacher: Any, seed_rows: list[dict], sum
 
 
 def _conversation(rid: str, task: Task, source: str, meta: dict[str, Any]) -> Conversation:
-    from drover.formats.instruction import join_instruction
+    from drover.templates import join_instruction
 
     messages = [Message("user", join_instruction(task.instruction, task.input))]
     if task.output.strip():

@@ -53,7 +53,7 @@ def _pieces(prompt: Prompt, with_reference: bool) -> list[tuple[str, str]]:
 
 
 def run_translate(config: TranslateConfig) -> dict[str, Any]:
-    from drover.formats.instruction import join_instruction
+    from drover.templates import join_instruction
     from drover.completions import Request
 
     summary = Summary(f"generate translate --to {config.to}", config.output)
