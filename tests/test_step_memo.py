@@ -301,3 +301,21 @@ def test_a_parametrization_changed_after_a_first_generate_is_decoded_fresh(fresh
     _decoded(model, tok)
     scaled.factor = 3.0
     _assert_decodes_like_its_own_forward(model, tok, monkeypatch)
+
+
+def test_same_bits_tells_apart_what_equality_would_not():
+    """Bit for bit on both paths (memcmp for contiguous CPU tensors, integer views otherwise):
+    -0.0 is not 0.0, one flipped bit counts, a strided view compares its own elements."""
+    import torch
+
+    a = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    b = a.clone()
+    assert step_memo._same_bits(a, b)
+    b[0] = -0.0
+    assert not step_memo._same_bits(a, b) and torch.equal(a, b)
+    wide = torch.arange(12.0).reshape(3, 4)
+    other = wide.clone()
+    assert step_memo._same_bits(wide[:, ::2], other[:, ::2])
+    other[1, 2] = 99.0
+    assert not step_memo._same_bits(wide[:, ::2], other[:, ::2])
+    assert step_memo._same_bits(wide[:, 1::2], other[:, 1::2])
