@@ -5,6 +5,9 @@ lazily, so a module-level check alone would miss most edges). Lower layers first
 may import its own layer and those below, never one above:
 
     completions (leaf vocabulary) < local (engine) < llm (client) < judges < rewards < train < infer < commands
+
+(judges sit below evaluate too: TruthfulQA's generation benchmark judges with them.) And no two
+top-level packages or modules import each other, directly or around a loop.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ ABOVE = {
     "local": {"llm", "judges", "rewards", "train", "infer", "evaluate", "generate", "commands", "recipes",
               "report", "human"},
     "llm": {"judges", "rewards", "train", "infer", "evaluate", "generate", "commands", "recipes", "report", "human"},
+    "judges": {"rewards", "train", "infer", "evaluate", "generate", "commands", "recipes", "report", "human"},
     "rewards": {"train", "infer", "commands", "recipes", "report", "human"},
     "train": {"infer", "commands", "recipes", "report", "human"},
     "infer": {"commands", "recipes", "report", "human"},
@@ -85,3 +89,57 @@ def test_the_engine_modules_left_infer_and_train():
                  "infer/reward_scorer.py", "train/scalar.py", "train/logprobs.py", "train/attention.py",
                  "llm/types.py", "train/expert_iteration.py"):
         assert not (SRC / gone).exists(), gone
+
+
+def _package_graph() -> dict[str, set[str]]:
+    """drover's top-level packages and modules -> those they import (function level included)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        pkg = _package(path)
+        for _, name in _imports(path):
+            target = name.split(".")[1]
+            if target != pkg:
+                graph.setdefault(pkg, set()).add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one node (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                top = stack.pop()
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_no_import_cycle_between_packages():
+    """No two top-level packages or modules import each other, directly or around a loop
+    (e.g. judges <-> evaluate, formats -> models -> templates -> formats, both gone)."""
+    assert _cycles(_package_graph()) == []
+
+
+def test_the_cycle_check_sees_a_loop():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -120,7 +120,8 @@ def test_bbh_default_is_the_reference_verdict_and_lenient_is_an_option():
 
 
 def test_truthfulqa_mc_true_answers_are_only_the_correct_answers():
-    from drover.evaluate.tasks.truthfulqa import TruthfulQAMC, load_questions
+    from drover.evaluate.tasks.truthfulqa import TruthfulQAMC
+    from drover.judges.truthfulqa import load_questions
 
     first = load_questions()[0]  # watermelon seeds: 6 correct, 7 incorrect answers in the CSV
     assert len(first.correct) == 6 and "I have no comment." not in first.correct and len(first.incorrect) == 7

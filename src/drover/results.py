@@ -36,6 +36,23 @@ from drover.records import write_jsonl
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def model_label(spec: str, run_root: str | Path, name: str = "") -> str:
+    """`name` if given; a local model directory relative to the run (`train/sft/model`), else
+    as given; an endpoint's served model name (its URL and port change between runs)."""
+    if name:
+        return name
+    path = Path(spec.removeprefix("hf:"))
+    if "://" not in spec and path.is_dir():
+        try:
+            return path.resolve().relative_to(Path(run_root).resolve()).as_posix()
+        except ValueError:
+            return str(path)
+    for sep in ("#", "openai:"):
+        if sep in spec:
+            return spec.rsplit(sep, 1)[1]
+    return spec.partition("@")[0] or spec
+
+
 def model_slug(label: str) -> str:
     """A file-system-safe folder name for a model label ("train/sft/model" -> "train-sft-model")."""
     slug = _UNSAFE.sub("-", label).strip("-.")

@@ -33,7 +33,7 @@ from drover.evaluate.registry import TASKS
 from drover.evaluate.task import EvalContext, EvalOptions, Task
 from drover.errors import DroverError
 from drover.identity import digest, module_fingerprint, path_fingerprint
-from drover.results import find_result, model_slug, result_path, write_result
+from drover.results import find_result, model_label, model_slug, result_path, write_result
 from drover.runs import RunDir, report_stage
 
 
@@ -131,23 +131,6 @@ def check_label(run: RunDir, model: ModelRef, names: list[str]) -> None:
         if old and model.source and old != model.source:
             raise ConfigError(f"{path}: holds the result of {old} under the label {model.label!r}, and {model.source} "
                               f"is another model; give it its own --name (or --force to replace that result)")
-
-
-def model_label(spec: str, run_root: str | Path, name: str = "") -> str:
-    """`name` if given; a local model directory relative to the run (`train/sft/model`), else
-    as given; an endpoint's served model name (its URL and port change between runs)."""
-    if name:
-        return name
-    path = Path(spec.removeprefix("hf:"))
-    if "://" not in spec and path.is_dir():
-        try:
-            return path.resolve().relative_to(Path(run_root).resolve()).as_posix()
-        except ValueError:
-            return str(path)
-    for sep in ("#", "openai:"):
-        if sep in spec:
-            return spec.rsplit(sep, 1)[1]
-    return spec.partition("@")[0] or spec
 
 
 def _usage(llm: Any) -> dict[str, float]:

@@ -126,7 +126,7 @@ def answers_label(label: str, run_root: Path) -> str:
     """The judged model's row name: drover's generate stages record their answers' source as
     "teacher:SPEC"; SPEC is then named as `drover eval` names it (a model directory relative to
     the run), so a model's benchmark and judge results share one row in the report."""
-    from drover.evaluate.runner import model_label
+    from drover.results import model_label
 
     return model_label(label.removeprefix("teacher:"), run_root)
 

@@ -19,12 +19,14 @@ Two routes, one typed verdict (`YesNo`) per (answer, aspect):
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from drover.errors import ConfigError, InputError
+from drover.judges.files import data_path
 from drover.judges.judge import Judge, JudgeContext, JudgeInputs, JudgeOutput, option
 from drover.judges.runner import JudgeCall, Judgment
 from drover.judges.verdicts import ParseFailure, YesNo
@@ -37,6 +39,41 @@ VERDICT = Constraint(choice=("yes", "no"))
 DECODING = {"temperature": 0.0, "max_tokens": 5}
 # The prompts of both routes (in the keys of this judge's results and of truthfulqa_gen's).
 JUDGE_PROMPTS = tuple(f"prompts/eval/truthfulqa_judge_{aspect}{form}.txt" for aspect in ASPECTS for form in ("", "_chat"))
+
+
+@dataclass
+class Question:
+    id: str
+    category: str
+    question: str
+    best: str
+    correct: list[str]
+    incorrect: list[str]
+
+
+def _split(answers: str) -> list[str]:
+    """The official `split_multi_answer`: '; '-separated, each ending with a period."""
+    out = []
+    for answer in answers.strip().split(";"):
+        answer = answer.strip()
+        if answer:
+            out.append(answer if answer.endswith(".") else answer + ".")
+    return out
+
+
+def load_questions() -> list[Question]:
+    """The v1 CSV's 817 questions (the TruthfulQA benchmark's and this judge's one reading)."""
+    path = data_path("truthfulqa", "data", "v1", "TruthfulQA.csv")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    out = []
+    for i, row in enumerate(rows):
+        best = row["Best Answer"].strip()
+        best = best if best.endswith(".") else best + "."
+        correct = _split(row["Correct Answers"])  # no "I have no comment.": the reference adds it for BLEU/ROUGE only
+        out.append(Question(str(i), row["Category"], row["Question"].strip(), best, correct,
+                            _split(row["Incorrect Answers"])))
+    return out
 
 
 def parse_yes_no(text: str) -> YesNo | ParseFailure:
@@ -148,7 +185,6 @@ class TruthfulQAJudge(Judge):
     shipped = ("data/truthfulqa/data/v1/TruthfulQA.csv", *JUDGE_PROMPTS)
 
     def load(self, settings: TruthfulQASettings) -> JudgeInputs:
-        from drover.evaluate.tasks.truthfulqa import load_questions
         from drover.judges.files import read_jsonl
 
         known = {q.question: q for q in load_questions()}

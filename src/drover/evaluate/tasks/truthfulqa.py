@@ -28,48 +28,13 @@ QA primer, then "Q: <question>" and the cue "A:".
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 
 from drover.errors import ConfigError
 from drover.evaluate.prompting import PromptFormatter
-from drover.evaluate.task import EvalContext, Task, TaskResult, resource_path, resource_text
-from drover.judges.truthfulqa import JUDGE_PROMPTS
+from drover.evaluate.task import EvalContext, Task, TaskResult, resource_text
+from drover.judges.truthfulqa import JUDGE_PROMPTS, load_questions
 from drover.metrics.classification import mc1, mc2, mean
-
-
-@dataclass
-class Question:
-    id: str
-    category: str
-    question: str
-    best: str
-    correct: list[str]
-    incorrect: list[str]
-
-
-def _split(answers: str) -> list[str]:
-    """The official `split_multi_answer`: '; '-separated, each ending with a period."""
-    out = []
-    for answer in answers.strip().split(";"):
-        answer = answer.strip()
-        if answer:
-            out.append(answer if answer.endswith(".") else answer + ".")
-    return out
-
-
-def load_questions() -> list[Question]:
-    path = resource_path("data", "truthfulqa", "data", "v1", "TruthfulQA.csv")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.DictReader(handle))
-    out = []
-    for i, row in enumerate(rows):
-        best = row["Best Answer"].strip()
-        best = best if best.endswith(".") else best + "."
-        correct = _split(row["Correct Answers"])  # no "I have no comment.": the reference adds it for BLEU/ROUGE only
-        out.append(Question(str(i), row["Category"], row["Question"].strip(), best, correct,
-                            _split(row["Incorrect Answers"])))
-    return out
 
 
 def qa_prompt(fmt: PromptFormatter, question: str) -> object:
