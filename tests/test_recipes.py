@@ -195,3 +195,23 @@ def test_every_shipped_recipe_stage_parses(name):
                     assert Path(arg.lstrip("@").split("=")[-1]).exists(), f"{name}: {stage.name}: {arg}"
             if "=@" in arg:
                 assert Path(arg.split("=@", 1)[1]).exists(), f"{name}: {stage.name}: {arg}"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_a_service_whose_runner_died_before_the_signal_was_armed_exits():
+    """`_die_with_parent` arms PR_SET_PDEATHSIG in the service's child, then checks the runner is
+    still its parent: a child whose runner is already gone (the runner killed between fork and
+    prctl) exits at once instead of serving forever as an orphan; under its live runner it runs on."""
+    import os
+
+    from drover.recipes import _die_with_parent
+
+    for parent, code in ((os.getpid(), 0), (os.getpid() + 10**6, 1)):
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child
+            try:
+                _die_with_parent(parent)()
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(child, 0)
+        assert os.WEXITSTATUS(status) == code

@@ -41,7 +41,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from drover.config import from_dict, merge_overrides, read_yaml
 from drover.errors import ConfigError, DroverError
@@ -158,16 +158,24 @@ def thread_env(processes: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(share), "MKL_NUM_THREADS": str(share)}
 
 
-def _die_with_parent() -> None:
-    """In the service's child process: get SIGTERM when the runner dies (Linux), so a
-    SIGKILLed `drover run` does not leave orphaned servers holding memory and ports."""
-    try:
-        import ctypes
-        import signal
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """For the service's child process (a `preexec_fn`): get SIGTERM when the runner dies
+    (Linux), so a SIGKILLed `drover run` does not leave orphaned servers holding memory and
+    ports. A runner that died before the signal was armed (between fork and prctl) is caught
+    by the parent check after it: the child is then already an orphan and exits."""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    def arm() -> None:
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
 
 
 def _free_port() -> int:
@@ -190,7 +198,7 @@ def start_service(name: str, service: Service, variables: dict[str, Any], log_di
     proc = subprocess.Popen([sys.executable, "-m", "drover", service.command, *args],
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, **(env or {})},
-                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                            preexec_fn=_die_with_parent(os.getpid()) if sys.platform.startswith("linux") else None)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + service.start_timeout
     try:
