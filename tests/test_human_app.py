@@ -256,3 +256,27 @@ def test_an_invite_link_alone_never_signs_in(study):
     assert SESSION_COOKIE not in client.cookies
     assert client.post("/login", data={"token": tokens["alice"], "csrf": csrf_of(page.text)}).status_code == 303
     assert client.get("/").headers["location"] == url_of(s, my_items(s, "alice")[0])
+
+
+def test_signing_out_revokes_the_session_and_the_cookie_never_holds_the_invite_token(study):
+    """A browser holds a session token of its own: a copy of its cookie (another machine, a
+    stolen cookie) stops working when the rater signs out, while the invite token still signs
+    the rater in again; two sign-ins are two sessions, and signing out of one keeps the other."""
+    s, tokens = study
+    alice = client_for(s, tokens["alice"])
+    cookie = alice.cookies[SESSION_COOKIE]
+    assert cookie and cookie != tokens["alice"]
+    item = url_of(s, my_items(s, "alice")[0])
+    copy = TestClient(create_app(s), follow_redirects=False)
+    copy.cookies.set(SESSION_COOKIE, cookie)
+    assert copy.get(item).status_code == 200
+    other = client_for(s, tokens["alice"])  # a second browser of the same rater
+    assert other.cookies[SESSION_COOKIE] != cookie
+    page = alice.get(item).text
+    assert alice.post("/logout", data={"csrf": csrf_of(page)}).status_code == 303
+    assert copy.get(item).status_code in (303, 404) and copy.get("/").headers["location"] == "/login"
+    assert other.get(item).status_code == 200
+    planted = TestClient(create_app(s), follow_redirects=False)  # the invite token as a cookie: not a session
+    planted.cookies.set(SESSION_COOKIE, tokens["alice"])
+    assert planted.get("/").headers["location"] == "/login"
+    assert client_for(s, tokens["alice"]).get(item).status_code == 200  # the invite token signs in again

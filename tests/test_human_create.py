@@ -172,3 +172,30 @@ def test_missing_browser_or_database_fails_under_ci(monkeypatch):
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):
         require("PostgreSQL", False)
+
+
+def test_a_study_made_before_sessions_is_upgraded_when_opened(tmp_path):
+    """A version-1 database (no sessions table: a study created by the drover before sign-in
+    sessions) is migrated when opened, and its raters sign in and out."""
+    from sqlalchemy import delete, inspect
+
+    from drover.human import db
+
+    directory, tokens = make_study(tmp_path)
+    s = Study(directory)
+    with s.engine.begin() as conn:  # back to version 1
+        db.sessions.drop(conn)
+        conn.execute(delete(db.schema_version).where(db.schema_version.c.version > 1))
+    s.close_engine()
+    s = Study(directory)
+    try:
+        with s.engine.begin() as conn:
+            assert inspect(conn).has_table("sessions")
+            assert [v for (v,) in conn.execute(db.schema_version.select())] == list(range(1, db.SCHEMA_VERSION + 1))
+        rater = next(name for name in tokens if name != "admin")
+        session = s.open_session(rater)
+        assert s.rater_for_session(session).name == rater and s.rater_for_session(tokens[rater]) is None
+        s.close_session(session)
+        assert s.rater_for_session(session) is None
+    finally:
+        s.close_engine()

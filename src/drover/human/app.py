@@ -2,8 +2,9 @@
 
 Who may do what:
 - a rater signs in with an invite token (a link `/login?token=...` fills in the login form,
-  which the rater submits; a GET never signs in), or by pasting it; the
-  token lives in an HttpOnly cookie. A rater can open and answer only the items assigned to
+  which the rater submits; a GET never signs in), or by pasting it. The browser then holds a
+  session token of its own in an HttpOnly cookie, never the invite token, and signing out
+  deletes that session on the server: a copied cookie stops working. A rater can open and answer only the items assigned to
   them: any other item id is a 404, whoever's it is.
 - the admin token opens `/admin`: progress, results (JSON/CSV), the `Ranked` export, and
   closing the study (after which answers are read-only).
@@ -162,7 +163,7 @@ class Routes:
     def who(self, request: Request) -> tuple[Rater | None, str]:
         """The signed-in rater (or None) and the session id their CSRF tokens are bound to."""
         token = request.cookies.get(SESSION_COOKIE, "")
-        rater = self.study.rater_for_token(token)
+        rater = self.study.rater_for_session(token)
         return rater, hash_token(token) if rater else ""
 
     def admin_of(self, request: Request) -> tuple[Rater | None, str]:
@@ -179,7 +180,7 @@ class Routes:
             csrf = csrf_token(self.study.secret, "pre:" + request.cookies.get(PRE_COOKIE, ""))
             return self.pages.html("login.html", 403, error="unknown invite token", csrf=csrf, rater=None)
         response = RedirectResponse("/admin" if rater.role == "admin" else "/", status_code=303)
-        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax",
+        response.set_cookie(SESSION_COOKIE, self.study.open_session(rater.name), httponly=True, samesite="lax",
                             secure=request.url.scheme == "https", max_age=60 * 60 * 24 * 90)
         return response
 
@@ -219,6 +220,7 @@ class Routes:
         rater, session = self.who(request)
         if rater is None or not self.csrf_valid(session, await _form_fields(request)):
             return self.pages.message("invalid or missing CSRF token", 403)
+        self.study.close_session(request.cookies.get(SESSION_COOKIE, ""))
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response

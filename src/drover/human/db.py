@@ -12,6 +12,7 @@ Tables (answers are stored from system a's side, see `forms.py`):
     meta(key, value)                          form, system names, seed, secret, closed
     items(id, position, prompt, output_a, output_b)
     raters(name, token_hash, role)            role: "rater" | "admin"; tokens stored hashed
+    sessions(token_hash, rater, created)      one per sign-in, deleted at sign-out (hashed too)
     assignments(rater, item_id, position, swapped)   swapped: B is system a on the page
     answers(rater, item_id, version, answers, comment, flags, saved)   the latest answer
     answer_history(id, rater, item_id, version, answers, comment, flags, saved)  every save
@@ -58,6 +59,16 @@ assignments = Table(
 )
 
 
+# A signed-in browser holds a session token, never the invite token: signing out deletes
+# the session, so a copied cookie stops working then (the invite token stays the rater's).
+sessions = Table(
+    "sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("rater", String(80), ForeignKey("raters.name"), nullable=False),
+    Column("created", String(32), nullable=False),
+)
+
+
 def _answer_columns() -> list[Column]:
     """The columns an answer and each of its history rows share (fresh objects per table)."""
     return [Column("version", Integer, nullable=False),
@@ -88,8 +99,12 @@ def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[meta, items, raters, assignments, answers, answer_history])
 
 
+def _v2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[sessions])
+
+
 # The migrations, in order: MIGRATIONS[i] brings a database from version i to i + 1.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

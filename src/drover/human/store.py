@@ -125,6 +125,31 @@ class Study:
                                .where(db.raters.c.token_hash == hash_token(token))).first()
         return Rater(row.name, row.role) if row else None
 
+    def open_session(self, rater: str) -> str:
+        """A new session token for a rater who just signed in (only its hash is stored)."""
+        import secrets
+
+        token = secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(insert(db.sessions).values(token_hash=hash_token(token), rater=rater,
+                                                    created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+        return token
+
+    def rater_for_session(self, token: str) -> Rater | None:
+        if not token:
+            return None
+        with self.engine.begin() as conn:
+            row = conn.execute(select(db.raters.c.name, db.raters.c.role)
+                               .join(db.sessions, db.sessions.c.rater == db.raters.c.name)
+                               .where(db.sessions.c.token_hash == hash_token(token))).first()
+        return Rater(row.name, row.role) if row else None
+
+    def close_session(self, token: str) -> None:
+        from sqlalchemy import delete
+
+        with self.engine.begin() as conn:
+            conn.execute(delete(db.sessions).where(db.sessions.c.token_hash == hash_token(token)))
+
     def raters(self) -> list[str]:
         with self.engine.begin() as conn:
             return list(conn.execute(select(db.raters.c.name).where(db.raters.c.role == "rater")
