@@ -197,5 +197,9 @@ def test_a_study_made_before_sessions_is_upgraded_when_opened(tmp_path):
         assert s.rater_for_session(session).name == rater and s.rater_for_session(tokens[rater]) is None
         s.close_session(session)
         assert s.rater_for_session(session) is None
+        stale = s.open_session(rater)
+        with s.engine.begin() as conn:  # signed in longer ago than a session lasts
+            conn.execute(db.sessions.update().values(created="2000-01-01T00:00:00Z"))
+        assert s.rater_for_session(stale) is None
     finally:
         s.close_engine()

@@ -29,7 +29,7 @@ from jinja2 import Environment, FunctionLoader, select_autoescape
 
 from drover.human.forms import FLAGS
 from drover.human.render import segments
-from drover.human.store import Assignment, Rater, SaveConflict, Study, StudyClosed
+from drover.human.store import SESSION_DAYS, Assignment, Rater, SaveConflict, Study, StudyClosed
 from drover.human.tokens import csrf_ok, csrf_token, hash_token
 
 SESSION_COOKIE = "drover_human_session"
@@ -181,7 +181,7 @@ class Routes:
             return self.pages.html("login.html", 403, error="unknown invite token", csrf=csrf, rater=None)
         response = RedirectResponse("/admin" if rater.role == "admin" else "/", status_code=303)
         response.set_cookie(SESSION_COOKIE, self.study.open_session(rater.name), httponly=True, samesite="lax",
-                            secure=request.url.scheme == "https", max_age=60 * 60 * 24 * 90)
+                            secure=request.url.scheme == "https", max_age=SESSION_DAYS * 86400)
         return response
 
     def assignment_of(self, rater: Rater, item: int) -> Assignment | None:

@@ -81,6 +81,9 @@ def _answer(row: Any) -> Answer:
                   row.saved)
 
 
+SESSION_DAYS = 90  # a sign-in lasts this long (the session cookie's max-age too)
+
+
 class Study:
     """A study directory (study.json + its database) opened for the app or the results."""
 
@@ -136,12 +139,16 @@ class Study:
         return token
 
     def rater_for_session(self, token: str) -> Rater | None:
+        """The rater of a live session: signed in within the last SESSION_DAYS (the cookie's
+        own lifetime, so a copied cookie does not outlive it) and not signed out."""
         if not token:
             return None
+        oldest = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - SESSION_DAYS * 86400))
         with self.engine.begin() as conn:
             row = conn.execute(select(db.raters.c.name, db.raters.c.role)
                                .join(db.sessions, db.sessions.c.rater == db.raters.c.name)
-                               .where(db.sessions.c.token_hash == hash_token(token))).first()
+                               .where(db.sessions.c.token_hash == hash_token(token), db.sessions.c.created >= oldest)
+                               ).first()
         return Rater(row.name, row.role) if row else None
 
     def close_session(self, token: str) -> None:
