@@ -167,6 +167,16 @@ def stage_key(config: Any) -> str:
     return digest(stage_key_settings(config))
 
 
+def job_key(config: Any) -> str:
+    """The key every record shard of one job and its merge share (`drover.shards` done
+    markers): the stage key plus what only grows an output (`GROWS`: a larger `limit`). A
+    part finished under --limit 10 resumes under --limit 100, but is not done for it."""
+    from drover.identity import digest
+
+    grows = {name: getattr(config, name) for name in getattr(config, "GROWS", GROWS)}
+    return digest({"stage": stage_key(config), "grows": grows})
+
+
 def claimed_outputs(config: Any) -> tuple[Path, tuple[Path, ...]]:
     """(the file a run of `config` appends to and resumes, its other outputs). A record shard
     (a config with `shard` / `merge_shards`, `drover.shards`) writes parts of the output and
