@@ -128,3 +128,27 @@ def test_a_choice_setting_is_not_read_as_a_path_in_the_cwd(tmp_path, monkeypatch
     (tmp_path / "alpaca" / "data.json").write_text("[]")
     identity._FILE_MEMO.clear()
     assert stage_key(config) == before
+
+
+def test_a_peft_adapter_is_identified_with_its_base_models_content(tmp_path):
+    """transformers loads an adapter directory (`adapter_config.json` naming its base) as the
+    model, so a training or reference model given as an adapter computes with the base's
+    weights too: the base retrained in place must change the training and reference-cache
+    keys (`model_fingerprint`), as it changes the LLM cache key."""
+    import json
+
+    from drover.identity import model_fingerprint
+    from drover.llm.config import LLMConfig
+
+    base = _stamped_model(tmp_path)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base)}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"lora")
+    before, llm_before = model_fingerprint(str(adapter)), LLMConfig(backend="hf", model=str(adapter)).identity()
+    assert model_fingerprint(str(adapter)) == before
+    (base / "model.safetensors").write_bytes(os.urandom(4096))  # retrained in place
+    assert model_fingerprint(str(adapter)) != before
+    assert LLMConfig(backend="hf", model=str(adapter)).identity() != llm_before
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(adapter)}))
+    model_fingerprint(str(adapter))  # an adapter naming itself: no endless recursion

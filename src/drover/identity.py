@@ -233,10 +233,27 @@ def path_fingerprint(path: str | Path) -> str:
     return dir_fingerprint(path) if path.is_dir() else file_fingerprint(path)
 
 
-def model_fingerprint(spec: str) -> str:
+def model_fingerprint(spec: str, _seen: frozenset[str] = frozenset()) -> str:
     """A model's identity: a local directory's `dir_fingerprint`; any other spec (a hub id,
-    which drover never downloads unasked) is its own name."""
-    return dir_fingerprint(spec) if spec and Path(spec).is_dir() else spec
+    which drover never downloads unasked) is its own name. A peft adapter directory is loaded
+    with the base model its `adapter_config.json` names, so that base's identity is part of it."""
+    if not (spec and Path(spec).is_dir()):
+        return spec
+    own = dir_fingerprint(spec)
+    base = adapter_base(spec)
+    resolved = str(Path(spec).resolve())
+    if base is None or resolved in _seen:
+        return own
+    return digest({"adapter": own, "base": model_fingerprint(base, _seen | {resolved})})
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model a peft adapter directory names (None for a full model)."""
+    try:
+        config = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+        return str(config["base_model_name_or_path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def module_fingerprint(name: str) -> str:
