@@ -37,6 +37,9 @@ remaining gaps:
 A copied model directory (or one moved to another filesystem) has new inodes, so it is
 re-hashed once, then remembered; one renamed within its filesystem keeps its hashes.
 
+A model is named by `model_fingerprint(spec)`: a local directory by content (a peft adapter
+with the base model its `adapter_config.json` names), any other spec (a hub id) by name.
+
 Fingerprints are "sha256:<hex>" strings; `short()` gives the 12-hex form for display.
 """
 
