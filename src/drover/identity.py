@@ -16,7 +16,9 @@ every key that decides "done already" or "same answer" is built from content:
   lookup would be slow, so per-file hashes are remembered: in `drover-fingerprint.json`
   beside the weights of a model drover saved (`stamp_dir`), and in the user cache
   (`$DROVER_CACHE_DIR`, else `$XDG_CACHE_HOME/drover`, else `~/.cache/drover`) for
-  directories drover did not write.
+  directories drover did not write, and for a saved model's copy whose stamp cannot be
+  rewritten (read-only storage). Only regular files count: a dangling link or a named pipe
+  has no content (and reading a pipe would block).
 
 When a remembered hash is trusted (as git's index decides a file is unchanged): only while
 the file's size, mtime_ns, inode and ctime_ns are all unchanged. Size and mtime alone are
@@ -35,6 +37,9 @@ remaining gaps:
 A copied model directory (or one moved to another filesystem) has new inodes, so it is
 re-hashed once, then remembered; one renamed within its filesystem keeps its hashes.
 
+A model is named by `model_fingerprint(spec)`: a local directory by content (a peft adapter
+with the base model its `adapter_config.json` names), any other spec (a hub id) by name.
+
 Fingerprints are "sha256:<hex>" strings; `short()` gives the 12-hex form for display.
 """
 
@@ -44,6 +49,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -118,8 +124,22 @@ def _dir_files(root: Path) -> list[tuple[str, Path, os.stat_result]]:
             if name in FINGERPRINT_IGNORE or name.startswith("."):
                 continue
             full = Path(dirpath) / name
-            out.append((full.relative_to(root).as_posix(), full, full.stat()))
+            try:
+                st = full.stat()
+            except FileNotFoundError:
+                if full.is_symlink():  # a dangling link (a pruned hub blob): no content to compute with
+                    continue
+                raise _vanished(full) from None
+            if stat.S_ISREG(st.st_mode):  # (a named pipe or socket has no content, and would block a read)
+                out.append((full.relative_to(root).as_posix(), full, st))
     return out
+
+
+def _vanished(path: Path) -> Exception:
+    from drover.errors import InputError
+
+    return InputError(path, None, None, "vanished while its directory was fingerprinted (is another process "
+                                        "writing it?); run again once it is written")
 
 
 def _user_cache(root: Path) -> Path:
@@ -138,26 +158,34 @@ def _read_manifest(path: Path) -> dict[str, list[Any]]:
     return files if isinstance(files, dict) else {}
 
 
-def _write_manifest(path: Path, fingerprint: str, files: dict[str, list[Any]]) -> None:
-    """Best effort: a read-only directory or cache only costs a re-hash next time."""
+def _write_manifest(path: Path, fingerprint: str, files: dict[str, list[Any]]) -> bool:
+    """Best effort (False when it could not be written): a read-only cache only costs a re-hash next time."""
     from drover.atomic import write_json
 
-    with contextlib.suppress(Exception):  # (InputError included: a DroverError)
+    try:
         write_json(path, {"fingerprint": fingerprint, "files": files})
+    except Exception:  # (InputError included: a DroverError)
+        return False
+    return True
 
 
-def _fingerprint_files(root: Path, known: dict[str, list[Any]]) -> tuple[str, dict[str, list[Any]]]:
-    """The directory's fingerprint and the manifest entries worth remembering (settled files)."""
+def _fingerprint_files(root: Path, *manifests: dict[str, list[Any]]) -> tuple[str, dict[str, list[Any]]]:
+    """The directory's fingerprint and the manifest entries worth remembering (settled files);
+    a file's hash is taken from the first of `manifests` whose entry still holds."""
     files: dict[str, list[Any]] = {}
     hashes: list[list[str]] = []
     for rel, full, st in _dir_files(root):
         signature = _signature(st)
-        seen = known.get(rel)
-        if isinstance(seen, list) and len(seen) == 5 and seen[:4] == signature and isinstance(seen[4], str):
+        seen = next((e for e in (m.get(rel) for m in manifests) if isinstance(e, list) and len(e) == 5
+                     and e[:4] == signature and isinstance(e[4], str)), None)
+        if seen is not None:
             sha = seen[4]
             _FILE_MEMO[str(full.resolve())] = (signature, sha)
         else:
-            sha = file_fingerprint(full)
+            try:
+                sha = file_fingerprint(full)
+            except FileNotFoundError:
+                raise _vanished(full) from None
         if _FILE_MEMO.get(str(full.resolve())) == (signature, sha):  # settled, and unchanged since the walk
             files[rel] = [*signature, sha]
         hashes.append([rel, sha])
@@ -174,11 +202,12 @@ def dir_fingerprint(path: str | Path) -> str:
     stamped = root / FINGERPRINT_FILE
     known = _read_manifest(stamped) if stamped.is_file() else {}
     cache = _user_cache(root)
-    if not known:
-        known = _read_manifest(cache)
-    fingerprint, files = _fingerprint_files(root, known)
-    if files != known:
-        _write_manifest(stamped if stamped.is_file() else cache, fingerprint, files)
+    cached = _read_manifest(cache)
+    # A stamp's entry is trusted first; the user cache holds what a stamp that cannot be
+    # rewritten (a saved model copied to read-only storage: new inodes) no longer vouches for.
+    fingerprint, files = _fingerprint_files(root, known, cached)
+    if files != known and not (stamped.is_file() and _write_manifest(stamped, fingerprint, files)) and files != cached:
+        _write_manifest(cache, fingerprint, files)
     return fingerprint
 
 
@@ -196,7 +225,7 @@ def stamp_dir(path: str | Path) -> str:
     its files, so it is never re-hashed while unchanged (a copy elsewhere is, once)."""
     root = Path(path)
     _wait_until_settled(root)
-    fingerprint, files = _fingerprint_files(root, {})
+    fingerprint, files = _fingerprint_files(root)
     _write_manifest(root / FINGERPRINT_FILE, fingerprint, files)
     return fingerprint
 
@@ -207,10 +236,27 @@ def path_fingerprint(path: str | Path) -> str:
     return dir_fingerprint(path) if path.is_dir() else file_fingerprint(path)
 
 
-def model_fingerprint(spec: str) -> str:
+def model_fingerprint(spec: str, _seen: frozenset[str] = frozenset()) -> str:
     """A model's identity: a local directory's `dir_fingerprint`; any other spec (a hub id,
-    which drover never downloads unasked) is its own name."""
-    return dir_fingerprint(spec) if spec and Path(spec).is_dir() else spec
+    which drover never downloads unasked) is its own name. A peft adapter directory is loaded
+    with the base model its `adapter_config.json` names, so that base's identity is part of it."""
+    if not (spec and Path(spec).is_dir()):
+        return spec
+    own = dir_fingerprint(spec)
+    base = adapter_base(spec)
+    resolved = str(Path(spec).resolve())
+    if base is None or resolved in _seen:
+        return own
+    return digest({"adapter": own, "base": model_fingerprint(base, _seen | {resolved})})
+
+
+def adapter_base(path: str | Path) -> str | None:
+    """The base model a peft adapter directory names (None for a full model)."""
+    try:
+        config = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+        return str(config["base_model_name_or_path"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def module_fingerprint(name: str) -> str:

@@ -79,7 +79,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import itertools
 
-    from drover.generate.stage import claim_output, stage_key
+    from drover.generate.stage import claim_output, job_key
     from drover.records import read_ranked, read_records
     from drover.runs import RunDir, report_stage
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         records = (r for k, r in enumerate(wanted) if shards.owns(k))
         _rank(cfg, run_dir, records, part_ranked, part_best, shards.cache(run_dir.llm_cache, "rerank"))
     if not shards.finish([ranked_path, best_path], lambda: [r.id for r in itertools.islice(reader(), limit)],
-                         stage_key(cfg)):
+                         job_key(cfg)):
         return 0  # a shard: the merge writes the outputs
     if cfg.select == "rso":
         from drover.infer.rso import rso_file

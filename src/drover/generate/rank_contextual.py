@@ -27,7 +27,7 @@ from typing import Any, Literal
 from drover.errors import ConfigError
 from drover.generate.answers import teacher_messages
 from drover.generate.inputs import Prompt, read_prompts
-from drover.generate.stage import Summary, cache_path, check_ranges, close_all, open_llm, require, sidecar, stage_key
+from drover.generate.stage import Summary, cache_path, check_ranges, close_all, job_key, open_llm, require, sidecar
 from drover.judges.listwise import Ranking, build_prompt, parse
 from drover.metrics.rouge import rouge_l_tokens, tokenize
 from drover.records import JsonlAppender, Ranked, Response
@@ -144,7 +144,7 @@ def _diversify(config: RankContextualConfig, policy: Any, items: list[_Item]) ->
 def _job(config: RankContextualConfig) -> str:
     """The key every shard of one ranking job and its merge share (where the records go is no
     part of it): a shard marked done under other settings is not done for this job."""
-    return stage_key(replace(config, shard="", merge_shards=0))
+    return job_key(replace(config, shard="", merge_shards=0))
 
 
 def run_rank_contextual(config: RankContextualConfig) -> dict[str, Any]:

@@ -157,7 +157,21 @@ def stage_key_settings(config: Any) -> dict[str, Any]:
     """What decides a stage's records (see the module docstring); a config class names its
     extra output paths in `OUTPUTS` (they are written, not read: not part of the key)."""
     skip = set(getattr(config, "GROWS", GROWS)) | set(getattr(config, "OUTPUTS", ())) | QUIET
-    return {f.name: _identify(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in skip}
+    choices = _choice_fields(type(config))
+    return {f.name: getattr(config, f.name) if f.name in choices else _identify(getattr(config, f.name))
+            for f in dataclasses.fields(config) if f.name not in skip}
+
+
+def _choice_fields(cls: type) -> set[str]:
+    """Fields typed `Literal[...]`: a choice (`prompt: alpaca`), never a path, even where the
+    working directory holds a file or folder of that name."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # (an unresolvable annotation: every field is identified as before)
+        return set()
+    return {name for name, hint in hints.items() if typing.get_origin(hint) is typing.Literal}
 
 
 def stage_key(config: Any) -> str:
@@ -165,6 +179,16 @@ def stage_key(config: Any) -> str:
     from drover.identity import digest
 
     return digest(stage_key_settings(config))
+
+
+def job_key(config: Any) -> str:
+    """The key every record shard of one job and its merge share (`drover.shards` done
+    markers): the stage key plus what only grows an output (`GROWS`: a larger `limit`). A
+    part finished under --limit 10 resumes under --limit 100, but is not done for it."""
+    from drover.identity import digest
+
+    grows = {name: getattr(config, name) for name in getattr(config, "GROWS", GROWS)}
+    return digest({"stage": stage_key(config), "grows": grows})
 
 
 def claimed_outputs(config: Any) -> tuple[Path, tuple[Path, ...]]:

@@ -42,16 +42,6 @@ def _declared_endpoints() -> dict[str, str]:
     return {str(k).rstrip("/"): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
-def _adapter_base(path: Path) -> str | None:
-    """The base model a peft adapter directory names (None for a full model)."""
-    import json
-
-    try:
-        return str(json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 @dataclass
 class LLMConfig:
     backend: Literal["openai", "hf"] = "openai"
@@ -175,19 +165,14 @@ class LLMConfig:
             return {"backend": "openai", "base_url": url, "model": self.model}
         from drover.identity import digest, model_fingerprint
 
-        path = Path(self.model)
         template = None
         if self.chat_template:
             from drover.templates import CHAT_TEMPLATES, chat_template_text
 
             text = chat_template_text(self.chat_template) if self.chat_template in CHAT_TEMPLATES else None
             template = {"name": self.chat_template, "text": digest(text) if text else None}
-        out = {"backend": "hf", "model": model_fingerprint(self.model),
-               "chat_template": template, "max_length": self.max_length, "dtype": self.dtype}
-        base = _adapter_base(path)
-        if base is not None:  # a peft adapter computes with its base model's weights too
-            out["base_model"] = model_fingerprint(base)
-        return out
+        return {"backend": "hf", "model": model_fingerprint(self.model),  # (an adapter's: with its base model)
+                "chat_template": template, "max_length": self.max_length, "dtype": self.dtype}
 
     def defaults(self) -> Decoding:
         return Decoding(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
