@@ -165,3 +165,20 @@ def test_rerank_under_other_settings_refuses_and_force_starts_fresh(tiny_model_d
     assert ranked.read_bytes() == before
     assert main([*base, "--rso-beta", "2.0", "--force"]) == 0
     assert len(list(read_ranked(ranked))) == 3
+
+
+def test_a_run_resumed_at_its_last_step_says_so_instead_of_a_nan_loss(tiny_model_dir, tmp_path, capsys):
+    from drover.train.runner import run_training
+
+    data = codealpaca_jsonl(tmp_path / "d.jsonl", 4)
+    run_dir = tmp_path / "run"
+    config = {"micro_batch_size": 2, "save_every": 1, "epochs": 1}
+    run_training(train_config(tiny_model_dir, [data], run_dir, **config), echo=True)
+    first = capsys.readouterr().err
+    assert "final loss" in first and "nan" not in first
+    run_training(train_config(tiny_model_dir, [data], run_dir, **config), echo=True)
+    again = capsys.readouterr().err
+    assert "no step left to train" in again and "nan" not in again
+    summaries = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()
+                 if json.loads(line)["event"] == "summary"]
+    assert isinstance(summaries[0]["loss"], float) and summaries[-1]["loss"] is None

@@ -54,7 +54,7 @@ class TrainResult:
     steps: int
     tokens: int                  # target tokens trained on (all processes, all epochs)
     seconds: float
-    loss: float                  # last step's loss
+    loss: float | None           # last step's loss; None when no step was left to train (resumed at the end)
     metrics: dict[str, float] = field(default_factory=dict)  # last evaluation's, if any
     input_tokens: int = 0        # tokens run through the model (no padding), all processes
     params: int = 0              # model parameters (MFU counts 6 FLOPs per parameter per token)
@@ -435,7 +435,7 @@ class Engine:
             if config.stop_after_steps and state.step >= config.stop_after_steps and state.step < self.total_steps:
                 bar.close()
                 return TrainResult(None, state.step, state.tokens - tokens_at_start, time.perf_counter() - start,
-                                   stats.get("loss", math.nan), **self._compute_summary(input_tokens, gflops))
+                                   stats.get("loss"), **self._compute_summary(input_tokens, gflops))
         bar.close()
         if self.eval_examples:
             metrics = self.evaluate()
@@ -445,7 +445,7 @@ class Engine:
         model_dir = checkpoint.save_final(acc, self.model, self.tokenizer, self.run.root / "model", config.lora.merge)
         acc.end_training()
         return TrainResult(model_dir, state.step, state.tokens - tokens_at_start, seconds,
-                           stats.get("loss", math.nan), metrics, **self._compute_summary(input_tokens, gflops))
+                           stats.get("loss"), metrics, **self._compute_summary(input_tokens, gflops))
 
     def _matmul_gflops(self) -> float:
         """This process's matmul rate in the compute dtype (the MFU denominator)."""

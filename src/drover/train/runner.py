@@ -124,7 +124,8 @@ def run_training(config: Any, echo: bool = True) -> Path:
 def _summary_text(s: dict) -> str:
     where = s["model"] or "(stopped early: checkpoints only)"
     lines = [f"drover {s['objective']}: {s['steps']} steps, {s['tokens']:,} target tokens in {s['seconds']:.1f} s "
-             f"({s['tokens_per_s']:,.0f} tokens/s), final loss {s['loss']:.4f}",
+             f"({s['tokens_per_s']:,.0f} tokens/s), "
+             + (f"final loss {s['loss']:.4f}" if s["loss"] is not None else "no step left to train (resumed at its end)"),
              f"  compute: MFU {s['mfu']:.1%} of this process's measured matmul rate "
              f"({s['matmul_gflops']:,.0f} GFLOP/s), attention {s['attention']}",
              f"  data: {s['data']}", f"  model: {where}"]
