@@ -347,3 +347,18 @@ def test_same_bits_reads_values_not_storage_of_lazy_views():
             assert step_memo._same_bits(q1, q1.clone())
         finally:
             step_memo._MEMCMP = False
+
+
+def test_same_bits_without_ctypes_falls_back(monkeypatch):
+    """A Python built without _ctypes (no libffi) raises ImportError at `import ctypes`:
+    the comparison falls back to torch.equal on integer views, never a traceback."""
+    import sys
+
+    import torch
+
+    monkeypatch.setitem(sys.modules, "ctypes", None)  # `import ctypes` raises ImportError
+    monkeypatch.setattr(step_memo, "_MEMCMP", False)
+    a = torch.tensor([0.0, 1.0])
+    assert step_memo._same_bits(a, a.clone())
+    assert not step_memo._same_bits(a, torch.tensor([-0.0, 1.0]))
+    assert step_memo._MEMCMP is None

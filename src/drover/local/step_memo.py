@@ -92,7 +92,7 @@ def _memcmp() -> Any:
             fn = ctypes.CDLL(None).memcmp
             fn.restype, fn.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
             _MEMCMP = fn
-        except (OSError, AttributeError, TypeError):
+        except (ImportError, OSError, AttributeError, TypeError):  # no _ctypes, no libc, Windows' CDLL(None)
             _MEMCMP = None
     return _MEMCMP
 
