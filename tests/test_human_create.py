@@ -240,5 +240,6 @@ def test_a_study_made_before_sessions_opened_by_many_at_once_is_upgraded_once(tm
         assert not errors
         s = Study(directory)
         with s.engine.begin() as conn:
-            assert sorted(v for (v,) in conn.execute(db.schema_version.select())) == list(range(1, db.SCHEMA_VERSION + 1))
+            versions = sorted(v for (v,) in conn.execute(db.schema_version.select()))
+        assert versions == list(range(1, db.SCHEMA_VERSION + 1))
         s.close_engine()
