@@ -280,3 +280,19 @@ def test_signing_out_revokes_the_session_and_the_cookie_never_holds_the_invite_t
     planted.cookies.set(SESSION_COOKIE, tokens["alice"])
     assert planted.get("/").headers["location"] == "/login"
     assert client_for(s, tokens["alice"]).get(item).status_code == 200  # the invite token signs in again
+
+
+def test_signing_in_again_ends_the_session_the_browser_held(study):
+    """A browser that signs in again (another rater on a shared machine, or the same one)
+    gets a new session and its old one ends: nobody holds that cookie any more but a copy,
+    which kept working for SESSION_DAYS."""
+    s, tokens = study
+    browser = client_for(s, tokens["alice"])
+    item = url_of(s, my_items(s, "alice")[0])
+    copy = TestClient(create_app(s), follow_redirects=False)
+    copy.cookies.set(SESSION_COOKIE, browser.cookies[SESSION_COOKIE])
+    assert copy.get(item).status_code == 200
+    page = browser.get("/login", params={"token": tokens["bob"]})
+    assert browser.post("/login", data={"token": tokens["bob"], "csrf": csrf_of(page.text)}).status_code == 303
+    assert browser.get(url_of(s, my_items(s, "bob")[0])).status_code == 200
+    assert copy.get("/").headers["location"] == "/login"

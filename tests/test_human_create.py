@@ -6,7 +6,7 @@ import json
 from collections import Counter
 
 import pytest
-from human_helpers import make_study, write_outputs
+from human_helpers import make_study, pg_url, write_outputs
 
 from drover.cli import main
 from drover.human.create import StudyConfig, assign
@@ -202,4 +202,44 @@ def test_a_study_made_before_sessions_is_upgraded_when_opened(tmp_path):
             conn.execute(db.sessions.update().values(created="2000-01-01T00:00:00Z"))
         assert s.rater_for_session(stale) is None
     finally:
+        s.close_engine()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_study_made_before_sessions_opened_by_many_at_once_is_upgraded_once(tmp_path, backend):
+    """After an upgrade every open of a version-1 study migrates it: the server and a
+    `drover human results` started together both did, and on PostgreSQL the loser failed
+    ("relation sessions already exists" / a duplicate schema_version row). Migrations queue."""
+    import threading
+
+    from sqlalchemy import delete
+
+    from drover.human import db
+
+    directory, _ = make_study(tmp_path, db=pg_url() if backend == "postgresql" else "")
+    for _ in range(3):
+        s = Study(directory)
+        with s.engine.begin() as conn:  # back to version 1
+            db.sessions.drop(conn)
+            conn.execute(delete(db.schema_version).where(db.schema_version.c.version > 1))
+        s.close_engine()
+        start, errors = threading.Barrier(4), []
+
+        def open_study() -> None:
+            start.wait()
+            try:
+                Study(directory).close_engine()
+            except Exception as exc:  # noqa: BLE001 - every failure is the finding
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_study) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        s = Study(directory)
+        with s.engine.begin() as conn:
+            versions = sorted(v for (v,) in conn.execute(db.schema_version.select()))
+        assert versions == list(range(1, db.SCHEMA_VERSION + 1))
         s.close_engine()

@@ -215,3 +215,18 @@ def test_a_service_whose_runner_died_before_the_signal_was_armed_exits():
                 os._exit(0)
         _, status = os.waitpid(child, 0)
         assert os.WEXITSTATUS(status) == code
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals are Linux's")
+def test_a_service_starts_where_ctypes_cannot_be_imported(monkeypatch):
+    """A Python without _ctypes: the parent-death signal is not armed, and the service starts
+    (an ImportError in the preexec_fn was "Exception occurred in preexec_fn", a traceback)."""
+    import os
+    import subprocess
+
+    from drover.recipes import _die_with_parent
+
+    monkeypatch.setitem(sys.modules, "ctypes", None)  # `import ctypes` raises ImportError
+    proc = subprocess.run([sys.executable, "-c", "print('served')"], capture_output=True, text=True,
+                          start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))
+    assert proc.returncode == 0 and proc.stdout == "served\n"

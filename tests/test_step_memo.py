@@ -319,3 +319,46 @@ def test_same_bits_tells_apart_what_equality_would_not():
     other[1, 2] = 99.0
     assert not step_memo._same_bits(wide[:, ::2], other[:, ::2])
     assert step_memo._same_bits(wide[:, 1::2], other[:, 1::2])
+
+
+def test_same_bits_reads_values_not_storage_of_lazy_views():
+    """A conjugate or negative view shares its base's bytes but not its values, and a
+    quantized tensor's value is its integers times its scale: memcmp of the storage said
+    "same" for all three (a `param.data = param.data.conj()` left the stale step in use).
+    A copy without libc (`_MEMCMP = None`) compares the same way."""
+    import warnings
+
+    import torch
+
+    z = torch.tensor([1 + 2j, 3 - 1j], dtype=torch.complex64)
+    y = torch.tensor([1.0, -2.0, 3.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # quantize_per_tensor is deprecated, still there
+        q1 = torch.quantize_per_tensor(y, 0.1, 0, torch.qint8)
+        q2 = torch.quantize_per_tensor(y * 2, 0.2, 0, torch.qint8)  # same integers, other scale
+    for memcmp in (step_memo._memcmp(), None):
+        step_memo._MEMCMP = memcmp
+        try:
+            assert not step_memo._same_bits(z.conj(), z.clone())
+            assert step_memo._same_bits(z.conj(), z.conj().clone())
+            assert not step_memo._same_bits(torch._neg_view(y), y.clone())
+            assert step_memo._same_bits(torch._neg_view(y), -y)
+            assert not step_memo._same_bits(q1, q2)
+            assert step_memo._same_bits(q1, q1.clone())
+        finally:
+            step_memo._MEMCMP = False
+
+
+def test_same_bits_without_ctypes_falls_back(monkeypatch):
+    """A Python built without _ctypes (no libffi) raises ImportError at `import ctypes`:
+    the comparison falls back to torch.equal on integer views, never a traceback."""
+    import sys
+
+    import torch
+
+    monkeypatch.setitem(sys.modules, "ctypes", None)  # `import ctypes` raises ImportError
+    monkeypatch.setattr(step_memo, "_MEMCMP", False)
+    a = torch.tensor([0.0, 1.0])
+    assert step_memo._same_bits(a, a.clone())
+    assert not step_memo._same_bits(a, torch.tensor([-0.0, 1.0]))
+    assert step_memo._MEMCMP is None

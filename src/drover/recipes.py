@@ -162,16 +162,19 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     """For the service's child process (a `preexec_fn`): get SIGTERM when the runner dies
     (Linux), so a SIGKILLed `drover run` does not leave orphaned servers holding memory and
     ports. A runner that died before the signal was armed (between fork and prctl) is caught
-    by the parent check after it: the child is then already an orphan and exits."""
+    by the parent check after it: the child is then already an orphan and exits. prctl is
+    looked up here, in the runner: the child between fork and exec imports and loads nothing."""
+    import signal
+
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (ImportError, OSError, AttributeError):  # no _ctypes, no glibc: no signal to arm
+        return lambda: None
 
     def arm() -> None:
-        try:
-            import ctypes
-            import signal
-
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:
             os._exit(1)
 

@@ -179,6 +179,8 @@ class Routes:
         if rater is None:
             csrf = csrf_token(self.study.secret, "pre:" + request.cookies.get(PRE_COOKIE, ""))
             return self.pages.html("login.html", 403, error="unknown invite token", csrf=csrf, rater=None)
+        if request.cookies.get(SESSION_COOKIE):  # the browser's previous sign-in ends: only copies still held it
+            self.study.close_session(request.cookies[SESSION_COOKIE])
         response = RedirectResponse("/admin" if rater.role == "admin" else "/", status_code=303)
         response.set_cookie(SESSION_COOKIE, self.study.open_session(rater.name), httponly=True, samesite="lax",
                             secure=request.url.scheme == "https", max_age=SESSION_DAYS * 86400)

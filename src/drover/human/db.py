@@ -139,10 +139,17 @@ def _sqlite_locking(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+_MIGRATE_LOCK = 0x64726F766572  # "drover": the PostgreSQL advisory lock migrations hold, one at a time
+
+
 def migrate(engine: Engine) -> int:
-    """Bring the schema to SCHEMA_VERSION; returns the version found before."""
+    """Bring the schema to SCHEMA_VERSION; returns the version found before. Every open of
+    a study migrates it, so processes opening an old study together (the server and
+    `drover human results`) take turns: the first upgrades it, the others find it upgraded."""
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # SQLite queues on BEGIN IMMEDIATE; PG would race the DDL
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATE_LOCK})")
             if not inspect(conn).has_table("schema_version"):
                 metadata.create_all(conn, tables=[schema_version])
             found = conn.execute(select(schema_version.c.version).order_by(schema_version.c.version.desc())
