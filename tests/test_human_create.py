@@ -180,6 +180,7 @@ def test_a_study_made_before_sessions_is_upgraded_when_opened(tmp_path):
     from sqlalchemy import delete, inspect
 
     from drover.human import db
+    from drover.human.tokens import hash_token
 
     directory, tokens = make_study(tmp_path)
     s = Study(directory)
@@ -201,6 +202,9 @@ def test_a_study_made_before_sessions_is_upgraded_when_opened(tmp_path):
         with s.engine.begin() as conn:  # signed in longer ago than a session lasts
             conn.execute(db.sessions.update().values(created="2000-01-01T00:00:00Z"))
         assert s.rater_for_session(stale) is None
+        s.open_session(rater)  # the next sign-in deletes the expired session
+        with s.engine.begin() as conn:
+            assert conn.execute(db.sessions.select().where(db.sessions.c.token_hash == hash_token(stale))).first() is None
     finally:
         s.close_engine()
 

@@ -84,6 +84,11 @@ def _answer(row: Any) -> Answer:
 SESSION_DAYS = 90  # a sign-in lasts this long (the session cookie's max-age too)
 
 
+def _session_cutoff() -> str:
+    """The `created` stamp before which a session has expired (fixed-format UTC: compares as text)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - SESSION_DAYS * 86400))
+
+
 class Study:
     """A study directory (study.json + its database) opened for the app or the results."""
 
@@ -129,11 +134,15 @@ class Study:
         return Rater(row.name, row.role) if row else None
 
     def open_session(self, rater: str) -> str:
-        """A new session token for a rater who just signed in (only its hash is stored)."""
+        """A new session token for a rater who just signed in (only its hash is stored);
+        sessions past SESSION_DAYS are deleted on the way, so the table does not grow forever."""
         import secrets
+
+        from sqlalchemy import delete
 
         token = secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
+            conn.execute(delete(db.sessions).where(db.sessions.c.created < _session_cutoff()))
             conn.execute(insert(db.sessions).values(token_hash=hash_token(token), rater=rater,
                                                     created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
         return token
@@ -143,7 +152,7 @@ class Study:
         own lifetime, so a copied cookie does not outlive it) and not signed out."""
         if not token:
             return None
-        oldest = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - SESSION_DAYS * 86400))
+        oldest = _session_cutoff()
         with self.engine.begin() as conn:
             row = conn.execute(select(db.raters.c.name, db.raters.c.role)
                                .join(db.sessions, db.sessions.c.rater == db.raters.c.name)
