@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from drover.errors import ConfigError
@@ -84,9 +84,14 @@ def _answer(row: Any) -> Answer:
 SESSION_DAYS = 90  # a sign-in lasts this long (the session cookie's max-age too)
 
 
+def _utc_stamp(seconds: float | None = None) -> str:
+    """A moment (now by default) as the fixed-format UTC text the database keeps: compares as text."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
 def _session_cutoff() -> str:
-    """The `created` stamp before which a session has expired (fixed-format UTC: compares as text)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - SESSION_DAYS * 86400))
+    """The `created` stamp before which a session has expired."""
+    return _utc_stamp(time.time() - SESSION_DAYS * 86400)
 
 
 class Study:
@@ -138,13 +143,11 @@ class Study:
         sessions past SESSION_DAYS are deleted on the way, so the table does not grow forever."""
         import secrets
 
-        from sqlalchemy import delete
-
         token = secrets.token_urlsafe(32)
         with self.engine.begin() as conn:
             conn.execute(delete(db.sessions).where(db.sessions.c.created < _session_cutoff()))
             conn.execute(insert(db.sessions).values(token_hash=hash_token(token), rater=rater,
-                                                    created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+                                                    created=_utc_stamp()))
         return token
 
     def rater_for_session(self, token: str) -> Rater | None:
@@ -161,8 +164,6 @@ class Study:
         return Rater(row.name, row.role) if row else None
 
     def close_session(self, token: str) -> None:
-        from sqlalchemy import delete
-
         with self.engine.begin() as conn:
             conn.execute(delete(db.sessions).where(db.sessions.c.token_hash == hash_token(token)))
 
@@ -219,7 +220,7 @@ class Study:
     def save(self, rater: str, item_id: str, expected_version: int, answers: dict[str, Any], comment: str,
              flags: list[str]) -> int:
         """Store an answer made from version `expected_version` (0: a first answer); returns the new version."""
-        saved = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        saved = _utc_stamp()
         values = {"answers": json.dumps(answers, sort_keys=True), "comment": comment,
                   "flags": json.dumps(sorted(flags)), "saved": saved}
         try:

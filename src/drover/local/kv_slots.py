@@ -406,12 +406,12 @@ def _rms_norm(module: Any, dtype: Any) -> Callable[[Any], Any]:
         # fp32: the same arithmetic in one kernel. Other dtypes: HF rounds the normalised
         # rows to the dtype before the weight multiplies them; F.rms_norm with the weight
         # rounds once (equal only while the weight is all ones), so the weight stays outside.
-        for candidate in ((fused,) if dtype == torch.float32 else (upcast,)):
-            try:
-                if torch.equal(candidate(rows), want):
-                    return candidate
-            except (RuntimeError, TypeError):  # refused for this dtype or device here
-                continue
+        candidate = fused if dtype == torch.float32 else upcast
+        try:
+            if torch.equal(candidate(rows), want):
+                return candidate
+        except (RuntimeError, TypeError):  # refused for this dtype or device here
+            pass
     return module
 
 

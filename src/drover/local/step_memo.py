@@ -37,16 +37,21 @@ class WeightsSnapshot:
     def __init__(self, model: Any):
         self.modules = _module_states(model)
         tensors = _tensors(model)
-        self.ids = [(name, id(t), t.dtype, tuple(t.shape), t.device) for name, t in tensors]
+        self.ids = _identities(tensors)
         self.copies = [t.detach().clone() for _, t in tensors]
 
     def matches(self, model: Any) -> bool:
         if _module_states(model) != self.modules:
             return False
         tensors = _tensors(model)
-        if [(name, id(t), t.dtype, tuple(t.shape), t.device) for name, t in tensors] != self.ids:
+        if _identities(tensors) != self.ids:
             return False
         return all(_same_bits(t.detach(), copy) for (_, t), copy in zip(tensors, self.copies))
+
+
+def _identities(tensors: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    """What must stay the same of each tensor besides its bits: the object, dtype, shape, device."""
+    return [(name, id(t), t.dtype, tuple(t.shape), t.device) for name, t in tensors]
 
 
 _PLAIN = (bool, int, float, str, type(None))
